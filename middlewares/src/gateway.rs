@@ -1,0 +1,207 @@
+//! Errors the gateway answers itself, told apart from an upstream's own statuses.
+//!
+//! When parapet produces a response on its own (no route matched, the upstream could not be reached,
+//! the upstream did not answer in time, an in-process handler failed), it attaches a [`GatewayError`]
+//! to the response's extensions. A layer that sees the response on its way out (the `errors` layer, the
+//! access log) can then tell a 502 that parapet made from a 502 an upstream sent.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::Body;
+
+/// Where a failure came from, in Pingora's terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorSource {
+    /// The client's request was at fault (no route, malformed target).
+    Downstream,
+    /// The upstream failed (refused, timed out, broke the protocol).
+    Upstream,
+    /// Something inside parapet or an in-process handler failed.
+    Internal,
+}
+
+impl ErrorSource {
+    /// The lowercase name used in logs: `downstream`, `upstream` or `internal`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorSource::Downstream => "downstream",
+            ErrorSource::Upstream => "upstream",
+            ErrorSource::Internal => "internal",
+        }
+    }
+}
+
+/// What went wrong, each kind with its own status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GatewayErrorKind {
+    /// No route matches the request's listener, host and path: 404.
+    NoRoute,
+    /// The request cannot be routed safely (a dot segment in the path, say): 400.
+    BadRequest,
+    /// The method is not one parapet serves (CONNECT): 405.
+    MethodNotAllowed,
+    /// The upstream refused the connection or could not be reached: 502.
+    UpstreamUnreachable,
+    /// The upstream broke the HTTP protocol or closed before its response head: 502.
+    UpstreamProtocol,
+    /// The upstream's response head did not arrive within the timeout: 504.
+    UpstreamTimeout,
+    /// An in-process handler or a layer failed or panicked: 500.
+    Internal,
+}
+
+impl GatewayErrorKind {
+    /// The status the gateway answers with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            GatewayErrorKind::NoRoute => StatusCode::NOT_FOUND,
+            GatewayErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            GatewayErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayErrorKind::UpstreamUnreachable | GatewayErrorKind::UpstreamProtocol => {
+                StatusCode::BAD_GATEWAY
+            }
+            GatewayErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            GatewayErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Where this kind of failure comes from.
+    pub fn source(self) -> ErrorSource {
+        match self {
+            GatewayErrorKind::NoRoute
+            | GatewayErrorKind::BadRequest
+            | GatewayErrorKind::MethodNotAllowed => ErrorSource::Downstream,
+            GatewayErrorKind::UpstreamUnreachable
+            | GatewayErrorKind::UpstreamProtocol
+            | GatewayErrorKind::UpstreamTimeout => ErrorSource::Upstream,
+            GatewayErrorKind::Internal => ErrorSource::Internal,
+        }
+    }
+
+    /// A short snake_case name for logs: `no_route`, `upstream_timeout`...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GatewayErrorKind::NoRoute => "no_route",
+            GatewayErrorKind::BadRequest => "bad_request",
+            GatewayErrorKind::MethodNotAllowed => "method_not_allowed",
+            GatewayErrorKind::UpstreamUnreachable => "upstream_unreachable",
+            GatewayErrorKind::UpstreamProtocol => "upstream_protocol",
+            GatewayErrorKind::UpstreamTimeout => "upstream_timeout",
+            GatewayErrorKind::Internal => "internal",
+        }
+    }
+}
+
+/// A response parapet produced itself, attached to that response's extensions.
+#[derive(Clone, Debug)]
+pub struct GatewayError {
+    kind: GatewayErrorKind,
+    detail: Cow<'static, str>,
+}
+
+impl GatewayError {
+    /// An error of this kind with no further detail.
+    pub fn new(kind: GatewayErrorKind) -> Self {
+        Self {
+            kind,
+            detail: Cow::Borrowed(""),
+        }
+    }
+
+    /// Adds a detail for logs (never sent to the client).
+    pub fn with_detail(mut self, detail: impl Into<Cow<'static, str>>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> GatewayErrorKind {
+        self.kind
+    }
+
+    /// The detail given for logs, empty if none.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    /// The status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        self.kind.status()
+    }
+
+    /// The response parapet sends for this error: the status, a one-line plain-text body, and the
+    /// error itself in the extensions.
+    pub fn into_response(self) -> Response<Body> {
+        let status = self.status();
+        let text = format!(
+            "{} {}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        );
+        let mut response = Response::new(Body::from(Bytes::from(text)));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+impl std::fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.detail.is_empty() {
+            write!(f, "{}", self.kind.as_str())
+        } else {
+            write!(f, "{}: {}", self.kind.as_str(), self.detail)
+        }
+    }
+}
+
+impl std::error::Error for GatewayError {}
+
+/// Which upstream server answered, attached to the responses that come from an upstream.
+///
+/// The access log reads it to log the upstream's address and its own status, which a layer may since
+/// have rewritten.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamResponse {
+    /// The server, as written in the config (`http://127.0.0.1:9000`).
+    pub server: Arc<str>,
+    /// The status the upstream sent.
+    pub status: StatusCode,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_errors_map_to_their_statuses_and_sources() {
+        assert_eq!(GatewayErrorKind::NoRoute.status(), 404);
+        assert_eq!(GatewayErrorKind::UpstreamUnreachable.status(), 502);
+        assert_eq!(GatewayErrorKind::UpstreamTimeout.status(), 504);
+        assert_eq!(
+            GatewayErrorKind::UpstreamTimeout.source(),
+            ErrorSource::Upstream
+        );
+        assert_eq!(GatewayErrorKind::NoRoute.source(), ErrorSource::Downstream);
+    }
+
+    #[test]
+    fn gateway_error_response_carries_the_error() {
+        let response = GatewayError::new(GatewayErrorKind::UpstreamUnreachable)
+            .with_detail("connection refused")
+            .into_response();
+        assert_eq!(response.status(), 502);
+        let err = response.extensions().get::<GatewayError>().unwrap();
+        assert_eq!(err.kind(), GatewayErrorKind::UpstreamUnreachable);
+        assert_eq!(err.detail(), "connection refused");
+    }
+}

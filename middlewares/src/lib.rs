@@ -1,0 +1,28 @@
+//! The tower layers that parapet chains into apps, and the few types they share.
+//!
+//! An *app* in parapet is an onion of layers around one endpoint. This crate holds the pieces every
+//! layer needs and knows nothing of listeners, routes or reloads:
+//!
+//! - [`Body`]: the response body type every app speaks, cheap for small fixed bodies and able to carry
+//!   any streaming body;
+//! - [`GatewayError`]: the typed error the gateway attaches to the responses it produces itself (no
+//!   route, unreachable upstream, upstream timeout...), so that later layers and the access log can tell
+//!   them apart from an upstream's own statuses.
+//!
+//! ```
+//! use parapet_middlewares::{Body, GatewayError, GatewayErrorKind};
+//!
+//! let response = GatewayError::new(GatewayErrorKind::UpstreamTimeout).into_response();
+//! assert_eq!(response.status(), 504);
+//! assert!(response.extensions().get::<GatewayError>().is_some());
+//! let _empty = Body::empty();
+//! ```
+
+pub mod body;
+pub mod gateway;
+
+pub use body::Body;
+pub use gateway::{ErrorSource, GatewayError, GatewayErrorKind, UpstreamResponse};
+
+/// The error type at the tower boundary: anything that can fail inside a body or a service.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

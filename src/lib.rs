@@ -1,0 +1,61 @@
+//! parapet: an edge reverse proxy whose apps are chains of tower middleware configured in one TOML file.
+//!
+//! The pieces, in the order a request meets them:
+//!
+//! 1. [`server`]: listeners accept connections and serve HTTP/1.1 and HTTP/2 (h2c) on each;
+//! 2. [`routing`]: each request is matched by listener, host and path prefix to an app;
+//! 3. an app ([`gateway`]) is a stack of layers around one endpoint: an upstream ([`proxy`]) or an
+//!    in-process handler ([`handlers`], or one registered through [`Registry`]).
+//!
+//! The config ([`config`]) is read once into a validated model, then built into a [`gateway::Gateway`]
+//! the server runs on.
+//!
+//! A program can embed parapet and register its own handler kinds:
+//!
+//! ```no_run
+//! use parapet::{Config, Registry, Server};
+//! use parapet_middlewares::Body;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut registry = Registry::new();
+//! registry.register_service(
+//!     "hello",
+//!     tower::service_fn(|_req: http::Request<Body>| async {
+//!         Ok::<_, std::convert::Infallible>(http::Response::new(Body::from("hello\n")))
+//!     }),
+//! );
+//! // In the TOML: [apps.greet] handler = { kind = "hello" }
+//! let config = Config::load("config/parapet.toml", &registry)?;
+//! let server = Server::start(config).await?;
+//! server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod config;
+pub mod gateway;
+pub mod handlers;
+pub mod proxy;
+pub mod registry;
+pub mod routing;
+pub mod server;
+
+use std::convert::Infallible;
+
+pub use config::Config;
+pub use parapet_middlewares::{Body, BoxError};
+pub use registry::Registry;
+pub use server::Server;
+
+/// A request as every app sees it.
+pub type Request = http::Request<Body>;
+
+/// A response as every app returns it.
+pub type Response = http::Response<Body>;
+
+/// A built app or endpoint: a cloneable service that never fails (every failure is a response).
+pub type AppService = tower::util::BoxCloneSyncService<Request, Response, Infallible>;
+
+/// The address of the client that sent a request, in the request's extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::SocketAddr);

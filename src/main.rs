@@ -1,0 +1,136 @@
+//! The `parapet` command: `run` serves a config, `check` validates one.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use parapet::config::{LoadError, DEFAULT_PATH};
+use parapet::{Config, Registry, Server};
+
+#[derive(Parser)]
+#[command(
+    name = "parapet",
+    version,
+    about = "An edge reverse proxy whose apps are chains of tower middleware"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the config until SIGTERM or SIGINT.
+    Run {
+        /// The config file.
+        #[arg(short, long, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Validate the config and exit: 0 valid, 1 invalid (errors on stderr).
+    Check {
+        /// The config file.
+        #[arg(short, long, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let registry = Registry::new();
+    match cli.command {
+        Command::Check { config } => match Config::load(&config, &registry) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(err) => report(&err),
+        },
+        Command::Run { config } => {
+            let loaded = match Config::load(&config, &registry) {
+                Ok(c) => c,
+                Err(err) => return report(&err),
+            };
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            runtime.enable_all();
+            if let Some(workers) = loaded.server.workers {
+                runtime.worker_threads(workers);
+            }
+            let runtime = match runtime.build() {
+                Ok(rt) => rt,
+                Err(err) => {
+                    eprintln!("parapet: cannot start the runtime: {err}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(run(loaded, registry))
+        }
+    }
+}
+
+async fn run(config: Config, registry: Registry) -> ExitCode {
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let path = config.path.clone();
+    let mut server = match Server::start(config).await {
+        Ok(s) => s,
+        Err(err) => {
+            eprintln!("parapet: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        eprintln!("parapet: cannot install signal handlers");
+        server.shutdown().await;
+        return ExitCode::FAILURE;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM received"); break }
+            _ = int.recv() => { tracing::info!("SIGINT received"); break }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP received: reloading {}", path.display());
+                let started = std::time::Instant::now();
+                let outcome = Config::load(&path, &registry)
+                    .map_err(|e| e.to_string())
+                    .and_then(|c| server.reload(c).map_err(|e| e.to_string()));
+                match outcome {
+                    Ok(()) => tracing::info!(elapsed = ?started.elapsed(), "reload applied"),
+                    Err(err) => tracing::error!("reload refused, the running config stays:\n{err}"),
+                }
+            }
+        }
+    }
+    server.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+fn report(err: &LoadError) -> ExitCode {
+    match err {
+        LoadError::Invalid(errors) => {
+            for e in errors.errors() {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{} error(s); the config is invalid", errors.errors().len());
+        }
+        LoadError::Io { .. } => eprintln!("error: {err}"),
+    }
+    ExitCode::FAILURE
+}
+
+/// Diagnostics go to stderr; `PARAPET_LOG` sets the level (error, warn, info, debug, trace).
+fn init_tracing() {
+    let level = std::env::var("PARAPET_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing_subscriber::filter::LevelFilter>().ok())
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_ansi(false)
+        .init();
+}

@@ -1,0 +1,300 @@
+//! The upstream endpoint: parapet as a reverse proxy.
+//!
+//! A request's life through an upstream, in phases:
+//!
+//! 1. **pick**: the next server of the upstream, round robin;
+//! 2. **rewrite**: absolute-form URI from the server's base and the request's path and query; hop-by-hop
+//!    headers removed; `X-Forwarded-For` appended, `X-Forwarded-Proto` and `X-Forwarded-Host` set; `Host`
+//!    kept (from the URI's authority for HTTP/2 clients, which send none);
+//! 3. **send**: over hyper-util's pooled client, bounded by `connect_timeout` and by `timeout` until the
+//!    response head arrives;
+//! 4. **answer**: hop-by-hop headers removed from the response, whose body streams back untouched. A
+//!    failure becomes a typed [`GatewayError`]: unreachable 502, timeout 504, broken protocol 502.
+//!
+//! Bodies are never buffered: hyper moves frames between the two connections with backpressure, and an
+//! upstream body that breaks off mid-way surfaces as a body error, which aborts the client's connection.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http::Version;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use parapet_middlewares::{Body, GatewayError, GatewayErrorKind, UpstreamResponse};
+
+use crate::config::UpstreamConfig;
+use crate::{AppService, ClientAddr, Request, Response};
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The hop-by-hop headers of RFC 9110 §7.6.1 (and the obsolete `Keep-Alive` and `Proxy-Connection`),
+/// which describe one connection and are never forwarded. Every `Proxy-*` header is removed too.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("keep-alive"),
+];
+
+/// Removes hop-by-hop headers: the fixed list, every `Proxy-*` header, and every header named in any
+/// `Connection` line (RFC 9110 §7.6.1: "a proxy or gateway MUST parse a received Connection header
+/// field before a message is forwarded and, for each connection-option in this field, remove any
+/// header or trailer field(s) from the message with the same name").
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
+        let proxy: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("proxy-"))
+            .cloned()
+            .collect();
+        for name in proxy {
+            headers.remove(name);
+        }
+    }
+}
+
+/// An upstream built from its config: its servers, its pooled client and its round-robin cursor.
+pub struct Upstream {
+    config: Arc<UpstreamConfig>,
+    /// Each server's display name, shared with every response it answers.
+    names: Vec<Arc<str>>,
+    client: Client<HttpConnector, Body>,
+    next: AtomicUsize,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// Builds the upstream and its connection pool.
+    pub fn new(config: Arc<UpstreamConfig>) -> Arc<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let names = config
+            .servers
+            .iter()
+            .map(|s| Arc::from(s.to_string()))
+            .collect();
+        Arc::new(Self {
+            config,
+            names,
+            client,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// The config this upstream was built from.
+    pub fn config(&self) -> &Arc<UpstreamConfig> {
+        &self.config
+    }
+
+    /// The endpoint service proxying to this upstream.
+    pub fn service(self: &Arc<Self>) -> AppService {
+        AppService::new(UpstreamService(Arc::clone(self)))
+    }
+
+    async fn forward(self: Arc<Self>, req: Request) -> Response {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.config.servers.len();
+        let server = &self.config.servers[index];
+        let name = &self.names[index];
+
+        let (mut parts, body) = req.into_parts();
+        let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let path_and_query = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        let pq = if server.base_path.is_empty() {
+            PathAndQuery::try_from(path_and_query)
+        } else {
+            PathAndQuery::try_from(format!("{}{}", server.base_path, path_and_query))
+        };
+        let uri = pq.ok().and_then(|pq| {
+            Uri::builder()
+                .scheme(server.scheme.clone())
+                .authority(server.authority.clone())
+                .path_and_query(pq)
+                .build()
+                .ok()
+        });
+        let Some(uri) = uri else {
+            return GatewayError::new(GatewayErrorKind::BadRequest)
+                .with_detail("request target cannot be forwarded")
+                .into_response();
+        };
+
+        let client_addr = parts.extensions.get::<ClientAddr>().map(|c| c.0);
+        let headers = &mut parts.headers;
+        remove_hop_by_hop(headers);
+        set_forwarded(headers, client_addr, original_host.as_ref());
+        if let Some(host) = original_host {
+            headers.insert(header::HOST, host);
+        }
+        parts.uri = uri;
+        // The upstream connection is HTTP/1.1 whatever the client spoke.
+        parts.version = Version::HTTP_11;
+        let upstream_req = http::Request::from_parts(parts, body);
+
+        let sent = tokio::time::timeout(self.config.timeout, self.client.request(upstream_req));
+        match sent.await {
+            Ok(Ok(response)) => {
+                let (mut parts, body) = response.into_parts();
+                remove_hop_by_hop(&mut parts.headers);
+                parts.extensions.insert(UpstreamResponse {
+                    server: Arc::clone(name),
+                    status: parts.status,
+                });
+                Response::from_parts(parts, Body::from(body))
+            }
+            Ok(Err(err)) => {
+                let kind = if err.is_connect() {
+                    GatewayErrorKind::UpstreamUnreachable
+                } else {
+                    GatewayErrorKind::UpstreamProtocol
+                };
+                let detail = format!("{name}: {}", error_chain(&err));
+                tracing::warn!(upstream = %self.config.name, server = %name, error = %detail, "upstream request failed");
+                GatewayError::new(kind).with_detail(detail).into_response()
+            }
+            Err(_elapsed) => {
+                tracing::warn!(upstream = %self.config.name, server = %name, timeout = ?self.config.timeout, "upstream timed out");
+                GatewayError::new(GatewayErrorKind::UpstreamTimeout)
+                    .with_detail(format!(
+                        "{name}: no response head within {:?}",
+                        self.config.timeout
+                    ))
+                    .into_response()
+            }
+        }
+    }
+}
+
+/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` and `X-Forwarded-Host`.
+fn set_forwarded(headers: &mut HeaderMap, client: Option<SocketAddr>, host: Option<&HeaderValue>) {
+    if let Some(client) = client {
+        let ip = client.ip().to_string();
+        let mut prior = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
+        let value = if prior.peek().is_none() {
+            HeaderValue::from_str(&ip).ok()
+        } else {
+            let mut joined = String::new();
+            for v in prior {
+                if let Ok(v) = v.to_str() {
+                    joined.push_str(v);
+                    joined.push_str(", ");
+                }
+            }
+            joined.push_str(&ip);
+            HeaderValue::from_str(&joined).ok()
+        };
+        if let Some(value) = value {
+            headers.insert(X_FORWARDED_FOR.clone(), value);
+        }
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+#[derive(Clone)]
+struct UpstreamService(Arc<Upstream>);
+
+impl tower::Service<Request> for UpstreamService {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let upstream = Arc::clone(&self.0);
+        Box::pin(async move { Ok(upstream.forward(req).await) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_connection_named_ones_are_removed() {
+        let mut h = HeaderMap::new();
+        h.append("connection", HeaderValue::from_static("close, x-one"));
+        h.append("connection", HeaderValue::from_static("X-Two"));
+        h.insert("x-one", HeaderValue::from_static("1"));
+        h.insert("x-two", HeaderValue::from_static("2"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("trailer", HeaderValue::from_static("x-sum"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("proxy-authorization", HeaderValue::from_static("basic x"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert("x-kept", HeaderValue::from_static("yes"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn forwarded_for_appends_to_every_prior_line() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("2.2.2.2"));
+        let host = HeaderValue::from_static("example.com");
+        set_forwarded(&mut h, Some("10.0.0.9:5555".parse().unwrap()), Some(&host));
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "example.com");
+    }
+}
