@@ -11,7 +11,7 @@ use http::uri::{PathAndQuery, Uri};
 use http::Method;
 use parapet_middlewares::{GatewayError, GatewayErrorKind};
 
-use crate::config::{Config, EndpointConfig, UpstreamConfig};
+use crate::config::{Config, EndpointConfig};
 use crate::proxy::Upstream;
 use crate::routing::{has_dot_segment, normalize_host, RouteTable};
 use crate::{AppService, Request, Response};
@@ -36,6 +36,14 @@ impl std::fmt::Debug for Target {
 /// The name of the app a request was routed to, in the request's extensions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AppName(pub Arc<str>);
+
+/// What [`Gateway::dispatch`] decided for a request.
+pub enum Dispatch {
+    /// Give this request to this app.
+    App(AppService, Request),
+    /// parapet answers itself: no route matched, or the request is refused.
+    Answer(Response),
+}
 
 /// A built config: what the server runs on.
 pub struct Gateway {
@@ -63,7 +71,7 @@ impl Gateway {
             .map(|(name, cfg)| {
                 let kept = reuse
                     .and_then(|g| g.upstreams.get(name))
-                    .filter(|u| same_upstream(u.config(), cfg));
+                    .filter(|u| **u.config() == **cfg);
                 let upstream = match kept {
                     Some(u) => Arc::clone(u),
                     None => Upstream::new(Arc::clone(cfg)),
@@ -110,21 +118,21 @@ impl Gateway {
 
     /// Routes `req`, received on `listener`, to its app: the app and the request to give it, or the
     /// response parapet answers itself (no route, a request it refuses).
-    pub fn dispatch(
-        &self,
-        listener: &str,
-        mut req: Request,
-    ) -> Result<(AppService, Request), Response> {
+    pub fn dispatch(&self, listener: &str, mut req: Request) -> Dispatch {
         if req.method() == Method::CONNECT {
-            return Err(GatewayError::new(GatewayErrorKind::MethodNotAllowed)
-                .with_detail("CONNECT is not supported")
-                .into_response());
+            return Dispatch::Answer(
+                GatewayError::new(GatewayErrorKind::MethodNotAllowed)
+                    .with_detail("CONNECT is not supported")
+                    .into_response(),
+            );
         }
         let path = req.uri().path();
         if has_dot_segment(path) {
-            return Err(GatewayError::new(GatewayErrorKind::BadRequest)
-                .with_detail("dot segment in path")
-                .into_response());
+            return Dispatch::Answer(
+                GatewayError::new(GatewayErrorKind::BadRequest)
+                    .with_detail("dot segment in path")
+                    .into_response(),
+            );
         }
         let host = req
             .uri()
@@ -141,7 +149,7 @@ impl Gateway {
             .get(listener)
             .and_then(|t| t.find(host.as_deref(), path));
         let Some((prefix, target)) = found else {
-            return Err(GatewayError::new(GatewayErrorKind::NoRoute).into_response());
+            return Dispatch::Answer(GatewayError::new(GatewayErrorKind::NoRoute).into_response());
         };
         let app = target.app.clone();
         if target.strip_prefix && prefix != "/" {
@@ -152,12 +160,8 @@ impl Gateway {
         }
         req.extensions_mut()
             .insert(AppName(Arc::clone(&target.app_name)));
-        Ok((app, req))
+        Dispatch::App(app, req)
     }
-}
-
-fn same_upstream(a: &UpstreamConfig, b: &UpstreamConfig) -> bool {
-    a == b
 }
 
 /// The URI with `prefix` removed from its path (`/static/a.css` with `/static` is `/a.css`).

@@ -26,7 +26,7 @@ use tower::util::Oneshot;
 use tower::ServiceExt;
 
 use crate::config::Config;
-use crate::gateway::Gateway;
+use crate::gateway::{Dispatch, Gateway};
 use crate::{AppService, ClientAddr, Request, Response};
 
 /// A running parapet: its listeners and the gateway they serve.
@@ -292,10 +292,10 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
         let mut req: Request = req.map(Body::from);
         req.extensions_mut().insert(self.client);
         match self.gateway.load().dispatch(&self.listener, req) {
-            Ok((app, req)) => DispatchFuture::App {
+            Dispatch::App(app, req) => DispatchFuture::App {
                 fut: app.oneshot(req),
             },
-            Err(response) => DispatchFuture::Ready {
+            Dispatch::Answer(response) => DispatchFuture::Ready {
                 response: Some(response),
             },
         }

@@ -348,7 +348,7 @@ fn read_upstream(name: &str, mut t: Table<'_>) -> Option<UpstreamConfig> {
             }
             Some(items) => {
                 for item in items {
-                    match item.str().map(|s| parse_upstream_server(s)) {
+                    match item.str().map(parse_upstream_server) {
                         Some(Ok(server)) => servers.push(server),
                         Some(Err(msg)) => {
                             item.error(msg);

@@ -1,0 +1,384 @@
+//! Shared helpers for the integration tests: a parapet started from TOML text, real upstream servers,
+//! and real HTTP clients. Every socket is on 127.0.0.1 with a port the system picks.
+
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use parapet::{Body, Config, Registry, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Starts parapet on `toml` (whose listeners bind 127.0.0.1:0) with the built-in kinds.
+pub async fn start(toml: &str) -> Server {
+    start_with(toml, &Registry::new()).await
+}
+
+/// Starts parapet on `toml` with the kinds of `registry`.
+pub async fn start_with(toml: &str, registry: &Registry) -> Server {
+    let config = Config::parse("test.toml", toml, registry)
+        .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
+    Server::start(config).await.expect("parapet starts")
+}
+
+/// An upstream server answering every request with `handler`.
+pub async fn upstream<F, Fut>(handler: F) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let fut = handler(req);
+                    async move { Ok::<_, Infallible>(fut.await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// An address where nothing listens: connections are refused.
+pub async fn dead_address() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// An upstream that accepts connections and never answers.
+pub async fn silent_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    addr
+}
+
+/// An upstream that answers every connection with these raw bytes, then closes.
+pub async fn raw_upstream(response: &'static [u8]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // Read the request head before answering, so the client is not reset mid-write.
+                let mut buf = vec![0u8; 8192];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(response).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// An HTTP/1.1 client.
+pub fn client() -> Client<HttpConnector, Body> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// An HTTP/2 client with prior knowledge (h2c).
+pub fn h2c_client() -> Client<HttpConnector, Body> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build(HttpConnector::new())
+}
+
+/// GETs `url` with optional Host and returns status, headers and body text.
+pub async fn get(
+    addr: SocketAddr,
+    host: Option<&str>,
+    path: &str,
+) -> (u16, http::HeaderMap, String) {
+    let mut req = Request::get(format!("http://{addr}{path}"));
+    if let Some(host) = host {
+        req = req.header("host", host);
+    }
+    send(req.body(Body::empty()).unwrap()).await
+}
+
+/// Sends a request and reads the whole answer.
+pub async fn send(req: Request<Body>) -> (u16, http::HeaderMap, String) {
+    let response = tokio::time::timeout(Duration::from_secs(20), client().request(req))
+        .await
+        .expect("answer within 20s")
+        .expect("request succeeds");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Writes raw request bytes on a new connection and reads until the server closes it.
+pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut out))
+        .await
+        .expect("server closes within 20s")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A response with this status and body.
+pub fn text(status: u16, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Body::full(body.into()));
+    *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+    r
+}
+
+/// FNV-1a, 64 bits: enough to tell two 50 MB streams apart without a hashing dependency.
+#[derive(Clone, Copy)]
+pub struct Fnv(pub u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    pub fn update(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= b as u64;
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// The `i`th chunk of a deterministic test stream: 64 KiB whose bytes depend on `i`.
+pub fn pattern_chunk(i: usize) -> Bytes {
+    const SIZE: usize = 64 * 1024;
+    let mut v = vec![0u8; SIZE];
+    let seed = (i as u32).wrapping_mul(2_654_435_761);
+    for (j, b) in v.iter_mut().enumerate() {
+        *b = (seed.wrapping_add(j as u32 * 7) >> 3) as u8;
+    }
+    Bytes::from(v)
+}
+
+/// A streaming body of `chunks` pattern chunks, produced as it is read.
+pub fn pattern_body(chunks: usize) -> Body {
+    Body::new(http_body_util::StreamBody::new(PatternStream {
+        next: 0,
+        end: chunks,
+    }))
+}
+
+struct PatternStream {
+    next: usize,
+    end: usize,
+}
+
+impl futures_core::Stream for PatternStream {
+    type Item = Result<http_body::Frame<Bytes>, Infallible>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if self.next == self.end {
+            return std::task::Poll::Ready(None);
+        }
+        let chunk = pattern_chunk(self.next);
+        self.next += 1;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(chunk))))
+    }
+}
+
+/// The hash of `chunks` pattern chunks.
+pub fn pattern_hash(chunks: usize) -> u64 {
+    let mut h = Fnv::default();
+    for i in 0..chunks {
+        h.update(&pattern_chunk(i));
+    }
+    h.0
+}
+
+/// Reads a body to its end, hashing it; an error if the body broke off.
+pub async fn hash_body<B>(mut body: B) -> Result<(u64, usize), B::Error>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    let mut h = Fnv::default();
+    let mut len = 0;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            h.update(&data);
+            len += data.len();
+        }
+    }
+    Ok((h.0, len))
+}
+
+/// A parapet process started from the built binary, with its listeners' addresses.
+pub struct Process {
+    pub child: std::process::Child,
+    pub addrs: std::collections::HashMap<String, SocketAddr>,
+    pub dir: std::path::PathBuf,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Process {
+    /// Writes `toml` to a fresh directory and runs `parapet run -c` on it, waiting until every one of
+    /// `listeners` reports its address on stderr.
+    pub fn run(toml: &str, listeners: &[&str]) -> Process {
+        use std::io::BufRead;
+        let dir = temp_dir();
+        let path = dir.join("parapet.toml");
+        std::fs::write(&path, toml).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_parapet"))
+            .arg("run")
+            .arg("-c")
+            .arg(&path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("parapet starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                log2.lock().unwrap().push_str(&line);
+                log2.lock().unwrap().push('\n');
+                let _ = tx.send(line);
+            }
+        });
+        let mut addrs = std::collections::HashMap::new();
+        while addrs.len() < listeners.len() {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "parapet did not report its listeners:\n{}",
+                        log.lock().unwrap()
+                    )
+                });
+            if let Some((name, addr)) = parse_listening(&line) {
+                addrs.insert(name, addr);
+            }
+        }
+        Process {
+            child,
+            addrs,
+            dir,
+            stderr: log,
+        }
+    }
+
+    /// The address of a listener.
+    pub fn addr(&self, listener: &str) -> SocketAddr {
+        self.addrs[listener]
+    }
+
+    /// What the process wrote on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// A line of /proc/PID/status, in KiB (`VmRSS`, `VmHWM`).
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc status"))
+    }
+
+    /// Sends a signal by name (`TERM`, `HUP`...).
+    pub fn signal(&self, name: &str) {
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name} failed");
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "parapet did not exit in {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `... listening listener=NAME addr=ADDR` from parapet's stderr.
+fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
+    if !line.contains(" listening ") {
+        return None;
+    }
+    let name = line.split("listener=").nth(1)?.split_whitespace().next()?;
+    let addr = line.split("addr=").nth(1)?.split_whitespace().next()?;
+    Some((name.trim_matches('"').to_owned(), addr.parse().ok()?))
+}
+
+/// A new empty directory under the system's temp directory.
+pub fn temp_dir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let dir = std::env::temp_dir().join(format!(
+        "parapet-test-{}-{}-{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

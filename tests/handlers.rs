@@ -1,0 +1,138 @@
+//! The built-in in-process handlers through the real server.
+
+mod common;
+
+use common::*;
+use parapet::Body;
+
+fn site_config(root: &std::path::Path) -> String {
+    format!(
+        r#"
+[listeners.main]
+bind = "127.0.0.1:0"
+[[routes]]
+path = "/site"
+strip_prefix = true
+app = "site"
+[[routes]]
+path = "/old"
+app = "old"
+[[routes]]
+path = "/moved"
+app = "moved"
+[[routes]]
+app = "hello"
+[apps.site]
+handler = {{ kind = "static", root = "{}" }}
+[apps.old]
+handler = {{ kind = "redirect", to = "https://example.com/", status = 308 }}
+[apps.moved]
+handler = {{ kind = "redirect", to = "https://new.example.com", keep_path = true, status = 301 }}
+[apps.hello]
+handler = {{ kind = "respond", status = 200, body = "hello\n", headers = {{ "content-type" = "text/plain" }} }}
+"#,
+        root.display()
+    )
+}
+
+fn site() -> std::path::PathBuf {
+    let dir = temp_dir();
+    std::fs::create_dir_all(dir.join("public/docs")).unwrap();
+    std::fs::write(dir.join("public/index.html"), "<h1>home</h1>").unwrap();
+    std::fs::write(dir.join("public/docs/a.css"), "body { color: red }").unwrap();
+    std::fs::write(dir.join("secret.txt"), "outside the root").unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn respond_answers_with_its_status_headers_and_body() {
+    let dir = site();
+    let server = start(&site_config(&dir.join("public"))).await;
+    let (status, headers, body) = get(server.local_addr("main").unwrap(), None, "/anything").await;
+    assert_eq!((status, body.as_str()), (200, "hello\n"));
+    assert_eq!(headers["content-type"], "text/plain");
+    assert_eq!(headers["content-length"], "6");
+}
+
+#[tokio::test]
+async fn static_serves_files_with_content_types_and_index() {
+    let dir = site();
+    let server = start(&site_config(&dir.join("public"))).await;
+    let addr = server.local_addr("main").unwrap();
+    let (status, headers, body) = get(addr, None, "/site/docs/a.css").await;
+    assert_eq!((status, body.as_str()), (200, "body { color: red }"));
+    assert_eq!(headers["content-type"], "text/css");
+    let (status, _, body) = get(addr, None, "/site/").await;
+    assert_eq!((status, body.as_str()), (200, "<h1>home</h1>"));
+    assert_eq!(get(addr, None, "/site/missing.txt").await.0, 404);
+}
+
+#[tokio::test]
+async fn static_answers_range_and_conditional_requests() {
+    let dir = site();
+    let server = start(&site_config(&dir.join("public"))).await;
+    let addr = server.local_addr("main").unwrap();
+    let req = http::Request::get(format!("http://{addr}/site/docs/a.css"))
+        .header("range", "bytes=0-3")
+        .body(Body::empty())
+        .unwrap();
+    let (status, headers, body) = send(req).await;
+    assert_eq!((status, body.as_str()), (206, "body"));
+    assert_eq!(headers["content-range"], "bytes 0-3/19");
+
+    let (_, headers, _) = get(addr, None, "/site/docs/a.css").await;
+    let modified = headers["last-modified"].clone();
+    let req = http::Request::get(format!("http://{addr}/site/docs/a.css"))
+        .header("if-modified-since", modified)
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(req).await.0, 304);
+}
+
+#[tokio::test]
+async fn static_never_serves_a_path_outside_its_root() {
+    let dir = site();
+    let server = start(&site_config(&dir.join("public"))).await;
+    let addr = server.local_addr("main").unwrap();
+    for path in [
+        "/site/../secret.txt",
+        "/site/%2e%2e/secret.txt",
+        "/site/docs/..%2f..%2fsecret.txt",
+        "/site//etc/passwd",
+    ] {
+        let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        let answer = raw_request(addr, request.as_bytes()).await;
+        assert!(
+            !answer.contains("outside the root"),
+            "{path} escaped:\n{answer}"
+        );
+        assert!(!answer.contains("root:"), "{path} escaped:\n{answer}");
+        assert!(
+            answer.starts_with("HTTP/1.1 400") || answer.starts_with("HTTP/1.1 404"),
+            "{path}: {answer}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn redirect_answers_with_its_location_and_status() {
+    let dir = site();
+    let server = start(&site_config(&dir.join("public"))).await;
+    let addr = server.local_addr("main").unwrap();
+    let (status, headers, _) = get(addr, None, "/old/page").await;
+    assert_eq!(status, 308);
+    assert_eq!(headers["location"], "https://example.com/");
+    let (status, headers, _) = get(addr, None, "/moved/a?b=c").await;
+    assert_eq!(status, 301);
+    assert_eq!(headers["location"], "https://new.example.com/moved/a?b=c");
+}
+
+#[tokio::test]
+async fn a_static_root_that_does_not_exist_is_a_config_error() {
+    let toml = site_config(std::path::Path::new("/nonexistent/root"));
+    let err = parapet::Config::parse("x.toml", &toml, &parapet::Registry::new())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("apps.site.handler.root"), "{err}");
+    assert!(err.contains("cannot be read"), "{err}");
+}

@@ -1,0 +1,257 @@
+//! The upstream endpoint through the real server: forwarding, header rules, errors and streaming.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use http_body_util::BodyExt;
+use parapet::Body;
+
+fn proxy_config(servers: &[SocketAddr], extra: &str) -> String {
+    let servers: Vec<String> = servers.iter().map(|a| format!("\"http://{a}\"")).collect();
+    format!(
+        r#"
+[listeners.main]
+bind = "127.0.0.1:0"
+[[routes]]
+app = "api"
+[apps.api]
+upstream = "backend"
+[upstreams.backend]
+servers = [{}]
+{extra}
+"#,
+        servers.join(", ")
+    )
+}
+
+/// An upstream that answers with the request it received, as text.
+async fn mirror() -> SocketAddr {
+    upstream(|req: http::Request<hyper::body::Incoming>| async move {
+        let mut seen = format!("{} {}\n", req.method(), req.uri());
+        for (k, v) in req.headers() {
+            seen.push_str(&format!("{}: {}\n", k, v.to_str().unwrap_or("?")));
+        }
+        text(200, seen)
+    })
+    .await
+}
+
+fn header_lines(body: &str, name: &str) -> Vec<String> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn requests_reach_the_upstream_with_path_query_and_host() {
+    let up = mirror().await;
+    let server = start(&proxy_config(&[up], "")).await;
+    let addr = server.local_addr("main").unwrap();
+    let (status, _, body) = get(addr, Some("shop.example"), "/a/b?c=d&e").await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with("GET /a/b?c=d&e\n"), "{body}");
+    assert_eq!(header_lines(&body, "host"), ["shop.example"]);
+}
+
+#[tokio::test]
+async fn hop_by_hop_request_headers_and_connection_named_ones_are_not_forwarded() {
+    let up = mirror().await;
+    let server = start(&proxy_config(&[up], "")).await;
+    let addr = server.local_addr("main").unwrap();
+    let answer = raw_request(
+        addr,
+        b"GET / HTTP/1.1\r\nhost: a.test\r\nconnection: close, x-secret\r\nconnection: X-Other\r\n\
+          x-secret: 1\r\nx-other: 2\r\nkeep-alive: timeout=5\r\nte: trailers\r\nupgrade: h2c\r\n\
+          proxy-authorization: basic abc\r\nx-kept: yes\r\n\r\n",
+    )
+    .await;
+    let body = answer.split("\r\n\r\n").nth(1).unwrap().to_lowercase();
+    for gone in [
+        "x-secret",
+        "x-other",
+        "keep-alive",
+        "te",
+        "upgrade",
+        "proxy-authorization",
+    ] {
+        assert!(
+            header_lines(&body, gone).is_empty(),
+            "{gone} was forwarded:\n{body}"
+        );
+    }
+    assert!(!body.contains("\nconnection:"), "{body}");
+    assert_eq!(header_lines(&body, "x-kept"), ["yes"]);
+}
+
+#[tokio::test]
+async fn hop_by_hop_response_headers_and_connection_named_ones_are_not_returned() {
+    let up = raw_upstream(
+        b"HTTP/1.1 200 OK\r\nconnection: x-internal\r\nconnection: keep-alive, X-Debug\r\n\
+          x-internal: 1\r\nx-debug: 2\r\nkeep-alive: timeout=5\r\nproxy-authenticate: basic\r\n\
+          x-kept: yes\r\ncontent-length: 2\r\n\r\nok",
+    )
+    .await;
+    let server = start(&proxy_config(&[up], "")).await;
+    let addr = server.local_addr("main").unwrap();
+    let (status, headers, body) = get(addr, None, "/").await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    for gone in [
+        "x-internal",
+        "x-debug",
+        "keep-alive",
+        "proxy-authenticate",
+        "connection",
+    ] {
+        assert!(
+            !headers.contains_key(gone),
+            "{gone} was returned: {headers:?}"
+        );
+    }
+    assert_eq!(headers["x-kept"], "yes");
+}
+
+#[tokio::test]
+async fn x_forwarded_headers_are_set_and_for_is_appended() {
+    let up = mirror().await;
+    let server = start(&proxy_config(&[up], "")).await;
+    let addr = server.local_addr("main").unwrap();
+    let req = http::Request::get(format!("http://{addr}/"))
+        .header("host", "site.example:8443")
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("x-forwarded-proto", "https")
+        .body(Body::empty())
+        .unwrap();
+    let (_, _, body) = send(req).await;
+    assert_eq!(
+        header_lines(&body, "x-forwarded-for"),
+        ["203.0.113.7, 127.0.0.1"]
+    );
+    assert_eq!(header_lines(&body, "x-forwarded-proto"), ["http"]);
+    assert_eq!(
+        header_lines(&body, "x-forwarded-host"),
+        ["site.example:8443"]
+    );
+}
+
+#[tokio::test]
+async fn requests_are_spread_round_robin_over_servers() {
+    let a = upstream(|_req| async { text(200, "a") }).await;
+    let b = upstream(|_req| async { text(200, "b") }).await;
+    let server = start(&proxy_config(&[a, b], "")).await;
+    let addr = server.local_addr("main").unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(get(addr, None, "/").await.2);
+    }
+    seen.sort();
+    assert_eq!(seen, ["a", "a", "b", "b"]);
+}
+
+#[tokio::test]
+async fn an_upstream_that_refuses_connections_is_a_502() {
+    let dead = dead_address().await;
+    let server = start(&proxy_config(&[dead], "")).await;
+    let addr = server.local_addr("main").unwrap();
+    let (status, _, body) = get(addr, None, "/").await;
+    assert_eq!(status, 502);
+    assert_eq!(body, "502 Bad Gateway\n");
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_is_a_504_after_the_timeout() {
+    let silent = silent_upstream().await;
+    let server = start(&proxy_config(&[silent], "timeout = \"300ms\"")).await;
+    let addr = server.local_addr("main").unwrap();
+    let started = std::time::Instant::now();
+    let (status, _, _) = get(addr, None, "/").await;
+    assert_eq!(status, 504);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn an_upstreams_own_5xx_passes_through_unchanged() {
+    let up = upstream(|_req| async { text(503, "upstream is busy") }).await;
+    let server = start(&proxy_config(&[up], "")).await;
+    let addr = server.local_addr("main").unwrap();
+    let (status, _, body) = get(addr, None, "/").await;
+    assert_eq!((status, body.as_str()), (503, "upstream is busy"));
+}
+
+#[tokio::test]
+async fn an_upstream_breaking_off_a_sized_body_is_an_error_for_the_client() {
+    let up = raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\nonly a little").await;
+    let server = start(&proxy_config(&[up], "")).await;
+    let addr = server.local_addr("main").unwrap();
+    let req = http::Request::get(format!("http://{addr}/"))
+        .body(Body::empty())
+        .unwrap();
+    let response = client().request(req).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.into_body().collect().await.is_err());
+}
+
+#[tokio::test]
+async fn an_upstream_breaking_off_a_chunked_body_is_never_a_clean_end() {
+    let up =
+        raw_upstream(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n").await;
+    let server = start(&proxy_config(&[up], "")).await;
+    let addr = server.local_addr("main").unwrap();
+    // Raw, to see exactly what parapet writes: never the terminating zero-size chunk.
+    let answer = raw_request(addr, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert!(answer.contains("hello"), "{answer}");
+    assert!(
+        !answer.ends_with("0\r\n\r\n"),
+        "a truncated body ended cleanly:\n{answer}"
+    );
+}
+
+#[tokio::test]
+async fn h2c_clients_are_proxied_to_http1_upstreams() {
+    let up = mirror().await;
+    let server = start(&proxy_config(&[up], "")).await;
+    let addr = server.local_addr("main").unwrap();
+    let req = http::Request::post(format!("http://{addr}/h2?x=1"))
+        .body(Body::from("over h2"))
+        .unwrap();
+    let response = h2c_client().request(req).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.starts_with("POST /h2?x=1\n"), "{body}");
+    assert_eq!(header_lines(&body, "host"), [addr.to_string()]);
+}
+
+#[tokio::test]
+async fn large_bodies_stream_both_ways_intact() {
+    const CHUNKS: usize = 800; // 800 x 64 KiB = 50 MiB
+    let up = upstream(|req: http::Request<hyper::body::Incoming>| async move {
+        if req.uri().path() == "/upload" {
+            let (hash, len) = hash_body(req.into_body()).await.unwrap();
+            text(200, format!("{hash:x} {len}"))
+        } else {
+            http::Response::new(pattern_body(CHUNKS))
+        }
+    })
+    .await;
+    let server = start(&proxy_config(&[up], "")).await;
+    let addr = server.local_addr("main").unwrap();
+    let expected = pattern_hash(CHUNKS);
+
+    let req = http::Request::post(format!("http://{addr}/upload"))
+        .body(pattern_body(CHUNKS))
+        .unwrap();
+    let (status, _, body) = send(req).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, format!("{expected:x} {}", CHUNKS * 64 * 1024));
+
+    let req = http::Request::get(format!("http://{addr}/download"))
+        .body(Body::empty())
+        .unwrap();
+    let response = client().request(req).await.unwrap();
+    let (hash, len) = hash_body(response.into_body()).await.unwrap();
+    assert_eq!((hash, len), (expected, CHUNKS * 64 * 1024));
+}
