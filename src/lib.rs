@@ -43,7 +43,7 @@ pub mod server;
 use std::convert::Infallible;
 
 pub use config::Config;
-pub use parapet_middlewares::{Body, BoxError};
+pub use parapet_middlewares::{Body, BoxError, ClientAddr};
 pub use registry::Registry;
 pub use server::Server;
 
@@ -55,7 +55,3 @@ pub type Response = http::Response<Body>;
 
 /// A built app or endpoint: a cloneable service that never fails (every failure is a response).
 pub type AppService = tower::util::BoxCloneSyncService<Request, Response, Infallible>;
-
-/// The address of the client that sent a request, in the request's extensions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClientAddr(pub std::net::SocketAddr);

@@ -7,7 +7,11 @@
 //!   any streaming body;
 //! - [`GatewayError`]: the typed error the gateway attaches to the responses it produces itself (no
 //!   route, unreachable upstream, upstream timeout...), so that later layers and the access log can tell
-//!   them apart from an upstream's own statuses.
+//!   them apart from an upstream's own statuses;
+//! - [`intercept`]: start_response interception, the small abstraction the layers share to see the
+//!   request and rewrite the response head before any body byte is sent.
+//!
+//! And one module per layer: [`access_log`], [`compress`], [`errors`], [`headers`].
 //!
 //! ```
 //! use parapet_middlewares::{Body, GatewayError, GatewayErrorKind};
@@ -18,11 +22,20 @@
 //! let _empty = Body::empty();
 //! ```
 
+pub mod access_log;
 pub mod body;
+pub mod compress;
+pub mod errors;
 pub mod gateway;
+pub mod headers;
+pub mod intercept;
 
 pub use body::Body;
 pub use gateway::{ErrorSource, GatewayError, GatewayErrorKind, UpstreamResponse};
+
+/// The address of the client that sent a request, in the request's extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::SocketAddr);
 
 /// The error type at the tower boundary: anything that can fail inside a body or a service.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

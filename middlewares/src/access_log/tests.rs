@@ -1,0 +1,193 @@
+use super::*;
+use std::convert::Infallible;
+use std::path::PathBuf;
+
+use http_body_util::BodyExt;
+use tower::{Layer, ServiceExt};
+
+fn log_file(name: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("parapet-access-log-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("access.log");
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+fn layer(format: Format, path: &PathBuf) -> AccessLogLayer {
+    AccessLogLayer::new(AccessLogConfig {
+        format,
+        target: Target::File(path.clone()),
+    })
+    .unwrap()
+}
+
+fn lines(path: &PathBuf) -> Vec<String> {
+    Sink::open(Target::File(path.clone())).unwrap().flush();
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn ok_service() -> impl tower::Service<
+    Request<Body>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone {
+    tower::service_fn(|_req: Request<Body>| async move {
+        let mut r = Response::new(Body::from("hello"));
+        r.extensions_mut().insert(UpstreamResponse {
+            server: "http://127.0.0.1:9".into(),
+            status: StatusCode::OK,
+        });
+        Ok::<_, Infallible>(r)
+    })
+}
+
+fn request() -> Request<Body> {
+    let mut req = Request::get("/a?b=c")
+        .header("user-agent", "test \"agent\"")
+        .header("referer", "http://ref.example/")
+        .body(Body::empty())
+        .unwrap();
+    req.extensions_mut()
+        .insert(ClientAddr("192.0.2.1:5000".parse().unwrap()));
+    req
+}
+
+#[tokio::test]
+async fn json_lines_carry_status_bytes_upstream_and_agent() {
+    let path = log_file("json");
+    let svc = layer(Format::Json, &path).layer(ok_service());
+    let res = svc.oneshot(request()).await.unwrap();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"hello");
+    let lines = lines(&path);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let line = &lines[0];
+    assert!(line.starts_with("{\"time\":\""), "{line}");
+    for part in [
+        "\"remote\":\"192.0.2.1\"",
+        "\"method\":\"GET\"",
+        "\"target\":\"/a?b=c\"",
+        "\"protocol\":\"HTTP/1.1\"",
+        "\"status\":200",
+        "\"bytes\":5",
+        "\"user_agent\":\"test \\\"agent\\\"\"",
+        "\"referer\":\"http://ref.example/\"",
+        "\"upstream\":\"http://127.0.0.1:9\"",
+        "\"upstream_status\":200",
+        "\"error_by\":null",
+        "\"error\":null",
+    ] {
+        assert!(line.contains(part), "{part} missing from {line}");
+    }
+}
+
+#[tokio::test]
+async fn combined_lines_follow_the_ncsa_format() {
+    let path = log_file("combined");
+    let svc = layer(Format::Combined, &path).layer(ok_service());
+    let res = svc.oneshot(request()).await.unwrap();
+    res.into_body().collect().await.unwrap();
+    let line = &lines(&path)[0];
+    let (head, tail) = line.split_once(" [").unwrap();
+    assert_eq!(head, "192.0.2.1 - -");
+    let (_time, rest) = tail.split_once("] ").unwrap();
+    assert_eq!(
+        rest,
+        "\"GET /a?b=c HTTP/1.1\" 200 5 \"http://ref.example/\" \"test \\\"agent\\\"\""
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_mid_body_is_logged_as_499() {
+    let path = log_file("499-body");
+    let svc = layer(Format::Json, &path).layer(ok_service());
+    let res = svc.oneshot(request()).await.unwrap();
+    drop(res);
+    let line = &lines(&path)[0];
+    assert!(line.contains("\"status\":499"), "{line}");
+    assert!(line.contains("\"error\":\"client_closed\""), "{line}");
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_before_the_head_is_logged_as_499() {
+    let path = log_file("499-head");
+    let inner = tower::service_fn(|_req: Request<Body>| async move {
+        std::future::pending::<()>().await;
+        Ok::<_, Infallible>(Response::new(Body::empty()))
+    });
+    let svc = layer(Format::Json, &path).layer(inner);
+    let fut = svc.oneshot(request());
+    // Poll once so the request reaches the inner service, then drop the future, as hyper does
+    // when the client disconnects.
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(1), fut).await;
+    let line = &lines(&path)[0];
+    assert!(line.contains("\"status\":499"), "{line}");
+}
+
+#[tokio::test]
+async fn the_final_status_reported_by_the_server_wins() {
+    let path = log_file("final");
+    let svc = layer(Format::Json, &path).layer(ok_service());
+    let mut res = svc.oneshot(request()).await.unwrap();
+    // A layer outside the log rewrote the status; the server reports what it sent.
+    *res.status_mut() = StatusCode::IM_A_TEAPOT;
+    report_final_status(&res);
+    res.into_body().collect().await.unwrap();
+    let line = &lines(&path)[0];
+    assert!(line.contains("\"status\":418"), "{line}");
+}
+
+#[tokio::test]
+async fn gateway_errors_are_told_apart_from_upstream_statuses() {
+    let path = log_file("gateway");
+    let inner = tower::service_fn(|req: Request<Body>| async move {
+        Ok::<_, Infallible>(if req.uri().path() == "/gw" {
+            GatewayError::new(crate::GatewayErrorKind::UpstreamTimeout).into_response()
+        } else {
+            let mut r = Response::new(Body::from("busy"));
+            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            r.extensions_mut().insert(UpstreamResponse {
+                server: "http://u".into(),
+                status: StatusCode::SERVICE_UNAVAILABLE,
+            });
+            r
+        })
+    });
+    let svc = layer(Format::Json, &path).layer(inner);
+    for path in ["/gw", "/up"] {
+        let req = Request::get(path).body(Body::empty()).unwrap();
+        let res = svc.clone().oneshot(req).await.unwrap();
+        res.into_body().collect().await.unwrap();
+    }
+    let lines = lines(&path);
+    assert!(lines[0].contains("\"status\":504"), "{}", lines[0]);
+    assert!(
+        lines[0].contains("\"error_by\":\"gateway\",\"error\":\"upstream_timeout\""),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[1].contains("\"status\":503"), "{}", lines[1]);
+    assert!(
+        lines[1].contains("\"error_by\":\"upstream\""),
+        "{}",
+        lines[1]
+    );
+}
+
+#[tokio::test]
+async fn head_requests_are_complete_without_a_body() {
+    let path = log_file("head");
+    let svc = layer(Format::Common, &path).layer(ok_service());
+    let mut req = request();
+    *req.method_mut() = Method::HEAD;
+    let res = svc.oneshot(req).await.unwrap();
+    drop(res);
+    let line = &lines(&path)[0];
+    assert!(line.contains("\"HEAD /a?b=c HTTP/1.1\" 200 -"), "{line}");
+}
