@@ -1,16 +1,31 @@
 //! The gateway a config builds: every app assembled, every listener's route table compiled.
 //!
-//! [`Gateway::build`] runs once per config, off the request path. Per request, [`Gateway::dispatch`]
-//! routes by listener, host and path and hands the request to its app; the only work done per request
-//! is the table look-up and the app's own.
+//! [`Gateway::build`] runs once per config, off the request path. Each listener gets an *entry*
+//! service: its own middleware chain around a [`Router`], which matches listener, host and path and
+//! hands the request to its app (the app's chain around its endpoint). The only work done per request
+//! is the table look-up and the layers' own.
+//!
+//! ```text
+//! listener chain ─▶ Router ─▶ app chain ─▶ endpoint (upstream or handler)
+//!        ▲            │
+//!        └── 404 ─────┘   parapet's own answers pass back out through the listener chain
+//! ```
 
 use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use http::uri::{PathAndQuery, Uri};
 use http::Method;
 use parapet_middlewares::{GatewayError, GatewayErrorKind};
+use pin_project_lite::pin_project;
+use tower::util::Oneshot;
+use tower::ServiceExt;
 
+use crate::chain;
 use crate::config::{Config, EndpointConfig};
 use crate::proxy::Upstream;
 use crate::routing::{has_dot_segment, normalize_host, RouteTable};
@@ -47,14 +62,14 @@ pub enum Dispatch {
 
 /// A built config: what the server runs on.
 pub struct Gateway {
-    tables: HashMap<Box<str>, RouteTable<Target>>,
+    entries: HashMap<Box<str>, AppService>,
     upstreams: BTreeMap<String, Arc<Upstream>>,
 }
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway")
-            .field("listeners", &self.tables.keys().collect::<Vec<_>>())
+            .field("listeners", &self.entries.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -88,7 +103,7 @@ impl Gateway {
                     EndpointConfig::Upstream(u) => upstreams[u].service(),
                     EndpointConfig::Handler { service, .. } => service.clone(),
                 };
-                (name.as_str(), endpoint)
+                (name.as_str(), chain::build(&app.middlewares, endpoint))
             })
             .collect();
 
@@ -113,12 +128,36 @@ impl Gateway {
                 }
             }
         }
-        Gateway { tables, upstreams }
+        let entries = config
+            .listeners
+            .iter()
+            .map(|l| {
+                let table = tables.remove(l.name.as_str()).unwrap_or_default();
+                let router = AppService::new(Router {
+                    table: Arc::new(table),
+                });
+                (l.name.as_str().into(), chain::build(&l.middlewares, router))
+            })
+            .collect();
+        Gateway { entries, upstreams }
     }
 
-    /// Routes `req`, received on `listener`, to its app: the app and the request to give it, or the
-    /// response parapet answers itself (no route, a request it refuses).
-    pub fn dispatch(&self, listener: &str, mut req: Request) -> Dispatch {
+    /// The service serving the requests of `listener`: its chain around its router.
+    pub fn entry(&self, listener: &str) -> Option<&AppService> {
+        self.entries.get(listener)
+    }
+}
+
+/// Routes each request of one listener to its app, or answers it (404, 400, 405). A panic in the app
+/// before its response head becomes a 500, so a listener's chain sees it as a response.
+#[derive(Clone)]
+pub struct Router {
+    table: Arc<RouteTable<Target>>,
+}
+
+impl Router {
+    /// The app for `req` and the request to give it, or the response parapet answers itself.
+    pub fn dispatch(&self, mut req: Request) -> Dispatch {
         if req.method() == Method::CONNECT {
             return Dispatch::Answer(
                 GatewayError::new(GatewayErrorKind::MethodNotAllowed)
@@ -144,10 +183,7 @@ impl Gateway {
                     .and_then(|h| h.to_str().ok())
             })
             .map(normalize_host);
-        let found = self
-            .tables
-            .get(listener)
-            .and_then(|t| t.find(host.as_deref(), path));
+        let found = self.table.find(host.as_deref(), path);
         let Some((prefix, target)) = found else {
             return Dispatch::Answer(GatewayError::new(GatewayErrorKind::NoRoute).into_response());
         };
@@ -161,6 +197,67 @@ impl Gateway {
         req.extensions_mut()
             .insert(AppName(Arc::clone(&target.app_name)));
         Dispatch::App(app, req)
+    }
+}
+
+impl tower::Service<Request> for Router {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = RouterFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> RouterFuture {
+        match self.dispatch(req) {
+            Dispatch::App(app, req) => RouterFuture::App {
+                fut: app.oneshot(req),
+            },
+            Dispatch::Answer(response) => RouterFuture::Ready {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The response of [`Router`]: from the app, or parapet's own.
+    #[project = RouterProj]
+    pub enum RouterFuture {
+        /// The app is answering.
+        App { #[pin] fut: Oneshot<AppService, Request> },
+        /// parapet answered.
+        Ready { response: Option<Response> },
+    }
+}
+
+impl Future for RouterFuture {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            RouterProj::App { fut } => {
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.poll(cx))) {
+                    Ok(poll) => poll,
+                    Err(panic) => {
+                        let message = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_owned())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        tracing::error!("app panicked before its response head: {message}");
+                        Poll::Ready(Ok(GatewayError::new(GatewayErrorKind::Internal)
+                            .with_detail(format!("panic: {message}"))
+                            .into_response()))
+                    }
+                }
+            }
+            RouterProj::Ready { response } => match response.take() {
+                Some(r) => Poll::Ready(Ok(r)),
+                None => Poll::Pending,
+            },
+        }
     }
 }
 

@@ -4,8 +4,10 @@
 //!
 //! 1. [`server`]: listeners accept connections and serve HTTP/1.1 and HTTP/2 (h2c) on each;
 //! 2. [`routing`]: each request is matched by listener, host and path prefix to an app;
-//! 3. an app ([`gateway`]) is a stack of layers around one endpoint: an upstream ([`proxy`]) or an
-//!    in-process handler ([`handlers`], or one registered through [`Registry`]).
+//! 3. an app ([`gateway`]) is a chain of middlewares ([`chain`], the layers of
+//!    [`parapet_middlewares`]) around one endpoint: an upstream ([`proxy`]) or an in-process handler
+//!    ([`handlers`], or one registered through [`Registry`]). A listener may have a chain of its own,
+//!    around its router, which sees every request of that listener, unrouted ones included.
 //!
 //! The config ([`config`]) is read once into a validated model, then built into a [`gateway::Gateway`]
 //! the server runs on.
@@ -32,6 +34,7 @@
 //! # }
 //! ```
 
+pub mod chain;
 pub mod config;
 pub mod gateway;
 pub mod handlers;

@@ -79,10 +79,11 @@ async fn run(config: Config, registry: Registry) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined1()),
     ) else {
         eprintln!("parapet: cannot install signal handlers");
         server.shutdown().await;
@@ -92,6 +93,10 @@ async fn run(config: Config, registry: Registry) -> ExitCode {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM received"); break }
             _ = int.recv() => { tracing::info!("SIGINT received"); break }
+            _ = usr1.recv() => {
+                tracing::info!("SIGUSR1 received: reopening access log files");
+                parapet_middlewares::access_log::reopen_all();
+            }
             _ = hup.recv() => {
                 tracing::info!("SIGHUP received: reloading {}", path.display());
                 let started = std::time::Instant::now();

@@ -1,9 +1,12 @@
-//! The registry of handler kinds: how `handler = { kind = "..." }` becomes a service.
+//! The registry of kinds: how `handler = { kind = "..." }` becomes a service and
+//! `[middlewares.NAME] kind = "..."` a layer.
 //!
-//! parapet's own kinds (`respond`, `static`, `redirect`, `echo`) are registered by [`Registry::new`].
-//! A program embedding parapet registers its own, either as a fixed service
+//! parapet's own kinds are registered by [`Registry::new`]: the handlers `respond`, `static`,
+//! `redirect`, `echo` and the middlewares `access_log`, `compress`, `errors`, `headers`. A program
+//! embedding parapet registers its own handlers, either as a fixed service
 //! ([`Registry::register_service`], an axum `Router` say) or as a factory that reads its own keys from
-//! the handler's table ([`Registry::register_handler`]).
+//! the handler's table ([`Registry::register_handler`]), and its own middlewares
+//! ([`Registry::register_middleware`]).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -16,6 +19,7 @@ use bytes::Bytes;
 use parapet_middlewares::{Body, BoxError, GatewayError, GatewayErrorKind};
 use tower::{Service, ServiceExt};
 
+use crate::chain::Middleware;
 use crate::config::Table;
 use crate::{AppService, Request, Response};
 
@@ -23,10 +27,15 @@ use crate::{AppService, Request, Response};
 /// returns `None` when the table is invalid.
 pub type HandlerFactory = dyn Fn(&mut Table<'_>) -> Option<AppService> + Send + Sync;
 
-/// The handler kinds a config may name.
+/// Builds a middleware from its table (the `kind` key already read; empty when the kind is named
+/// bare in a chain). Records errors on the table and returns `None` when the table is invalid.
+pub type MiddlewareFactory = dyn Fn(&mut Table<'_>) -> Option<Middleware> + Send + Sync;
+
+/// The handler and middleware kinds a config may name.
 #[derive(Clone)]
 pub struct Registry {
     handlers: BTreeMap<String, Arc<HandlerFactory>>,
+    middlewares: BTreeMap<String, Arc<MiddlewareFactory>>,
 }
 
 impl Default for Registry {
@@ -39,6 +48,7 @@ impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry")
             .field("handlers", &self.handlers.keys().collect::<Vec<_>>())
+            .field("middlewares", &self.middlewares.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -48,8 +58,10 @@ impl Registry {
     pub fn new() -> Self {
         let mut registry = Self {
             handlers: BTreeMap::new(),
+            middlewares: BTreeMap::new(),
         };
         crate::handlers::register_builtins(&mut registry);
+        crate::chain::kinds::register_builtins(&mut registry);
         registry
     }
 
@@ -75,6 +87,26 @@ impl Registry {
     {
         let app = box_service(service);
         self.register_handler(kind, move |_| Some(app.clone()))
+    }
+
+    /// Registers a middleware kind built from its table by `factory`. A later registration of the
+    /// same name replaces the earlier one.
+    pub fn register_middleware<F>(&mut self, kind: impl Into<String>, factory: F) -> &mut Self
+    where
+        F: Fn(&mut Table<'_>) -> Option<Middleware> + Send + Sync + 'static,
+    {
+        self.middlewares.insert(kind.into(), Arc::new(factory));
+        self
+    }
+
+    /// The middleware factory registered for `kind`.
+    pub fn middleware_factory(&self, kind: &str) -> Option<&MiddlewareFactory> {
+        self.middlewares.get(kind).map(|f| &**f)
+    }
+
+    /// The names of every registered middleware kind, sorted.
+    pub fn middleware_kinds(&self) -> impl Iterator<Item = &str> {
+        self.middlewares.keys().map(String::as_str)
     }
 
     /// The factory registered for `kind`.

@@ -10,14 +10,15 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use parapet_middlewares::Body;
+use parapet_middlewares::access_log::report_final_status;
+use parapet_middlewares::{Body, GatewayError, GatewayErrorKind};
 use pin_project_lite::pin_project;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -26,7 +27,7 @@ use tower::util::Oneshot;
 use tower::ServiceExt;
 
 use crate::config::Config;
-use crate::gateway::{Dispatch, Gateway};
+use crate::gateway::Gateway;
 use crate::{AppService, ClientAddr, Request, Response};
 
 /// A running parapet: its listeners and the gateway they serve.
@@ -159,7 +160,7 @@ impl Server {
                 .listeners
                 .iter()
                 .zip(&self.config.listeners)
-                .all(|(a, b)| a == b);
+                .all(|(a, b)| a.name == b.name && a.bind == b.bind);
         if !same_listeners {
             return Err(ReloadError::ListenersChanged);
         }
@@ -189,7 +190,7 @@ impl Server {
             ?timeout,
             "shutting down: no longer accepting"
         );
-        match tokio::time::timeout(timeout, self.phase.closed()).await {
+        let finished = match tokio::time::timeout(timeout, self.phase.closed()).await {
             Ok(()) => {
                 tracing::info!("shutdown complete: every connection finished");
                 true
@@ -204,7 +205,10 @@ impl Server {
                 self.phase.send_replace(Phase::Closing);
                 false
             }
-        }
+        };
+        // Every line of the requests that finished is on disk before parapet exits.
+        parapet_middlewares::access_log::flush_all();
+        finished
     }
 }
 
@@ -291,23 +295,27 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
     fn call(&self, req: http::Request<Incoming>) -> DispatchFuture {
         let mut req: Request = req.map(Body::from);
         req.extensions_mut().insert(self.client);
-        match self.gateway.load().dispatch(&self.listener, req) {
-            Dispatch::App(app, req) => DispatchFuture::App {
-                fut: app.oneshot(req),
+        // The gateway current at this request: a reload in between reaches this connection now,
+        // and this request keeps the one it started with.
+        let entry = self.gateway.load().entry(&self.listener).cloned();
+        match entry {
+            Some(entry) => DispatchFuture::Serving {
+                fut: entry.oneshot(req),
             },
-            Dispatch::Answer(response) => DispatchFuture::Ready {
-                response: Some(response),
+            // The listener left the config and this connection outlived it.
+            None => DispatchFuture::Gone {
+                response: Some(GatewayError::new(GatewayErrorKind::NoRoute).into_response()),
             },
         }
     }
 }
 
 pin_project! {
-    /// A request's response: from its app, or parapet's own answer.
+    /// A request's response, reported to the access logs it passed through as it leaves.
     #[project = DispatchProj]
     enum DispatchFuture {
-        App { #[pin] fut: Oneshot<AppService, Request> },
-        Ready { response: Option<Response> },
+        Serving { #[pin] fut: Oneshot<AppService, Request> },
+        Gone { response: Option<Response> },
     }
 }
 
@@ -315,12 +323,16 @@ impl Future for DispatchFuture {
     type Output = Result<Response, std::convert::Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            DispatchProj::App { fut } => fut.poll(cx),
-            DispatchProj::Ready { response } => match response.take() {
-                Some(r) => Poll::Ready(Ok(r)),
-                None => Poll::Pending,
+        let response = match self.project() {
+            DispatchProj::Serving { fut } => ready!(fut.poll(cx)),
+            DispatchProj::Gone { response } => match response.take() {
+                Some(r) => Ok(r),
+                None => return Poll::Pending,
             },
+        };
+        if let Ok(response) = &response {
+            report_final_status(response);
         }
+        Poll::Ready(response)
     }
 }

@@ -20,6 +20,7 @@ use toml::de::DeTable;
 use reader::Source;
 pub use reader::{parse_duration, ConfigError, ConfigErrors, Diagnostics, Table, Value};
 
+use crate::chain::{ChainEntry, Middleware};
 use crate::registry::Registry;
 use crate::AppService;
 
@@ -41,6 +42,17 @@ pub struct Config {
     pub apps: BTreeMap<String, AppConfig>,
     /// `[upstreams.NAME]`.
     pub upstreams: BTreeMap<String, Arc<UpstreamConfig>>,
+    /// `[middlewares.NAME]`: the declared middleware instances, built.
+    pub middlewares: BTreeMap<String, MiddlewareConfig>,
+}
+
+/// `[middlewares.NAME]`: a named, configured middleware instance.
+#[derive(Clone, Debug)]
+pub struct MiddlewareConfig {
+    /// Its kind (`kind`).
+    pub kind: String,
+    /// The built middleware.
+    pub middleware: Middleware,
 }
 
 /// `[server]`.
@@ -62,12 +74,15 @@ impl Default for ServerConfig {
 }
 
 /// `[listeners.NAME]`: a socket parapet accepts connections on.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct ListenerConfig {
     /// The listener's name, which routes refer to.
     pub name: String,
     /// The address to bind (`bind`).
     pub bind: SocketAddr,
+    /// Middlewares around the listener's router (`middlewares`), outermost first: they see every
+    /// request of the listener, including those no route matches.
+    pub middlewares: Vec<ChainEntry>,
 }
 
 /// Which hosts a route serves.
@@ -99,8 +114,8 @@ pub struct RouteConfig {
 /// `[apps.NAME]`: layers around one endpoint.
 #[derive(Clone, Debug)]
 pub struct AppConfig {
-    /// The middleware names, outermost first (`middlewares`).
-    pub middlewares: Vec<String>,
+    /// The middlewares, outermost first (`middlewares`).
+    pub middlewares: Vec<ChainEntry>,
     /// Where requests end up.
     pub endpoint: EndpointConfig,
 }
@@ -213,6 +228,24 @@ impl Config {
 }
 
 fn read_root(mut root: Table<'_>, path: &Path, registry: &Registry) -> Option<Config> {
+    let mut middlewares = BTreeMap::new();
+    let mut middleware_names = Vec::new();
+    if let Some(mut table) = root.get("middlewares").and_then(|v| v.table()) {
+        for (name, value) in table.entries() {
+            middleware_names.push(name);
+            if let Some(m) = value.table().and_then(|t| read_middleware(t, registry)) {
+                middlewares.insert(name.to_owned(), m);
+            }
+        }
+        table.finish();
+    }
+    let chains = Chains {
+        instances: &middlewares,
+        declared: &middleware_names,
+        registry,
+        bare: Default::default(),
+    };
+
     let server = root
         .get("server")
         .and_then(|v| v.table())
@@ -225,7 +258,7 @@ fn read_root(mut root: Table<'_>, path: &Path, registry: &Registry) -> Option<Co
         let mut binds: HashMap<SocketAddr, &str> = HashMap::new();
         for (name, value) in table.entries() {
             listener_names.push(name);
-            let Some(listener) = value.table().and_then(|t| read_listener(name, t)) else {
+            let Some(listener) = value.table().and_then(|t| read_listener(name, t, &chains)) else {
                 continue;
             };
             if listener.bind.port() != 0 {
@@ -264,7 +297,7 @@ fn read_root(mut root: Table<'_>, path: &Path, registry: &Registry) -> Option<Co
             app_names.push(name);
             if let Some(app) = value
                 .table()
-                .and_then(|t| read_app(t, &upstream_names, registry))
+                .and_then(|t| read_app(t, &upstream_names, registry, &chains))
             {
                 apps.insert(name.to_owned(), app);
             }
@@ -297,6 +330,7 @@ fn read_root(mut root: Table<'_>, path: &Path, registry: &Registry) -> Option<Co
     }
 
     root.finish();
+    drop(chains);
     Some(Config {
         path: path.to_path_buf(),
         server,
@@ -304,7 +338,92 @@ fn read_root(mut root: Table<'_>, path: &Path, registry: &Registry) -> Option<Co
         routes,
         apps,
         upstreams,
+        middlewares,
     })
+}
+
+fn read_middleware(mut t: Table<'_>, registry: &Registry) -> Option<MiddlewareConfig> {
+    let kind_value = t.required("kind")?;
+    let kind = kind_value.str()?;
+    let Some(factory) = registry.middleware_factory(kind) else {
+        kind_value.error(format!(
+            "unknown middleware kind `{kind}`; known kinds: {}",
+            registry.middleware_kinds().collect::<Vec<_>>().join(", ")
+        ));
+        return None;
+    };
+    let middleware = factory(&mut t);
+    t.finish();
+    Some(MiddlewareConfig {
+        kind: kind.to_owned(),
+        middleware: middleware?,
+    })
+}
+
+/// Resolves the names in a `middlewares` list: a declared instance, or a kind with its defaults
+/// (built once per kind and shared).
+struct Chains<'c> {
+    instances: &'c BTreeMap<String, MiddlewareConfig>,
+    declared: &'c [&'c str],
+    registry: &'c Registry,
+    bare: std::cell::RefCell<HashMap<String, Option<Middleware>>>,
+}
+
+impl Chains<'_> {
+    /// The chain a `middlewares` value names; `None` if any name is wrong.
+    fn resolve(&self, value: &Value<'_>) -> Option<Vec<ChainEntry>> {
+        let mut chain = Vec::new();
+        let mut ok = true;
+        for item in value.array()? {
+            let Some(name) = item.str() else {
+                ok = false;
+                continue;
+            };
+            match self.lookup(name, &item) {
+                Some(middleware) => chain.push(ChainEntry {
+                    name: name.to_owned(),
+                    middleware,
+                }),
+                None => ok = false,
+            }
+        }
+        ok.then_some(chain)
+    }
+
+    fn lookup(&self, name: &str, item: &Value<'_>) -> Option<Middleware> {
+        if let Some(instance) = self.instances.get(name) {
+            return Some(instance.middleware.clone());
+        }
+        if self.declared.contains(&name) {
+            // Declared with errors, reported where it is declared.
+            return None;
+        }
+        if let Some(built) = self.bare.borrow().get(name) {
+            return built.clone();
+        }
+        let Some(factory) = self.registry.middleware_factory(name) else {
+            item.error(format!(
+                "no middleware named `{name}`: declare [middlewares.{name}] or name a kind ({})",
+                self.registry
+                    .middleware_kinds()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            return None;
+        };
+        let empty = DeTable::new();
+        let mut defaults = Table::new(
+            item.diagnostics(),
+            item.path().to_owned(),
+            item.span(),
+            &empty,
+        );
+        let built = factory(&mut defaults);
+        self.bare
+            .borrow_mut()
+            .insert(name.to_owned(), built.clone());
+        built
+    }
 }
 
 fn read_server(mut t: Table<'_>) -> ServerConfig {
@@ -317,7 +436,7 @@ fn read_server(mut t: Table<'_>) -> ServerConfig {
     server
 }
 
-fn read_listener(name: &str, mut t: Table<'_>) -> Option<ListenerConfig> {
+fn read_listener(name: &str, mut t: Table<'_>, chains: &Chains<'_>) -> Option<ListenerConfig> {
     let bind = t.required("bind").and_then(|v| {
         let s = v.str()?;
         match s.parse::<SocketAddr>() {
@@ -330,10 +449,15 @@ fn read_listener(name: &str, mut t: Table<'_>) -> Option<ListenerConfig> {
             }
         }
     });
+    let middlewares = match t.get("middlewares") {
+        Some(v) => chains.resolve(&v),
+        None => Some(Vec::new()),
+    };
     t.finish();
     Some(ListenerConfig {
         name: name.to_owned(),
         bind: bind?,
+        middlewares: middlewares?,
     })
 }
 
@@ -413,18 +537,16 @@ fn parse_upstream_server(s: &str) -> Result<UpstreamServer, String> {
     })
 }
 
-fn read_app(mut t: Table<'_>, upstreams: &[&str], registry: &Registry) -> Option<AppConfig> {
-    let mut middlewares = Vec::new();
-    if let Some(v) = t.get("middlewares") {
-        for item in v.array().unwrap_or_default() {
-            if let Some(name) = item.str() {
-                item.error(format!(
-                    "unknown middleware `{name}`: no middleware kinds are available yet"
-                ));
-                middlewares.push(name.to_owned());
-            }
-        }
-    }
+fn read_app(
+    mut t: Table<'_>,
+    upstreams: &[&str],
+    registry: &Registry,
+    chains: &Chains<'_>,
+) -> Option<AppConfig> {
+    let middlewares = match t.get("middlewares") {
+        Some(v) => chains.resolve(&v),
+        None => Some(Vec::new()),
+    };
     let upstream = t.get("upstream");
     let handler = t.get("handler");
     let endpoint = match (upstream, handler) {
@@ -449,7 +571,7 @@ fn read_app(mut t: Table<'_>, upstreams: &[&str], registry: &Registry) -> Option
     };
     t.finish();
     Some(AppConfig {
-        middlewares,
+        middlewares: middlewares?,
         endpoint: endpoint?,
     })
 }

@@ -306,6 +306,11 @@ impl<'a> Value<'a> {
         self.diag.error(self.span.clone(), &self.path, message);
     }
 
+    /// Where this value's errors are collected.
+    pub fn diagnostics(&self) -> &'a Diagnostics<'a> {
+        self.diag
+    }
+
     fn expected(&self, what: &str) {
         self.error(format!("expected {what}, found {}", type_name(self.v)));
     }

@@ -196,3 +196,111 @@ handler = { kind = "greeting", name = "x", extra = 1 }
     assert_eq!(errs.len(), 1);
     assert_eq!(errs[0].key, "apps.g.handler.extra");
 }
+
+#[test]
+fn middlewares_resolve_to_instances_or_bare_kinds() {
+    let c = parse(
+        r#"[listeners.a]
+bind = "127.0.0.1:0"
+middlewares = ["secure"]
+[apps.h]
+middlewares = ["secure", "compress", "errors"]
+handler = { kind = "echo" }
+[middlewares.secure]
+kind = "headers"
+response.set = { "x-frame-options" = "DENY" }
+response.remove = ["server"]
+request.add = { "x-edge" = "parapet" }
+"#,
+    )
+    .unwrap();
+    let names: Vec<&str> = c.apps["h"]
+        .middlewares
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(names, ["secure", "compress", "errors"]);
+    assert_eq!(c.listeners[0].middlewares[0].name, "secure");
+    assert_eq!(c.middlewares["secure"].kind, "headers");
+}
+
+#[test]
+fn bad_middleware_names_kinds_and_keys_are_all_reported() {
+    let errs = errors(
+        r#"[listeners.a]
+bind = "127.0.0.1:0"
+middlewares = ["nope"]
+[apps.h]
+middlewares = ["gzip", "log"]
+handler = { kind = "echo" }
+[middlewares.log]
+kind = "access_log"
+format = "xml"
+[middlewares.gzip]
+kind = "compress"
+level = 12
+encodings = ["gzip", "lzma"]
+types = ["text"]
+[middlewares.odd]
+kind = "teleport"
+[middlewares.pages]
+kind = "errors"
+pages = { "200" = "x.html", "5xx" = "/nonexistent/page.html" }
+intercept = ["6xx"]
+[middlewares.h]
+kind = "headers"
+response.sett = { "a" = "b" }
+request.remove = ["bad header"]
+"#,
+    );
+    let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "listeners.a.middlewares[0]",
+            "middlewares.log.format",
+            "middlewares.gzip.level",
+            "middlewares.gzip.encodings[1]",
+            "middlewares.gzip.types[0]",
+            "middlewares.odd.kind",
+            "middlewares.pages.pages.200",
+            "middlewares.pages.pages.5xx",
+            "middlewares.pages.intercept[0]",
+            "middlewares.h.response.sett",
+            "middlewares.h.request.remove[0]",
+        ],
+        "{errs:#?}"
+    );
+    // The app's chain names declared (if invalid) instances: not reported again as dangling.
+    assert!(
+        errs.iter().all(|e| !e.key.starts_with("apps.")),
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn embedders_register_middleware_kinds() {
+    let mut registry = Registry::new();
+    registry.register_middleware("stamp", |t| {
+        let value = t.str("value").unwrap_or("stamped").to_owned();
+        let mut ops = parapet_middlewares::headers::HeaderOps::default();
+        ops.set.push((
+            http::HeaderName::from_static("x-stamp"),
+            http::HeaderValue::from_str(&value).ok()?,
+        ));
+        Some(crate::chain::Middleware::from_layer(
+            parapet_middlewares::headers::HeadersLayer::new(Default::default(), ops),
+        ))
+    });
+    let text = r#"[listeners.a]
+bind = "127.0.0.1:0"
+[apps.h]
+middlewares = ["stamp", "mine"]
+handler = { kind = "echo" }
+[middlewares.mine]
+kind = "stamp"
+value = "v2"
+"#;
+    let c = Config::parse("t.toml", text, &registry).unwrap();
+    assert_eq!(c.apps["h"].middlewares.len(), 2);
+}

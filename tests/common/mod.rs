@@ -67,15 +67,37 @@ pub async fn dead_address() -> SocketAddr {
 
 /// An upstream that accepts connections and never answers.
 pub async fn silent_upstream() -> SocketAddr {
+    silent_upstream_reporting().await.0
+}
+
+/// A silent upstream that says each time a request has fully arrived.
+pub async fn silent_upstream_reporting() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            held.push(stream);
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tx.send(());
+                // Hold the connection open, answering nothing, until the peer closes it.
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                }
+            });
         }
     });
-    addr
+    (addr, rx)
 }
 
 /// An upstream that answers every connection with these raw bytes, then closes.

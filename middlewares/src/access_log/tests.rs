@@ -14,16 +14,18 @@ fn log_file(name: &str) -> PathBuf {
     path
 }
 
-fn layer(format: Format, path: &PathBuf) -> AccessLogLayer {
+fn layer(format: Format, path: &std::path::Path) -> AccessLogLayer {
     AccessLogLayer::new(AccessLogConfig {
         format,
-        target: Target::File(path.clone()),
+        target: Target::File(path.to_path_buf()),
     })
     .unwrap()
 }
 
-fn lines(path: &PathBuf) -> Vec<String> {
-    Sink::open(Target::File(path.clone())).unwrap().flush();
+fn lines(path: &std::path::Path) -> Vec<String> {
+    Sink::open(Target::File(path.to_path_buf()))
+        .unwrap()
+        .flush();
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
