@@ -214,11 +214,10 @@ impl Record {
         }
     }
 
-    fn line(&self) -> String {
+    fn format(&self, out: &mut String) {
         let (status, error) = self.outcome();
         let end = self.end.unwrap_or_else(Instant::now);
         let duration = end.duration_since(self.start);
-        let mut out = String::with_capacity(256);
         let remote = self.remote.map(|c| c.0.ip());
         let target = self.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let protocol = version_str(self.version);
@@ -232,11 +231,11 @@ impl Record {
                     None => out.push('-'),
                 }
                 out.push_str(" - - [");
-                format::clf_time(&mut out, self.time);
+                format::clf_time(out, self.time);
                 out.push_str("] \"");
-                format::clf_str(&mut out, self.method.as_str().as_bytes());
+                format::clf_str(out, self.method.as_str().as_bytes());
                 out.push(' ');
-                format::clf_str(&mut out, target.as_bytes());
+                format::clf_str(out, target.as_bytes());
                 out.push(' ');
                 out.push_str(protocol);
                 let _ = write!(out, "\" {status} ");
@@ -249,7 +248,7 @@ impl Record {
                     for value in [&self.referer, &self.user_agent] {
                         out.push_str(" \"");
                         match value {
-                            Some(v) => format::clf_str(&mut out, v.as_bytes()),
+                            Some(v) => format::clf_str(out, v.as_bytes()),
                             None => out.push('-'),
                         }
                         out.push('"');
@@ -259,7 +258,7 @@ impl Record {
             Format::Json => {
                 use std::fmt::Write;
                 out.push_str("{\"time\":\"");
-                format::rfc3339(&mut out, self.time);
+                format::rfc3339(out, self.time);
                 out.push_str("\",\"remote\":");
                 match remote {
                     Some(ip) => {
@@ -268,9 +267,9 @@ impl Record {
                     None => out.push_str("null"),
                 }
                 out.push_str(",\"method\":");
-                format::json_str(&mut out, self.method.as_str());
+                format::json_str(out, self.method.as_str());
                 out.push_str(",\"target\":");
-                format::json_str(&mut out, target);
+                format::json_str(out, target);
                 let _ = write!(
                     out,
                     ",\"protocol\":\"{protocol}\",\"status\":{status},\"bytes\":{},\"duration_ms\":{:.3}",
@@ -280,16 +279,14 @@ impl Record {
                 for (key, value) in [("user_agent", &self.user_agent), ("referer", &self.referer)] {
                     let _ = write!(out, ",\"{key}\":");
                     match value {
-                        Some(v) => {
-                            format::json_str(&mut out, &String::from_utf8_lossy(v.as_bytes()))
-                        }
+                        Some(v) => format::json_str(out, &String::from_utf8_lossy(v.as_bytes())),
                         None => out.push_str("null"),
                     }
                 }
                 match &self.upstream {
                     Some(u) => {
                         out.push_str(",\"upstream\":");
-                        format::json_str(&mut out, &u.server);
+                        format::json_str(out, &u.server);
                         let _ = write!(out, ",\"upstream_status\":{}", u.status.as_u16());
                     }
                     None => out.push_str(",\"upstream\":null,\"upstream_status\":null"),
@@ -316,14 +313,27 @@ impl Record {
             }
         }
         out.push('\n');
-        out
     }
 }
 
 impl Drop for Record {
     fn drop(&mut self) {
-        let line = self.line();
-        self.log.sink.write(line);
+        thread_local! {
+            // One formatting buffer per thread, reused: a line costs no allocation.
+            static LINE: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(512));
+        }
+        LINE.with(|line| match line.try_borrow_mut() {
+            Ok(mut line) => {
+                line.clear();
+                self.format(&mut line);
+                self.log.sink.write(&line);
+            }
+            Err(_) => {
+                let mut line = String::new();
+                self.format(&mut line);
+                self.log.sink.write(&line);
+            }
+        });
     }
 }
 

@@ -1,28 +1,28 @@
 //! Where access log lines go: a file appended to, or stdout, written by a thread of its own.
 //!
-//! A request never waits on disk I/O: it hands its line to a bounded queue and moves on. If the
-//! writer falls so far behind that the queue is full, lines are dropped and counted, and the count is
-//! reported on stderr, rather than stalling requests. Sinks are shared by path, so every layer and
-//! every reload writing to one file uses one writer; [`reopen_all`] (on SIGUSR1) reopens every file,
-//! so logrotate can move them away.
+//! A request never waits on disk I/O, nor wakes a thread: it appends its line to the sink's buffer
+//! under a short lock and moves on. The sink's writer thread writes the buffer out every
+//! [`FLUSH_INTERVAL`], or as soon as it holds [`FLUSH_SIZE`] bytes (nginx's `buffer=` and `flush=`),
+//! so a busy log costs one write per batch, not one per request. If the disk falls so far behind that
+//! the buffer reaches [`MAX_BUFFERED`], lines are dropped and counted on stderr rather than stalling
+//! requests. Sinks are shared by target, so every layer and every reload writing to one file uses one
+//! writer; [`reopen_all`] (on SIGUSR1) reopens every file, so logrotate can move them away, and
+//! [`flush_all`] writes out everything buffered (at shutdown).
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::Duration;
 
-/// How many lines may wait for the writer.
-const QUEUE: usize = 64 * 1024;
-
-enum Message {
-    Line(String),
-    Reopen,
-    /// Write and flush everything queued before this, then answer.
-    Flush(mpsc::Sender<()>),
-}
+/// The longest a line waits in the buffer.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// A buffer this full is written out at once.
+pub const FLUSH_SIZE: usize = 64 * 1024;
+/// A buffer this full takes no more lines until the writer catches up.
+pub const MAX_BUFFERED: usize = 8 * 1024 * 1024;
 
 /// Where log lines are written.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -36,8 +36,29 @@ pub enum Target {
 /// A log destination with its writer thread.
 pub struct Sink {
     target: Target,
-    tx: SyncSender<Message>,
-    dropped: AtomicU64,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves a valid buffer behind: carry on with it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[derive(Default)]
+struct State {
+    buffer: Vec<u8>,
+    dropped: u64,
+    reopen: bool,
+    /// Flush requests: each is answered once everything buffered before it is written.
+    flushes: Vec<mpsc::Sender<()>>,
+    closed: bool,
 }
 
 impl std::fmt::Debug for Sink {
@@ -48,9 +69,22 @@ impl std::fmt::Debug for Sink {
     }
 }
 
+impl Drop for Sink {
+    fn drop(&mut self) {
+        // The writer writes what is left, then ends.
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_one();
+    }
+}
+
 fn registry() -> &'static Mutex<HashMap<Target, Weak<Sink>>> {
     static SINKS: OnceLock<Mutex<HashMap<Target, Weak<Sink>>>> = OnceLock::new();
     SINKS.get_or_init(Default::default)
+}
+
+fn open_sinks() -> Vec<Arc<Sink>> {
+    let sinks = registry().lock().unwrap_or_else(|e| e.into_inner());
+    sinks.values().filter_map(Weak::upgrade).collect()
 }
 
 impl Sink {
@@ -62,73 +96,69 @@ impl Sink {
             return Ok(sink);
         }
         let writer = Writer::open(&target)?;
-        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+        });
         let sink = Arc::new(Sink {
             target: target.clone(),
-            tx,
-            dropped: AtomicU64::new(0),
+            shared: Arc::clone(&shared),
         });
-        let name = match &target {
-            Target::Stdout => "access-log-stdout".to_owned(),
-            Target::File(_) => "access-log-file".to_owned(),
-        };
         std::thread::Builder::new()
-            .name(name)
-            .spawn(move || writer.run(rx))?;
+            .name("access-log".to_owned())
+            .spawn(move || writer.run(&shared))?;
         sinks.retain(|_, weak| weak.strong_count() > 0);
         sinks.insert(target, Arc::downgrade(&sink));
         Ok(sink)
     }
 
-    /// Queues one line (with its newline). Never blocks.
-    pub fn write(&self, line: String) {
-        match self.tx.try_send(Message::Line(line)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                let n = self.dropped.fetch_add(1, Ordering::Relaxed);
-                if n.is_power_of_two() {
-                    eprintln!(
-                        "parapet: access log {:?} is falling behind: {} line(s) dropped",
-                        self.target,
-                        n + 1
-                    );
-                }
+    /// Buffers one line (with its newline). Never blocks on I/O.
+    pub fn write(&self, line: &str) {
+        let mut state = self.shared.lock();
+        if state.buffer.len() + line.len() > MAX_BUFFERED {
+            state.dropped += 1;
+            if state.dropped.is_power_of_two() {
+                eprintln!(
+                    "parapet: access log {:?} is falling behind: {} line(s) dropped",
+                    self.target, state.dropped
+                );
             }
-            Err(TrySendError::Disconnected(_)) => {}
+            return;
+        }
+        let was_below = state.buffer.len() < FLUSH_SIZE;
+        state.buffer.extend_from_slice(line.as_bytes());
+        if was_below && state.buffer.len() >= FLUSH_SIZE {
+            self.shared.wake.notify_one();
         }
     }
 
-    /// Waits until every line queued so far is written and flushed.
+    /// Waits until every line buffered so far is written and flushed.
     pub fn flush(&self) {
         let (tx, rx) = mpsc::channel();
-        if self.tx.send(Message::Flush(tx)).is_ok() {
-            let _ = rx.recv();
-        }
+        self.shared.lock().flushes.push(tx);
+        self.shared.wake.notify_one();
+        let _ = rx.recv();
     }
 
     /// How many lines were dropped because the writer fell behind.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.shared.lock().dropped
     }
 }
 
-/// Waits until every open sink has written and flushed what is queued: at shutdown, so that no line
-/// is lost.
+/// Waits until every open sink has written and flushed what is buffered: at shutdown, so that no
+/// line is lost.
 pub fn flush_all() {
-    let sinks: Vec<Arc<Sink>> = {
-        let sinks = registry().lock().unwrap_or_else(|e| e.into_inner());
-        sinks.values().filter_map(Weak::upgrade).collect()
-    };
-    for sink in sinks {
+    for sink in open_sinks() {
         sink.flush();
     }
 }
 
 /// Reopens every open log file: after logrotate moved one away, writing goes on in a new file.
 pub fn reopen_all() {
-    let sinks = registry().lock().unwrap_or_else(|e| e.into_inner());
-    for sink in sinks.values().filter_map(Weak::upgrade) {
-        let _ = sink.tx.try_send(Message::Reopen);
+    for sink in open_sinks() {
+        sink.shared.lock().reopen = true;
+        sink.shared.wake.notify_one();
     }
 }
 
@@ -141,53 +171,102 @@ impl Writer {
     fn open(target: &Target) -> io::Result<Writer> {
         Ok(Writer {
             target: target.clone(),
-            out: BufWriter::with_capacity(64 * 1024, Self::open_raw(target)?),
+            out: BufWriter::with_capacity(FLUSH_SIZE, Self::open_raw(target)?),
         })
     }
 
     fn open_raw(target: &Target) -> io::Result<Box<dyn Write + Send>> {
         Ok(match target {
             Target::Stdout => Box::new(io::stdout()),
-            Target::File(path) => Box::new(open_append(path)?),
+            Target::File(path) => {
+                Box::new(OpenOptions::new().create(true).append(true).open(path)?)
+            }
         })
     }
 
-    fn run(mut self, rx: Receiver<Message>) {
-        // Block for one message, then take whatever else is queued, then flush: one write per burst.
-        while let Ok(first) = rx.recv() {
-            self.handle(first);
-            while let Ok(next) = rx.try_recv() {
-                self.handle(next);
+    fn run(mut self, shared: &Shared) {
+        let mut batch = Vec::new();
+        loop {
+            let (reopen, flushes, closed) = {
+                let mut state = shared.lock();
+                if state.buffer.len() < FLUSH_SIZE
+                    && !state.reopen
+                    && state.flushes.is_empty()
+                    && !state.closed
+                {
+                    state = shared
+                        .wake
+                        .wait_timeout(state, FLUSH_INTERVAL)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                // Swap buffers: requests go on filling the other one while this one is written.
+                std::mem::swap(&mut state.buffer, &mut batch);
+                (
+                    std::mem::take(&mut state.reopen),
+                    std::mem::take(&mut state.flushes),
+                    state.closed,
+                )
+            };
+            // Reopen first: what is buffered now goes to the new file, as after nginx's USR1.
+            if reopen {
+                let _ = self.out.flush();
+                match Self::open_raw(&self.target) {
+                    Ok(raw) => self.out = BufWriter::with_capacity(FLUSH_SIZE, raw),
+                    Err(e) => eprintln!("parapet: cannot reopen access log {:?}: {e}", self.target),
+                }
+            }
+            if !batch.is_empty() {
+                if let Err(e) = self.out.write_all(&batch) {
+                    eprintln!("parapet: access log {:?}: {e}", self.target);
+                }
+                batch.clear();
             }
             if let Err(e) = self.out.flush() {
                 eprintln!("parapet: access log {:?}: {e}", self.target);
             }
-        }
-        let _ = self.out.flush();
-    }
-
-    fn handle(&mut self, message: Message) {
-        match message {
-            Message::Line(line) => {
-                if let Err(e) = self.out.write_all(line.as_bytes()) {
-                    eprintln!("parapet: access log {:?}: {e}", self.target);
-                }
-            }
-            Message::Reopen => {
-                let _ = self.out.flush();
-                match Self::open_raw(&self.target) {
-                    Ok(raw) => self.out = BufWriter::with_capacity(64 * 1024, raw),
-                    Err(e) => eprintln!("parapet: cannot reopen access log {:?}: {e}", self.target),
-                }
-            }
-            Message::Flush(done) => {
-                let _ = self.out.flush();
+            for done in flushes {
                 let _ = done.send(());
+            }
+            if closed {
+                return;
             }
         }
     }
 }
 
-fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_reach_the_file_on_flush_and_after_a_reopen() {
+        let dir = std::env::temp_dir().join(format!("parapet-sink-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.log");
+        let rotated = dir.join("a.log.1");
+        let _ = std::fs::remove_file(&path);
+        let sink = Sink::open(Target::File(path.clone())).unwrap();
+        sink.write("one\n");
+        sink.flush();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "one\n");
+        // logrotate moves the file away, then signals.
+        std::fs::rename(&path, &rotated).unwrap();
+        reopen_all();
+        sink.write("two\n");
+        sink.flush();
+        assert_eq!(std::fs::read_to_string(&rotated).unwrap(), "one\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "two\n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn sinks_are_shared_by_target() {
+        let path =
+            std::env::temp_dir().join(format!("parapet-sink-shared-{}.log", std::process::id()));
+        let a = Sink::open(Target::File(path.clone())).unwrap();
+        let b = Sink::open(Target::File(path.clone())).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        let _ = std::fs::remove_file(&path);
+    }
 }

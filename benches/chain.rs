@@ -1,0 +1,182 @@
+//! What the middleware chain costs per request over the bare proxy, measured in-process.
+//!
+//! `cargo bench --bench chain` sends the same requests through one listener's service stack (router,
+//! app, upstream proxy over loopback to an upstream in this process) twice: once bare, once through
+//! `["access_log" (json, to a file), "headers", "compress", "errors"]`. A counting allocator gives
+//! heap allocations and bytes per request (deterministic); wall time per request is reported as the
+//! median of several rounds, alternated A B A B. The upstream's response is 5 bytes of text/plain, below
+//! `min_size`, so `compress` negotiates but does not compress (the CPU of compression is the `gzip`
+//! scenario of the nginx benchmark, benches/nginx.sh).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use parapet::gateway::Gateway;
+use parapet::{Body, ClientAddr, Config, Registry};
+use tower::ServiceExt;
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const REQUESTS: u64 = 20_000;
+const ROUNDS: usize = 5;
+
+async fn upstream() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req| async {
+                    let mut r = http::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from_static(b"hello"),
+                    ));
+                    r.headers_mut()
+                        .insert("content-type", http::HeaderValue::from_static("text/plain"));
+                    Ok::<_, Infallible>(r)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn config(up: std::net::SocketAddr, chain: &str, log: &std::path::Path) -> String {
+    format!(
+        r#"
+[listeners.main]
+bind = "127.0.0.1:0"
+[[routes]]
+app = "app"
+[apps.app]
+middlewares = {chain}
+upstream = "up"
+[upstreams.up]
+servers = ["http://{up}"]
+[middlewares.log]
+kind = "access_log"
+format = "json"
+path = "{}"
+[middlewares.secure]
+kind = "headers"
+response.set = {{ "x-frame-options" = "DENY" }}
+request.set = {{ "x-edge" = "parapet" }}
+"#,
+        log.display()
+    )
+}
+
+struct Sample {
+    allocs: f64,
+    bytes: f64,
+    micros: f64,
+}
+
+async fn run(gateway: &Gateway) -> Sample {
+    let entry = gateway.entry("main").unwrap().clone();
+    let client = ClientAddr("127.0.0.1:40000".parse().unwrap());
+    let a0 = ALLOCS.load(Ordering::Relaxed);
+    let b0 = BYTES.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    for _ in 0..REQUESTS {
+        let mut req = http::Request::get("/x?y=1")
+            .header("host", "bench.local")
+            .header("accept-encoding", "gzip")
+            .header("user-agent", "bench")
+            .body(Body::empty())
+            .unwrap();
+        req.extensions_mut().insert(client);
+        let res = entry.clone().oneshot(req).await.unwrap();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"hello");
+    }
+    let elapsed = t0.elapsed();
+    Sample {
+        allocs: (ALLOCS.load(Ordering::Relaxed) - a0) as f64 / REQUESTS as f64,
+        bytes: (BYTES.load(Ordering::Relaxed) - b0) as f64 / REQUESTS as f64,
+        micros: elapsed.as_secs_f64() * 1e6 / REQUESTS as f64,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let up = upstream().await;
+        let dir = std::env::temp_dir().join(format!("parapet-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("access.log");
+        let registry = Registry::new();
+        let bare = Config::parse("bare.toml", &config(up, "[]", &log), &registry).unwrap();
+        let chain = Config::parse(
+            "chain.toml",
+            &config(up, r#"["log", "secure", "compress", "errors"]"#, &log),
+            &registry,
+        )
+        .unwrap();
+        let bare = Gateway::build(&bare, None);
+        let chain = Gateway::build(&chain, None);
+        // Warm the connection pools and the log writer.
+        run(&bare).await;
+        run(&chain).await;
+
+        let (mut b, mut c) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            b.push(run(&bare).await);
+            c.push(run(&chain).await);
+        }
+        parapet_middlewares::access_log::flush_all();
+        let report = |name: &str, s: &[Sample]| {
+            let allocs = median(s.iter().map(|x| x.allocs).collect());
+            let bytes = median(s.iter().map(|x| x.bytes).collect());
+            let micros = median(s.iter().map(|x| x.micros).collect());
+            println!("{name:<6} allocations/request {allocs:7.2}   bytes/request {bytes:8.0}   µs/request {micros:7.2} (median of {ROUNDS} x {REQUESTS})");
+            (allocs, bytes, micros)
+        };
+        let (ba, bb, bt) = report("bare", &b);
+        let (ca, cb, ct) = report("chain", &c);
+        println!(
+            "chain - bare: {:+.2} allocations, {:+.0} bytes, {:+.2} µs per request; time ratio {:.2}",
+            ca - ba,
+            cb - bb,
+            ct - bt,
+            ct / bt
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
