@@ -40,6 +40,7 @@ pub mod gateway;
 pub mod handlers;
 pub mod proxy;
 pub mod registry;
+pub mod reload;
 pub mod routing;
 pub mod server;
 

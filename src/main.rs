@@ -69,11 +69,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config, registry: Registry) -> ExitCode {
+    use std::sync::Arc;
     use tokio::signal::unix::{signal, SignalKind};
 
     let path = config.path.clone();
-    let mut server = match Server::start(config).await {
-        Ok(s) => s,
+    let server = match Server::start(config).await {
+        Ok(s) => Arc::new(s),
         Err(err) => {
             eprintln!("parapet: {err}");
             return ExitCode::FAILURE;
@@ -89,6 +90,14 @@ async fn run(config: Config, registry: Registry) -> ExitCode {
         server.shutdown().await;
         return ExitCode::FAILURE;
     };
+    // Without a watch (inotify exhausted, say), SIGHUP still reloads.
+    let _watch = match parapet::reload::watch(Arc::clone(&server), &path, registry.clone()) {
+        Ok(w) => Some(w),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot watch the config file; reload with SIGHUP");
+            None
+        }
+    };
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM received"); break }
@@ -99,14 +108,9 @@ async fn run(config: Config, registry: Registry) -> ExitCode {
             }
             _ = hup.recv() => {
                 tracing::info!("SIGHUP received: reloading {}", path.display());
-                let started = std::time::Instant::now();
-                let outcome = Config::load(&path, &registry)
-                    .map_err(|e| e.to_string())
-                    .and_then(|c| server.reload(c).map_err(|e| e.to_string()));
-                match outcome {
-                    Ok(()) => tracing::info!(elapsed = ?started.elapsed(), "reload applied"),
-                    Err(err) => tracing::error!("reload refused, the running config stays:\n{err}"),
-                }
+                // Always reload on SIGHUP: error pages and static roots may have changed even if
+                // the config file did not.
+                let _ = server.reload_file(&path, &registry, "signal", false).await;
             }
         }
     }

@@ -1,17 +1,22 @@
-//! Listeners and connections: accepting, serving HTTP/1.1 and HTTP/2 (h2c), and shutting down.
+//! Listeners and connections: accepting, serving HTTP/1.1 and HTTP/2 (h2c), reloading, shutting down.
 //!
 //! Every listener runs an accept loop; every connection is served by hyper-util's `auto` builder, which
 //! speaks HTTP/1.1 with keep-alive and HTTP/2 with prior knowledge on the same port. A connection looks
 //! up the current [`Gateway`] at each request, so a reload reaches keep-alive connections at their next
 //! request while requests in flight finish on the gateway they started with.
+//!
+//! A reload ([`Server::reload`]) binds what the new config adds or rebinds, builds the new gateway (every
+//! route, chain, upstream client and error page), and only then swaps it in and starts and stops accept
+//! loops: a config that fails anywhere leaves the running one untouched. A listener that is removed
+//! stops accepting; its connections finish their requests and close.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use hyper::body::Incoming;
@@ -26,34 +31,81 @@ use tokio::task::JoinHandle;
 use tower::util::Oneshot;
 use tower::ServiceExt;
 
-use crate::config::Config;
+use crate::config::{Config, ListenerConfig};
 use crate::gateway::Gateway;
 use crate::{AppService, ClientAddr, Request, Response};
 
-/// A running parapet: its listeners and the gateway they serve.
+/// A running parapet: its listeners and the gateway they serve. Shared (`Arc<Server>`) between the
+/// code that reloads it, the code that stops it, and anyone asking for its addresses.
 pub struct Server {
     gateway: Arc<ArcSwap<Gateway>>,
-    config: Config,
-    listeners: Vec<RunningListener>,
-    /// The phase every accept loop and connection watches. Its receiver count is the number of open
-    /// connections once the accept loops have ended.
-    phase: watch::Sender<Phase>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    inner: tokio::sync::Mutex<Inner>,
+    addrs: Mutex<HashMap<String, SocketAddr>>,
+    status: Mutex<ReloadStatus>,
 }
 
-/// Where the server is in its life.
+struct Inner {
+    config: Config,
+    listeners: Vec<RunningListener>,
+    /// Listeners removed by a reload whose connections may still be finishing.
+    retired: Vec<watch::Sender<Phase>>,
+}
+
+struct RunningListener {
+    name: String,
+    /// The address the config asks for.
+    bind: SocketAddr,
+    /// The address bound (the system's port for `:0`).
+    addr: SocketAddr,
+    /// Watched by the accept loop and every connection of this listener; its receiver count is the
+    /// number of them still running.
+    phase: watch::Sender<Phase>,
+    task: JoinHandle<()>,
+}
+
+/// Where a listener is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Phase {
     Serving,
-    /// Accept loops stop; connections finish their requests and close.
+    /// The accept loop stops; connections finish their requests and close.
     Draining,
     /// The shutdown timeout passed: connections close now.
     Closing,
 }
 
-struct RunningListener {
-    name: String,
-    addr: SocketAddr,
-    task: JoinHandle<()>,
+/// What the server tells of its reloads: the config generation and the last attempt.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReloadStatus {
+    /// 1 for the config the server started with, one more for each reload applied.
+    pub generation: u64,
+    /// The last reload attempt, if any.
+    pub last: Option<ReloadAttempt>,
+}
+
+/// One reload attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReloadAttempt {
+    /// When it ended.
+    pub at: SystemTime,
+    /// What asked for it: `file` (a change seen on disk), `signal` (SIGHUP), `api`.
+    pub trigger: &'static str,
+    /// How long loading, building and swapping took.
+    pub duration: Duration,
+    /// `Ok` if applied (or the file was unchanged), else why the running config stayed.
+    pub result: Result<ReloadOutcome, String>,
+}
+
+/// What a successful reload attempt did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// The new config serves, as this generation.
+    Applied {
+        /// The new generation.
+        generation: u64,
+    },
+    /// The file's content had not changed: nothing was done.
+    Unchanged,
 }
 
 /// Why the server could not start.
@@ -74,135 +126,265 @@ pub enum StartError {
 /// Why a reload was refused; the running config stays in place.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
-    /// The new config adds, removes or rebinds listeners.
-    #[error("listeners cannot be added, removed or rebound by a reload yet; restart parapet to change them")]
-    ListenersChanged,
+    /// The file could not be read or is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::LoadError),
+    /// A listener the new config adds or moves could not be bound.
+    #[error("listener `{name}`: cannot bind {addr}: {source}")]
+    Bind {
+        /// The listener.
+        name: String,
+        /// Its address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+fn bind(listener: &ListenerConfig) -> std::io::Result<TcpListener> {
+    let std = std::net::TcpListener::bind(listener.bind)?;
+    std.set_nonblocking(true)?;
+    TcpListener::from_std(std)
 }
 
 impl Server {
     /// Builds the gateway for `config`, binds every listener and starts serving.
     pub async fn start(config: Config) -> Result<Server, StartError> {
-        let gateway = Arc::new(ArcSwap::from_pointee(Gateway::build(&config, None)));
-        let (phase, _) = watch::channel(Phase::Serving);
-        let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
-
         let mut bound = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
-            let listener = TcpListener::bind(l.bind)
-                .await
-                .map_err(|source| StartError::Bind {
-                    name: l.name.clone(),
-                    addr: l.bind,
-                    source,
-                })?;
-            bound.push((l.name.clone(), listener));
-        }
-        let mut listeners = Vec::with_capacity(bound.len());
-        for (name, listener) in bound {
-            // A listener bound a moment ago has its address; ":0" is resolved here.
-            let addr = listener.local_addr().map_err(|source| StartError::Bind {
-                name: name.clone(),
-                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            let listener = bind(l).map_err(|source| StartError::Bind {
+                name: l.name.clone(),
+                addr: l.bind,
                 source,
             })?;
-            tracing::info!(listener = %name, %addr, "listening");
-            let accept = AcceptLoop {
-                listener,
-                name: Arc::from(name.as_str()),
-                gateway: Arc::clone(&gateway),
-                builder: Arc::clone(&builder),
-                phase: phase.subscribe(),
-            };
-            listeners.push(RunningListener {
-                name,
-                addr,
-                task: tokio::spawn(accept.run()),
-            });
+            bound.push((l, listener));
         }
-        Ok(Server {
-            gateway,
-            config,
-            listeners,
+        let server = Server {
+            gateway: Arc::new(ArcSwap::from_pointee(Gateway::build(&config, None))),
+            builder: Arc::new(auto::Builder::new(TokioExecutor::new())),
+            inner: tokio::sync::Mutex::new(Inner {
+                config: config.clone(),
+                listeners: Vec::new(),
+                retired: Vec::new(),
+            }),
+            addrs: Mutex::new(HashMap::new()),
+            status: Mutex::new(ReloadStatus {
+                generation: 1,
+                last: None,
+            }),
+        };
+        let listeners = bound
+            .into_iter()
+            .map(|(l, listener)| server.run_listener(l, listener))
+            .collect();
+        server.inner.lock().await.listeners = listeners;
+        server.publish_addrs(&server.inner.lock().await.listeners);
+        Ok(server)
+    }
+
+    fn run_listener(&self, config: &ListenerConfig, listener: TcpListener) -> RunningListener {
+        let addr = listener.local_addr().unwrap_or(config.bind);
+        tracing::info!(listener = %config.name, %addr, "listening");
+        let (phase, _) = watch::channel(Phase::Serving);
+        let accept = AcceptLoop {
+            listener,
+            name: Arc::from(config.name.as_str()),
+            gateway: Arc::clone(&self.gateway),
+            builder: Arc::clone(&self.builder),
+            phase: phase.subscribe(),
+        };
+        RunningListener {
+            name: config.name.clone(),
+            bind: config.bind,
+            addr,
             phase,
-        })
+            task: tokio::spawn(accept.run()),
+        }
+    }
+
+    fn publish_addrs(&self, listeners: &[RunningListener]) {
+        let addrs = listeners.iter().map(|l| (l.name.clone(), l.addr)).collect();
+        *self.addrs.lock().unwrap_or_else(|e| e.into_inner()) = addrs;
     }
 
     /// The address a listener is bound to (with the port the system chose for `:0`).
     pub fn local_addr(&self, listener: &str) -> Option<SocketAddr> {
-        self.listeners
-            .iter()
-            .find(|l| l.name == listener)
-            .map(|l| l.addr)
+        self.addrs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(listener)
+            .copied()
     }
 
     /// Every listener's name and bound address.
     pub fn local_addrs(&self) -> HashMap<String, SocketAddr> {
-        self.listeners
-            .iter()
-            .map(|l| (l.name.clone(), l.addr))
-            .collect()
+        self.addrs.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The config being served.
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The config generation and the last reload attempt.
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Serves `config` from now on: new requests, and keep-alive connections at their next request,
-    /// see it; requests in flight finish on the config they started with. Upstreams whose definition
-    /// is unchanged keep their connection pools.
-    ///
-    /// The listeners must be the same as the running config's (name and address); changing them on
-    /// reload comes with listener management, and such a config is refused as a whole.
-    pub fn reload(&mut self, config: Config) -> Result<(), ReloadError> {
-        let same_listeners = config.listeners.len() == self.config.listeners.len()
-            && config
+    /// The hash of the running config's file text ([`Config::source_hash`]).
+    pub async fn config_hash(&self) -> u64 {
+        self.inner.lock().await.config.source_hash
+    }
+
+    /// Reads and applies the config file at `path`. With `only_if_changed`, a file whose text is the
+    /// running config's does nothing. Every attempt is logged with its outcome and duration, and
+    /// recorded in [`Server::reload_status`].
+    pub async fn reload_file(
+        &self,
+        path: &std::path::Path,
+        registry: &crate::Registry,
+        trigger: &'static str,
+        only_if_changed: bool,
+    ) -> Result<ReloadOutcome, ReloadError> {
+        let started = Instant::now();
+        let result = async {
+            let text = std::fs::read_to_string(path).map_err(|source| {
+                crate::config::LoadError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
+            if only_if_changed && crate::config::hash_text(&text) == self.config_hash().await {
+                return Ok(ReloadOutcome::Unchanged);
+            }
+            let config = Config::parse(path, &text, registry).map_err(crate::config::LoadError::from)?;
+            self.apply(config).await
+        }
+        .await;
+        self.record(trigger, started, &result);
+        result
+    }
+
+    /// Serves `config` from now on (see the module docs). Logged and recorded like
+    /// [`Server::reload_file`], with the trigger `api`.
+    pub async fn reload(&self, config: Config) -> Result<ReloadOutcome, ReloadError> {
+        let started = Instant::now();
+        let result = self.apply(config).await;
+        self.record("api", started, &result);
+        result
+    }
+
+    fn record(&self, trigger: &'static str, started: Instant, result: &Result<ReloadOutcome, ReloadError>) {
+        let duration = started.elapsed();
+        match result {
+            Ok(ReloadOutcome::Applied { generation }) => {
+                tracing::info!(trigger, generation, ?duration, "reload applied")
+            }
+            Ok(ReloadOutcome::Unchanged) => {
+                tracing::debug!(trigger, ?duration, "reload skipped: the config file is unchanged")
+            }
+            Err(err) => tracing::error!(trigger, ?duration, "reload refused, the running config stays:\n{err}"),
+        }
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        status.last = Some(ReloadAttempt {
+            at: SystemTime::now(),
+            trigger,
+            duration,
+            result: result.as_ref().map(|o| *o).map_err(|e| e.to_string()),
+        });
+    }
+
+    async fn apply(&self, config: Config) -> Result<ReloadOutcome, ReloadError> {
+        let mut inner = self.inner.lock().await;
+        if inner.listeners.iter().any(|l| *l.phase.borrow() != Phase::Serving) {
+            return Err(ReloadError::ShuttingDown);
+        }
+        // 1. Bind everything new or moved. A failure drops what was bound here and changes nothing.
+        let mut fresh = HashMap::new();
+        for l in &config.listeners {
+            let kept = inner
                 .listeners
                 .iter()
-                .zip(&self.config.listeners)
-                .all(|(a, b)| a.name == b.name && a.bind == b.bind);
-        if !same_listeners {
-            return Err(ReloadError::ListenersChanged);
+                .any(|r| r.name == l.name && r.bind == l.bind);
+            if !kept {
+                let listener = bind(l).map_err(|source| ReloadError::Bind {
+                    name: l.name.clone(),
+                    addr: l.bind,
+                    source,
+                })?;
+                fresh.insert(l.name.clone(), listener);
+            }
         }
+        // 2. Build the new gateway off the request path, keeping unchanged upstreams' pools.
         let gateway = Gateway::build(&config, Some(&self.gateway.load()));
+        // 3. Swap: new requests, and keep-alive connections at their next request, see it now.
         self.gateway.store(Arc::new(gateway));
-        self.config = config;
-        Ok(())
+        // 4. Retire listeners that are gone or moved, start the new ones.
+        let old = std::mem::take(&mut inner.listeners);
+        let mut listeners = Vec::with_capacity(config.listeners.len());
+        for running in old {
+            if fresh.contains_key(&running.name)
+                || !config.listeners.iter().any(|l| l.name == running.name)
+            {
+                tracing::info!(listener = %running.name, addr = %running.addr, "listener stops accepting");
+                running.phase.send_replace(Phase::Draining);
+                inner.retired.push(running.phase);
+            } else {
+                listeners.push(running);
+            }
+        }
+        for l in &config.listeners {
+            if let Some(listener) = fresh.remove(&l.name) {
+                listeners.push(self.run_listener(l, listener));
+            }
+        }
+        inner.retired.retain(|p| p.receiver_count() > 0);
+        self.publish_addrs(&listeners);
+        inner.listeners = listeners;
+        inner.config = config;
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        status.generation += 1;
+        Ok(ReloadOutcome::Applied {
+            generation: status.generation,
+        })
     }
 
     /// Stops accepting, lets in-flight requests finish for up to the config's
     /// `server.shutdown_timeout`, closes idle keep-alive connections, and forcibly closes what remains.
     /// Returns true if every connection finished in time.
-    pub async fn shutdown(self) -> bool {
-        let timeout = self.config.server.shutdown_timeout;
+    pub async fn shutdown(&self) -> bool {
+        let timeout = self.inner.lock().await.config.server.shutdown_timeout;
         self.shutdown_within(timeout).await
     }
 
     /// [`Server::shutdown`] with an explicit timeout.
-    pub async fn shutdown_within(self, timeout: Duration) -> bool {
-        self.phase.send_replace(Phase::Draining);
-        for l in self.listeners {
+    pub async fn shutdown_within(&self, timeout: Duration) -> bool {
+        let mut inner = self.inner.lock().await;
+        let mut phases: Vec<watch::Sender<Phase>> = std::mem::take(&mut inner.retired);
+        for l in std::mem::take(&mut inner.listeners) {
+            l.phase.send_replace(Phase::Draining);
             let _ = l.task.await;
+            phases.push(l.phase);
         }
-        let open = self.phase.receiver_count();
-        tracing::info!(
-            connections = open,
-            ?timeout,
-            "shutting down: no longer accepting"
-        );
-        let finished = match tokio::time::timeout(timeout, self.phase.closed()).await {
+        for p in &phases {
+            p.send_replace(Phase::Draining);
+        }
+        let open: usize = phases.iter().map(|p| p.receiver_count()).sum();
+        tracing::info!(connections = open, ?timeout, "shutting down: no longer accepting");
+        let all_closed = async {
+            for p in &phases {
+                p.closed().await;
+            }
+        };
+        let finished = match tokio::time::timeout(timeout, all_closed).await {
             Ok(()) => {
                 tracing::info!("shutdown complete: every connection finished");
                 true
             }
             Err(_) => {
-                let open = self.phase.receiver_count();
-                tracing::warn!(
-                    ?timeout,
-                    connections = open,
-                    "shutdown timeout passed: closing the remaining connections"
-                );
-                self.phase.send_replace(Phase::Closing);
+                let open: usize = phases.iter().map(|p| p.receiver_count()).sum();
+                tracing::warn!(?timeout, connections = open, "shutdown timeout passed: closing the remaining connections");
+                for p in &phases {
+                    p.send_replace(Phase::Closing);
+                }
                 false
             }
         };
@@ -243,6 +425,8 @@ impl AcceptLoop {
         let _ = stream.set_nodelay(true);
         let service = ConnectionService {
             gateway: Arc::clone(&self.gateway),
+            // If a reload removes this listener, this connection finishes on the config it began with.
+            fallback: self.gateway.load().entry(&self.name).cloned(),
             listener: Arc::clone(&self.name),
             client: ClientAddr(peer),
         };
@@ -253,11 +437,7 @@ impl AcceptLoop {
             tokio::pin!(conn);
             let mut draining = false;
             loop {
-                let next = if draining {
-                    Phase::Closing
-                } else {
-                    Phase::Draining
-                };
+                let next = if draining { Phase::Closing } else { Phase::Draining };
                 tokio::select! {
                     result = conn.as_mut() => {
                         if let Err(err) = result {
@@ -283,6 +463,7 @@ impl AcceptLoop {
 #[derive(Clone)]
 struct ConnectionService {
     gateway: Arc<ArcSwap<Gateway>>,
+    fallback: Option<AppService>,
     listener: Arc<str>,
     client: ClientAddr,
 }
@@ -297,12 +478,16 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
         req.extensions_mut().insert(self.client);
         // The gateway current at this request: a reload in between reaches this connection now,
         // and this request keeps the one it started with.
-        let entry = self.gateway.load().entry(&self.listener).cloned();
+        let entry = self
+            .gateway
+            .load()
+            .entry(&self.listener)
+            .or(self.fallback.as_ref())
+            .cloned();
         match entry {
             Some(entry) => DispatchFuture::Serving {
                 fut: entry.oneshot(req),
             },
-            // The listener left the config and this connection outlived it.
             None => DispatchFuture::Gone {
                 response: Some(GatewayError::new(GatewayErrorKind::NoRoute).into_response()),
             },

@@ -44,6 +44,8 @@ pub struct Config {
     pub upstreams: BTreeMap<String, Arc<UpstreamConfig>>,
     /// `[middlewares.NAME]`: the declared middleware instances, built.
     pub middlewares: BTreeMap<String, MiddlewareConfig>,
+    /// A hash of the file's text, to tell an unchanged file from a changed one on reload.
+    pub source_hash: u64,
 }
 
 /// `[middlewares.NAME]`: a named, configured middleware instance.
@@ -219,7 +221,10 @@ impl Config {
         }
         let span = doc.span();
         let root = Table::new(&diag, String::new(), span, doc.get_ref());
-        let config = read_root(root, path, registry);
+        let config = read_root(root, path, registry).map(|mut c| {
+            c.source_hash = hash_text(text);
+            c
+        });
         match config {
             Some(config) if !diag.has_errors() => Ok(config),
             _ => Err(diag.into_errors()),
@@ -339,7 +344,16 @@ fn read_root(mut root: Table<'_>, path: &Path, registry: &Registry) -> Option<Co
         apps,
         upstreams,
         middlewares,
+        source_hash: 0,
     })
+}
+
+/// The hash [`Config::source_hash`] holds for a file's text.
+pub fn hash_text(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
 }
 
 fn read_middleware(mut t: Table<'_>, registry: &Registry) -> Option<MiddlewareConfig> {
