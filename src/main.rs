@@ -73,13 +73,8 @@ async fn run(config: Config, registry: Registry) -> ExitCode {
     use tokio::signal::unix::{signal, SignalKind};
 
     let path = config.path.clone();
-    let server = match Server::start(config).await {
-        Ok(s) => Arc::new(s),
-        Err(err) => {
-            eprintln!("parapet: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
+    // Signal handlers first: a signal sent as soon as the listeners are up must not find the
+    // default action (termination) still in place.
     let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -87,8 +82,14 @@ async fn run(config: Config, registry: Registry) -> ExitCode {
         signal(SignalKind::user_defined1()),
     ) else {
         eprintln!("parapet: cannot install signal handlers");
-        server.shutdown().await;
         return ExitCode::FAILURE;
+    };
+    let server = match Server::start(config).await {
+        Ok(s) => Arc::new(s),
+        Err(err) => {
+            eprintln!("parapet: {err}");
+            return ExitCode::FAILURE;
+        }
     };
     // Without a watch (inotify exhausted, say), SIGHUP still reloads.
     let _watch = match parapet::reload::watch(Arc::clone(&server), &path, registry.clone()) {

@@ -43,9 +43,8 @@ fn concerns(event: &notify::Event, file_name: &std::ffi::OsStr) -> bool {
     }
     event.paths.is_empty()
         || event.paths.iter().any(|p| {
-            p.file_name().is_some_and(|n| {
-                n == file_name || n.to_string_lossy().starts_with("..")
-            })
+            p.file_name()
+                .is_some_and(|n| n == file_name || n.to_string_lossy().starts_with(".."))
         })
 }
 
@@ -56,17 +55,19 @@ pub fn watch(server: Arc<Server>, path: &Path, registry: Registry) -> notify::Re
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let file_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        match event {
+    let mut watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
             Ok(event) if concerns(&event, &file_name) => {
                 let _ = tx.send(());
             }
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "config watch error"),
-        }
-    })?;
+        })?;
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     tracing::info!(dir = %dir.display(), "watching the config's directory for changes");
     let task = tokio::spawn(async move {

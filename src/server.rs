@@ -226,7 +226,10 @@ impl Server {
 
     /// The config generation and the last reload attempt.
     pub fn reload_status(&self) -> ReloadStatus {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The hash of the running config's file text ([`Config::source_hash`]).
@@ -246,16 +249,16 @@ impl Server {
     ) -> Result<ReloadOutcome, ReloadError> {
         let started = Instant::now();
         let result = async {
-            let text = std::fs::read_to_string(path).map_err(|source| {
-                crate::config::LoadError::Io {
+            let text =
+                std::fs::read_to_string(path).map_err(|source| crate::config::LoadError::Io {
                     path: path.to_path_buf(),
                     source,
-                }
-            })?;
+                })?;
             if only_if_changed && crate::config::hash_text(&text) == self.config_hash().await {
                 return Ok(ReloadOutcome::Unchanged);
             }
-            let config = Config::parse(path, &text, registry).map_err(crate::config::LoadError::from)?;
+            let config =
+                Config::parse(path, &text, registry).map_err(crate::config::LoadError::from)?;
             self.apply(config).await
         }
         .await;
@@ -272,16 +275,29 @@ impl Server {
         result
     }
 
-    fn record(&self, trigger: &'static str, started: Instant, result: &Result<ReloadOutcome, ReloadError>) {
+    fn record(
+        &self,
+        trigger: &'static str,
+        started: Instant,
+        result: &Result<ReloadOutcome, ReloadError>,
+    ) {
         let duration = started.elapsed();
         match result {
             Ok(ReloadOutcome::Applied { generation }) => {
                 tracing::info!(trigger, generation, ?duration, "reload applied")
             }
             Ok(ReloadOutcome::Unchanged) => {
-                tracing::debug!(trigger, ?duration, "reload skipped: the config file is unchanged")
+                tracing::debug!(
+                    trigger,
+                    ?duration,
+                    "reload skipped: the config file is unchanged"
+                )
             }
-            Err(err) => tracing::error!(trigger, ?duration, "reload refused, the running config stays:\n{err}"),
+            Err(err) => tracing::error!(
+                trigger,
+                ?duration,
+                "reload refused, the running config stays:\n{err}"
+            ),
         }
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         status.last = Some(ReloadAttempt {
@@ -294,7 +310,11 @@ impl Server {
 
     async fn apply(&self, config: Config) -> Result<ReloadOutcome, ReloadError> {
         let mut inner = self.inner.lock().await;
-        if inner.listeners.iter().any(|l| *l.phase.borrow() != Phase::Serving) {
+        if inner
+            .listeners
+            .iter()
+            .any(|l| *l.phase.borrow() != Phase::Serving)
+        {
             return Err(ReloadError::ShuttingDown);
         }
         // 1. Bind everything new or moved. A failure drops what was bound here and changes nothing.
@@ -368,7 +388,11 @@ impl Server {
             p.send_replace(Phase::Draining);
         }
         let open: usize = phases.iter().map(|p| p.receiver_count()).sum();
-        tracing::info!(connections = open, ?timeout, "shutting down: no longer accepting");
+        tracing::info!(
+            connections = open,
+            ?timeout,
+            "shutting down: no longer accepting"
+        );
         let all_closed = async {
             for p in &phases {
                 p.closed().await;
@@ -381,7 +405,11 @@ impl Server {
             }
             Err(_) => {
                 let open: usize = phases.iter().map(|p| p.receiver_count()).sum();
-                tracing::warn!(?timeout, connections = open, "shutdown timeout passed: closing the remaining connections");
+                tracing::warn!(
+                    ?timeout,
+                    connections = open,
+                    "shutdown timeout passed: closing the remaining connections"
+                );
                 for p in &phases {
                     p.send_replace(Phase::Closing);
                 }
@@ -437,7 +465,11 @@ impl AcceptLoop {
             tokio::pin!(conn);
             let mut draining = false;
             loop {
-                let next = if draining { Phase::Closing } else { Phase::Draining };
+                let next = if draining {
+                    Phase::Closing
+                } else {
+                    Phase::Draining
+                };
                 tokio::select! {
                     result = conn.as_mut() => {
                         if let Err(err) = result {
