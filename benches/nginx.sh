@@ -1,0 +1,255 @@
+#!/usr/bin/env bash
+# parapet against nginx, side by side, on loopback.
+#
+#   benches/nginx.sh                 # 3 rounds of every scenario, ~4 minutes
+#   ROUNDS=5 DURATION=10 benches/nginx.sh
+#
+# Needs nginx and wrk (Debian: apt-get install -y nginx wrk), oha (cargo install oha) and python3; it
+# installs what is missing. It starts one origin (nginx, one worker), an nginx reverse proxy (one worker,
+# upstream keepalive) and parapet (server.workers = 1) in front of the same origin, all on 127.0.0.1
+# with free ports, and alternates the two proxies A B A B for ROUNDS rounds. For each proxy it reads the
+# process's CPU time from /proc/PID/stat around each run. Every run is bounded by DURATION seconds.
+#
+# Scenarios (nginx configured to do the same work):
+#   bare    a 5-byte response, keep-alive
+#   chain   the same through access_log (json, to a file), headers, compress and errors
+#           (nginx: access_log to a file, add_header always, gzip on)
+#   gzip    a 100 kB JSON body compressed by the proxy at level 6
+#   stream  a 10 MB response body
+#   idle    bytes of RSS per idle keep-alive connection, with IDLE connections open
+#
+# Metrics: CPU microseconds per request at a fixed offered rate (oha -q RATE -c 64 --latency-correction;
+# the headline), closed-loop requests/s (wrk -c 64), throughput for `stream`, and RSS per idle
+# connection. The table prints medians with min and max, and the parapet/nginx ratio.
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5}
+RATE=${RATE:-10000}          # offered rate for bare and chain
+GZIP_RATE=${GZIP_RATE:-400}  # offered rate for gzip (100 kB at level 6 costs about 1 ms of CPU)
+IDLE=${IDLE:-5000}
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+stat="python3 $here/nginx/stat.py"
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need nginx || ! need wrk; then
+  apt-get update -qq && apt-get install -y -qq nginx wrk >/dev/null
+fi
+if ! need oha; then
+  cargo install oha --locked
+fi
+ulimit -n "$(ulimit -Hn)"
+
+echo "building parapet (release)..." >&2
+cargo build --release --manifest-path "$repo/Cargo.toml" -q
+parapet="$repo/target/release/parapet"
+
+work=$(mktemp -d /tmp/parapet-bench.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+read -r ORIGIN NGINX PARAPET < <($stat free-ports 3)
+mkdir -p "$work/www" "$work/tmp"
+python3 - "$work/www" <<'PY'
+import json, os, sys, random
+www = sys.argv[1]
+random.seed(7)
+items = [{"id": i, "name": f"item-{i}", "tags": ["alpha", "beta", "gamma"][: i % 3 + 1],
+          "price": round(random.random() * 100, 2), "active": i % 2 == 0,
+          "description": "a reasonably typical JSON document, repetitive as API answers are"} for i in range(700)]
+data = json.dumps({"items": items}).encode()
+open(os.path.join(www, "data.json"), "wb").write(data[:100_000] if len(data) >= 100_000 else data)
+open(os.path.join(www, "big.bin"), "wb").write(os.urandom(10 * 1024 * 1024))
+PY
+
+common_nginx="user root; worker_processes 1; worker_rlimit_nofile 20000; error_log $work/%s-error.log warn; pid $work/%s.pid;
+events { worker_connections 16384; }"
+
+cat > "$work/origin.conf" <<CONF
+$(printf "$common_nginx" origin origin)
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  client_body_temp_path $work/tmp/origin-body;
+  proxy_temp_path $work/tmp/origin-proxy;
+  types { application/json json; application/octet-stream bin; }
+  server {
+    listen 127.0.0.1:$ORIGIN backlog=4096;
+    location = /5b { default_type text/plain; return 200 "hello"; }
+    location / { root $work/www; }
+  }
+}
+CONF
+
+cat > "$work/proxy.conf" <<CONF
+$(printf "$common_nginx" proxy proxy)
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  client_body_temp_path $work/tmp/proxy-body;
+  proxy_temp_path $work/tmp/proxy-proxy;
+  log_format json escape=json '{"time":"\$time_iso8601","remote":"\$remote_addr","method":"\$request_method","target":"\$request_uri","protocol":"\$server_protocol","status":\$status,"bytes":\$body_bytes_sent,"duration":\$request_time,"user_agent":"\$http_user_agent","referer":"\$http_referer","upstream":"\$upstream_addr","upstream_status":"\$upstream_status"}';
+  upstream origin { server 127.0.0.1:$ORIGIN; keepalive 64; }
+  proxy_http_version 1.1;
+  proxy_set_header Connection "";
+  proxy_set_header Host \$host;
+  proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+  proxy_set_header X-Forwarded-Proto \$scheme;
+  proxy_set_header X-Forwarded-Host \$host;
+  gzip_types text/plain text/css application/json application/javascript text/xml application/xml image/svg+xml;
+  gzip_vary on;
+  gzip_proxied any;
+  gzip_min_length 256;
+  server {
+    listen 127.0.0.1:$NGINX backlog=4096;
+    location /bare/ { proxy_pass http://origin/; }
+    location /chain/ {
+      access_log $work/nginx-access.log json buffer=64k flush=100ms;
+      add_header X-Frame-Options DENY always;
+      proxy_set_header X-Edge parapet;
+      gzip on;
+      proxy_pass http://origin/;
+    }
+    location /gzip/ { gzip on; gzip_comp_level 6; proxy_pass http://origin/; }
+    location /stream/ { proxy_buffering off; proxy_pass http://origin/; }
+  }
+}
+CONF
+
+cat > "$work/parapet.toml" <<CONF
+[server]
+workers = 1
+[listeners.main]
+bind = "127.0.0.1:$PARAPET"
+[[routes]]
+path = "/bare"
+strip_prefix = true
+app = "bare"
+[[routes]]
+path = "/chain"
+strip_prefix = true
+app = "chain"
+[[routes]]
+path = "/gzip"
+strip_prefix = true
+app = "gzip"
+[[routes]]
+path = "/stream"
+strip_prefix = true
+app = "bare"
+[apps.bare]
+upstream = "origin"
+[apps.chain]
+middlewares = ["log", "secure", "compress", "errors"]
+upstream = "origin"
+[apps.gzip]
+middlewares = ["gzip6"]
+upstream = "origin"
+[upstreams.origin]
+servers = ["http://127.0.0.1:$ORIGIN"]
+[middlewares.log]
+kind = "access_log"
+format = "json"
+path = "$work/parapet-access.log"
+[middlewares.secure]
+kind = "headers"
+response.set = { "x-frame-options" = "DENY" }
+request.set = { "x-edge" = "parapet" }
+[middlewares.gzip6]
+kind = "compress"
+level = 6
+min_size = 256
+CONF
+
+wait_port() {
+  for _ in $(seq 1 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on port $1" >&2; exit 1
+}
+
+nginx -p "$work" -c "$work/origin.conf" -g 'daemon off;' & pids+=($!)
+nginx -p "$work" -c "$work/proxy.conf" -g 'daemon off;' & pids+=($!); nginx_master=$!
+PARAPET_LOG=warn "$parapet" run -c "$work/parapet.toml" & pids+=($!); parapet_pid=$!
+wait_port "$ORIGIN"; wait_port "$NGINX"; wait_port "$PARAPET"
+nginx_pids="$nginx_master $(pgrep -P "$nginx_master" | tr '\n' ' ')"
+
+declare -A PORT=([nginx]=$NGINX [parapet]=$PARAPET)
+declare -A PIDS=([nginx]="$nginx_pids" [parapet]="$parapet_pid")
+results="$work/results.txt"
+
+# CPU µs per request at a fixed offered rate.
+cpu_run() { # proxy scenario path rate [header]
+  local proxy=$1 scenario=$2 path=$3 rate=$4 header=${5:-}
+  local url="http://127.0.0.1:${PORT[$proxy]}$path" before after n args=()
+  [ -n "$header" ] && args=(-H "$header")
+  before=$($stat cpu ${PIDS[$proxy]})
+  timeout $((DURATION + 30)) oha -z "${DURATION}s" -q "$rate" -c 64 -w --latency-correction --no-tui \
+    --output-format json "${args[@]}" "$url" > "$work/oha.json"
+  after=$($stat cpu ${PIDS[$proxy]})
+  n=$($stat oha-count "$work/oha.json")
+  echo "$scenario cpu_us_per_req $proxy $($stat div $((after - before)) "$n")" >> "$results"
+}
+
+# Closed-loop requests/s (and bytes/s).
+wrk_run() { # proxy scenario path conns metric [header]
+  local proxy=$1 scenario=$2 path=$3 conns=$4 metric=$5 header=${6:-}
+  local args=()
+  [ -n "$header" ] && args=(-H "$header")
+  timeout $((DURATION + 30)) wrk -t1 -c"$conns" -d"${DURATION}s" "${args[@]}" "http://127.0.0.1:${PORT[$proxy]}$path" > "$work/wrk.txt"
+  read -r rps bps < <($stat wrk "$work/wrk.txt")
+  if [ "$metric" = rps ]; then
+    echo "$scenario req_per_s $proxy $rps" >> "$results"
+  else
+    echo "$scenario MB_per_s $proxy $($stat div "$bps" 1048576)" >> "$results"
+  fi
+}
+
+idle_run() { # proxy
+  local proxy=$1 before after
+  before=$($stat rss ${PIDS[$proxy]})
+  coproc IDLER { python3 "$here/nginx/idle.py" 127.0.0.1 "${PORT[$proxy]}" /bare/5b "$IDLE"; }
+  read -r -t 120 ready <&"${IDLER[0]}"
+  after=$($stat rss ${PIDS[$proxy]})
+  echo "idle bytes_per_conn $proxy $($stat div $((after - before)) "$IDLE")" >> "$results"
+  eval "exec ${IDLER[1]}>&-"
+  wait "$IDLER_PID" 2>/dev/null || true
+}
+
+# Warm up both: pools, caches, page cache.
+for proxy in nginx parapet; do
+  timeout 30 oha -z 2s -c 16 --no-tui "http://127.0.0.1:${PORT[$proxy]}/bare/5b" > /dev/null
+  timeout 30 oha -n 200 -c 4 --no-tui -H 'accept-encoding: gzip' "http://127.0.0.1:${PORT[$proxy]}/gzip/data.json" > /dev/null
+done
+
+for round in $(seq 1 "$ROUNDS"); do
+  echo "round $round/$ROUNDS" >&2
+  for proxy in nginx parapet; do
+    cpu_run "$proxy" bare /bare/5b "$RATE"
+    cpu_run "$proxy" chain /chain/5b "$RATE"
+    cpu_run "$proxy" gzip /gzip/data.json "$GZIP_RATE" 'accept-encoding: gzip'
+    wrk_run "$proxy" bare /bare/5b 64 rps
+    wrk_run "$proxy" chain /chain/5b 64 rps
+    wrk_run "$proxy" gzip /gzip/data.json 64 rps 'Accept-Encoding: gzip'
+    wrk_run "$proxy" stream /stream/big.bin 4 bytes
+  done
+done
+for proxy in nginx parapet; do idle_run "$proxy"; done
+
+size() { curl -s -H 'accept-encoding: gzip' "http://127.0.0.1:${PORT[$1]}/gzip/data.json" | wc -c; }
+original=$(wc -c < "$work/www/data.json")
+echo
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(nginx -v 2>&1); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2); $(oha --version); $("$parapet" --version)"
+echo "rounds: $ROUNDS x ${DURATION}s, alternating nginx and parapet; fixed rates: bare/chain $RATE req/s, gzip $GZIP_RATE req/s"
+echo "gzip output for $original bytes of JSON: nginx $(size nginx) bytes, parapet $(size parapet) bytes"
+echo
+$stat summary "$results"

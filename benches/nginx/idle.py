@@ -1,0 +1,37 @@
+#!/usr/bin/env python3
+"""Opens N keep-alive connections to HOST:PORT, sends one request on each, reads the answer, then holds
+them open (idle) until stdin closes. Prints "ready" once every connection is idle.
+
+usage: idle.py HOST PORT PATH N
+"""
+import asyncio
+import sys
+
+
+async def one(host, port, path, conns):
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    if length:
+        await reader.readexactly(length)
+    conns.append((reader, writer))
+
+
+async def main():
+    host, port, path, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    conns = []
+    # In batches, so the listen backlog never overflows.
+    for start in range(0, n, 500):
+        await asyncio.gather(*(one(host, port, path, conns) for _ in range(start, min(n, start + 500))))
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    for _, w in conns:
+        w.close()
+
+
+asyncio.run(main())
