@@ -28,6 +28,7 @@ DURATION=${DURATION:-5}
 RATE=${RATE:-10000}          # offered rate for bare and chain
 GZIP_RATE=${GZIP_RATE:-400}  # offered rate for gzip (100 kB at level 6 costs about 1 ms of CPU)
 IDLE=${IDLE:-5000}
+ONLY=${ONLY:-"bare chain gzip stream idle"}   # the scenarios to run
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 stat="python3 $here/nginx/stat.py"
@@ -231,19 +232,22 @@ for proxy in nginx parapet; do
   timeout 30 oha -n 200 -c 4 --no-tui -H 'accept-encoding: gzip' "http://127.0.0.1:${PORT[$proxy]}/gzip/data.json" > /dev/null
 done
 
+wants() { [[ " $ONLY " == *" $1 "* ]]; }
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round/$ROUNDS" >&2
   for proxy in nginx parapet; do
-    cpu_run "$proxy" bare /bare/5b "$RATE"
-    cpu_run "$proxy" chain /chain/5b "$RATE"
-    cpu_run "$proxy" gzip /gzip/data.json "$GZIP_RATE" 'accept-encoding: gzip'
-    wrk_run "$proxy" bare /bare/5b 64 rps
-    wrk_run "$proxy" chain /chain/5b 64 rps
-    wrk_run "$proxy" gzip /gzip/data.json 64 rps 'Accept-Encoding: gzip'
-    wrk_run "$proxy" stream /stream/big.bin 4 bytes
+    if wants bare; then cpu_run "$proxy" bare /bare/5b "$RATE"; fi
+    if wants chain; then cpu_run "$proxy" chain /chain/5b "$RATE"; fi
+    if wants gzip; then cpu_run "$proxy" gzip /gzip/data.json "$GZIP_RATE" 'accept-encoding: gzip'; fi
+    if wants bare; then wrk_run "$proxy" bare /bare/5b 64 rps; fi
+    if wants chain; then wrk_run "$proxy" chain /chain/5b 64 rps; fi
+    if wants gzip; then wrk_run "$proxy" gzip /gzip/data.json 64 rps 'Accept-Encoding: gzip'; fi
+    if wants stream; then wrk_run "$proxy" stream /stream/big.bin 4 bytes; fi
   done
 done
-for proxy in nginx parapet; do idle_run "$proxy"; done
+if wants idle; then
+  for proxy in nginx parapet; do idle_run "$proxy"; done
+fi
 
 size() { curl -s -H 'accept-encoding: gzip' "http://127.0.0.1:${PORT[$1]}/gzip/data.json" | wc -c; }
 original=$(wc -c < "$work/www/data.json")

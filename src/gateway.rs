@@ -22,13 +22,12 @@ use http::uri::{PathAndQuery, Uri};
 use http::Method;
 use parapet_middlewares::{GatewayError, GatewayErrorKind};
 use pin_project_lite::pin_project;
-use tower::util::Oneshot;
-use tower::ServiceExt;
 
 use crate::chain;
 use crate::config::{Config, EndpointConfig};
 use crate::proxy::Upstream;
 use crate::routing::{has_dot_segment, normalize_host, RouteTable};
+use crate::service::AppFuture;
 use crate::{AppService, Request, Response};
 
 /// Where a matched route sends a request.
@@ -47,10 +46,6 @@ impl std::fmt::Debug for Target {
             .finish()
     }
 }
-
-/// The name of the app a request was routed to, in the request's extensions.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AppName(pub Arc<str>);
 
 /// What [`Gateway::dispatch`] decided for a request.
 pub enum Dispatch {
@@ -194,8 +189,6 @@ impl Router {
                 *req.uri_mut() = uri;
             }
         }
-        req.extensions_mut()
-            .insert(AppName(Arc::clone(&target.app_name)));
         Dispatch::App(app, req)
     }
 }
@@ -212,7 +205,7 @@ impl tower::Service<Request> for Router {
     fn call(&mut self, req: Request) -> RouterFuture {
         match self.dispatch(req) {
             Dispatch::App(app, req) => RouterFuture::App {
-                fut: app.oneshot(req),
+                fut: app.handle(req),
             },
             Dispatch::Answer(response) => RouterFuture::Ready {
                 response: Some(response),
@@ -226,7 +219,7 @@ pin_project! {
     #[project = RouterProj]
     pub enum RouterFuture {
         /// The app is answering.
-        App { #[pin] fut: Oneshot<AppService, Request> },
+        App { #[pin] fut: AppFuture },
         /// parapet answered.
         Ready { response: Option<Response> },
     }

@@ -43,8 +43,7 @@ pub mod registry;
 pub mod reload;
 pub mod routing;
 pub mod server;
-
-use std::convert::Infallible;
+pub mod service;
 
 pub use config::Config;
 pub use parapet_middlewares::{Body, BoxError, ClientAddr};
@@ -57,5 +56,4 @@ pub type Request = http::Request<Body>;
 /// A response as every app returns it.
 pub type Response = http::Response<Body>;
 
-/// A built app or endpoint: a cloneable service that never fails (every failure is a response).
-pub type AppService = tower::util::BoxCloneSyncService<Request, Response, Infallible>;
+pub use service::AppService;

@@ -28,11 +28,10 @@ use pin_project_lite::pin_project;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tower::util::Oneshot;
-use tower::ServiceExt;
 
 use crate::config::{Config, ListenerConfig};
 use crate::gateway::Gateway;
+use crate::service::AppFuture;
 use crate::{AppService, ClientAddr, Request, Response};
 
 /// A running parapet: its listeners and the gateway they serve. Shared (`Arc<Server>`) between the
@@ -510,15 +509,11 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
         req.extensions_mut().insert(self.client);
         // The gateway current at this request: a reload in between reaches this connection now,
         // and this request keeps the one it started with.
-        let entry = self
-            .gateway
-            .load()
-            .entry(&self.listener)
-            .or(self.fallback.as_ref())
-            .cloned();
+        let gateway = self.gateway.load();
+        let entry = gateway.entry(&self.listener).or(self.fallback.as_ref());
         match entry {
             Some(entry) => DispatchFuture::Serving {
-                fut: entry.oneshot(req),
+                fut: entry.handle(req),
             },
             None => DispatchFuture::Gone {
                 response: Some(GatewayError::new(GatewayErrorKind::NoRoute).into_response()),
@@ -531,7 +526,7 @@ pin_project! {
     /// A request's response, reported to the access logs it passed through as it leaves.
     #[project = DispatchProj]
     enum DispatchFuture {
-        Serving { #[pin] fut: Oneshot<AppService, Request> },
+        Serving { #[pin] fut: AppFuture },
         Gone { response: Option<Response> },
     }
 }

@@ -5,13 +5,16 @@ use std::path::PathBuf;
 use http_body_util::BodyExt;
 use tower::{Layer, ServiceExt};
 
-fn log_file(name: &str) -> PathBuf {
+/// A fresh log file and its sink, held open by the test: a sink whose last layer is gone finishes
+/// writing on its own thread, and the test must flush the very sink the layer wrote to.
+fn log_file(name: &str) -> (PathBuf, Arc<Sink>) {
     let dir =
         std::env::temp_dir().join(format!("parapet-access-log-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("access.log");
     let _ = std::fs::remove_file(&path);
-    path
+    let sink = Sink::open(Target::File(path.clone())).unwrap();
+    (path, sink)
 }
 
 fn layer(format: Format, path: &std::path::Path) -> AccessLogLayer {
@@ -62,7 +65,7 @@ fn request() -> Request<Body> {
 
 #[tokio::test]
 async fn json_lines_carry_status_bytes_upstream_and_agent() {
-    let path = log_file("json");
+    let (path, _sink) = log_file("json");
     let svc = layer(Format::Json, &path).layer(ok_service());
     let res = svc.oneshot(request()).await.unwrap();
     let body = res.into_body().collect().await.unwrap().to_bytes();
@@ -91,7 +94,7 @@ async fn json_lines_carry_status_bytes_upstream_and_agent() {
 
 #[tokio::test]
 async fn combined_lines_follow_the_ncsa_format() {
-    let path = log_file("combined");
+    let (path, _sink) = log_file("combined");
     let svc = layer(Format::Combined, &path).layer(ok_service());
     let res = svc.oneshot(request()).await.unwrap();
     res.into_body().collect().await.unwrap();
@@ -107,7 +110,7 @@ async fn combined_lines_follow_the_ncsa_format() {
 
 #[tokio::test]
 async fn a_client_that_goes_away_mid_body_is_logged_as_499() {
-    let path = log_file("499-body");
+    let (path, _sink) = log_file("499-body");
     let svc = layer(Format::Json, &path).layer(ok_service());
     let res = svc.oneshot(request()).await.unwrap();
     drop(res);
@@ -118,7 +121,7 @@ async fn a_client_that_goes_away_mid_body_is_logged_as_499() {
 
 #[tokio::test]
 async fn a_client_that_goes_away_before_the_head_is_logged_as_499() {
-    let path = log_file("499-head");
+    let (path, _sink) = log_file("499-head");
     let inner = tower::service_fn(|_req: Request<Body>| async move {
         std::future::pending::<()>().await;
         Ok::<_, Infallible>(Response::new(Body::empty()))
@@ -134,7 +137,7 @@ async fn a_client_that_goes_away_before_the_head_is_logged_as_499() {
 
 #[tokio::test]
 async fn the_final_status_reported_by_the_server_wins() {
-    let path = log_file("final");
+    let (path, _sink) = log_file("final");
     let svc = layer(Format::Json, &path).layer(ok_service());
     let mut res = svc.oneshot(request()).await.unwrap();
     // A layer outside the log rewrote the status; the server reports what it sent.
@@ -147,7 +150,7 @@ async fn the_final_status_reported_by_the_server_wins() {
 
 #[tokio::test]
 async fn gateway_errors_are_told_apart_from_upstream_statuses() {
-    let path = log_file("gateway");
+    let (path, _sink) = log_file("gateway");
     let inner = tower::service_fn(|req: Request<Body>| async move {
         Ok::<_, Infallible>(if req.uri().path() == "/gw" {
             GatewayError::new(crate::GatewayErrorKind::UpstreamTimeout).into_response()
@@ -184,7 +187,7 @@ async fn gateway_errors_are_told_apart_from_upstream_statuses() {
 
 #[tokio::test]
 async fn head_requests_are_complete_without_a_body() {
-    let path = log_file("head");
+    let (path, _sink) = log_file("head");
     let svc = layer(Format::Common, &path).layer(ok_service());
     let mut req = request();
     *req.method_mut() = Method::HEAD;

@@ -6,8 +6,8 @@
 //! 2. **rewrite**: absolute-form URI from the server's base and the request's path and query; hop-by-hop
 //!    headers removed; `X-Forwarded-For` appended, `X-Forwarded-Proto` and `X-Forwarded-Host` set; `Host`
 //!    kept (from the URI's authority for HTTP/2 clients, which send none);
-//! 3. **send**: over hyper-util's pooled client, bounded by `connect_timeout` and by `timeout` until the
-//!    response head arrives;
+//! 3. **send**: over the server's pool of kept-alive connections ([`pool`]), bounded by
+//!    `connect_timeout` and by `timeout` until the response head arrives;
 //! 4. **answer**: hop-by-hop headers removed from the response, whose body streams back untouched. A
 //!    failure becomes a typed [`GatewayError`]: unreachable 502, timeout 504, broken protocol 502.
 //!
@@ -25,10 +25,11 @@ use std::task::{Context, Poll};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::Version;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use parapet_middlewares::{Body, GatewayError, GatewayErrorKind, UpstreamResponse};
+use parapet_middlewares::{GatewayError, GatewayErrorKind, UpstreamResponse};
+
+mod pool;
+
+use pool::{SendError, ServerPool};
 
 use crate::config::UpstreamConfig;
 use crate::{AppService, ClientAddr, Request, Response};
@@ -80,12 +81,12 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// An upstream built from its config: its servers, its pooled client and its round-robin cursor.
+/// An upstream built from its config: its servers, their connection pools and its round-robin cursor.
 pub struct Upstream {
     config: Arc<UpstreamConfig>,
     /// Each server's display name, shared with every response it answers.
     names: Vec<Arc<str>>,
-    client: Client<HttpConnector, Body>,
+    pools: Vec<Arc<ServerPool>>,
     next: AtomicUsize,
 }
 
@@ -98,21 +99,22 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// Builds the upstream and its connection pool.
+    /// Builds the upstream and its servers' (empty) connection pools.
     pub fn new(config: Arc<UpstreamConfig>) -> Arc<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new()).build(connector);
         let names = config
             .servers
             .iter()
             .map(|s| Arc::from(s.to_string()))
             .collect();
+        let pools = config
+            .servers
+            .iter()
+            .map(|s| ServerPool::new(s.authority.to_string(), config.connect_timeout))
+            .collect();
         Arc::new(Self {
             config,
             names,
-            client,
+            pools,
             next: AtomicUsize::new(0),
         })
     }
@@ -139,31 +141,30 @@ impl Upstream {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        let path_and_query = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
-        let pq = if server.base_path.is_empty() {
-            PathAndQuery::try_from(path_and_query)
+        // HTTP/1.1 to an origin server takes the origin form: the path and query only (RFC 9112 §3.2.1).
+        let uri = if server.base_path.is_empty() {
+            match parts.uri.path_and_query() {
+                Some(pq) => Uri::from(pq.clone()),
+                None => Uri::from_static("/"),
+            }
         } else {
-            PathAndQuery::try_from(format!("{}{}", server.base_path, path_and_query))
-        };
-        let uri = pq.ok().and_then(|pq| {
-            Uri::builder()
-                .scheme(server.scheme.clone())
-                .authority(server.authority.clone())
-                .path_and_query(pq)
-                .build()
-                .ok()
-        });
-        let Some(uri) = uri else {
-            return GatewayError::new(GatewayErrorKind::BadRequest)
-                .with_detail("request target cannot be forwarded")
-                .into_response();
+            let pq = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+            match Uri::try_from(format!("{}{}", server.base_path, pq)) {
+                Ok(uri) => uri,
+                Err(_) => {
+                    return GatewayError::new(GatewayErrorKind::BadRequest)
+                        .with_detail("request target cannot be forwarded")
+                        .into_response()
+                }
+            }
         };
 
         let client_addr = parts.extensions.get::<ClientAddr>().map(|c| c.0);
         let headers = &mut parts.headers;
         remove_hop_by_hop(headers);
         set_forwarded(headers, client_addr, original_host.as_ref());
-        if let Some(host) = original_host {
+        let host = original_host.or_else(|| HeaderValue::from_str(server.authority.as_str()).ok());
+        if let Some(host) = host {
             headers.insert(header::HOST, host);
         }
         parts.uri = uri;
@@ -171,7 +172,7 @@ impl Upstream {
         parts.version = Version::HTTP_11;
         let upstream_req = http::Request::from_parts(parts, body);
 
-        let sent = tokio::time::timeout(self.config.timeout, self.client.request(upstream_req));
+        let sent = tokio::time::timeout(self.config.timeout, self.pools[index].send(upstream_req));
         match sent.await {
             Ok(Ok(response)) => {
                 let (mut parts, body) = response.into_parts();
@@ -180,15 +181,14 @@ impl Upstream {
                     server: Arc::clone(name),
                     status: parts.status,
                 });
-                Response::from_parts(parts, Body::from(body))
+                Response::from_parts(parts, body)
             }
             Ok(Err(err)) => {
-                let kind = if err.is_connect() {
-                    GatewayErrorKind::UpstreamUnreachable
-                } else {
-                    GatewayErrorKind::UpstreamProtocol
+                let kind = match err {
+                    SendError::Connect(_) => GatewayErrorKind::UpstreamUnreachable,
+                    SendError::Protocol(_) => GatewayErrorKind::UpstreamProtocol,
                 };
-                let detail = format!("{name}: {}", error_chain(&err));
+                let detail = format!("{name}: {err}");
                 tracing::warn!(upstream = %self.config.name, server = %name, error = %detail, "upstream request failed");
                 GatewayError::new(kind).with_detail(detail).into_response()
             }
@@ -231,17 +231,6 @@ fn set_forwarded(headers: &mut HeaderMap, client: Option<SocketAddr>, host: Opti
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST.clone(), host.clone());
     }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }
 
 #[derive(Clone)]

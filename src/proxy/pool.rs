@@ -1,0 +1,219 @@
+//! A connection pool for one upstream server: HTTP/1.1 connections kept alive and reused.
+//!
+//! Leaner than hyper-util's general-purpose client, for the proxy's one job: a checkout pops an idle
+//! connection (or opens one), the request is sent on it, and the connection goes back to the pool
+//! when the response body has been read to its end. No task is spawned per request and no map is
+//! searched: each server has its own pool. A connection that dies while idle is noticed at checkout;
+//! a request that a stale connection could not take (it was never written) is retried once on a new
+//! connection, which is what makes reuse safe for every method.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body as _, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use parapet_middlewares::{Body, BoxError};
+use tokio::net::TcpStream;
+
+/// An idle connection unused this long is closed rather than reused (upstreams commonly close idle
+/// keep-alive connections after 60 to 75 s; reusing one just as it closes would fail the request).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+/// At most this many idle connections are kept per server.
+const MAX_IDLE: usize = 1024;
+
+/// Why a request did not get a response head.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// No connection could be opened: refused, unreachable, or `connect_timeout` passed.
+    Connect(std::io::Error),
+    /// The connection failed before the response head arrived.
+    Protocol(hyper::Error),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Connect(e) => write!(f, "connect: {e}"),
+            SendError::Protocol(e) => {
+                write!(f, "{e}")?;
+                let mut source = std::error::Error::source(e);
+                while let Some(s) = source {
+                    write!(f, ": {s}")?;
+                    source = s.source();
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+struct Idle {
+    sender: http1::SendRequest<Body>,
+    since: Instant,
+}
+
+/// The pool of one server.
+pub(crate) struct ServerPool {
+    /// `host:port`, as connected to.
+    authority: String,
+    connect_timeout: Duration,
+    idle: Mutex<Vec<Idle>>,
+}
+
+impl ServerPool {
+    pub(crate) fn new(authority: String, connect_timeout: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            authority,
+            connect_timeout,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn pop_idle(&self) -> Option<http1::SendRequest<Body>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(conn) = idle.pop() {
+            if !conn.sender.is_closed() && conn.since.elapsed() < IDLE_TIMEOUT {
+                return Some(conn.sender);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, sender: http1::SendRequest<Body>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect(&self) -> Result<http1::SendRequest<Body>, SendError> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.authority))
+            .await
+            .map_err(|_| {
+                SendError::Connect(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {:?}", self.connect_timeout),
+                ))
+            })?
+            .map_err(SendError::Connect)?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(SendError::Protocol)?;
+        let authority = self.authority.clone();
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!(upstream = %authority, error = %err, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Sends `req` on a pooled or new connection; the response's body returns the connection to the
+    /// pool when read to its end.
+    pub(crate) async fn send(
+        self: &Arc<Self>,
+        mut req: http::Request<Body>,
+    ) -> Result<http::Response<Body>, SendError> {
+        // One pooled connection at most gets a chance: a second stale one is unlikely, and a fresh
+        // connection is the sure way to get the request through.
+        let mut reused = true;
+        loop {
+            let mut sender = match self.pop_idle() {
+                Some(s) if reused => s,
+                _ => {
+                    reused = false;
+                    self.connect().await?
+                }
+            };
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(response) => return Ok(self.track(sender, response)),
+                Err(mut err) => match err.take_message() {
+                    // Never written: safe to send again on a new connection.
+                    Some(back) if reused => {
+                        req = back;
+                        reused = false;
+                    }
+                    _ => return Err(SendError::Protocol(err.into_error())),
+                },
+            }
+        }
+    }
+
+    fn track(
+        self: &Arc<Self>,
+        sender: http1::SendRequest<Body>,
+        response: http::Response<Incoming>,
+    ) -> http::Response<Body> {
+        if response.body().is_end_stream() {
+            self.put_idle(sender);
+            return response.map(Body::from);
+        }
+        let pool = Arc::clone(self);
+        response.map(|inner| {
+            Body::new(PooledBody {
+                inner,
+                sender: Some(sender),
+                pool,
+            })
+        })
+    }
+}
+
+/// A response body that gives its connection back to the pool once read to its end. Dropped before
+/// its end, it takes the connection with it (hyper closes a connection whose body was abandoned).
+struct PooledBody {
+    inner: Incoming,
+    sender: Option<http1::SendRequest<Body>>,
+    pool: Arc<ServerPool>,
+}
+
+impl PooledBody {
+    fn release(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            self.pool.put_idle(sender);
+        }
+    }
+}
+
+impl http_body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
+            Poll::Ready(Some(Err(_))) => this.sender = None,
+            _ => {}
+        }
+        polled.map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
