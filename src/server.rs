@@ -38,7 +38,7 @@ use crate::{AppService, ClientAddr, Request, Response};
 /// code that reloads it, the code that stops it, and anyone asking for its addresses.
 pub struct Server {
     gateway: Arc<ArcSwap<Gateway>>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
     inner: tokio::sync::Mutex<Inner>,
     addrs: Mutex<HashMap<String, SocketAddr>>,
     status: Mutex<ReloadStatus>,
@@ -163,7 +163,7 @@ impl Server {
         }
         let server = Server {
             gateway: Arc::new(ArcSwap::from_pointee(Gateway::build(&config, None))),
-            builder: Arc::new(auto::Builder::new(TokioExecutor::new())),
+            builders: Arc::new(Builders::new()),
             inner: tokio::sync::Mutex::new(Inner {
                 config: config.clone(),
                 listeners: Vec::new(),
@@ -192,7 +192,7 @@ impl Server {
             listener,
             name: Arc::from(config.name.as_str()),
             gateway: Arc::clone(&self.gateway),
-            builder: Arc::clone(&self.builder),
+            builders: Arc::clone(&self.builders),
             phase: phase.subscribe(),
         };
         RunningListener {
@@ -425,7 +425,7 @@ struct AcceptLoop {
     listener: TcpListener,
     name: Arc<str>,
     gateway: Arc<ArcSwap<Gateway>>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
     phase: watch::Receiver<Phase>,
 }
 
@@ -457,36 +457,129 @@ impl AcceptLoop {
             listener: Arc::clone(&self.name),
             client: ClientAddr(peer),
         };
-        let builder = Arc::clone(&self.builder);
-        let mut phase = self.phase.clone();
+        let builders = Arc::clone(&self.builders);
+        let phase = self.phase.clone();
         tokio::spawn(async move {
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            let mut draining = false;
-            loop {
-                let next = if draining {
-                    Phase::Closing
-                } else {
-                    Phase::Draining
-                };
-                tokio::select! {
-                    result = conn.as_mut() => {
-                        if let Err(err) = result {
-                            tracing::debug!(client = %peer, error = %err, "connection ended with an error");
-                        }
-                        return;
-                    }
-                    _ = phase.wait_for(|p| *p >= next) => {
-                        if draining {
-                            return;
-                        }
-                        // Finish the request in flight, then close; an idle connection closes now.
-                        draining = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
+            // Dispatch on the first bytes instead of hyper-util's `auto`, which buffers the
+            // preface and wraps every read of the connection to replay it.
+            match sniff(&stream).await {
+                Some(Protocol::Http1) => {
+                    let conn = builders.h1.serve_connection(TokioIo::new(stream), service);
+                    drive(conn, phase, peer).await
                 }
+                Some(Protocol::Http2) => {
+                    let conn = builders.h2.serve_connection(TokioIo::new(stream), service);
+                    drive(conn, phase, peer).await
+                }
+                Some(Protocol::Unsure) => {
+                    let conn = builders
+                        .auto
+                        .serve_connection(TokioIo::new(stream), service);
+                    drive(conn, phase, peer).await
+                }
+                None => {}
             }
         });
+    }
+}
+
+/// The protocol a connection speaks, told by its first bytes.
+enum Protocol {
+    Http1,
+    /// HTTP/2 with prior knowledge: the connection preface (RFC 9113 §3.4).
+    Http2,
+    /// The first bytes are a prefix of the preface and the rest has not arrived yet.
+    Unsure,
+}
+
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Peeks at the first bytes, without consuming them; `None` if the client closed first.
+async fn sniff(stream: &TcpStream) -> Option<Protocol> {
+    let mut buf = [0u8; 24];
+    let n = stream.peek(&mut buf).await.ok().filter(|n| *n > 0)?;
+    Some(if buf[..n] != H2_PREFACE[..n] {
+        Protocol::Http1
+    } else if n == H2_PREFACE.len() {
+        Protocol::Http2
+    } else {
+        Protocol::Unsure
+    })
+}
+
+/// The connection builders every listener shares.
+pub(crate) struct Builders {
+    h1: hyper::server::conn::http1::Builder,
+    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    auto: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new() -> Self {
+        Self {
+            h1: hyper::server::conn::http1::Builder::new(),
+            h2: hyper::server::conn::http2::Builder::new(TokioExecutor::new()),
+            auto: auto::Builder::new(TokioExecutor::new()),
+        }
+    }
+}
+
+/// A connection that can be asked to finish its requests and close.
+trait Graceful: Future {
+    fn graceful(self: Pin<&mut Self>);
+}
+
+impl Graceful for hyper::server::conn::http1::Connection<TokioIo<TcpStream>, ConnectionService> {
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown()
+    }
+}
+
+impl Graceful
+    for hyper::server::conn::http2::Connection<TokioIo<TcpStream>, ConnectionService, TokioExecutor>
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown()
+    }
+}
+
+impl Graceful for auto::Connection<'_, TokioIo<TcpStream>, ConnectionService, TokioExecutor> {
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown()
+    }
+}
+
+/// Serves a connection until it ends, draining it when its listener drains and dropping it when
+/// the shutdown timeout passes.
+async fn drive<C, E>(conn: C, mut phase: watch::Receiver<Phase>, peer: SocketAddr)
+where
+    C: Graceful<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    tokio::pin!(conn);
+    let mut draining = false;
+    loop {
+        let next = if draining {
+            Phase::Closing
+        } else {
+            Phase::Draining
+        };
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(client = %peer, error = %err, "connection ended with an error");
+                }
+                return;
+            }
+            _ = phase.wait_for(|p| *p >= next) => {
+                if draining {
+                    return;
+                }
+                // Finish the request in flight, then close; an idle connection closes now.
+                draining = true;
+                conn.as_mut().graceful();
+            }
+        }
     }
 }
 

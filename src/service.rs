@@ -36,6 +36,17 @@ where
     }
 }
 
+struct FnService<F>(F);
+
+impl<F> Erased for FnService<F>
+where
+    F: Fn(Request) -> AppFuture + Send + Sync + 'static,
+{
+    fn call(&self, req: Request) -> AppFuture {
+        (self.0)(req)
+    }
+}
+
 /// A built app or endpoint: a cloneable service that never fails (every failure is a response).
 #[derive(Clone)]
 pub struct AppService {
@@ -55,6 +66,17 @@ impl AppService {
     {
         Self {
             inner: Arc::new(Shared(service)),
+        }
+    }
+
+    /// An app from a function returning the response future directly: one allocation per request
+    /// (the future's box) and no tower readiness protocol, for endpoints that are always ready.
+    pub fn from_fn<F>(f: F) -> Self
+    where
+        F: Fn(Request) -> AppFuture + Send + Sync + 'static,
+    {
+        Self {
+            inner: Arc::new(FnService(f)),
         }
     }
 

@@ -14,13 +14,9 @@
 //! Bodies are never buffered: hyper moves frames between the two connections with backpressure, and an
 //! upstream body that breaks off mid-way surfaces as a body error, which aborts the client's connection.
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
@@ -126,7 +122,11 @@ impl Upstream {
 
     /// The endpoint service proxying to this upstream.
     pub fn service(self: &Arc<Self>) -> AppService {
-        AppService::new(UpstreamService(Arc::clone(self)))
+        let upstream = Arc::clone(self);
+        AppService::from_fn(move |req| {
+            let upstream = Arc::clone(&upstream);
+            Box::pin(async move { Ok(upstream.forward(req).await) })
+        })
     }
 
     async fn forward(self: Arc<Self>, req: Request) -> Response {
@@ -208,20 +208,26 @@ impl Upstream {
 /// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` and `X-Forwarded-Host`.
 fn set_forwarded(headers: &mut HeaderMap, client: Option<SocketAddr>, host: Option<&HeaderValue>) {
     if let Some(client) = client {
-        let ip = client.ip().to_string();
+        // The address is formatted on the stack: the header value is the only allocation.
+        let mut buf = [0u8; 64];
+        let len = {
+            use std::io::Write;
+            let mut cursor = std::io::Cursor::new(&mut buf[..]);
+            let _ = write!(cursor, "{}", client.ip());
+            cursor.position() as usize
+        };
+        let ip = &buf[..len];
         let mut prior = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
         let value = if prior.peek().is_none() {
-            HeaderValue::from_str(&ip).ok()
+            HeaderValue::from_bytes(ip).ok()
         } else {
-            let mut joined = String::new();
+            let mut joined = Vec::with_capacity(64);
             for v in prior {
-                if let Ok(v) = v.to_str() {
-                    joined.push_str(v);
-                    joined.push_str(", ");
-                }
+                joined.extend_from_slice(v.as_bytes());
+                joined.extend_from_slice(b", ");
             }
-            joined.push_str(&ip);
-            HeaderValue::from_str(&joined).ok()
+            joined.extend_from_slice(ip);
+            HeaderValue::from_bytes(&joined).ok()
         };
         if let Some(value) = value {
             headers.insert(X_FORWARDED_FOR.clone(), value);
@@ -230,24 +236,6 @@ fn set_forwarded(headers: &mut HeaderMap, client: Option<SocketAddr>, host: Opti
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST.clone(), host.clone());
-    }
-}
-
-#[derive(Clone)]
-struct UpstreamService(Arc<Upstream>);
-
-impl tower::Service<Request> for UpstreamService {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        let upstream = Arc::clone(&self.0);
-        Box::pin(async move { Ok(upstream.forward(req).await) })
     }
 }
 
