@@ -5,6 +5,7 @@ them open (idle) until stdin closes. Prints "ready" once every connection is idl
 usage: idle.py HOST PORT PATH N
 """
 import asyncio
+import os
 import sys
 
 
@@ -26,8 +27,9 @@ async def main():
     host, port, path, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     conns = []
     # In batches, so the listen backlog never overflows.
-    for start in range(0, n, 500):
-        await asyncio.gather(*(one(host, port, path, conns) for _ in range(start, min(n, start + 500))))
+    batch = int(os.environ.get("IDLE_BATCH", "500"))
+    for start in range(0, n, batch):
+        await asyncio.gather(*(one(host, port, path, conns) for _ in range(start, min(n, start + batch))))
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     for _, w in conns:

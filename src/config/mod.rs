@@ -175,6 +175,9 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// `timeout`: until the response head arrives, default 30s.
     pub timeout: Duration,
+    /// `max_idle`: idle keep-alive connections kept per server, default 64 (like nginx's
+    /// `keepalive`); connections beyond it close when their response ends.
+    pub max_idle: usize,
 }
 
 /// A config that could not be read or is invalid.
@@ -503,12 +506,14 @@ fn read_upstream(name: &str, mut t: Table<'_>) -> Option<UpstreamConfig> {
         .duration("connect_timeout")
         .unwrap_or(Duration::from_secs(5));
     let timeout = t.duration("timeout").unwrap_or(Duration::from_secs(30));
+    let max_idle = t.int_in("max_idle", 0..=65_536).unwrap_or(64) as usize;
     t.finish();
     (ok && !servers.is_empty()).then(|| UpstreamConfig {
         name: name.to_owned(),
         servers,
         connect_timeout,
         timeout,
+        max_idle,
     })
 }
 

@@ -105,7 +105,13 @@ impl Upstream {
         let pools = config
             .servers
             .iter()
-            .map(|s| ServerPool::new(s.authority.to_string(), config.connect_timeout))
+            .map(|s| {
+                ServerPool::new(
+                    s.authority.to_string(),
+                    config.connect_timeout,
+                    config.max_idle,
+                )
+            })
             .collect();
         Arc::new(Self {
             config,

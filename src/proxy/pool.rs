@@ -23,8 +23,6 @@ use tokio::net::TcpStream;
 /// An idle connection unused this long is closed rather than reused (upstreams commonly close idle
 /// keep-alive connections after 60 to 75 s; reusing one just as it closes would fail the request).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
-/// At most this many idle connections are kept per server.
-const MAX_IDLE: usize = 1024;
 
 /// Why a request did not get a response head.
 #[derive(Debug)]
@@ -62,14 +60,17 @@ pub(crate) struct ServerPool {
     /// `host:port`, as connected to.
     authority: String,
     connect_timeout: Duration,
+    /// At most this many idle connections are kept; more are closed when their response ends.
+    max_idle: usize,
     idle: Mutex<Vec<Idle>>,
 }
 
 impl ServerPool {
-    pub(crate) fn new(authority: String, connect_timeout: Duration) -> Arc<Self> {
+    pub(crate) fn new(authority: String, connect_timeout: Duration, max_idle: usize) -> Arc<Self> {
         Arc::new(Self {
             authority,
             connect_timeout,
+            max_idle,
             idle: Mutex::new(Vec::new()),
         })
     }
@@ -89,7 +90,7 @@ impl ServerPool {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < MAX_IDLE {
+        if idle.len() < self.max_idle {
             idle.push(Idle {
                 sender,
                 since: Instant::now(),
