@@ -228,8 +228,8 @@ pin_project! {
 impl Future for RouterFuture {
     type Output = Result<Response, Infallible>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.as_mut().project() {
             RouterProj::App { fut } => {
                 match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.poll(cx))) {
                     Ok(poll) => poll,
@@ -240,6 +240,10 @@ impl Future for RouterFuture {
                             .or_else(|| panic.downcast_ref::<String>().cloned())
                             .unwrap_or_default();
                         tracing::error!("app panicked before its response head: {message}");
+                        // Drop the app's future now, marked, so an access log inside it logs the 500.
+                        parapet_middlewares::gateway::after_panic(|| {
+                            self.set(RouterFuture::Ready { response: None })
+                        });
                         Poll::Ready(Ok(GatewayError::new(GatewayErrorKind::Internal)
                             .with_detail(format!("panic: {message}"))
                             .into_response()))

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use parapet_middlewares::access_log::report_final_status;
 use parapet_middlewares::{Body, GatewayError, GatewayErrorKind};
@@ -49,6 +49,8 @@ struct Inner {
     listeners: Vec<RunningListener>,
     /// Listeners removed by a reload whose connections may still be finishing.
     retired: Vec<watch::Sender<Phase>>,
+    /// Set by shutdown: no reload may start listeners again.
+    shutting_down: bool,
 }
 
 struct RunningListener {
@@ -168,6 +170,7 @@ impl Server {
                 config: config.clone(),
                 listeners: Vec::new(),
                 retired: Vec::new(),
+                shutting_down: false,
             }),
             addrs: Mutex::new(HashMap::new()),
             status: Mutex::new(ReloadStatus {
@@ -377,6 +380,7 @@ impl Server {
     /// [`Server::shutdown`] with an explicit timeout.
     pub async fn shutdown_within(&self, timeout: Duration) -> bool {
         let mut inner = self.inner.lock().await;
+        inner.shutting_down = true;
         let mut phases: Vec<watch::Sender<Phase>> = std::mem::take(&mut inner.retired);
         for l in std::mem::take(&mut inner.listeners) {
             l.phase.send_replace(Phase::Draining);
@@ -392,12 +396,12 @@ impl Server {
             ?timeout,
             "shutting down: no longer accepting"
         );
-        let all_closed = async {
+        let all_closed = || async {
             for p in &phases {
                 p.closed().await;
             }
         };
-        let finished = match tokio::time::timeout(timeout, all_closed).await {
+        let finished = match tokio::time::timeout(timeout, all_closed()).await {
             Ok(()) => {
                 tracing::info!("shutdown complete: every connection finished");
                 true
@@ -412,11 +416,14 @@ impl Server {
                 for p in &phases {
                     p.send_replace(Phase::Closing);
                 }
+                // Let the closed connections' tasks run, so their requests are logged (as 499).
+                let _ = tokio::time::timeout(Duration::from_secs(1), all_closed()).await;
                 false
             }
         };
-        // Every line of the requests that finished is on disk before parapet exits.
-        parapet_middlewares::access_log::flush_all();
+        // Every line of the requests that finished is on disk before parapet exits. Flushing
+        // waits for the writer threads: off the runtime, which may have a single thread.
+        let _ = tokio::task::spawn_blocking(parapet_middlewares::access_log::flush_all).await;
         finished
     }
 }
@@ -458,11 +465,16 @@ impl AcceptLoop {
             client: ClientAddr(peer),
         };
         let builders = Arc::clone(&self.builders);
-        let phase = self.phase.clone();
+        let mut phase = self.phase.clone();
         tokio::spawn(async move {
             // Dispatch on the first bytes instead of hyper-util's `auto`, which buffers the
-            // preface and wraps every read of the connection to replay it.
-            match sniff(&stream).await {
+            // preface and wraps every read of the connection to replay it. A client that sends
+            // nothing is dropped after HEADER_TIMEOUT, or as soon as its listener drains.
+            let protocol = tokio::select! {
+                p = tokio::time::timeout(HEADER_TIMEOUT, sniff(&stream)) => p.ok().flatten(),
+                _ = phase.wait_for(|p| *p >= Phase::Draining) => None,
+            };
+            match protocol {
                 Some(Protocol::Http1) => {
                     let conn = builders.h1.serve_connection(TokioIo::new(stream), service);
                     drive(conn, phase, peer).await
@@ -507,6 +519,9 @@ async fn sniff(stream: &TcpStream) -> Option<Protocol> {
     })
 }
 
+/// How long a client may take to send a request head (the first one included).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The connection builders every listener shares.
 pub(crate) struct Builders {
     h1: hyper::server::conn::http1::Builder,
@@ -516,10 +531,18 @@ pub(crate) struct Builders {
 
 impl Builders {
     fn new() -> Self {
+        let mut h1 = hyper::server::conn::http1::Builder::new();
+        // Slow-loris protection: a request head must arrive within HEADER_TIMEOUT.
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT);
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        auto.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT);
         Self {
-            h1: hyper::server::conn::http1::Builder::new(),
+            h1,
             h2: hyper::server::conn::http2::Builder::new(TokioExecutor::new()),
-            auto: auto::Builder::new(TokioExecutor::new()),
+            auto,
         }
     }
 }

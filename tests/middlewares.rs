@@ -506,3 +506,38 @@ path = "{}"
     assert_eq!(lines[0]["status"], 499);
     assert_eq!(lines[0]["target"], "/waiting");
 }
+
+#[tokio::test]
+async fn an_access_log_inside_the_panic_capture_logs_the_500() {
+    for chain in [r#"["errors", "log"]"#, r#"["log"]"#] {
+        let path = log_path();
+        let server = start_with(
+            &format!(
+                r#"
+[listeners.main]
+bind = "127.0.0.1:0"
+[[routes]]
+app = "p"
+[apps.p]
+middlewares = {chain}
+handler = {{ kind = "panics" }}
+[middlewares.log]
+kind = "access_log"
+format = "json"
+path = "{}"
+"#,
+                path.display()
+            ),
+            &registry(),
+        )
+        .await;
+        assert_eq!(
+            get(server.local_addr("main").unwrap(), None, "/boom")
+                .await
+                .0,
+            500
+        );
+        let lines = log_lines(&path, 1).await;
+        assert_eq!(lines[0]["status"], 500, "with middlewares = {chain}");
+    }
+}

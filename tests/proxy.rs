@@ -255,3 +255,95 @@ async fn large_bodies_stream_both_ways_intact() {
     let (hash, len) = hash_body(response.into_body()).await.unwrap();
     assert_eq!((hash, len), (expected, CHUNKS * 64 * 1024));
 }
+
+#[tokio::test]
+async fn the_upstream_is_told_the_host_the_request_was_routed_by() {
+    let up = mirror().await;
+    let server = start(&format!(
+        r#"
+[listeners.main]
+bind = "127.0.0.1:0"
+[[routes]]
+host = "public.example"
+app = "api"
+[[routes]]
+host = "admin.example"
+app = "closed"
+[apps.api]
+upstream = "backend"
+[apps.closed]
+handler = {{ kind = "respond", status = 403 }}
+[upstreams.backend]
+servers = ["http://{up}"]
+"#
+    ))
+    .await;
+    let addr = server.local_addr("main").unwrap();
+    // Absolute form: the URI's authority wins over Host (RFC 9112 §3.2.2), for routing and upstream.
+    let answer = raw_request(
+        addr,
+        b"GET http://public.example/secret HTTP/1.1\r\nhost: admin.example\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap();
+    assert_eq!(header_lines(body, "host"), ["public.example"]);
+}
+
+#[tokio::test]
+async fn a_connection_still_uploading_is_not_reused_for_the_next_request() {
+    // The upstream answers 401 at once, without reading the upload.
+    let up = upstream(|req: http::Request<hyper::body::Incoming>| async move {
+        if req.uri().path() == "/upload" {
+            text(401, "")
+        } else {
+            text(200, "ok")
+        }
+    })
+    .await;
+    let server = start(&proxy_config(&[up], "timeout = \"5s\"")).await;
+    let addr = server.local_addr("main").unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(1);
+    tx.send(bytes::Bytes::from_static(b"the first part"))
+        .await
+        .unwrap();
+    let body = http_body_util::StreamBody::new(Feed(rx));
+    let req = http::Request::post(format!("http://{addr}/upload"))
+        .body(Body::new(body))
+        .unwrap();
+    let response = client().request(req).await.unwrap();
+    assert_eq!(response.status(), 401);
+    // The upload goes on; an unrelated request must not wait for that connection.
+    let started = std::time::Instant::now();
+    let (status, _, body) = get(addr, None, "/other").await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "waited on a busy connection"
+    );
+    drop(tx);
+}
+
+struct Feed(tokio::sync::mpsc::Receiver<bytes::Bytes>);
+
+impl futures_core::Stream for Feed {
+    type Item = Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0
+            .poll_recv(cx)
+            .map(|c| c.map(|c| Ok(http_body::Frame::data(c))))
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_sends_nothing_does_not_hold_up_shutdown() {
+    let server = start(&proxy_config(&[dead_address().await], "")).await;
+    let addr = server.local_addr("main").unwrap();
+    let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let started = std::time::Instant::now();
+    assert!(server.shutdown_within(Duration::from_secs(10)).await);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

@@ -20,8 +20,8 @@
 //!   `intercept`.
 //!
 //! A page is read when the config loads. It may contain `{status}`, `{reason}` and `{request_id}`,
-//! replaced when it is sent; the request id is the request's `x-request-id`, or one made up here and
-//! logged with the event.
+//! replaced when it is sent; the request id is the request's `x-request-id` (if it is a plain token
+//! of letters, digits, `.`, `_` and `-`), or one made up here and logged with the event.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -198,20 +198,29 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.as_mut().project();
+        let mut panicked = false;
         let outcome = match this.state.project() {
             StateProj::Inner { future } => {
                 match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
                     Ok(Poll::Pending) => return Poll::Pending,
                     Ok(Poll::Ready(Ok(response))) => Ok(response),
                     Ok(Poll::Ready(Err(err))) => Err(format!("error: {}", err.into())),
-                    Err(panic) => Err(format!("panic: {}", panic_message(&*panic))),
+                    Err(panic) => {
+                        panicked = true;
+                        Err(format!("panic: {}", panic_message(&*panic)))
+                    }
                 }
             }
             StateProj::Panicked { message } => Err(format!("panic: {message}")),
             StateProj::Done => panic!("ResponseFuture polled after completion"),
         };
         let mut this = self.project();
-        this.state.set(State::Done);
+        if panicked {
+            // The inner future is dropped here, marked: what it holds knows a panic ended it.
+            crate::gateway::after_panic(|| this.state.set(State::Done));
+        } else {
+            this.state.set(State::Done);
+        }
         let response = match outcome {
             Ok(response) => respond(this.config, this.request_id, response),
             Err(what) => {
@@ -280,7 +289,14 @@ fn with_page(response: Response<Body>, page: &Page, request_id: &str) -> Respons
 
 fn request_id(given: &Option<HeaderValue>) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    match given.as_ref().and_then(|v| v.to_str().ok()) {
+    // The id goes into an HTML page: only a plain token is taken from the client.
+    let plain = |id: &&str| {
+        (1..=128).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    };
+    match given.as_ref().and_then(|v| v.to_str().ok()).filter(plain) {
         Some(id) => id.to_owned(),
         None => {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -501,6 +517,14 @@ mod tests {
             .unwrap();
         assert_eq!(res.status(), 200);
         assert!(res.into_body().collect().await.is_err());
+    }
+
+    #[test]
+    fn only_plain_request_ids_reach_the_page() {
+        let id = |v: &'static str| request_id(&Some(HeaderValue::from_static(v)));
+        assert_eq!(id("abc-123_x.y"), "abc-123_x.y");
+        let made_up = id("<script>alert(1)</script>");
+        assert!(!made_up.contains('<'), "{made_up}");
     }
 
     #[test]

@@ -141,12 +141,12 @@ impl Upstream {
         let name = &self.names[index];
 
         let (mut parts, body) = req.into_parts();
-        let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        // The host the request was routed by: a URI authority (HTTP/2, absolute form) wins over
+        // `Host` (RFC 9112 §3.2.2), as in the router, so the upstream is told the same site.
+        let original_host = match parts.uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => parts.headers.get(header::HOST).cloned(),
+        };
         // HTTP/1.1 to an origin server takes the origin form: the path and query only (RFC 9112 §3.2.1).
         let uri = if server.base_path.is_empty() {
             match parts.uri.path_and_query() {

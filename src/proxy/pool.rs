@@ -8,6 +8,7 @@
 //! connection, which is what makes reuse safe for every method.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -131,10 +132,21 @@ impl ServerPool {
         // One pooled connection at most gets a chance: a second stale one is unlikely, and a fresh
         // connection is the sure way to get the request through.
         let mut reused = true;
+        // A connection takes its next request only once this one's body is sent, whatever the
+        // response did: an upstream may answer (a 401, a 413) before reading the whole upload.
+        let request_done = if http_body::Body::is_end_stream(req.body()) {
+            None
+        } else {
+            let done = Arc::new(AtomicBool::new(false));
+            let done2 = Arc::clone(&done);
+            req = req.map(|inner| Body::new(TrackedBody { inner, done: done2 }));
+            Some(done)
+        };
         loop {
-            let mut sender = match self.pop_idle() {
-                Some(s) if reused => s,
-                _ => {
+            let idle = if reused { self.pop_idle() } else { None };
+            let mut sender = match idle {
+                Some(s) => s,
+                None => {
                     reused = false;
                     self.connect().await?
                 }
@@ -143,7 +155,7 @@ impl ServerPool {
                 continue;
             }
             match sender.try_send_request(req).await {
-                Ok(response) => return Ok(self.track(sender, response)),
+                Ok(response) => return Ok(self.track(sender, response, request_done)),
                 Err(mut err) => match err.take_message() {
                     // Never written: safe to send again on a new connection.
                     Some(back) if reused => {
@@ -160,9 +172,12 @@ impl ServerPool {
         self: &Arc<Self>,
         sender: http1::SendRequest<Body>,
         response: http::Response<Incoming>,
+        request_done: Option<Arc<AtomicBool>>,
     ) -> http::Response<Body> {
         if response.body().is_end_stream() {
-            self.put_idle(sender);
+            if request_done.is_none_or(|d| d.load(Ordering::Acquire)) {
+                self.put_idle(sender);
+            }
             return response.map(Body::from);
         }
         let pool = Arc::clone(self);
@@ -171,6 +186,7 @@ impl ServerPool {
                 inner,
                 sender: Some(sender),
                 pool,
+                request_done,
             })
         })
     }
@@ -182,13 +198,55 @@ struct PooledBody {
     inner: Incoming,
     sender: Option<http1::SendRequest<Body>>,
     pool: Arc<ServerPool>,
+    /// Set once the request body was sent to its end; `None` for a request without a body.
+    request_done: Option<Arc<AtomicBool>>,
 }
 
 impl PooledBody {
     fn release(&mut self) {
         if let Some(sender) = self.sender.take() {
-            self.pool.put_idle(sender);
+            // Still uploading: the connection is busy and will close when the upload ends.
+            if self
+                .request_done
+                .as_ref()
+                .is_none_or(|d| d.load(Ordering::Acquire))
+            {
+                self.pool.put_idle(sender);
+            }
         }
+    }
+}
+
+/// A request body that says when it has been sent to its end.
+struct TrackedBody {
+    inner: Body,
+    done: Arc<AtomicBool>,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None))
+            || (matches!(polled, Poll::Ready(Some(Ok(_)))) && this.inner.is_end_stream())
+        {
+            this.done.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -189,7 +189,7 @@ impl Record {
         let Some(status) = self.status else {
             // No response head came through this layer: the future was dropped (the client went
             // away) or a panic is unwinding through it (a layer outside turns it into a 500).
-            return if std::thread::panicking() {
+            return if crate::gateway::dropping_after_panic() {
                 (500, Some("panic"))
             } else {
                 (499, Some("client_closed"))
