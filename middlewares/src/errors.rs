@@ -39,6 +39,7 @@ use http_body::Frame;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
+use crate::intercept::{Intercept, InterceptLayer, Interceptor};
 use crate::{Body, BoxError, GatewayError, GatewayErrorKind};
 
 /// A page sent in place of an error response's body.
@@ -101,46 +102,86 @@ impl ErrorsConfig {
 }
 
 /// Captures panics and errors, and serves error pages.
+///
+/// Two parts: [`CatchPanic`] next to the inner service turns a panic or an `Err` into a 500 carrying
+/// a [`GatewayError`]; around it, the [`ErrorPages`] interceptor gives parapet's own errors (and the
+/// intercepted statuses) their pages and guards the body against panics.
 #[derive(Clone, Debug)]
 pub struct ErrorsLayer {
-    config: Arc<ErrorsConfig>,
+    pages: InterceptLayer<ErrorPages>,
 }
 
 impl ErrorsLayer {
     /// A layer with these settings.
     pub fn new(config: ErrorsConfig) -> Self {
         Self {
-            config: Arc::new(config),
-        }
-    }
-}
-
-impl<S> Layer<S> for ErrorsLayer {
-    type Service = Errors<S>;
-
-    fn layer(&self, inner: S) -> Errors<S> {
-        Errors {
-            inner,
-            config: Arc::clone(&self.config),
+            pages: InterceptLayer::new(ErrorPages {
+                config: Arc::new(config),
+            }),
         }
     }
 }
 
 /// The service built by [`ErrorsLayer`]. It never fails.
+pub type Errors<S> = Intercept<ErrorPages, CatchPanic<S>>;
+
+impl<S> Layer<S> for ErrorsLayer {
+    type Service = Errors<S>;
+
+    fn layer(&self, inner: S) -> Errors<S> {
+        self.pages.layer(CatchPanic { inner })
+    }
+}
+
+/// The interceptor that puts pages on error responses (see the module docs).
 #[derive(Clone, Debug)]
-pub struct Errors<S> {
-    inner: S,
+pub struct ErrorPages {
     config: Arc<ErrorsConfig>,
 }
 
-impl<S> Service<Request<Body>> for Errors<S>
+impl Interceptor for ErrorPages {
+    /// The request's `x-request-id`, for the page and the log.
+    type State = Option<HeaderValue>;
+
+    fn request(&self, req: &mut Request<Body>) -> Option<HeaderValue> {
+        req.headers().get("x-request-id").cloned()
+    }
+
+    fn response(&self, request_id: Option<HeaderValue>, res: &mut Response<Body>) {
+        let status = res.status();
+        let gateway = res.extensions().get::<GatewayError>();
+        if let Some(err) = gateway.filter(|e| e.kind() == GatewayErrorKind::Internal) {
+            tracing::error!(request_id = %self::request_id(&request_id), "app failed before its response head: {}", err.detail());
+        }
+        if status.as_u16() >= 400
+            && (gateway.is_some() || self.config.intercept.iter().any(|m| m.matches(status)))
+        {
+            if let Some(page) = self.config.page(status) {
+                let original = std::mem::take(res);
+                *res = with_page(original, page, &self::request_id(&request_id));
+                return;
+            }
+        }
+        let body = std::mem::take(res.body_mut());
+        *res.body_mut() = Body::new(CatchPanicBody { inner: body });
+    }
+}
+
+/// Turns a panic in the inner service's `call` or future, or an `Err` from it, into a 500 response
+/// carrying a [`GatewayError`] of kind `internal`. It never fails.
+#[derive(Clone, Debug)]
+pub struct CatchPanic<S> {
+    inner: S,
+}
+
+impl<S> Service<Request<Body>> for CatchPanic<S>
 where
     S: Service<Request<Body>, Response = Response<Body>>,
     S::Error: Into<BoxError>,
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = ResponseFuture<S::Future>;
+    type Future = CatchPanicFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // A service that fails to become ready is answered with a 500 at `call`.
@@ -151,32 +192,24 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let request_id = req.headers().get("x-request-id").cloned();
-        let config = Arc::clone(&self.config);
         match catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
-            Ok(future) => ResponseFuture {
+            Ok(future) => CatchPanicFuture {
                 state: State::Inner { future },
-                config,
-                request_id,
             },
-            Err(panic) => ResponseFuture {
+            Err(panic) => CatchPanicFuture {
                 state: State::Panicked {
                     message: panic_message(&*panic),
                 },
-                config,
-                request_id,
             },
         }
     }
 }
 
 pin_project! {
-    /// The response future of [`Errors`].
-    pub struct ResponseFuture<F> {
+    /// The response future of [`CatchPanic`].
+    pub struct CatchPanicFuture<F> {
         #[pin]
         state: State<F>,
-        config: Arc<ErrorsConfig>,
-        request_id: Option<HeaderValue>,
     }
 }
 
@@ -189,7 +222,7 @@ pin_project! {
     }
 }
 
-impl<F, E> Future for ResponseFuture<F>
+impl<F, E> Future for CatchPanicFuture<F>
 where
     F: Future<Output = Result<Response<Body>, E>>,
     E: Into<BoxError>,
@@ -212,7 +245,7 @@ where
                 }
             }
             StateProj::Panicked { message } => Err(format!("panic: {message}")),
-            StateProj::Done => panic!("ResponseFuture polled after completion"),
+            StateProj::Done => panic!("CatchPanicFuture polled after completion"),
         };
         let mut this = self.project();
         if panicked {
@@ -221,41 +254,13 @@ where
         } else {
             this.state.set(State::Done);
         }
-        let response = match outcome {
-            Ok(response) => respond(this.config, this.request_id, response),
-            Err(what) => {
-                let id = request_id(this.request_id);
-                tracing::error!(request_id = %id, "app failed before its response head: {what}");
-                let response = GatewayError::new(GatewayErrorKind::Internal)
-                    .with_detail(what)
-                    .into_response();
-                match this.config.page(response.status()) {
-                    Some(page) => with_page(response, page, &id),
-                    None => response,
-                }
-            }
-        };
-        Poll::Ready(Ok(response))
+        Poll::Ready(Ok(match outcome {
+            Ok(response) => response,
+            Err(what) => GatewayError::new(GatewayErrorKind::Internal)
+                .with_detail(what)
+                .into_response(),
+        }))
     }
-}
-
-/// Replaces the body of gateway errors and intercepted statuses, and guards the body against panics.
-fn respond(
-    config: &ErrorsConfig,
-    request_id: &Option<HeaderValue>,
-    response: Response<Body>,
-) -> Response<Body> {
-    let status = response.status();
-    if status.as_u16() >= 400 {
-        let replace = response.extensions().get::<GatewayError>().is_some()
-            || config.intercept.iter().any(|m| m.matches(status));
-        if replace {
-            if let Some(page) = config.page(status) {
-                return with_page(response, page, &self::request_id(request_id));
-            }
-        }
-    }
-    response.map(|body| Body::new(CatchPanicBody { inner: body }))
 }
 
 fn with_page(response: Response<Body>, page: &Page, request_id: &str) -> Response<Body> {
