@@ -234,8 +234,7 @@ async fn an_sse_stream_through_compress_delivers_its_first_event_before_the_stre
         let rx = rx.clone();
         async move {
             let rx = rx.lock().await.take().expect("one SSE request");
-            let body = http_body_util::StreamBody::new(Channel(rx));
-            let mut r = http::Response::new(Body::new(body));
+            let mut r = http::Response::new(channel_body(rx));
             r.headers_mut().insert(
                 "content-type",
                 http::HeaderValue::from_static("text/event-stream"),
@@ -299,20 +298,6 @@ servers = ["http://{up}"]
         decoder.finish().unwrap(),
         b"data: first\n\ndata: second\n\n"
     );
-}
-
-struct Channel(tokio::sync::mpsc::Receiver<Bytes>);
-
-impl futures_core::Stream for Channel {
-    type Item = Result<http_body::Frame<Bytes>, Infallible>;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        self.0
-            .poll_recv(cx)
-            .map(|c| c.map(|c| Ok(http_body::Frame::data(c))))
-    }
 }
 
 fn panic_config(chain: &str) -> String {

@@ -307,9 +307,8 @@ async fn a_connection_still_uploading_is_not_reused_for_the_next_request() {
     tx.send(bytes::Bytes::from_static(b"the first part"))
         .await
         .unwrap();
-    let body = http_body_util::StreamBody::new(Feed(rx));
     let req = http::Request::post(format!("http://{addr}/upload"))
-        .body(Body::new(body))
+        .body(channel_body(rx))
         .unwrap();
     let response = client().request(req).await.unwrap();
     assert_eq!(response.status(), 401);
@@ -322,20 +321,6 @@ async fn a_connection_still_uploading_is_not_reused_for_the_next_request() {
         "waited on a busy connection"
     );
     drop(tx);
-}
-
-struct Feed(tokio::sync::mpsc::Receiver<bytes::Bytes>);
-
-impl futures_core::Stream for Feed {
-    type Item = Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        self.0
-            .poll_recv(cx)
-            .map(|c| c.map(|c| Ok(http_body::Frame::data(c))))
-    }
 }
 
 #[tokio::test]

@@ -404,3 +404,23 @@ pub fn temp_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// A body fed chunk by chunk by the test through a channel; it ends when the sender is dropped.
+pub fn channel_body(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Body {
+    Body::new(http_body_util::StreamBody::new(ChannelStream(rx)))
+}
+
+struct ChannelStream(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl futures_core::Stream for ChannelStream {
+    type Item = Result<http_body::Frame<Bytes>, Infallible>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0
+            .poll_recv(cx)
+            .map(|c| c.map(|c| Ok(http_body::Frame::data(c))))
+    }
+}
