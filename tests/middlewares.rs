@@ -526,3 +526,33 @@ path = "{}"
         assert_eq!(lines[0]["status"], 500, "with middlewares = {chain}");
     }
 }
+
+#[tokio::test]
+async fn a_static_file_sent_whole_is_logged_with_its_status_not_499() {
+    let path = log_path();
+    let root = temp_dir();
+    std::fs::write(root.join("page.html"), "<p>whole</p>").unwrap();
+    let server = start(&format!(
+        r#"
+[listeners.main]
+bind = "127.0.0.1:0"
+middlewares = ["log"]
+[[routes]]
+app = "site"
+[apps.site]
+handler = {{ kind = "static", root = "{}" }}
+[middlewares.log]
+kind = "access_log"
+format = "json"
+path = "{}"
+"#,
+        root.display(),
+        path.display()
+    ))
+    .await;
+    let (status, _, body) = get(server.local_addr("main").unwrap(), None, "/page.html").await;
+    assert_eq!((status, body.as_str()), (200, "<p>whole</p>"));
+    let lines = log_lines(&path, 1).await;
+    assert_eq!(lines[0]["status"], 200);
+    assert_eq!(lines[0]["bytes"], 12);
+}

@@ -135,6 +135,7 @@ impl Interceptor for AccessLog {
             upstream: None,
             gateway_error: None,
             bytes: 0,
+            expected: None,
             end: None,
             body_error: false,
         }
@@ -154,6 +155,9 @@ impl Interceptor for AccessLog {
             }
         }
         let inner = std::mem::take(res.body_mut());
+        // A body of known length is complete once that many bytes went out: the server may stop
+        // polling it there, without ever seeing its end.
+        record.expected = inner.size_hint().exact();
         if inner.is_end_stream() {
             record.end = Some(Instant::now());
         }
@@ -178,6 +182,8 @@ pub struct Record {
     upstream: Option<UpstreamResponse>,
     gateway_error: Option<GatewayError>,
     bytes: u64,
+    /// The body's length, when known in advance.
+    expected: Option<u64>,
     /// When the last byte went out; `None` while the body is unfinished.
     end: Option<Instant>,
     body_error: bool,
@@ -369,7 +375,7 @@ impl http_body::Body for LogBody {
                 if let Some(data) = frame.data_ref() {
                     this.record.bytes += data.len() as u64;
                 }
-                if this.inner.is_end_stream() {
+                if this.inner.is_end_stream() || this.record.expected == Some(this.record.bytes) {
                     this.record.end = Some(Instant::now());
                 }
             }

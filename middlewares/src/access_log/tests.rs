@@ -2,6 +2,7 @@ use super::*;
 use std::convert::Infallible;
 use std::path::PathBuf;
 
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use tower::{Layer, ServiceExt};
 
@@ -195,4 +196,41 @@ async fn head_requests_are_complete_without_a_body() {
     drop(res);
     let line = &lines(&path)[0];
     assert!(line.contains("\"HEAD /a?b=c HTTP/1.1\" 200 -"), "{line}");
+}
+
+/// A body of known length that never says it has ended: servers stop polling it after its last byte.
+struct Sized(Option<Bytes>);
+
+impl http_body::Body for Sized {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(self.0.take().map(|b| Ok(http_body::Frame::data(b))))
+    }
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(5)
+    }
+}
+
+#[tokio::test]
+async fn a_sized_body_sent_to_its_last_byte_is_complete_without_its_end() {
+    let (path, _sink) = log_file("sized");
+    let inner = tower::service_fn(|_req: Request<Body>| async move {
+        Ok::<_, Infallible>(Response::new(Body::new(Sized(Some(Bytes::from_static(
+            b"12345",
+        ))))))
+    });
+    let svc = layer(Format::Json, &path).layer(inner);
+    let res = svc.oneshot(request()).await.unwrap();
+    let mut body = res.into_body();
+    // Read exactly the five bytes, then drop, as hyper does with a Content-Length body.
+    let frame = body.frame().await.unwrap().unwrap();
+    assert_eq!(frame.data_ref().unwrap().len(), 5);
+    drop(body);
+    let line = &lines(&path)[0];
+    assert!(line.contains("\"status\":200"), "{line}");
+    assert!(line.contains("\"bytes\":5"), "{line}");
 }
