@@ -155,9 +155,14 @@ impl Interceptor for AccessLog {
             }
         }
         let inner = std::mem::take(res.body_mut());
-        // A body of known length is complete once that many bytes went out: the server may stop
-        // polling it there, without ever seeing its end.
-        record.expected = inner.size_hint().exact();
+        // A body of known length (its size hint, or its Content-Length) is complete once that many
+        // bytes went out: the server stops polling it there, without ever seeing its end.
+        record.expected = inner.size_hint().exact().or_else(|| {
+            res.headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+        });
         if inner.is_end_stream() {
             record.end = Some(Instant::now());
         }
