@@ -62,7 +62,8 @@ struct RunningListener {
     /// Watched by the accept loop and every connection of this listener; its receiver count is the
     /// number of them still running.
     phase: watch::Sender<Phase>,
-    task: JoinHandle<()>,
+    /// The accept loop; it hands its socket back when it stops.
+    task: JoinHandle<TcpListener>,
 }
 
 /// Where a listener is in its life.
@@ -312,51 +313,80 @@ impl Server {
 
     async fn apply(&self, config: Config) -> Result<ReloadOutcome, ReloadError> {
         let mut inner = self.inner.lock().await;
-        if inner
-            .listeners
-            .iter()
-            .any(|l| *l.phase.borrow() != Phase::Serving)
-        {
+        if inner.shutting_down {
             return Err(ReloadError::ShuttingDown);
         }
-        // 1. Bind everything new or moved. A failure drops what was bound here and changes nothing.
-        let mut fresh = HashMap::new();
-        for l in &config.listeners {
-            let kept = inner
+        // 1. Sockets. A listener whose name and address are unchanged keeps its socket; one taking
+        // an address another listener had (renamed, or two swapped) takes that socket over; every
+        // other one binds now. A failure here drops what was bound and changes nothing.
+        enum Socket {
+            Keep(usize),
+            TakeOver(usize),
+            Fresh(TcpListener),
+        }
+        let old = &inner.listeners;
+        let unchanged = |r: &RunningListener| {
+            config
                 .listeners
                 .iter()
-                .any(|r| r.name == l.name && r.bind == l.bind);
-            if !kept {
-                let listener = bind(l).map_err(|source| ReloadError::Bind {
+                .any(|l| l.name == r.name && l.bind == r.bind)
+        };
+        let mut claimed = vec![false; old.len()];
+        let mut plan = Vec::with_capacity(config.listeners.len());
+        for l in &config.listeners {
+            let keep = old
+                .iter()
+                .position(|r| r.name == l.name && r.bind == l.bind);
+            let take = || {
+                old.iter().enumerate().position(|(i, r)| {
+                    !claimed[i] && r.bind == l.bind && l.bind.port() != 0 && !unchanged(r)
+                })
+            };
+            let socket = match keep.or_else(take) {
+                Some(i) if keep.is_some() => Socket::Keep(i),
+                Some(i) => Socket::TakeOver(i),
+                None => Socket::Fresh(bind(l).map_err(|source| ReloadError::Bind {
                     name: l.name.clone(),
                     addr: l.bind,
                     source,
-                })?;
-                fresh.insert(l.name.clone(), listener);
+                })?),
+            };
+            if let Socket::Keep(i) | Socket::TakeOver(i) = socket {
+                claimed[i] = true;
             }
+            plan.push(socket);
         }
         // 2. Build the new gateway off the request path, keeping unchanged upstreams' pools.
         let gateway = Gateway::build(&config, Some(&self.gateway.load()));
         // 3. Swap: new requests, and keep-alive connections at their next request, see it now.
         self.gateway.store(Arc::new(gateway));
-        // 4. Retire listeners that are gone or moved, start the new ones.
-        let old = std::mem::take(&mut inner.listeners);
+        // 4. Start, keep, hand over and retire accept loops.
+        let mut old: Vec<Option<RunningListener>> = std::mem::take(&mut inner.listeners)
+            .into_iter()
+            .map(Some)
+            .collect();
         let mut listeners = Vec::with_capacity(config.listeners.len());
-        for running in old {
-            if fresh.contains_key(&running.name)
-                || !config.listeners.iter().any(|l| l.name == running.name)
-            {
-                tracing::info!(listener = %running.name, addr = %running.addr, "listener stops accepting");
-                running.phase.send_replace(Phase::Draining);
-                inner.retired.push(running.phase);
-            } else {
-                listeners.push(running);
+        for (l, socket) in config.listeners.iter().zip(plan) {
+            match socket {
+                Socket::Keep(i) => listeners.extend(old[i].take()),
+                Socket::TakeOver(i) => {
+                    let Some(previous) = old[i].take() else {
+                        continue;
+                    };
+                    tracing::info!(listener = %previous.name, addr = %previous.addr, now = %l.name, "listener renamed");
+                    previous.phase.send_replace(Phase::Draining);
+                    if let Ok(socket) = previous.task.await {
+                        listeners.push(self.run_listener(l, socket));
+                    }
+                    inner.retired.push(previous.phase);
+                }
+                Socket::Fresh(socket) => listeners.push(self.run_listener(l, socket)),
             }
         }
-        for l in &config.listeners {
-            if let Some(listener) = fresh.remove(&l.name) {
-                listeners.push(self.run_listener(l, listener));
-            }
+        for running in old.into_iter().flatten() {
+            tracing::info!(listener = %running.name, addr = %running.addr, "listener stops accepting");
+            running.phase.send_replace(Phase::Draining);
+            inner.retired.push(running.phase);
         }
         inner.retired.retain(|p| p.receiver_count() > 0);
         self.publish_addrs(&listeners);
@@ -381,6 +411,7 @@ impl Server {
     pub async fn shutdown_within(&self, timeout: Duration) -> bool {
         let mut inner = self.inner.lock().await;
         inner.shutting_down = true;
+        self.publish_addrs(&[]);
         let mut phases: Vec<watch::Sender<Phase>> = std::mem::take(&mut inner.retired);
         for l in std::mem::take(&mut inner.listeners) {
             l.phase.send_replace(Phase::Draining);
@@ -437,11 +468,11 @@ struct AcceptLoop {
 }
 
 impl AcceptLoop {
-    async fn run(mut self) {
+    async fn run(mut self) -> TcpListener {
         loop {
             let accepted = tokio::select! {
                 biased;
-                _ = self.phase.wait_for(|p| *p >= Phase::Draining) => return,
+                _ = self.phase.wait_for(|p| *p >= Phase::Draining) => return self.listener,
                 accepted = self.listener.accept() => accepted,
             };
             match accepted {

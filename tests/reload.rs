@@ -406,3 +406,42 @@ fn sighup_reloads_even_what_the_watch_does_not_see() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn a_listener_renamed_on_its_address_keeps_serving_there() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let named = |name: &str| {
+        format!(
+            "[listeners.{name}]\nbind = \"{port}\"\n[[routes]]\napp = \"hello\"\n\
+             [apps.hello]\nhandler = {{ kind = \"respond\", body = \"{name}\" }}\n"
+        )
+    };
+    let f = serve(&named("front")).await;
+    assert_eq!(get(port, None, "/").await.2, "front");
+    f.server
+        .reload(Config::parse(&f.path, &named("edge"), &Registry::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(f.server.local_addr("edge"), Some(port));
+    assert!(f.server.local_addr("front").is_none());
+    assert_eq!(get(port, None, "/").await.2, "edge");
+}
+
+#[tokio::test]
+async fn no_reload_starts_listeners_again_after_shutdown() {
+    let f = serve(&config("one", "")).await;
+    assert!(f.server.shutdown_within(Duration::from_secs(5)).await);
+    let err = f
+        .server
+        .reload(Config::parse(&f.path, &config("two", ""), &Registry::new()).unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, parapet::server::ReloadError::ShuttingDown),
+        "{err}"
+    );
+    assert!(f.server.local_addrs().is_empty());
+}
