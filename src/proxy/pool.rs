@@ -151,8 +151,12 @@ impl ServerPool {
                     self.connect().await?
                 }
             };
-            if sender.ready().await.is_err() {
-                continue;
+            if let Err(err) = sender.ready().await {
+                // A pooled connection that died: try the next. A fresh one that died: give up.
+                if reused {
+                    continue;
+                }
+                return Err(SendError::Protocol(err));
             }
             match sender.try_send_request(req).await {
                 Ok(response) => return Ok(self.track(sender, response, request_done)),
