@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -64,6 +65,16 @@ struct RunningListener {
     phase: watch::Sender<Phase>,
     /// The accept loop; it hands its socket back when it stops.
     task: JoinHandle<TcpListener>,
+    /// Set when the listener stops serving: its connections then keep the config they began with.
+    retired: Arc<AtomicBool>,
+}
+
+impl RunningListener {
+    /// Stops accepting and drains the connections, which finish on the config they began with.
+    fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        self.phase.send_replace(Phase::Draining);
+    }
 }
 
 /// Where a listener is in its life.
@@ -144,6 +155,9 @@ pub enum ReloadError {
     /// The server is shutting down.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The reload task itself failed (a panic while building); the running config stays.
+    #[error("the reload failed unexpectedly; see the log")]
+    Failed,
 }
 
 fn bind(listener: &ListenerConfig) -> std::io::Result<TcpListener> {
@@ -192,7 +206,9 @@ impl Server {
         let addr = listener.local_addr().unwrap_or(config.bind);
         tracing::info!(listener = %config.name, %addr, "listening");
         let (phase, _) = watch::channel(Phase::Serving);
+        let retired = Arc::new(AtomicBool::new(false));
         let accept = AcceptLoop {
+            retired: Arc::clone(&retired),
             listener,
             name: Arc::from(config.name.as_str()),
             gateway: Arc::clone(&self.gateway),
@@ -205,6 +221,7 @@ impl Server {
             addr,
             phase,
             task: tokio::spawn(accept.run()),
+            retired,
         }
     }
 
@@ -244,7 +261,7 @@ impl Server {
     /// running config's does nothing. Every attempt is logged with its outcome and duration, and
     /// recorded in [`Server::reload_status`].
     pub async fn reload_file(
-        &self,
+        self: &Arc<Self>,
         path: &std::path::Path,
         registry: &crate::Registry,
         trigger: &'static str,
@@ -262,7 +279,7 @@ impl Server {
             }
             let config =
                 Config::parse(path, &text, registry).map_err(crate::config::LoadError::from)?;
-            self.apply(config).await
+            self.apply_in_task(config).await
         }
         .await;
         self.record(trigger, started, &result);
@@ -271,9 +288,9 @@ impl Server {
 
     /// Serves `config` from now on (see the module docs). Logged and recorded like
     /// [`Server::reload_file`], with the trigger `api`.
-    pub async fn reload(&self, config: Config) -> Result<ReloadOutcome, ReloadError> {
+    pub async fn reload(self: &Arc<Self>, config: Config) -> Result<ReloadOutcome, ReloadError> {
         let started = Instant::now();
-        let result = self.apply(config).await;
+        let result = self.apply_in_task(config).await;
         self.record("api", started, &result);
         result
     }
@@ -311,6 +328,15 @@ impl Server {
         });
     }
 
+    /// Applies `config` in a task of its own: a caller that stops waiting (a timeout, a dropped
+    /// watch) cannot leave a reload half done.
+    async fn apply_in_task(self: &Arc<Self>, config: Config) -> Result<ReloadOutcome, ReloadError> {
+        let server = Arc::clone(self);
+        tokio::spawn(async move { server.apply(config).await })
+            .await
+            .unwrap_or(Err(ReloadError::Failed))
+    }
+
     async fn apply(&self, config: Config) -> Result<ReloadOutcome, ReloadError> {
         let mut inner = self.inner.lock().await;
         if inner.shutting_down {
@@ -339,7 +365,10 @@ impl Server {
                 .position(|r| r.name == l.name && r.bind == l.bind);
             let take = || {
                 old.iter().enumerate().position(|(i, r)| {
-                    !claimed[i] && r.bind == l.bind && l.bind.port() != 0 && !unchanged(r)
+                    !claimed[i]
+                        && (r.bind == l.bind || r.addr == l.bind)
+                        && l.bind.port() != 0
+                        && !unchanged(r)
                 })
             };
             let socket = match keep.or_else(take) {
@@ -358,7 +387,16 @@ impl Server {
         }
         // 2. Build the new gateway off the request path, keeping unchanged upstreams' pools.
         let gateway = Gateway::build(&config, Some(&self.gateway.load()));
-        // 3. Swap: new requests, and keep-alive connections at their next request, see it now.
+        // 3. Listeners that go away or hand their socket over stop serving the new config first: their
+        // connections finish on the config they began with, even where another listener takes
+        // their name. Then the swap: new requests, and keep-alive connections at their next
+        // request, see the new config.
+        for (i, r) in inner.listeners.iter().enumerate() {
+            let stays = plan.iter().any(|p| matches!(p, Socket::Keep(k) if *k == i));
+            if !stays {
+                r.retire();
+            }
+        }
         self.gateway.store(Arc::new(gateway));
         // 4. Start, keep, hand over and retire accept loops.
         let mut old: Vec<Option<RunningListener>> = std::mem::take(&mut inner.listeners)
@@ -374,18 +412,24 @@ impl Server {
                         continue;
                     };
                     tracing::info!(listener = %previous.name, addr = %previous.addr, now = %l.name, "listener renamed");
-                    previous.phase.send_replace(Phase::Draining);
-                    if let Ok(socket) = previous.task.await {
-                        listeners.push(self.run_listener(l, socket));
+                    let phase = previous.phase.clone();
+                    match previous.task.await {
+                        Ok(socket) => listeners.push(self.run_listener(l, socket)),
+                        // The accept loop died, and its socket with it: bind anew.
+                        Err(err) => match bind(l) {
+                            Ok(socket) => listeners.push(self.run_listener(l, socket)),
+                            Err(e) => {
+                                tracing::error!(listener = %l.name, addr = %l.bind, error = %e, join_error = %err, "listener lost: cannot bind again")
+                            }
+                        },
                     }
-                    inner.retired.push(previous.phase);
+                    inner.retired.push(phase);
                 }
                 Socket::Fresh(socket) => listeners.push(self.run_listener(l, socket)),
             }
         }
         for running in old.into_iter().flatten() {
             tracing::info!(listener = %running.name, addr = %running.addr, "listener stops accepting");
-            running.phase.send_replace(Phase::Draining);
             inner.retired.push(running.phase);
         }
         inner.retired.retain(|p| p.receiver_count() > 0);
@@ -414,7 +458,7 @@ impl Server {
         self.publish_addrs(&[]);
         let mut phases: Vec<watch::Sender<Phase>> = std::mem::take(&mut inner.retired);
         for l in std::mem::take(&mut inner.listeners) {
-            l.phase.send_replace(Phase::Draining);
+            l.retire();
             let _ = l.task.await;
             phases.push(l.phase);
         }
@@ -465,6 +509,7 @@ struct AcceptLoop {
     gateway: Arc<ArcSwap<Gateway>>,
     builders: Arc<Builders>,
     phase: watch::Receiver<Phase>,
+    retired: Arc<AtomicBool>,
 }
 
 impl AcceptLoop {
@@ -492,6 +537,7 @@ impl AcceptLoop {
             gateway: Arc::clone(&self.gateway),
             // If a reload removes this listener, this connection finishes on the config it began with.
             fallback: self.gateway.load().entry(&self.name).cloned(),
+            retired: Arc::clone(&self.retired),
             listener: Arc::clone(&self.name),
             client: ClientAddr(peer),
         };
@@ -641,7 +687,9 @@ where
 #[derive(Clone)]
 struct ConnectionService {
     gateway: Arc<ArcSwap<Gateway>>,
+    /// The listener's entry when the connection was accepted: used once the listener is retired.
     fallback: Option<AppService>,
+    retired: Arc<AtomicBool>,
     listener: Arc<str>,
     client: ClientAddr,
 }
@@ -657,7 +705,11 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
         // The gateway current at this request: a reload in between reaches this connection now,
         // and this request keeps the one it started with.
         let gateway = self.gateway.load();
-        let entry = gateway.entry(&self.listener).or(self.fallback.as_ref());
+        let entry = if self.retired.load(Ordering::Acquire) {
+            self.fallback.as_ref()
+        } else {
+            gateway.entry(&self.listener).or(self.fallback.as_ref())
+        };
         match entry {
             Some(entry) => DispatchFuture::Serving {
                 fut: entry.handle(req),

@@ -445,3 +445,44 @@ async fn no_reload_starts_listeners_again_after_shutdown() {
     );
     assert!(f.server.local_addrs().is_empty());
 }
+
+#[tokio::test]
+async fn two_listeners_swapping_addresses_serve_their_new_routes() {
+    let a = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let b = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let layout = |first: std::net::SocketAddr, second: std::net::SocketAddr| {
+        format!(
+            "[listeners.one]\nbind = \"{first}\"\n[listeners.two]\nbind = \"{second}\"\n\
+             [[routes]]\nlistener = \"one\"\napp = \"one\"\n[[routes]]\nlistener = \"two\"\napp = \"two\"\n\
+             [apps.one]\nhandler = {{ kind = \"respond\", body = \"one\" }}\n\
+             [apps.two]\nhandler = {{ kind = \"respond\", body = \"two\" }}\n"
+        )
+    };
+    let f = serve(&layout(a, b)).await;
+    assert_eq!(get(a, None, "/").await.2, "one");
+    f.server
+        .reload(Config::parse(&f.path, &layout(b, a), &Registry::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(get(a, None, "/").await.2, "two");
+    assert_eq!(get(b, None, "/").await.2, "one");
+}
+
+#[tokio::test]
+async fn a_port_0_listener_can_be_pinned_to_the_port_it_got() {
+    let f = serve(&config("one", "")).await;
+    let got = f.server.local_addr("main").unwrap();
+    let pinned = config("two", "").replace("127.0.0.1:0", &got.to_string());
+    f.server
+        .reload(Config::parse(&f.path, &pinned, &Registry::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(f.server.local_addr("main"), Some(got));
+    assert_eq!(get(got, None, "/").await.2, "two");
+}

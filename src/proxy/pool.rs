@@ -134,12 +134,19 @@ impl ServerPool {
         let mut reused = true;
         // A connection takes its next request only once this one's body is sent, whatever the
         // response did: an upstream may answer (a 401, a 413) before reading the whole upload.
-        let request_done = if http_body::Body::is_end_stream(req.body()) {
+        let exact = http_body::Body::size_hint(req.body()).exact();
+        let request_done = if http_body::Body::is_end_stream(req.body()) || exact == Some(0) {
             None
         } else {
             let done = Arc::new(AtomicBool::new(false));
             let done2 = Arc::clone(&done);
-            req = req.map(|inner| Body::new(TrackedBody { inner, done: done2 }));
+            req = req.map(|inner| {
+                Body::new(TrackedBody {
+                    inner,
+                    remaining: exact,
+                    done: done2,
+                })
+            });
             Some(done)
         };
         loop {
@@ -224,6 +231,8 @@ impl PooledBody {
 /// A request body that says when it has been sent to its end.
 struct TrackedBody {
     inner: Body,
+    /// Bytes still to come, for a body of known length: hyper stops polling it after the last one.
+    remaining: Option<u64>,
     done: Arc<AtomicBool>,
 }
 
@@ -237,9 +246,17 @@ impl http_body::Body for TrackedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None))
-            || (matches!(polled, Poll::Ready(Some(Ok(_)))) && this.inner.is_end_stream())
-        {
+        let finished = match &polled {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(remaining), Some(data)) = (this.remaining.as_mut(), frame.data_ref()) {
+                    *remaining = remaining.saturating_sub(data.len() as u64);
+                }
+                this.remaining == Some(0) || this.inner.is_end_stream()
+            }
+            _ => false,
+        };
+        if finished {
             this.done.store(true, Ordering::Release);
         }
         polled
