@@ -234,11 +234,7 @@ impl Future for RouterFuture {
                 match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.poll(cx))) {
                     Ok(poll) => poll,
                     Err(panic) => {
-                        let message = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| (*s).to_owned())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_default();
+                        let message = parapet_middlewares::gateway::panic_message(&*panic);
                         tracing::error!("app panicked before its response head: {message}");
                         // Drop the app's future now, marked, so an access log inside it logs the 500.
                         parapet_middlewares::gateway::after_panic(|| {

@@ -23,7 +23,6 @@
 //! replaced when it is sent; the request id is the request's `x-request-id` (if it is a plain token
 //! of letters, digits, `.`, `_` and `-`), or one made up here and logged with the event.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -39,6 +38,7 @@ use http_body::Frame;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
+use crate::gateway::panic_message;
 use crate::intercept::{Intercept, InterceptLayer, Interceptor};
 use crate::{Body, BoxError, GatewayError, GatewayErrorKind};
 
@@ -307,16 +307,6 @@ fn request_id(given: &Option<HeaderValue>) -> String {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
             format!("{:08x}-{n:x}", std::process::id())
         }
-    }
-}
-
-fn panic_message(panic: &(dyn Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(no message)".to_owned()
     }
 }
 

@@ -184,6 +184,17 @@ pub fn dropping_after_panic() -> bool {
     std::thread::panicking() || AFTER_PANIC.with(|p| p.get())
 }
 
+/// The message a caught panic carries, as `panic!` formats it; `(no message)` for other payloads.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_owned()
+    }
+}
+
 /// Which upstream server answered, attached to the responses that come from an upstream.
 ///
 /// The access log reads it to log the upstream's address and its own status, which a layer may since
