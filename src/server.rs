@@ -462,9 +462,8 @@ impl Server {
             let _ = l.task.await;
             phases.push(l.phase);
         }
-        for p in &phases {
-            p.send_replace(Phase::Draining);
-        }
+        // Every phase is draining now: `retire` set the listeners', and a reload set the retired
+        // ones' when it retired them.
         let open: usize = phases.iter().map(|p| p.receiver_count()).sum();
         tracing::info!(
             connections = open,
