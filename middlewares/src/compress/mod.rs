@@ -17,13 +17,17 @@
 //!   bodiless ones (HEAD, 1xx, 204, 304), and partial content (206, or any request with `Range`);
 //! - streams (SSE, chunked responses) are compressed and **flushed whenever the source pauses**, so an
 //!   event is never held back; bulk bodies go out in 32 KiB compressed chunks;
+//! - a body of known length up to 1 MiB (a file, a rendered page, an API answer: not a live stream) is
+//!   gzipped in one pass once its last byte is in, by libdeflate: about half zlib's CPU at the same
+//!   level, and smaller output;
 //! - when compressing: `Content-Length` and `Accept-Ranges` are dropped, `Content-Encoding` set, and a
 //!   strong `ETag` made weak (the bytes differ, the meaning does not);
 //! - `Vary: Accept-Encoding` is added once (never twice) to every response the negotiation could have
 //!   changed, whether or not this client got it compressed, 304s included.
 //!
-//! The deflate backend is flate2's `zlib-rs`, a Rust port of zlib-ng's optimised deflate: the fastest
-//! sound backend in the ecosystem, with no C toolchain needed.
+//! Whole bodies are gzipped by libdeflate (`libdeflater`, built from its C sources). Streams are
+//! deflated by flate2's `zlib-rs`, a Rust port of zlib-ng's optimised deflate, the fastest streaming
+//! backend in the ecosystem.
 
 mod body;
 mod negotiate;
@@ -194,7 +198,13 @@ impl Interceptor for Compress {
             return;
         }
         let inner = std::mem::take(res.body_mut());
-        match body::CompressBody::new(inner, encoding, self.config.level) {
+        let compressed = match size {
+            Some(n) if encoding == Encoding::Gzip && n <= body::WHOLE_MAX => Ok(Body::new(
+                body::WholeGzipBody::new(inner, self.config.level, n),
+            )),
+            _ => body::CompressBody::new(inner, encoding, self.config.level).map(Body::new),
+        };
+        match compressed {
             Ok(compressed) => {
                 let headers = res.headers_mut();
                 headers.remove(header::CONTENT_LENGTH);
@@ -204,7 +214,7 @@ impl Interceptor for Compress {
                     HeaderValue::from_static(encoding.as_str()),
                 );
                 weaken_etag(headers);
-                *res.body_mut() = Body::new(compressed);
+                *res.body_mut() = compressed;
             }
             Err(err) => {
                 // The encoder could not start (out of memory): the response goes out as it is.

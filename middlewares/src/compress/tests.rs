@@ -322,3 +322,97 @@ async fn a_stream_is_flushed_whenever_its_source_pauses() {
     }
     assert_eq!(decoder.finish().unwrap(), b"data: one\n\ndata: two\n\n");
 }
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+/// A body of known length that arrives in the chunks the test feeds it.
+struct FedSized(tokio::sync::mpsc::Receiver<Frame<Bytes>>, u64);
+
+impl http_body::Body for FedSized {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|c| c.map(Ok))
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.1)
+    }
+}
+
+#[tokio::test]
+async fn a_known_length_body_in_pieces_is_gzipped_whole_with_its_trailers() {
+    let text = text_20k();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let res = run(
+        CompressConfig::default(),
+        get("gzip"),
+        200,
+        &[("content-type", "text/plain")],
+        Body::new(FedSized(rx, text.len() as u64)),
+    )
+    .await;
+    assert_eq!(res.headers()["content-encoding"], "gzip");
+    let mut body = res.into_body();
+    for piece in text.as_bytes().chunks(7_000) {
+        tx.send(Frame::data(Bytes::copy_from_slice(piece)))
+            .await
+            .unwrap();
+    }
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-checksum", HeaderValue::from_static("abc"));
+    tx.send(Frame::trailers(trailers.clone())).await.unwrap();
+    drop(tx);
+    // One data frame: the whole body, compressed in one pass; then the trailers.
+    let frame = body.frame().await.unwrap().unwrap();
+    let compressed = frame.into_data().unwrap();
+    assert_eq!(gunzip(&compressed), text.as_bytes());
+    assert!(compressed.len() < 20_000 / 3, "{}", compressed.len());
+    let frame = body.frame().await.unwrap().unwrap();
+    assert_eq!(frame.into_trailers().unwrap(), trailers);
+    assert!(body.frame().await.is_none());
+}
+
+#[tokio::test]
+async fn known_length_bodies_over_the_whole_limit_stream_and_round_trip() {
+    let big: Vec<u8> = text_20k()
+        .into_bytes()
+        .into_iter()
+        .cycle()
+        .take(body::WHOLE_MAX as usize + 1)
+        .collect();
+    let res = run(
+        CompressConfig::default(),
+        get("gzip"),
+        200,
+        &[("content-type", "text/plain")],
+        Body::from(Bytes::from(big.clone())),
+    )
+    .await;
+    assert_eq!(res.headers()["content-encoding"], "gzip");
+    assert_eq!(gunzip(&bytes(res).await), big);
+}
+
+#[test]
+fn whole_gzip_of_nothing_and_of_every_level_decodes() {
+    assert_eq!(gunzip(&body::gzip_whole(6, b"").unwrap()), b"");
+    let text = text_20k();
+    let mut sizes = Vec::new();
+    for level in [0, 1, 6, 9, 12] {
+        let out = body::gzip_whole(level, text.as_bytes()).unwrap();
+        assert_eq!(gunzip(&out), text.as_bytes(), "level {level}");
+        sizes.push(out.len());
+    }
+    // Out-of-range levels are clamped: 0 acts as 1, 12 as 9.
+    assert_eq!(sizes[0], sizes[1]);
+    assert_eq!(sizes[3], sizes[4]);
+    assert!(sizes[3] <= sizes[1]);
+}
