@@ -1,9 +1,9 @@
 //! Heap held per idle keep-alive connection, measured in-process.
 //!
 //! `cargo bench --bench idle` starts parapet on a `respond` app, opens connections that each send one
-//! request and read its answer, then counts the heap bytes still live per open connection (a counting
-//! allocator over the system one: exact and repeatable, unlike RSS, which also holds the allocator's
-//! slack; benches/nginx.sh measures RSS).
+//! request and read its answer, waits past `server.idle_release`, then counts the heap bytes still live
+//! per open connection, by size (a counting allocator over the system one: exact and repeatable, unlike
+//! RSS, which also holds the allocator's slack; benches/nginx.sh measures RSS).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -79,10 +79,8 @@ handler = { kind = "respond", body = "hello" }
                 }
                 conns.push(s);
             }
-            // Let every connection's task go back to waiting.
-            for _ in 0..100 {
-                tokio::task::yield_now().await;
-            }
+            // Every connection is idle: past `server.idle_release` (1 s), each holds only its socket.
+            tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
             let live = LIVE.load(Ordering::Relaxed) - live0;
             let blocks = BLOCKS.load(Ordering::Relaxed) - blocks0;
             // The client side's sockets and buffers are counted too: subtract them by measuring a

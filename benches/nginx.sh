@@ -28,6 +28,7 @@ DURATION=${DURATION:-5}
 RATE=${RATE:-10000}          # offered rate for bare and chain
 GZIP_RATE=${GZIP_RATE:-400}  # offered rate for gzip (100 kB at level 6 costs about 1 ms of CPU)
 IDLE=${IDLE:-5000}
+IDLE_SETTLE=${IDLE_SETTLE:-2}  # seconds the idle connections sit before RSS is read
 ONLY=${ONLY:-"bare chain gzip stream idle"}   # the scenarios to run
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -220,6 +221,9 @@ idle_run() { # proxy
   before=$($stat rss ${PIDS[$proxy]})
   coproc IDLER { python3 "$here/nginx/idle.py" 127.0.0.1 "${PORT[$proxy]}" /bare/5b "$IDLE"; }
   read -r -t 120 ready <&"${IDLER[0]}"
+  # Both proxies get the same settling time; parapet releases an idle connection's buffers within
+  # server.idle_release (1 s).
+  sleep "$IDLE_SETTLE"
   after=$($stat rss ${PIDS[$proxy]})
   echo "idle bytes_per_conn $proxy $($stat div $((after - before)) "$IDLE")" >> "$results"
   eval "exec ${IDLER[1]}>&-"

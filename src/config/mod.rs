@@ -64,6 +64,9 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Worker threads (`workers`); `None` means one per core.
     pub workers: Option<usize>,
+    /// How long an idle HTTP/1.1 keep-alive connection may keep its buffers (`idle_release`,
+    /// default 1s); see `server::http1`.
+    pub idle_release: Duration,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +74,7 @@ impl Default for ServerConfig {
         Self {
             shutdown_timeout: Duration::from_secs(30),
             workers: None,
+            idle_release: Duration::from_secs(1),
         }
     }
 }
@@ -449,6 +453,9 @@ fn read_server(mut t: Table<'_>) -> ServerConfig {
         server.shutdown_timeout = d;
     }
     server.workers = t.int_in("workers", 1..=1024).map(|n| n as usize);
+    if let Some(d) = t.duration("idle_release") {
+        server.idle_release = d;
+    }
     t.finish();
     server
 }

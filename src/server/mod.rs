@@ -35,6 +35,10 @@ use crate::gateway::Gateway;
 use crate::service::AppFuture;
 use crate::{AppService, ClientAddr, Request, Response};
 
+mod http1;
+
+use http1::ServedBody;
+
 /// A running parapet: its listeners and the gateway they serve. Shared (`Arc<Server>`) between the
 /// code that reloads it, the code that stops it, and anyone asking for its addresses.
 pub struct Server {
@@ -180,7 +184,7 @@ impl Server {
         }
         let server = Server {
             gateway: Arc::new(ArcSwap::from_pointee(Gateway::build(&config, None))),
-            builders: Arc::new(Builders::new()),
+            builders: Arc::new(Builders::new(config.server.idle_release)),
             inner: tokio::sync::Mutex::new(Inner {
                 config: config.clone(),
                 listeners: Vec::new(),
@@ -398,6 +402,7 @@ impl Server {
             }
         }
         self.gateway.store(Arc::new(gateway));
+        self.builders.set_idle_release(config.server.idle_release);
         // 4. Start, keep, hand over and retire accept loops.
         let mut old: Vec<Option<RunningListener>> = std::mem::take(&mut inner.listeners)
             .into_iter()
@@ -539,6 +544,7 @@ impl AcceptLoop {
             retired: Arc::clone(&self.retired),
             listener: Arc::clone(&self.name),
             client: ClientAddr(peer),
+            quiet: Arc::default(),
         };
         let builders = Arc::clone(&self.builders);
         let mut phase = self.phase.clone();
@@ -552,18 +558,17 @@ impl AcceptLoop {
             };
             match protocol {
                 Some(Protocol::Http1) => {
-                    let conn = builders.h1.serve_connection(TokioIo::new(stream), service);
-                    drive(conn, phase, peer).await
+                    Box::pin(http1::serve(&builders, stream, service, phase, peer)).await
                 }
                 Some(Protocol::Http2) => {
                     let conn = builders.h2.serve_connection(TokioIo::new(stream), service);
-                    drive(conn, phase, peer).await
+                    Box::pin(drive(conn, phase, peer)).await
                 }
                 Some(Protocol::Unsure) => {
                     let conn = builders
                         .auto
                         .serve_connection(TokioIo::new(stream), service);
-                    drive(conn, phase, peer).await
+                    Box::pin(drive(conn, phase, peer)).await
                 }
                 None => {}
             }
@@ -601,12 +606,23 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// The connection builders every listener shares.
 pub(crate) struct Builders {
     h1: hyper::server::conn::http1::Builder,
+    /// `server.idle_release`, in milliseconds.
+    idle_release: std::sync::atomic::AtomicU64,
     h2: hyper::server::conn::http2::Builder<TokioExecutor>,
     auto: auto::Builder<TokioExecutor>,
 }
 
 impl Builders {
-    fn new() -> Self {
+    fn set_idle_release(&self, after: Duration) {
+        let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+        self.idle_release.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_release(&self) -> Duration {
+        Duration::from_millis(self.idle_release.load(Ordering::Relaxed))
+    }
+
+    fn new(idle_release: Duration) -> Self {
         let mut h1 = hyper::server::conn::http1::Builder::new();
         // Slow-loris protection: a request head must arrive within HEADER_TIMEOUT.
         h1.timer(TokioTimer::new())
@@ -615,23 +631,20 @@ impl Builders {
         auto.http1()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_TIMEOUT);
-        Self {
+        let builders = Self {
             h1,
+            idle_release: Default::default(),
             h2: hyper::server::conn::http2::Builder::new(TokioExecutor::new()),
             auto,
-        }
+        };
+        builders.set_idle_release(idle_release);
+        builders
     }
 }
 
 /// A connection that can be asked to finish its requests and close.
 trait Graceful: Future {
     fn graceful(self: Pin<&mut Self>);
-}
-
-impl Graceful for hyper::server::conn::http1::Connection<TokioIo<TcpStream>, ConnectionService> {
-    fn graceful(self: Pin<&mut Self>) {
-        self.graceful_shutdown()
-    }
 }
 
 impl Graceful
@@ -684,17 +697,19 @@ where
 
 /// The service of one connection: the outermost one, which never fails.
 #[derive(Clone)]
-struct ConnectionService {
+pub(crate) struct ConnectionService {
     gateway: Arc<ArcSwap<Gateway>>,
     /// The listener's entry when the connection was accepted: used once the listener is retired.
     fallback: Option<AppService>,
     retired: Arc<AtomicBool>,
     listener: Arc<str>,
     client: ClientAddr,
+    /// Responses in flight, for HTTP/1.1's idle release.
+    quiet: Arc<http1::Quiet>,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
-    type Response = Response;
+    type Response = http::Response<ServedBody>;
     type Error = std::convert::Infallible;
     type Future = DispatchFuture;
 
@@ -712,9 +727,11 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
         match entry {
             Some(entry) => DispatchFuture::Serving {
                 fut: entry.handle(req),
+                guard: Some(self.quiet.start()),
             },
             None => DispatchFuture::Gone {
                 response: Some(GatewayError::new(GatewayErrorKind::NoRoute).into_response()),
+                guard: Some(self.quiet.start()),
             },
         }
     }
@@ -723,26 +740,26 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
 pin_project! {
     /// A request's response, reported to the access logs it passed through as it leaves.
     #[project = DispatchProj]
-    enum DispatchFuture {
-        Serving { #[pin] fut: AppFuture },
-        Gone { response: Option<Response> },
+    pub(crate) enum DispatchFuture {
+        Serving { #[pin] fut: AppFuture, guard: Option<http1::InFlight> },
+        Gone { response: Option<Response>, guard: Option<http1::InFlight> },
     }
 }
 
 impl Future for DispatchFuture {
-    type Output = Result<Response, std::convert::Infallible>;
+    type Output = Result<http::Response<ServedBody>, std::convert::Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let response = match self.project() {
-            DispatchProj::Serving { fut } => ready!(fut.poll(cx)),
-            DispatchProj::Gone { response } => match response.take() {
-                Some(r) => Ok(r),
+        let (response, guard) = match self.project() {
+            DispatchProj::Serving { fut, guard } => (ready!(fut.poll(cx)), guard.take()),
+            DispatchProj::Gone { response, guard } => match response.take() {
+                Some(r) => (Ok(r), guard.take()),
                 None => return Poll::Pending,
             },
         };
-        if let Ok(response) = &response {
-            report_final_status(response);
-        }
-        Poll::Ready(response)
+        let Ok(response) = response;
+        report_final_status(&response);
+        // The request stays in flight until hyper is done with the body.
+        Poll::Ready(Ok(response.map(|body| ServedBody::new(body, guard))))
     }
 }

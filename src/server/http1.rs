@@ -1,0 +1,360 @@
+//! HTTP/1.1 connections that give their buffers back while idle.
+//!
+//! hyper's HTTP/1 connection keeps an 8 KiB read buffer and an 8 KiB write buffer for as long as the
+//! connection lives, idle or not; with thousands of idle keep-alive clients that is most of the
+//! gateway's memory. Like nginx, which frees a keep-alive connection's buffers when its response is
+//! out, parapet releases hyper's connection as soon as the client has nothing more to say:
+//!
+//! 1. the service counts responses in flight: one is done when hyper drops its body;
+//! 2. the connection's IO ([`ConnIo`]) sees hyper flush with no response in flight, then ask for the
+//!    next request and find nothing there: the connection is idle;
+//! 3. the driver then asks hyper to close the idle connection, which it does at once without touching
+//!    the socket ([`hyper::server::conn::http1::Connection::poll_without_shutdown`]), and takes back
+//!    the socket, the service and any bytes hyper had read ahead (a pipelined request's beginning);
+//! 4. an idle connection is a socket waiting to be readable, for up to the keep-alive timeout; when
+//!    the next request arrives, a new hyper connection serves it, bytes read ahead first.
+//!
+//! Building a hyper connection anew costs about 2 µs, too much to pay between every two requests of a
+//! busy connection, so the release waits for `server.idle_release` (default 1 s): a connection found
+//! idle when its release timer fires is released, and the timer is armed again only once it has fired
+//! (one timer per connection per period, never one per request). `idle_release = "0s"` releases a
+//! connection the moment it is idle.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use http_body::{Frame, SizeHint};
+use hyper::server::conn::http1;
+use parapet_middlewares::{Body, BoxError};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::{Builders, ConnectionService, Phase, HEADER_TIMEOUT};
+
+/// What a connection's service and its IO tell each other about whether it is idle.
+#[derive(Debug, Default)]
+pub(crate) struct Quiet {
+    /// Requests given to the service whose response bodies hyper has not dropped yet.
+    in_flight: AtomicUsize,
+    /// hyper wrote since the last request began and nothing was read since.
+    responded: AtomicBool,
+    /// hyper wrote since its last flush.
+    unflushed: AtomicBool,
+    /// hyper asked for the next request once the last response was out, and none was there.
+    idle: AtomicBool,
+}
+
+impl Quiet {
+    /// Counts a request in flight until the returned guard is dropped.
+    pub(crate) fn start(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.responded.store(false, Ordering::Relaxed);
+        self.idle.store(false, Ordering::Relaxed);
+        InFlight(Arc::clone(self))
+    }
+
+    fn reset(&self) {
+        self.responded.store(false, Ordering::Relaxed);
+        self.unflushed.store(false, Ordering::Relaxed);
+        self.idle.store(false, Ordering::Relaxed);
+    }
+
+    fn wrote(&self) {
+        self.responded.store(true, Ordering::Relaxed);
+        self.unflushed.store(true, Ordering::Relaxed);
+    }
+
+    /// hyper wants to read and nothing is there: idle if the last response is out.
+    fn nothing_to_read(&self) {
+        if self.in_flight.load(Ordering::Relaxed) == 0
+            && self.responded.load(Ordering::Relaxed)
+            && !self.unflushed.load(Ordering::Relaxed)
+        {
+            self.idle.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A request in flight, counted in its connection's [`Quiet`].
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<Quiet>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body as hyper sends it: the body, and the count of the response in flight.
+    pub struct ServedBody {
+        #[pin]
+        body: Body,
+        guard: Option<InFlight>,
+    }
+}
+
+impl ServedBody {
+    pub(crate) fn new(body: Body, guard: Option<InFlight>) -> Self {
+        Self { body, guard }
+    }
+}
+
+impl http_body::Body for ServedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A client connection's socket as hyper's HTTP/1 connection sees it.
+pub(crate) struct ConnIo {
+    stream: TcpStream,
+    /// Bytes read by a released hyper connection before it parsed them: read again first.
+    replay: Bytes,
+    quiet: Arc<Quiet>,
+}
+
+impl hyper::rt::Read for ConnIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.replay.is_empty() {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay[..n]);
+            this.replay.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        // SAFETY: tokio's ReadBuf never de-initialises bytes; `advance` counts only what it filled.
+        let n = unsafe {
+            let mut tbuf = tokio::io::ReadBuf::uninit(buf.as_mut());
+            match Pin::new(&mut this.stream).poll_read(cx, &mut tbuf) {
+                Poll::Ready(Ok(())) => tbuf.filled().len(),
+                Poll::Pending => {
+                    this.quiet.nothing_to_read();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+            }
+        };
+        if n > 0 {
+            // Perhaps the next request's beginning: not idle until it is answered.
+            this.quiet.responded.store(false, Ordering::Relaxed);
+            this.quiet.idle.store(false, Ordering::Relaxed);
+        }
+        unsafe { buf.advance(n) };
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl hyper::rt::Write for ConnIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.quiet.wrote();
+        Pin::new(&mut this.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.quiet.wrote();
+        Pin::new(&mut this.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let flushed = Pin::new(&mut this.stream).poll_flush(cx);
+        if matches!(flushed, Poll::Ready(Ok(()))) {
+            this.quiet.unflushed.store(false, Ordering::Relaxed);
+        }
+        flushed
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+type Connection = http1::Connection<ConnIo, ConnectionService>;
+
+/// How a hyper connection ended.
+enum Ended {
+    /// Released while idle: the socket stays open.
+    Idle(http1::Parts<ConnIo, ConnectionService>),
+    /// Closed, drained, or failed.
+    Done,
+}
+
+/// Polls a hyper connection; releases it when it has been idle for `after`.
+struct Serving<'a> {
+    conn: Option<Box<Connection>>,
+    quiet: &'a Quiet,
+    /// The release timer, and whether it is armed.
+    timer: Pin<&'a mut tokio::time::Sleep>,
+    armed: &'a mut bool,
+    after: Duration,
+    releasing: bool,
+}
+
+impl Future for Serving<'_> {
+    /// `Ok(true)` if the connection was released while idle.
+    type Output = Result<bool, hyper::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let conn = this.conn.as_mut().expect("polled after completion");
+        loop {
+            if let Poll::Ready(result) = conn.poll_without_shutdown(cx) {
+                return Poll::Ready(result.map(|()| this.releasing));
+            }
+            if this.releasing || !this.quiet.idle.load(Ordering::Relaxed) {
+                return Poll::Pending;
+            }
+            if !this.after.is_zero() {
+                if !*this.armed {
+                    *this.armed = true;
+                    let deadline = tokio::time::Instant::now() + this.after;
+                    this.timer.as_mut().reset(deadline);
+                }
+                if this.timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                *this.armed = false;
+            }
+            // Idle: hyper closes an idle connection at once, leaving the socket to us.
+            this.releasing = true;
+            Pin::new(&mut **conn).graceful_shutdown();
+        }
+    }
+}
+
+/// Serves an HTTP/1.1 connection until it closes, releasing hyper's connection (and its buffers)
+/// whenever it is idle.
+pub(crate) async fn serve(
+    builders: &Builders,
+    stream: TcpStream,
+    mut service: ConnectionService,
+    mut phase: watch::Receiver<Phase>,
+    peer: std::net::SocketAddr,
+) {
+    let quiet = Arc::clone(&service.quiet);
+    let mut io = ConnIo {
+        stream,
+        replay: Bytes::new(),
+        quiet: Arc::clone(&quiet),
+    };
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut armed = false;
+    loop {
+        quiet.reset();
+        let conn = Box::new(builders.h1.serve_connection(io, service));
+        let serving = Serving {
+            conn: Some(conn),
+            quiet: &quiet,
+            timer: timer.as_mut(),
+            armed: &mut armed,
+            after: builders.idle_release(),
+            releasing: false,
+        };
+        let parts = match drive(serving, &mut phase, peer).await {
+            Ended::Idle(parts) => parts,
+            Ended::Done => return,
+        };
+        io = parts.io;
+        service = parts.service;
+        let read_ahead = parts.read_buf;
+        if !read_ahead.is_empty() {
+            // A copy: these bytes share hyper's whole 8 KiB read buffer.
+            io.replay = Bytes::copy_from_slice(&read_ahead);
+            // The next request has begun: serve it now.
+            continue;
+        }
+        drop(read_ahead);
+        // Idle, holding nothing but the socket: wait for the next request for as long as a
+        // request head may take, and close when the listener drains.
+        let readable = tokio::select! {
+            r = tokio::time::timeout(HEADER_TIMEOUT, io.stream.readable()) => matches!(r, Ok(Ok(()))),
+            _ = phase.wait_for(|p| *p >= Phase::Draining) => false,
+        };
+        if !readable {
+            return;
+        }
+    }
+}
+
+/// Serves one hyper connection until it ends or is released; drains it when its listener drains and
+/// drops it when the shutdown timeout passes.
+async fn drive(
+    mut serving: Serving<'_>,
+    phase: &mut watch::Receiver<Phase>,
+    peer: std::net::SocketAddr,
+) -> Ended {
+    let mut draining = false;
+    loop {
+        let next = if draining {
+            Phase::Closing
+        } else {
+            Phase::Draining
+        };
+        tokio::select! {
+            result = &mut serving => {
+                return match result {
+                    Ok(true) if !draining => {
+                        let conn = serving.conn.take().expect("connection present");
+                        Ended::Idle(conn.into_parts())
+                    }
+                    Ok(_) => Ended::Done,
+                    Err(err) => {
+                        tracing::debug!(client = %peer, error = %err, "connection ended with an error");
+                        Ended::Done
+                    }
+                };
+            }
+            _ = phase.wait_for(|p| *p >= next) => {
+                if draining {
+                    return Ended::Done;
+                }
+                // Finish the request in flight, then close; an idle connection closes now.
+                draining = true;
+                if let Some(conn) = serving.conn.as_mut() {
+                    Pin::new(&mut **conn).graceful_shutdown();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! HTTP/1.1 client connections: keep-alive, pipelining, and the release of an idle connection's
+//! buffers (`server.idle_release`), which hands the socket from one hyper connection to the next.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Requests are proxied to an upstream answering `METHOD PATH BODY-LENGTH`; `idle_release` is 0s, so
+/// every connection is released the moment its response is out.
+async fn gateway(idle_release: &str) -> (parapet::Server, SocketAddr) {
+    let up = upstream(|req: http::Request<hyper::body::Incoming>| async move {
+        let line = format!("{} {}", req.method(), req.uri().path());
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        text(200, format!("{line} {}", body.len()))
+    })
+    .await;
+    let server = start(&format!(
+        r#"
+[server]
+idle_release = "{idle_release}"
+[listeners.main]
+bind = "127.0.0.1:0"
+[[routes]]
+app = "api"
+[apps.api]
+upstream = "backend"
+[upstreams.backend]
+servers = ["http://{up}"]
+"#
+    ))
+    .await;
+    let addr = server.local_addr("main").unwrap();
+    (server, addr)
+}
+
+/// Reads one response (its head and a Content-Length body) from `stream`, keeping what follows it in
+/// `buf`; returns the head and the body.
+async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> (String, String) {
+    let read = async {
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().unwrap())
+                    })
+                    .expect("a content-length");
+                if buf.len() >= end + 4 + length {
+                    let body =
+                        String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).into_owned();
+                    buf.drain(..end + 4 + length);
+                    return (head, body);
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(
+                n > 0,
+                "closed early; read so far: {:?}",
+                String::from_utf8_lossy(buf)
+            );
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("a response within 20s")
+}
+
+fn keeps_alive(head: &str) {
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+}
+
+#[tokio::test]
+async fn one_connection_serves_request_after_request_across_releases() {
+    for release in ["0s", "1s"] {
+        let (_server, addr) = gateway(release).await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut buf = Vec::new();
+        for i in 0..20 {
+            let body = "x".repeat(i * 100);
+            let request = format!(
+                "POST /n{i} HTTP/1.1\r\nhost: a\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let (head, body) = read_response(&mut stream, &mut buf).await;
+            keeps_alive(&head);
+            assert_eq!(
+                body,
+                format!("POST /n{i} {}", i * 100),
+                "idle_release {release}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let (_server, addr) = gateway("0s").await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut pipeline = String::new();
+    for i in 0..5 {
+        pipeline.push_str(&format!("GET /p{i} HTTP/1.1\r\nhost: a\r\n\r\n"));
+    }
+    stream.write_all(pipeline.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    for i in 0..5 {
+        let (head, body) = read_response(&mut stream, &mut buf).await;
+        keeps_alive(&head);
+        assert_eq!(body, format!("GET /p{i} 0"));
+    }
+}
+
+#[tokio::test]
+async fn a_request_begun_before_the_last_answer_survives_the_release() {
+    let (_server, addr) = gateway("0s").await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // The first request whole and the second's first half, in one write: the second's half is read
+    // ahead by the connection that answers the first, and must be handed on when it is released.
+    stream
+        .write_all(
+            b"GET /first HTTP/1.1\r\nhost: a\r\n\r\nPOST /second HTTP/1.1\r\nhost: a\r\ncontent-le",
+        )
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let (head, body) = read_response(&mut stream, &mut buf).await;
+    keeps_alive(&head);
+    assert_eq!(body, "GET /first 0");
+    stream.write_all(b"ngth: 3\r\n\r\nabc").await.unwrap();
+    let (head, body) = read_response(&mut stream, &mut buf).await;
+    keeps_alive(&head);
+    assert_eq!(body, "POST /second 3");
+}
+
+#[tokio::test]
+async fn a_head_sent_in_pieces_on_an_idle_connection_is_served() {
+    let (_server, addr) = gateway("0s").await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    stream
+        .write_all(b"GET /one HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let (_, body) = read_response(&mut stream, &mut buf).await;
+    assert_eq!(body, "GET /one 0");
+    for piece in [&b"GET /tw"[..], b"o HTTP/1.1\r\nho", b"st: a\r\n", b"\r\n"] {
+        stream.write_all(piece).await.unwrap();
+        stream.flush().await.unwrap();
+        tokio::task::yield_now().await;
+    }
+    let (head, body) = read_response(&mut stream, &mut buf).await;
+    keeps_alive(&head);
+    assert_eq!(body, "GET /two 0");
+}
+
+#[tokio::test]
+async fn released_idle_connections_close_at_shutdown_and_at_client_close() {
+    let (server, addr) = gateway("0s").await;
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    idle.write_all(b"GET /a HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    read_response(&mut idle, &mut buf).await;
+    // A client that leaves an idle connection: nothing to answer, nothing breaks.
+    let mut gone = TcpStream::connect(addr).await.unwrap();
+    gone.write_all(b"GET /b HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    read_response(&mut gone, &mut Vec::new()).await;
+    drop(gone);
+    assert!(
+        server.shutdown_within(Duration::from_secs(10)).await,
+        "every connection closed within the timeout"
+    );
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut rest))
+        .await
+        .expect("the idle connection is closed")
+        .unwrap_or(0);
+    assert_eq!(
+        n,
+        0,
+        "nothing more was sent: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+}
+
+#[tokio::test]
+async fn http_1_0_and_connection_close_requests_are_answered_then_closed() {
+    let (_server, addr) = gateway("0s").await;
+    for request in [
+        &b"GET /old HTTP/1.0\r\nhost: a\r\n\r\n"[..],
+        b"GET /bye HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+    ] {
+        let answer = raw_request(addr, request).await;
+        assert!(answer.starts_with("HTTP/1."), "{answer}");
+        assert!(answer.ends_with(" 0"), "{answer}");
+    }
+}
