@@ -3,6 +3,8 @@
 #
 #   benches/nginx.sh                 # 3 rounds of every scenario, ~4 minutes
 #   ROUNDS=5 DURATION=10 benches/nginx.sh
+#   PARAPET_BIN=/tmp/parapet-old ONLY=bare benches/nginx.sh     # a given build, not this checkout's
+#   PARAPET_SERVER='idle_release = "0s"' ONLY=idle benches/nginx.sh   # more [server] keys for parapet
 #
 # Needs nginx and wrk (Debian: apt-get install -y nginx wrk), oha (cargo install oha) and python3; it
 # installs what is missing. It starts one origin (nginx, one worker), an nginx reverse proxy (one worker,
@@ -43,9 +45,13 @@ if ! need oha; then
 fi
 ulimit -n "$(ulimit -Hn)"
 
-echo "building parapet (release)..." >&2
-cargo build --release --manifest-path "$repo/Cargo.toml" -q
-parapet="$repo/target/release/parapet"
+if [ -n "${PARAPET_BIN:-}" ]; then
+  parapet=$PARAPET_BIN   # a build to compare, as it is
+else
+  echo "building parapet (release)..." >&2
+  cargo build --release --manifest-path "$repo/Cargo.toml" -q
+  parapet="$repo/target/release/parapet"
+fi
 
 work=$(mktemp -d /tmp/parapet-bench.XXXXXX)
 pids=()
@@ -129,6 +135,7 @@ CONF
 cat > "$work/parapet.toml" <<CONF
 [server]
 workers = 1
+${PARAPET_SERVER:-}
 [listeners.main]
 bind = "127.0.0.1:$PARAPET"
 [[routes]]

@@ -14,16 +14,16 @@
 //! 4. an idle connection is a socket waiting to be readable, for up to the keep-alive timeout; when
 //!    the next request arrives, a new hyper connection serves it, bytes read ahead first.
 //!
-//! Building a hyper connection anew costs about 2 µs, too much to pay between every two requests of a
-//! busy connection, so the release waits for `server.idle_release` (default 1 s): a connection found
-//! idle when its release timer fires is released, and the timer is armed again only once it has fired
-//! (one timer per connection per period, never one per request). `idle_release = "0s"` releases a
-//! connection the moment it is idle.
+//! Building a hyper connection anew costs about 1 µs, too much to pay between every two requests of a
+//! busy connection, so the release waits for `server.idle_release` (default 1 s), counted by the
+//! connection's [`Clock`], which ticks once a second and also enforces [`HEADER_TIMEOUT`]: one timer
+//! per connection, never one per request. `idle_release = "0s"` releases a connection the moment it
+//! is idle.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -49,12 +49,15 @@ pub(crate) struct Quiet {
     unflushed: AtomicBool,
     /// hyper asked for the next request once the last response was out, and none was there.
     idle: AtomicBool,
+    /// Requests started plus requests finished: progress, as the connection's clock sees it.
+    activity: AtomicU64,
 }
 
 impl Quiet {
     /// Counts a request in flight until the returned guard is dropped.
     pub(crate) fn start(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.activity.fetch_add(1, Ordering::Relaxed);
         self.responded.store(false, Ordering::Relaxed);
         self.idle.store(false, Ordering::Relaxed);
         InFlight(Arc::clone(self))
@@ -89,6 +92,7 @@ pub(crate) struct InFlight(Arc<Quiet>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.activity.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -211,55 +215,113 @@ impl hyper::rt::Write for ConnIo {
 
 type Connection = http1::Connection<ConnIo, ConnectionService>;
 
-/// How a hyper connection ended.
-enum Ended {
-    /// Released while idle: the socket stays open.
-    Idle(http1::Parts<ConnIo, ConnectionService>),
-    /// Closed, drained, or failed.
-    Done,
+/// How often a connection's clock ticks: its one timer, re-armed once a tick, never per request.
+const TICK: Duration = Duration::from_secs(1);
+
+/// A client connection's clock, kept across the hyper connections that serve it.
+///
+/// It times two things, to the tick: how long the client has been sending nothing that completes a
+/// request head (no request in flight and none started or finished since the last tick), which closes
+/// the connection after [`HEADER_TIMEOUT`] (slow heads and idle keep-alive alike, as hyper's own head
+/// timer would, without hyper's timer allocated and registered anew for every request), and how long
+/// the connection has been idle, which releases it after `server.idle_release`.
+struct Clock {
+    timer: Pin<Box<tokio::time::Sleep>>,
+    /// `Quiet::activity` at the last tick.
+    activity: u64,
+    /// Whole ticks without a request in flight or any request started or finished.
+    quiet_ticks: u32,
 }
 
-/// Polls a hyper connection; releases it when it has been idle for `after`.
+impl Clock {
+    fn new() -> Self {
+        Self {
+            timer: Box::pin(tokio::time::sleep(TICK)),
+            activity: 0,
+            quiet_ticks: 0,
+        }
+    }
+
+    /// Counts a tick that has passed, and arms the next.
+    fn tick(&mut self, quiet: &Quiet) {
+        let activity = quiet.activity.load(Ordering::Relaxed);
+        if quiet.in_flight.load(Ordering::Relaxed) == 0 && activity == self.activity {
+            self.quiet_ticks = self.quiet_ticks.saturating_add(1);
+        } else {
+            self.quiet_ticks = 0;
+            self.activity = activity;
+        }
+        self.timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + TICK);
+    }
+
+    fn timed_out(&self) -> bool {
+        Duration::from_secs(u64::from(self.quiet_ticks)) >= HEADER_TIMEOUT
+    }
+}
+
+/// How a [`Serving`] ended.
+enum Exit {
+    /// Released while idle: the socket is the caller's.
+    Released,
+    /// The connection closed or failed.
+    Closed,
+    /// No request head completed within [`HEADER_TIMEOUT`].
+    TimedOut,
+}
+
+/// Polls a hyper connection; releases it when it has been idle for `release_after`.
 struct Serving<'a> {
     conn: Option<Box<Connection>>,
     quiet: &'a Quiet,
-    /// The release timer, and whether it is armed.
-    timer: Pin<&'a mut tokio::time::Sleep>,
-    armed: &'a mut bool,
-    after: Duration,
+    clock: &'a mut Clock,
+    /// `server.idle_release`, in ticks; 0 releases the moment the connection is idle.
+    release_after: u32,
     releasing: bool,
 }
 
 impl Future for Serving<'_> {
-    /// `Ok(true)` if the connection was released while idle.
-    type Output = Result<bool, hyper::Error>;
+    type Output = Result<Exit, hyper::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let conn = this.conn.as_mut().expect("polled after completion");
         loop {
             if let Poll::Ready(result) = conn.poll_without_shutdown(cx) {
-                return Poll::Ready(result.map(|()| this.releasing));
+                let exit = if this.releasing {
+                    Exit::Released
+                } else {
+                    Exit::Closed
+                };
+                return Poll::Ready(result.map(|()| exit));
             }
-            if this.releasing || !this.quiet.idle.load(Ordering::Relaxed) {
+            if this.releasing {
                 return Poll::Pending;
             }
-            if !this.after.is_zero() {
-                if !*this.armed {
-                    *this.armed = true;
-                    let deadline = tokio::time::Instant::now() + this.after;
-                    this.timer.as_mut().reset(deadline);
-                }
-                if this.timer.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                *this.armed = false;
+            let idle = this.quiet.idle.load(Ordering::Relaxed);
+            if idle && this.release_after == 0 {
+                release(conn, &mut this.releasing);
+                continue;
             }
-            // Idle: hyper closes an idle connection at once, leaving the socket to us.
-            this.releasing = true;
-            Pin::new(&mut **conn).graceful_shutdown();
+            if this.clock.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            this.clock.tick(this.quiet);
+            if this.clock.timed_out() {
+                return Poll::Ready(Ok(Exit::TimedOut));
+            }
+            if idle && this.clock.quiet_ticks >= this.release_after {
+                release(conn, &mut this.releasing);
+            }
         }
     }
+}
+
+/// Idle: hyper closes an idle connection at once, leaving the socket to us.
+fn release(conn: &mut Connection, releasing: &mut bool) {
+    *releasing = true;
+    Pin::new(conn).graceful_shutdown();
 }
 
 /// Serves an HTTP/1.1 connection until it closes, releasing hyper's connection (and its buffers)
@@ -277,23 +339,25 @@ pub(crate) async fn serve(
         replay: Bytes::new(),
         quiet: Arc::clone(&quiet),
     };
-    let timer = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(timer);
-    let mut armed = false;
+    let mut clock = Clock::new();
     loop {
         quiet.reset();
-        let conn = Box::new(builders.h1.serve_connection(io, service));
+        let release = builders.idle_release();
+        let release_after = if release.is_zero() {
+            0
+        } else {
+            u32::try_from(release.as_secs().max(1)).unwrap_or(u32::MAX)
+        };
         let serving = Serving {
-            conn: Some(conn),
+            conn: Some(Box::new(builders.h1.serve_connection(io, service))),
             quiet: &quiet,
-            timer: timer.as_mut(),
-            armed: &mut armed,
-            after: builders.idle_release(),
+            clock: &mut clock,
+            release_after,
             releasing: false,
         };
         let parts = match drive(serving, &mut phase, peer).await {
-            Ended::Idle(parts) => parts,
-            Ended::Done => return,
+            Some(parts) => parts,
+            None => return,
         };
         io = parts.io;
         service = parts.service;
@@ -305,15 +369,23 @@ pub(crate) async fn serve(
             continue;
         }
         drop(read_ahead);
-        // Idle, holding nothing but the socket: wait for the next request for as long as a
-        // request head may take, and close when the listener drains.
+        // Idle, holding nothing but the socket: wait for the next request until the head timeout
+        // (counted from the last request), and close when the listener drains.
+        let waited = Duration::from_secs(u64::from(clock.quiet_ticks));
+        let deadline = tokio::time::Instant::now() + HEADER_TIMEOUT.saturating_sub(waited);
+        clock.timer.as_mut().reset(deadline);
         let readable = tokio::select! {
-            r = tokio::time::timeout(HEADER_TIMEOUT, io.stream.readable()) => matches!(r, Ok(Ok(()))),
+            r = io.stream.readable() => r.is_ok(),
+            _ = clock.timer.as_mut() => false,
             _ = phase.wait_for(|p| *p >= Phase::Draining) => false,
         };
         if !readable {
             return;
         }
+        clock
+            .timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + TICK);
     }
 }
 
@@ -323,7 +395,7 @@ async fn drive(
     mut serving: Serving<'_>,
     phase: &mut watch::Receiver<Phase>,
     peer: std::net::SocketAddr,
-) -> Ended {
+) -> Option<http1::Parts<ConnIo, ConnectionService>> {
     let mut draining = false;
     loop {
         let next = if draining {
@@ -334,20 +406,24 @@ async fn drive(
         tokio::select! {
             result = &mut serving => {
                 return match result {
-                    Ok(true) if !draining => {
+                    Ok(Exit::Released) if !draining => {
                         let conn = serving.conn.take().expect("connection present");
-                        Ended::Idle(conn.into_parts())
+                        Some(conn.into_parts())
                     }
-                    Ok(_) => Ended::Done,
+                    Ok(Exit::TimedOut) => {
+                        tracing::debug!(client = %peer, "no request head within the timeout: closing");
+                        None
+                    }
+                    Ok(_) => None,
                     Err(err) => {
                         tracing::debug!(client = %peer, error = %err, "connection ended with an error");
-                        Ended::Done
+                        None
                     }
                 };
             }
             _ = phase.wait_for(|p| *p >= next) => {
                 if draining {
-                    return Ended::Done;
+                    return None;
                 }
                 // Finish the request in flight, then close; an idle connection closes now.
                 draining = true;

@@ -623,10 +623,10 @@ impl Builders {
     }
 
     fn new(idle_release: Duration) -> Self {
-        let mut h1 = hyper::server::conn::http1::Builder::new();
-        // Slow-loris protection: a request head must arrive within HEADER_TIMEOUT.
-        h1.timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT);
+        // No timer for hyper's HTTP/1: a request head must arrive within HEADER_TIMEOUT (slow-loris
+        // protection), which the connection's own clock enforces (see http1::Clock) instead of a
+        // timer hyper would allocate and register for every request.
+        let h1 = hyper::server::conn::http1::Builder::new();
         let mut auto = auto::Builder::new(TokioExecutor::new());
         auto.http1()
             .timer(TokioTimer::new())
