@@ -213,3 +213,87 @@ async fn http_1_0_and_connection_close_requests_are_answered_then_closed() {
         assert!(answer.ends_with(" 0"), "{answer}");
     }
 }
+
+/// A gateway with a 2 s head timeout, in front of an upstream that answers `/slow` after 3 s.
+async fn strict_gateway(idle_release: &str) -> (parapet::Server, SocketAddr) {
+    let up = upstream(|req: http::Request<hyper::body::Incoming>| async move {
+        if req.uri().path() == "/slow" {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        text(200, "done")
+    })
+    .await;
+    let server = start(&format!(
+        r#"
+[server]
+header_timeout = "2s"
+idle_release = "{idle_release}"
+[listeners.main]
+bind = "127.0.0.1:0"
+[[routes]]
+app = "api"
+[apps.api]
+upstream = "backend"
+[upstreams.backend]
+servers = ["http://{up}"]
+"#
+    ))
+    .await;
+    let addr = server.local_addr("main").unwrap();
+    (server, addr)
+}
+
+/// Waits for the server to close `stream`; returns what it sent first and how long it took.
+async fn closed(stream: &mut TcpStream) -> (String, Duration) {
+    let t0 = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut rest))
+        .await
+        .expect("closed within 20s");
+    (String::from_utf8_lossy(&rest).into_owned(), t0.elapsed())
+}
+
+#[tokio::test]
+async fn a_head_that_never_completes_is_cut_off_at_the_header_timeout() {
+    let (_server, addr) = strict_gateway("1s").await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: a\r\n")
+        .await
+        .unwrap();
+    let (sent, took) = closed(&mut stream).await;
+    assert_eq!(sent, "");
+    assert!(took >= Duration::from_secs(1), "closed after {took:?}");
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_closes_at_the_header_timeout_released_or_not() {
+    for release in ["0s", "10s"] {
+        let (_server, addr) = strict_gateway(release).await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut buf = Vec::new();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let (head, body) = read_response(&mut stream, &mut buf).await;
+        keeps_alive(&head);
+        assert_eq!(body, "done");
+        let (sent, took) = closed(&mut stream).await;
+        assert_eq!(sent, "", "idle_release {release}");
+        assert!(took >= Duration::from_secs(1), "closed after {took:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_request_in_flight_is_not_cut_by_the_header_timeout() {
+    let (_server, addr) = strict_gateway("1s").await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut stream, &mut Vec::new()).await;
+    keeps_alive(&head);
+    assert_eq!(body, "done");
+}

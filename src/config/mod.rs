@@ -67,6 +67,9 @@ pub struct ServerConfig {
     /// How long an idle HTTP/1.1 keep-alive connection may keep its buffers (`idle_release`,
     /// default 1s); see `server::http1`.
     pub idle_release: Duration,
+    /// How long a client may take to send a request head, counted from its connection or its last
+    /// response (`header_timeout`, default 30s): the keep-alive timeout too.
+    pub header_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +78,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(30),
             workers: None,
             idle_release: Duration::from_secs(1),
+            header_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -455,6 +459,9 @@ fn read_server(mut t: Table<'_>) -> ServerConfig {
     server.workers = t.int_in("workers", 1..=1024).map(|n| n as usize);
     if let Some(d) = t.duration("idle_release") {
         server.idle_release = d;
+    }
+    if let Some(d) = t.duration("header_timeout") {
+        server.header_timeout = d.max(Duration::from_secs(1));
     }
     t.finish();
     server

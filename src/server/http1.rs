@@ -16,7 +16,7 @@
 //!
 //! Building a hyper connection anew costs about 1 µs, too much to pay between every two requests of a
 //! busy connection, so the release waits for `server.idle_release` (default 1 s), counted by the
-//! connection's [`Clock`], which ticks once a second and also enforces [`HEADER_TIMEOUT`]: one timer
+//! connection's [`Clock`], which ticks once a second and also enforces `server.header_timeout`: one timer
 //! per connection, never one per request. `idle_release = "0s"` releases a connection the moment it
 //! is idle.
 
@@ -36,7 +36,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::{Builders, ConnectionService, Phase, HEADER_TIMEOUT};
+use super::{Builders, ConnectionService, Phase};
 
 /// What a connection's service and its IO tell each other about whether it is idle.
 #[derive(Debug, Default)]
@@ -222,7 +222,7 @@ const TICK: Duration = Duration::from_secs(1);
 ///
 /// It times two things, to the tick: how long the client has been sending nothing that completes a
 /// request head (no request in flight and none started or finished since the last tick), which closes
-/// the connection after [`HEADER_TIMEOUT`] (slow heads and idle keep-alive alike, as hyper's own head
+/// the connection after `server.header_timeout` (slow heads and idle keep-alive alike, as hyper's own head
 /// timer would, without hyper's timer allocated and registered anew for every request), and how long
 /// the connection has been idle, which releases it after `server.idle_release`.
 struct Clock {
@@ -256,8 +256,8 @@ impl Clock {
             .reset(tokio::time::Instant::now() + TICK);
     }
 
-    fn timed_out(&self) -> bool {
-        Duration::from_secs(u64::from(self.quiet_ticks)) >= HEADER_TIMEOUT
+    fn timed_out(&self, limit: Duration) -> bool {
+        Duration::from_secs(u64::from(self.quiet_ticks)) >= limit
     }
 }
 
@@ -267,7 +267,7 @@ enum Exit {
     Released,
     /// The connection closed or failed.
     Closed,
-    /// No request head completed within [`HEADER_TIMEOUT`].
+    /// No request head completed within `server.header_timeout`.
     TimedOut,
 }
 
@@ -278,6 +278,8 @@ struct Serving<'a> {
     clock: &'a mut Clock,
     /// `server.idle_release`, in ticks; 0 releases the moment the connection is idle.
     release_after: u32,
+    /// `server.header_timeout`.
+    header_timeout: Duration,
     releasing: bool,
 }
 
@@ -308,7 +310,7 @@ impl Future for Serving<'_> {
                 return Poll::Pending;
             }
             this.clock.tick(this.quiet);
-            if this.clock.timed_out() {
+            if this.clock.timed_out(this.header_timeout) {
                 return Poll::Ready(Ok(Exit::TimedOut));
             }
             if idle && this.clock.quiet_ticks >= this.release_after {
@@ -353,6 +355,7 @@ pub(crate) async fn serve(
             quiet: &quiet,
             clock: &mut clock,
             release_after,
+            header_timeout: builders.header_timeout(),
             releasing: false,
         };
         let parts = match drive(serving, &mut phase, peer).await {
@@ -372,7 +375,8 @@ pub(crate) async fn serve(
         // Idle, holding nothing but the socket: wait for the next request until the head timeout
         // (counted from the last request), and close when the listener drains.
         let waited = Duration::from_secs(u64::from(clock.quiet_ticks));
-        let deadline = tokio::time::Instant::now() + HEADER_TIMEOUT.saturating_sub(waited);
+        let deadline =
+            tokio::time::Instant::now() + builders.header_timeout().saturating_sub(waited);
         clock.timer.as_mut().reset(deadline);
         let readable = tokio::select! {
             r = io.stream.readable() => r.is_ok(),

@@ -30,7 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, ListenerConfig};
+use crate::config::{Config, ListenerConfig, ServerConfig};
 use crate::gateway::Gateway;
 use crate::service::AppFuture;
 use crate::{AppService, ClientAddr, Request, Response};
@@ -184,7 +184,7 @@ impl Server {
         }
         let server = Server {
             gateway: Arc::new(ArcSwap::from_pointee(Gateway::build(&config, None))),
-            builders: Arc::new(Builders::new(config.server.idle_release)),
+            builders: Arc::new(Builders::new(&config.server)),
             inner: tokio::sync::Mutex::new(Inner {
                 config: config.clone(),
                 listeners: Vec::new(),
@@ -402,7 +402,7 @@ impl Server {
             }
         }
         self.gateway.store(Arc::new(gateway));
-        self.builders.set_idle_release(config.server.idle_release);
+        self.builders.set(&config.server);
         // 4. Start, keep, hand over and retire accept loops.
         let mut old: Vec<Option<RunningListener>> = std::mem::take(&mut inner.listeners)
             .into_iter()
@@ -551,9 +551,9 @@ impl AcceptLoop {
         tokio::spawn(async move {
             // Dispatch on the first bytes instead of hyper-util's `auto`, which buffers the
             // preface and wraps every read of the connection to replay it. A client that sends
-            // nothing is dropped after HEADER_TIMEOUT, or as soon as its listener drains.
+            // nothing is dropped after `server.header_timeout`, or as soon as its listener drains.
             let protocol = tokio::select! {
-                p = tokio::time::timeout(HEADER_TIMEOUT, sniff(&stream)) => p.ok().flatten(),
+                p = tokio::time::timeout(builders.header_timeout(), sniff(&stream)) => p.ok().flatten(),
                 _ = phase.wait_for(|p| *p >= Phase::Draining) => None,
             };
             match protocol {
@@ -600,44 +600,54 @@ async fn sniff(stream: &TcpStream) -> Option<Protocol> {
     })
 }
 
-/// How long a client may take to send a request head (the first one included).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// The connection builders every listener shares.
 pub(crate) struct Builders {
     h1: hyper::server::conn::http1::Builder,
     /// `server.idle_release`, in milliseconds.
     idle_release: std::sync::atomic::AtomicU64,
+    /// `server.header_timeout`, in milliseconds.
+    header_timeout: std::sync::atomic::AtomicU64,
     h2: hyper::server::conn::http2::Builder<TokioExecutor>,
     auto: auto::Builder<TokioExecutor>,
 }
 
 impl Builders {
-    fn set_idle_release(&self, after: Duration) {
-        let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
-        self.idle_release.store(ms, Ordering::Relaxed);
+    /// Takes the `[server]` settings a reload may change.
+    fn set(&self, server: &ServerConfig) {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.idle_release
+            .store(ms(server.idle_release), Ordering::Relaxed);
+        self.header_timeout
+            .store(ms(server.header_timeout), Ordering::Relaxed);
     }
 
     fn idle_release(&self) -> Duration {
         Duration::from_millis(self.idle_release.load(Ordering::Relaxed))
     }
 
-    fn new(idle_release: Duration) -> Self {
-        // No timer for hyper's HTTP/1: a request head must arrive within HEADER_TIMEOUT (slow-loris
+    fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout.load(Ordering::Relaxed))
+    }
+
+    fn new(server: &ServerConfig) -> Self {
+        // No timer for hyper's HTTP/1: a request head must arrive within the header timeout (slow-loris
         // protection), which the connection's own clock enforces (see http1::Clock) instead of a
         // timer hyper would allocate and register for every request.
         let h1 = hyper::server::conn::http1::Builder::new();
         let mut auto = auto::Builder::new(TokioExecutor::new());
         auto.http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT);
+            // The rare connection whose preface arrived in pieces: hyper's own head timer, set at
+            // startup.
+            .header_read_timeout(server.header_timeout);
         let builders = Self {
             h1,
             idle_release: Default::default(),
+            header_timeout: Default::default(),
             h2: hyper::server::conn::http2::Builder::new(TokioExecutor::new()),
             auto,
         };
-        builders.set_idle_release(idle_release);
+        builders.set(server);
         builders
     }
 }
