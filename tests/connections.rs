@@ -214,7 +214,12 @@ async fn http_1_0_and_connection_close_requests_are_answered_then_closed() {
     }
 }
 
-/// A gateway with a 2 s head timeout, in front of an upstream that answers `/slow` after 3 s.
+/// The size of `/big`: more than loopback's socket buffers hold, so a reader that waits leaves most
+/// of it in parapet.
+const BIG: usize = 32 * 1024 * 1024;
+
+/// A gateway with a 2 s head timeout, in front of an upstream that answers `/slow` after 3 s; `/big`
+/// is an in-process handler answering [`BIG`] bytes in one piece, which hyper takes whole.
 async fn strict_gateway(idle_release: &str) -> (parapet::Server, SocketAddr) {
     let up = upstream(|req: http::Request<hyper::body::Incoming>| async move {
         if req.uri().path() == "/slow" {
@@ -223,13 +228,27 @@ async fn strict_gateway(idle_release: &str) -> (parapet::Server, SocketAddr) {
         text(200, "done")
     })
     .await;
-    let server = start(&format!(
-        r#"
+    let mut registry = parapet::Registry::new();
+    registry.register_service(
+        "big",
+        tower::service_fn(|_req: http::Request<parapet::Body>| async move {
+            let body = parapet::Body::full(bytes::Bytes::from(vec![b'x'; BIG]));
+            Ok::<_, std::convert::Infallible>(http::Response::new(body))
+        }),
+    );
+    let server = start_with(
+        &format!(
+            r#"
 [server]
 header_timeout = "2s"
 idle_release = "{idle_release}"
 [listeners.main]
 bind = "127.0.0.1:0"
+[[routes]]
+path = "/big"
+app = "big"
+[apps.big]
+handler = {{ kind = "big" }}
 [[routes]]
 app = "api"
 [apps.api]
@@ -237,7 +256,9 @@ upstream = "backend"
 [upstreams.backend]
 servers = ["http://{up}"]
 "#
-    ))
+        ),
+        &registry,
+    )
     .await;
     let addr = server.local_addr("main").unwrap();
     (server, addr)
@@ -296,4 +317,20 @@ async fn a_request_in_flight_is_not_cut_by_the_header_timeout() {
     let (head, body) = read_response(&mut stream, &mut Vec::new()).await;
     keeps_alive(&head);
     assert_eq!(body, "done");
+}
+
+#[tokio::test]
+async fn a_slow_reader_gets_the_whole_of_a_big_answer_past_the_header_timeout() {
+    let (_server, addr) = strict_gateway("1s").await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /big HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    // The reader stalls for longer than the head timeout: what parapet still has to write is not
+    // idleness.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (head, body) = read_response(&mut stream, &mut Vec::new()).await;
+    keeps_alive(&head);
+    assert_eq!(body.len(), BIG);
 }

@@ -245,7 +245,12 @@ impl Clock {
     /// Counts a tick that has passed, and arms the next.
     fn tick(&mut self, quiet: &Quiet) {
         let activity = quiet.activity.load(Ordering::Relaxed);
-        if quiet.in_flight.load(Ordering::Relaxed) == 0 && activity == self.activity {
+        // Quiet: nothing in flight, nothing started or finished, and nothing left to write (a body
+        // hyper has taken whole may still be going out to a slow reader).
+        if quiet.in_flight.load(Ordering::Relaxed) == 0
+            && !quiet.unflushed.load(Ordering::Relaxed)
+            && activity == self.activity
+        {
             self.quiet_ticks = self.quiet_ticks.saturating_add(1);
         } else {
             self.quiet_ticks = 0;
@@ -290,16 +295,17 @@ impl Future for Serving<'_> {
         let this = self.get_mut();
         let conn = this.conn.as_mut().expect("polled after completion");
         loop {
-            if let Poll::Ready(result) = conn.poll_without_shutdown(cx) {
-                let exit = if this.releasing {
-                    Exit::Released
-                } else {
-                    Exit::Closed
-                };
-                return Poll::Ready(result.map(|()| exit));
-            }
             if this.releasing {
-                return Poll::Pending;
+                // Everything was flushed before the connection went idle: take the socket back
+                // without shutting it down.
+                return conn
+                    .poll_without_shutdown(cx)
+                    .map(|r| r.map(|()| Exit::Released));
+            }
+            // As a future, the connection flushes what it holds and shuts the socket down when it
+            // ends (a `Connection: close` answer, a drained connection).
+            if let Poll::Ready(result) = Pin::new(&mut **conn).poll(cx) {
+                return Poll::Ready(result.map(|()| Exit::Closed));
             }
             let idle = this.quiet.idle.load(Ordering::Relaxed);
             if idle && this.release_after == 0 {
@@ -375,17 +381,23 @@ pub(crate) async fn serve(
         // Idle, holding nothing but the socket: wait for the next request until the head timeout
         // (counted from the last request), and close when the listener drains.
         let waited = Duration::from_secs(u64::from(clock.quiet_ticks));
-        let deadline =
-            tokio::time::Instant::now() + builders.header_timeout().saturating_sub(waited);
-        clock.timer.as_mut().reset(deadline);
+        let since = tokio::time::Instant::now();
+        clock
+            .timer
+            .as_mut()
+            .reset(since + builders.header_timeout().saturating_sub(waited));
         let readable = tokio::select! {
             r = io.stream.readable() => r.is_ok(),
             _ = clock.timer.as_mut() => false,
             _ = phase.wait_for(|p| *p >= Phase::Draining) => false,
         };
-        if !readable {
+        // A client that closed is done: no hyper connection (and buffers) just to read its EOF.
+        if !readable || matches!(io.stream.peek(&mut [0u8; 1]).await, Ok(0) | Err(_)) {
             return;
         }
+        // The wait counts toward the head timeout: the next head is due as if never released.
+        let idle = u32::try_from(since.elapsed().as_secs()).unwrap_or(u32::MAX);
+        clock.quiet_ticks = clock.quiet_ticks.saturating_add(idle);
         clock
             .timer
             .as_mut()

@@ -633,7 +633,8 @@ impl Builders {
         // No timer for hyper's HTTP/1: a request head must arrive within the header timeout (slow-loris
         // protection), which the connection's own clock enforces (see http1::Clock) instead of a
         // timer hyper would allocate and register for every request.
-        let h1 = hyper::server::conn::http1::Builder::new();
+        let mut h1 = hyper::server::conn::http1::Builder::new();
+        h1.header_read_timeout(None);
         let mut auto = auto::Builder::new(TokioExecutor::new());
         auto.http1()
             .timer(TokioTimer::new())
