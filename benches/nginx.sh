@@ -244,6 +244,12 @@ for proxy in nginx parapet; do
 done
 
 wants() { [[ " $ONLY " == *" $1 "* ]]; }
+# Idle first, on processes that have served only the warm-up: memory the other scenarios leave to the
+# allocator would otherwise blur the RSS difference (either way).
+if wants idle; then
+  for proxy in nginx parapet; do idle_run "$proxy"; done
+fi
+
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round/$ROUNDS" >&2
   for proxy in nginx parapet; do
@@ -256,10 +262,6 @@ for round in $(seq 1 "$ROUNDS"); do
     if wants stream; then wrk_run "$proxy" stream /stream/big.bin 4 bytes; fi
   done
 done
-if wants idle; then
-  for proxy in nginx parapet; do idle_run "$proxy"; done
-fi
-
 size() { curl -s -H 'accept-encoding: gzip' "http://127.0.0.1:${PORT[$1]}/gzip/data.json" | wc -c; }
 original=$(wc -c < "$work/www/data.json")
 echo
