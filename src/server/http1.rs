@@ -220,14 +220,15 @@ const TICK: Duration = Duration::from_secs(1);
 
 /// A client connection's clock, kept across the hyper connections that serve it.
 ///
-/// It times two things, to the tick: how long the client has been sending nothing that completes a
-/// request head (no request in flight and none started or finished since the last tick), which closes
-/// the connection after `server.header_timeout` (slow heads and idle keep-alive alike, as hyper's own head
-/// timer would, without hyper's timer allocated and registered anew for every request), and how long
+/// It times two things, to the tick (so up to a second early): how long the client has been sending
+/// nothing that completes a request head (no request in flight, nothing left to write, and none
+/// started or finished since the last tick, or since the connection went idle), which closes the
+/// connection after `server.header_timeout` (slow heads and idle keep-alive alike, as hyper's own head
+/// timer would, without hyper's timer allocated and registered anew for every request); and how long
 /// the connection has been idle, which releases it after `server.idle_release`.
 struct Clock {
     timer: Pin<Box<tokio::time::Sleep>>,
-    /// `Quiet::activity` at the last tick.
+    /// `Quiet::activity` at the last tick, or when the connection went idle.
     activity: u64,
     /// Whole ticks without a request in flight or any request started or finished.
     quiet_ticks: u32,
@@ -308,6 +309,10 @@ impl Future for Serving<'_> {
                 return Poll::Ready(result.map(|()| Exit::Closed));
             }
             let idle = this.quiet.idle.load(Ordering::Relaxed);
+            if idle {
+                // Idle counts from now, not from the last tick: the next tick is a quiet one.
+                this.clock.activity = this.quiet.activity.load(Ordering::Relaxed);
+            }
             if idle && this.release_after == 0 {
                 release(conn, &mut this.releasing);
                 continue;
