@@ -11,21 +11,48 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Requests are proxied to an upstream answering `METHOD PATH BODY-LENGTH`; `idle_release` is 0s, so
-/// every connection is released the moment its response is out.
+/// The size of `/big`: more than loopback's socket buffers hold, so a reader that waits leaves most
+/// of it in parapet.
+const BIG: usize = 32 * 1024 * 1024;
+
+/// parapet with the given `idle_release` and a 30 s head timeout, in front of the upstream of
+/// [`gateway_with`].
 async fn gateway(idle_release: &str) -> (parapet::Server, SocketAddr) {
+    gateway_with(idle_release, "30s").await
+}
+
+/// Requests are proxied to an upstream answering `METHOD PATH BODY-LENGTH`, `/slow` after 3 s; `/big`
+/// is an in-process handler answering [`BIG`] bytes in one piece, which hyper takes whole.
+async fn gateway_with(idle_release: &str, header_timeout: &str) -> (parapet::Server, SocketAddr) {
     let up = upstream(|req: http::Request<hyper::body::Incoming>| async move {
+        if req.uri().path() == "/slow" {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
         let line = format!("{} {}", req.method(), req.uri().path());
         let body = req.into_body().collect().await.unwrap().to_bytes();
         text(200, format!("{line} {}", body.len()))
     })
     .await;
-    let server = start(&format!(
+    let mut registry = parapet::Registry::new();
+    registry.register_service(
+        "big",
+        tower::service_fn(|_req: http::Request<parapet::Body>| async move {
+            let body = parapet::Body::full(bytes::Bytes::from(vec![b'x'; BIG]));
+            Ok::<_, std::convert::Infallible>(http::Response::new(body))
+        }),
+    );
+    let toml = format!(
         r#"
 [server]
+header_timeout = "{header_timeout}"
 idle_release = "{idle_release}"
 [listeners.main]
 bind = "127.0.0.1:0"
+[[routes]]
+path = "/big"
+app = "big"
+[apps.big]
+handler = {{ kind = "big" }}
 [[routes]]
 app = "api"
 [apps.api]
@@ -33,8 +60,8 @@ upstream = "backend"
 [upstreams.backend]
 servers = ["http://{up}"]
 "#
-    ))
-    .await;
+    );
+    let server = start_with(&toml, &registry).await;
     let addr = server.local_addr("main").unwrap();
     (server, addr)
 }
@@ -214,56 +241,6 @@ async fn http_1_0_and_connection_close_requests_are_answered_then_closed() {
     }
 }
 
-/// The size of `/big`: more than loopback's socket buffers hold, so a reader that waits leaves most
-/// of it in parapet.
-const BIG: usize = 32 * 1024 * 1024;
-
-/// A gateway with a 2 s head timeout, in front of an upstream that answers `/slow` after 3 s; `/big`
-/// is an in-process handler answering [`BIG`] bytes in one piece, which hyper takes whole.
-async fn strict_gateway(idle_release: &str) -> (parapet::Server, SocketAddr) {
-    let up = upstream(|req: http::Request<hyper::body::Incoming>| async move {
-        if req.uri().path() == "/slow" {
-            tokio::time::sleep(Duration::from_secs(3)).await;
-        }
-        text(200, "done")
-    })
-    .await;
-    let mut registry = parapet::Registry::new();
-    registry.register_service(
-        "big",
-        tower::service_fn(|_req: http::Request<parapet::Body>| async move {
-            let body = parapet::Body::full(bytes::Bytes::from(vec![b'x'; BIG]));
-            Ok::<_, std::convert::Infallible>(http::Response::new(body))
-        }),
-    );
-    let server = start_with(
-        &format!(
-            r#"
-[server]
-header_timeout = "2s"
-idle_release = "{idle_release}"
-[listeners.main]
-bind = "127.0.0.1:0"
-[[routes]]
-path = "/big"
-app = "big"
-[apps.big]
-handler = {{ kind = "big" }}
-[[routes]]
-app = "api"
-[apps.api]
-upstream = "backend"
-[upstreams.backend]
-servers = ["http://{up}"]
-"#
-        ),
-        &registry,
-    )
-    .await;
-    let addr = server.local_addr("main").unwrap();
-    (server, addr)
-}
-
 /// Waits for the server to close `stream`; returns what it sent first and how long it took.
 async fn closed(stream: &mut TcpStream) -> (String, Duration) {
     let t0 = std::time::Instant::now();
@@ -276,7 +253,7 @@ async fn closed(stream: &mut TcpStream) -> (String, Duration) {
 
 #[tokio::test]
 async fn a_head_that_never_completes_is_cut_off_at_the_header_timeout() {
-    let (_server, addr) = strict_gateway("1s").await;
+    let (_server, addr) = gateway_with("1s", "2s").await;
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(b"GET / HTTP/1.1\r\nhost: a\r\n")
@@ -290,7 +267,7 @@ async fn a_head_that_never_completes_is_cut_off_at_the_header_timeout() {
 #[tokio::test]
 async fn an_idle_keep_alive_connection_closes_at_the_header_timeout_released_or_not() {
     for release in ["0s", "10s"] {
-        let (_server, addr) = strict_gateway(release).await;
+        let (_server, addr) = gateway_with(release, "2s").await;
         let mut stream = TcpStream::connect(addr).await.unwrap();
         let mut buf = Vec::new();
         stream
@@ -299,7 +276,7 @@ async fn an_idle_keep_alive_connection_closes_at_the_header_timeout_released_or_
             .unwrap();
         let (head, body) = read_response(&mut stream, &mut buf).await;
         keeps_alive(&head);
-        assert_eq!(body, "done");
+        assert_eq!(body, "GET / 0");
         let (sent, took) = closed(&mut stream).await;
         assert_eq!(sent, "", "idle_release {release}");
         assert!(took >= Duration::from_secs(1), "closed after {took:?}");
@@ -308,7 +285,7 @@ async fn an_idle_keep_alive_connection_closes_at_the_header_timeout_released_or_
 
 #[tokio::test]
 async fn a_request_in_flight_is_not_cut_by_the_header_timeout() {
-    let (_server, addr) = strict_gateway("1s").await;
+    let (_server, addr) = gateway_with("1s", "2s").await;
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(b"GET /slow HTTP/1.1\r\nhost: a\r\n\r\n")
@@ -316,12 +293,12 @@ async fn a_request_in_flight_is_not_cut_by_the_header_timeout() {
         .unwrap();
     let (head, body) = read_response(&mut stream, &mut Vec::new()).await;
     keeps_alive(&head);
-    assert_eq!(body, "done");
+    assert_eq!(body, "GET /slow 0");
 }
 
 #[tokio::test]
 async fn a_slow_reader_gets_the_whole_of_a_big_answer_past_the_header_timeout() {
-    let (_server, addr) = strict_gateway("1s").await;
+    let (_server, addr) = gateway_with("1s", "2s").await;
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(b"GET /big HTTP/1.1\r\nhost: a\r\n\r\n")

@@ -25,7 +25,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -36,7 +36,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::{Builders, ConnectionService, Phase};
+use super::{drive, Builders, ConnectionService, Graceful, Phase};
 
 /// What a connection's service and its IO tell each other about whether it is idle.
 #[derive(Debug, Default)]
@@ -269,8 +269,8 @@ impl Clock {
 
 /// How a [`Serving`] ended.
 enum Exit {
-    /// Released while idle: the socket is the caller's.
-    Released,
+    /// Released while idle: the socket, the service and any bytes read ahead, back from hyper.
+    Released(http1::Parts<ConnIo, ConnectionService>),
     /// The connection closed or failed.
     Closed,
     /// No request head completed within `server.header_timeout`.
@@ -299,9 +299,9 @@ impl Future for Serving<'_> {
             if this.releasing {
                 // Everything was flushed before the connection went idle: take the socket back
                 // without shutting it down.
-                return conn
-                    .poll_without_shutdown(cx)
-                    .map(|r| r.map(|()| Exit::Released));
+                ready!(conn.poll_without_shutdown(cx))?;
+                let conn = this.conn.take().expect("polled after completion");
+                return Poll::Ready(Ok(Exit::Released(conn.into_parts())));
             }
             // As a future, the connection flushes what it holds and shuts the socket down when it
             // ends (a `Connection: close` answer, a drained connection).
@@ -370,8 +370,12 @@ pub(crate) async fn serve(
             releasing: false,
         };
         let parts = match drive(serving, &mut phase, peer).await {
-            Some(parts) => parts,
-            None => return,
+            Some(Exit::Released(parts)) => parts,
+            Some(Exit::TimedOut) => {
+                tracing::debug!(client = %peer, "no request head within the timeout: closing");
+                return;
+            }
+            Some(Exit::Closed) | None => return,
         };
         io = parts.io;
         service = parts.service;
@@ -410,48 +414,11 @@ pub(crate) async fn serve(
     }
 }
 
-/// Serves one hyper connection until it ends or is released; drains it when its listener drains and
-/// drops it when the shutdown timeout passes.
-async fn drive(
-    mut serving: Serving<'_>,
-    phase: &mut watch::Receiver<Phase>,
-    peer: std::net::SocketAddr,
-) -> Option<http1::Parts<ConnIo, ConnectionService>> {
-    let mut draining = false;
-    loop {
-        let next = if draining {
-            Phase::Closing
-        } else {
-            Phase::Draining
-        };
-        tokio::select! {
-            result = &mut serving => {
-                return match result {
-                    Ok(Exit::Released) if !draining => {
-                        let conn = serving.conn.take().expect("connection present");
-                        Some(conn.into_parts())
-                    }
-                    Ok(Exit::TimedOut) => {
-                        tracing::debug!(client = %peer, "no request head within the timeout: closing");
-                        None
-                    }
-                    Ok(_) => None,
-                    Err(err) => {
-                        tracing::debug!(client = %peer, error = %err, "connection ended with an error");
-                        None
-                    }
-                };
-            }
-            _ = phase.wait_for(|p| *p >= next) => {
-                if draining {
-                    return None;
-                }
-                // Finish the request in flight, then close; an idle connection closes now.
-                draining = true;
-                if let Some(conn) = serving.conn.as_mut() {
-                    Pin::new(&mut **conn).graceful_shutdown();
-                }
-            }
+impl Graceful for Serving<'_> {
+    /// Finish the request in flight, then close; an idle connection closes now.
+    fn graceful(self: Pin<&mut Self>) {
+        if let Some(conn) = self.get_mut().conn.as_mut() {
+            Pin::new(&mut **conn).graceful_shutdown();
         }
     }
 }

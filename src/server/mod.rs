@@ -562,13 +562,13 @@ impl AcceptLoop {
                 }
                 Some(Protocol::Http2) => {
                     let conn = builders.h2.serve_connection(TokioIo::new(stream), service);
-                    Box::pin(drive(conn, phase, peer)).await
+                    Box::pin(drive(conn, &mut phase, peer)).await;
                 }
                 Some(Protocol::Unsure) => {
                     let conn = builders
                         .auto
                         .serve_connection(TokioIo::new(stream), service);
-                    Box::pin(drive(conn, phase, peer)).await
+                    Box::pin(drive(conn, &mut phase, peer)).await;
                 }
                 None => {}
             }
@@ -673,10 +673,14 @@ impl Graceful for auto::Connection<'_, TokioIo<TcpStream>, ConnectionService, To
 }
 
 /// Serves a connection until it ends, draining it when its listener drains and dropping it when
-/// the shutdown timeout passes.
-async fn drive<C, E>(conn: C, mut phase: watch::Receiver<Phase>, peer: SocketAddr)
+/// the shutdown timeout passes; `None` if it failed or was dropped.
+async fn drive<C, T, E>(
+    conn: C,
+    phase: &mut watch::Receiver<Phase>,
+    peer: SocketAddr,
+) -> Option<T>
 where
-    C: Graceful<Output = Result<(), E>>,
+    C: Graceful<Output = Result<T, E>>,
     E: std::fmt::Display,
 {
     tokio::pin!(conn);
@@ -689,14 +693,17 @@ where
         };
         tokio::select! {
             result = conn.as_mut() => {
-                if let Err(err) = result {
-                    tracing::debug!(client = %peer, error = %err, "connection ended with an error");
-                }
-                return;
+                return match result {
+                    Ok(done) => Some(done),
+                    Err(err) => {
+                        tracing::debug!(client = %peer, error = %err, "connection ended with an error");
+                        None
+                    }
+                };
             }
             _ = phase.wait_for(|p| *p >= next) => {
                 if draining {
-                    return;
+                    return None;
                 }
                 // Finish the request in flight, then close; an idle connection closes now.
                 draining = true;
