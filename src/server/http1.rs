@@ -5,9 +5,10 @@
 //! gateway's memory. Like nginx, which frees a keep-alive connection's buffers when its response is
 //! out, parapet releases hyper's connection as soon as the client has nothing more to say:
 //!
-//! 1. the service counts responses in flight: one is done when hyper drops its body;
-//! 2. the connection's IO ([`ConnIo`]) sees hyper flush with no response in flight, then ask for the
-//!    next request and find nothing there: the connection is idle;
+//! 1. the service counts requests in flight: one is done when hyper drops its response's body;
+//! 2. the connection's IO ([`ConnIo`]) sees hyper write a response and flush it, with no request in
+//!    flight and nothing read since, then ask for the next request and find nothing there: the
+//!    connection is idle;
 //! 3. the driver then asks hyper to close the idle connection, which it does at once without touching
 //!    the socket ([`hyper::server::conn::http1::Connection::poll_without_shutdown`]), and takes back
 //!    the socket, the service and any bytes hyper had read ahead (a pipelined request's beginning);
@@ -16,9 +17,9 @@
 //!
 //! Building a hyper connection anew costs about 1 µs, too much to pay between every two requests of a
 //! busy connection, so the release waits for `server.idle_release` (default 1 s), counted by the
-//! connection's [`Clock`], which ticks once a second and also enforces `server.header_timeout`: one timer
-//! per connection, never one per request. `idle_release = "0s"` releases a connection the moment it
-//! is idle.
+//! connection's [`Clock`], which ticks once a second and also enforces `server.header_timeout`: one
+//! timer per connection, never one per request. `idle_release = "0s"` releases a connection the
+//! moment it is idle.
 
 use std::future::Future;
 use std::io;

@@ -1,9 +1,10 @@
 //! Listeners and connections: accepting, serving HTTP/1.1 and HTTP/2 (h2c), reloading, shutting down.
 //!
-//! Every listener runs an accept loop; every connection is served by hyper-util's `auto` builder, which
-//! speaks HTTP/1.1 with keep-alive and HTTP/2 with prior knowledge on the same port. A connection looks
-//! up the current [`Gateway`] at each request, so a reload reaches keep-alive connections at their next
-//! request while requests in flight finish on the gateway they started with.
+//! Every listener runs an accept loop. A connection's first bytes tell HTTP/1.1 from HTTP/2 with prior
+//! knowledge (h2c) on the same port; HTTP/1.1 connections give back their buffers while idle
+//! (`http1`). A connection looks up the current [`Gateway`] at each request, so a reload reaches
+//! keep-alive connections at their next request while requests in flight finish on the gateway they
+//! started with.
 //!
 //! A reload ([`Server::reload`]) binds what the new config adds or rebinds, builds the new gateway (every
 //! route, chain, upstream client and error page), and only then swaps it in and starts and stops accept
@@ -674,11 +675,7 @@ impl Graceful for auto::Connection<'_, TokioIo<TcpStream>, ConnectionService, To
 
 /// Serves a connection until it ends, draining it when its listener drains and dropping it when
 /// the shutdown timeout passes; `None` if it failed or was dropped.
-async fn drive<C, T, E>(
-    conn: C,
-    phase: &mut watch::Receiver<Phase>,
-    peer: SocketAddr,
-) -> Option<T>
+async fn drive<C, T, E>(conn: C, phase: &mut watch::Receiver<Phase>, peer: SocketAddr) -> Option<T>
 where
     C: Graceful<Output = Result<T, E>>,
     E: std::fmt::Display,
