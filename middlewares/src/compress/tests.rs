@@ -277,8 +277,8 @@ async fn strong_etags_become_weak_and_304s_vary() {
     assert!(res.headers().get("content-encoding").is_none());
 }
 
-/// A body fed by the test, chunk by chunk.
-struct Fed(tokio::sync::mpsc::Receiver<Bytes>);
+/// A body fed by the test, frame by frame; of known length if given one.
+struct Fed(tokio::sync::mpsc::Receiver<Frame<Bytes>>, Option<u64>);
 
 impl http_body::Body for Fed {
     type Data = Bytes;
@@ -287,7 +287,12 @@ impl http_body::Body for Fed {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|c| c.map(|c| Ok(Frame::data(c))))
+        self.0.poll_recv(cx).map(|c| c.map(Ok))
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.1
+            .map(http_body::SizeHint::with_exact)
+            .unwrap_or_default()
     }
 }
 
@@ -299,14 +304,16 @@ async fn a_stream_is_flushed_whenever_its_source_pauses() {
         get("gzip"),
         200,
         &[("content-type", "text/event-stream")],
-        Body::new(Fed(rx)),
+        Body::new(Fed(rx, None)),
     )
     .await;
     assert_eq!(res.headers()["content-encoding"], "gzip");
     let mut body = res.into_body();
     let mut decoder = flate2::write::GzDecoder::new(Vec::new());
     for event in ["data: one\n\n", "data: two\n\n"] {
-        tx.send(Bytes::from_static(event.as_bytes())).await.unwrap();
+        tx.send(Frame::data(Bytes::from_static(event.as_bytes())))
+            .await
+            .unwrap();
         // The source now pauses: the event must come out without waiting for the stream's end.
         let frame = body.frame().await.unwrap().unwrap();
         decoder.write_all(frame.data_ref().unwrap()).unwrap();
@@ -331,23 +338,6 @@ fn gunzip(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A body of known length that arrives in the chunks the test feeds it.
-struct FedSized(tokio::sync::mpsc::Receiver<Frame<Bytes>>, u64);
-
-impl http_body::Body for FedSized {
-    type Data = Bytes;
-    type Error = Infallible;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|c| c.map(Ok))
-    }
-    fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.1)
-    }
-}
-
 #[tokio::test]
 async fn a_known_length_body_in_pieces_is_gzipped_whole_with_its_trailers() {
     let text = text_20k();
@@ -357,7 +347,7 @@ async fn a_known_length_body_in_pieces_is_gzipped_whole_with_its_trailers() {
         get("gzip"),
         200,
         &[("content-type", "text/plain")],
-        Body::new(FedSized(rx, text.len() as u64)),
+        Body::new(Fed(rx, Some(text.len() as u64))),
     )
     .await;
     assert_eq!(res.headers()["content-encoding"], "gzip");
