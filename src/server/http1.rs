@@ -347,7 +347,8 @@ pub(crate) async fn serve(
     mut phase: watch::Receiver<Phase>,
     peer: std::net::SocketAddr,
 ) {
-    let quiet = Arc::clone(&service.quiet);
+    let quiet = Arc::new(Quiet::default());
+    service.quiet = Some(Arc::clone(&quiet));
     let mut io = ConnIo {
         stream,
         replay: Bytes::new(),

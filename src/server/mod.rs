@@ -545,7 +545,7 @@ impl AcceptLoop {
             retired: Arc::clone(&self.retired),
             listener: Arc::clone(&self.name),
             client: ClientAddr(peer),
-            quiet: Arc::default(),
+            quiet: None,
         };
         let builders = Arc::clone(&self.builders);
         let mut phase = self.phase.clone();
@@ -719,8 +719,8 @@ pub(crate) struct ConnectionService {
     retired: Arc<AtomicBool>,
     listener: Arc<str>,
     client: ClientAddr,
-    /// Responses in flight, for HTTP/1.1's idle release.
-    quiet: Arc<http1::Quiet>,
+    /// Requests in flight, for HTTP/1.1's idle release; `None` on other connections.
+    quiet: Option<Arc<http1::Quiet>>,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
@@ -742,11 +742,11 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
         match entry {
             Some(entry) => DispatchFuture::Serving {
                 fut: entry.handle(req),
-                guard: Some(self.quiet.start()),
+                guard: self.quiet.as_ref().map(http1::Quiet::start),
             },
             None => DispatchFuture::Gone {
                 response: Some(GatewayError::new(GatewayErrorKind::NoRoute).into_response()),
-                guard: Some(self.quiet.start()),
+                guard: self.quiet.as_ref().map(http1::Quiet::start),
             },
         }
     }
