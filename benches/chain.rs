@@ -8,13 +8,13 @@
 //! `min_size`, so `compress` negotiates but does not compress (the CPU of compression is the `gzip`
 //! scenario of the nginx benchmark, benches/nginx.sh).
 
+mod support;
+
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
 use parapet::gateway::Gateway;
 use parapet::{Body, ClientAddr, Config, Registry};
 use tower::ServiceExt;
@@ -45,29 +45,6 @@ static GLOBAL: Counting = Counting;
 
 const REQUESTS: u64 = 20_000;
 const ROUNDS: usize = 5;
-
-async fn upstream() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_req| async {
-                    let mut r = http::Response::new(http_body_util::Full::new(
-                        bytes::Bytes::from_static(b"hello"),
-                    ));
-                    r.headers_mut()
-                        .insert("content-type", http::HeaderValue::from_static("text/plain"));
-                    Ok::<_, Infallible>(r)
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
 
 fn config(up: std::net::SocketAddr, chain: &str, log: &std::path::Path) -> String {
     format!(
@@ -137,7 +114,7 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let up = upstream().await;
+        let up = support::hello_upstream().await;
         let dir = std::env::temp_dir().join(format!("parapet-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join("access.log");

@@ -7,6 +7,8 @@
 //! after the write the new generation is served. Every response is checked: any status but 200, or any
 //! transport error, is a failure. Bounded: loopback only, a fixed number of reloads.
 
+mod support;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use parapet::{Body, Config, Registry, Server};
 
 const RELOADS: usize = 25;
@@ -38,26 +40,6 @@ kind = "headers"
 response.set = {{ "x-generation" = "{generation}" }}
 "#
     )
-}
-
-async fn upstream() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_req| async {
-                    Ok::<_, std::convert::Infallible>(http::Response::new(
-                        http_body_util::Full::new(bytes::Bytes::from_static(b"hello")),
-                    ))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
 }
 
 async fn fetch(
@@ -95,7 +77,7 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let up = upstream().await;
+        let up = support::hello_upstream().await;
         let dir = std::env::temp_dir().join(format!("parapet-reload-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("parapet.toml");
