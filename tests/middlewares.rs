@@ -374,6 +374,14 @@ fn log_path() -> PathBuf {
     temp_dir().join("access.log")
 }
 
+/// `[middlewares.log]`: a json access log written to `path`.
+fn json_log(path: &std::path::Path) -> String {
+    format!(
+        "[middlewares.log]\nkind = \"access_log\"\nformat = \"json\"\npath = \"{}\"\n",
+        path.display()
+    )
+}
+
 /// The log's lines once `n` are there (lines are written when responses end, by a writer thread).
 async fn log_lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -421,12 +429,9 @@ middlewares = ["errors"]
 handler = {{ kind = "panics" }}
 [upstreams.up]
 servers = ["http://{up}"]
-[middlewares.log]
-kind = "access_log"
-format = "json"
-path = "{}"
+{log}
 "#,
-            path.display()
+            log = json_log(&path)
         ),
         &registry(),
     )
@@ -466,12 +471,9 @@ middlewares = ["log"]
 upstream = "slow"
 [upstreams.slow]
 servers = ["http://{silent}"]
-[middlewares.log]
-kind = "access_log"
-format = "json"
-path = "{}"
+{log}
 "#,
-        path.display()
+        log = json_log(&path)
     ))
     .await;
     let addr = server.local_addr("main").unwrap();
@@ -506,12 +508,9 @@ app = "p"
 [apps.p]
 middlewares = {chain}
 handler = {{ kind = "panics" }}
-[middlewares.log]
-kind = "access_log"
-format = "json"
-path = "{}"
+{log}
 "#,
-                path.display()
+                log = json_log(&path)
             ),
             &registry(),
         )
@@ -541,13 +540,10 @@ middlewares = ["log"]
 app = "site"
 [apps.site]
 handler = {{ kind = "static", root = "{}" }}
-[middlewares.log]
-kind = "access_log"
-format = "json"
-path = "{}"
+{log}
 "#,
         root.display(),
-        path.display()
+        log = json_log(&path)
     ))
     .await;
     let (status, _, body) = get(server.local_addr("main").unwrap(), None, "/page.html").await;
