@@ -273,7 +273,7 @@ pub(super) fn gzip_whole(level: u32, input: &[u8]) -> Result<Bytes, BoxError> {
                 .map_err(|e| format!("gzip: {e:?}"))?;
             let out = Bytes::copy_from_slice(&scratch[..n]);
             if scratch.len() > 2 * WHOLE_MAX as usize {
-                // Never reached through WholeGzipBody; keeps a thread from holding a huge buffer.
+                // Only a body longer than its exact size hint gets here: do not keep its buffer.
                 *scratch = Vec::new();
             }
             Ok(out)
