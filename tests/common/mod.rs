@@ -79,16 +79,12 @@ pub async fn silent_upstream_reporting() -> (SocketAddr, tokio::sync::mpsc::Unbo
         while let Ok((mut stream, _)) = listener.accept().await {
             let tx = tx.clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut seen = Vec::new();
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
+                if !read_head(&mut stream).await {
+                    return;
                 }
                 let _ = tx.send(());
                 // Hold the connection open, answering nothing, until the peer closes it.
+                let mut buf = vec![0u8; 8192];
                 while let Ok(n) = stream.read(&mut buf).await {
                     if n == 0 {
                         return;
@@ -100,6 +96,19 @@ pub async fn silent_upstream_reporting() -> (SocketAddr, tokio::sync::mpsc::Unbo
     (addr, rx)
 }
 
+/// Reads until a request head has ended; false if the peer closed first.
+async fn read_head(stream: &mut TcpStream) -> bool {
+    let mut buf = vec![0u8; 8192];
+    let mut seen = Vec::new();
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
 /// An upstream that answers every connection with these raw bytes, then closes.
 pub async fn raw_upstream(response: &'static [u8]) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -108,13 +117,8 @@ pub async fn raw_upstream(response: &'static [u8]) -> SocketAddr {
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
                 // Read the request head before answering, so the client is not reset mid-write.
-                let mut buf = vec![0u8; 8192];
-                let mut seen = Vec::new();
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
+                if !read_head(&mut stream).await {
+                    return;
                 }
                 let _ = stream.write_all(response).await;
                 let _ = stream.shutdown().await;
