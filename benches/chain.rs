@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use http_body_util::BodyExt;
-use parapet::gateway::Gateway;
+use parapet::build::Gateway;
 use parapet::{Body, ClientAddr, Config, Registry};
 use tower::ServiceExt;
 
@@ -126,8 +126,8 @@ fn main() {
             &registry,
         )
         .unwrap();
-        let bare = Gateway::build(&bare, None);
-        let chain = Gateway::build(&chain, None);
+        let bare = Gateway::build(&bare, &registry, None).unwrap();
+        let chain = Gateway::build(&chain, &registry, None).unwrap();
         // Warm the connection pools and the log writer.
         run(&bare).await;
         run(&chain).await;

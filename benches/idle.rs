@@ -61,7 +61,7 @@ app = "app"
 handler = { kind = "respond", body = "hello" }
 "#;
         let config = Config::parse("idle.toml", toml, &Registry::new()).unwrap();
-        let server = Server::start(config).await.unwrap();
+        let server = Server::start(config, Registry::new()).await.unwrap();
         let addr = server.local_addr("main").unwrap();
         for round in 0..2 {
             let mut conns = Vec::with_capacity(CONNECTIONS);

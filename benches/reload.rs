@@ -83,8 +83,8 @@ fn main() {
         let path = dir.join("parapet.toml");
         std::fs::write(&path, config(up, 0)).unwrap();
         let registry = Registry::new();
-        let server = Arc::new(Server::start(Config::load(&path, &registry).unwrap()).await.unwrap());
-        let _watch = parapet::reload::watch(Arc::clone(&server), &path, registry).unwrap();
+        let server = Arc::new(Server::start(Config::load(&path, &registry).unwrap(), registry).await.unwrap());
+        let _watch = parapet::reload::watch(Arc::clone(&server), &path).unwrap();
         let addr = server.local_addr("main").unwrap();
 
         let stop = Arc::new(AtomicBool::new(false));

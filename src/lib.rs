@@ -4,13 +4,14 @@
 //!
 //! 1. [`server`]: listeners accept connections and serve HTTP/1.1 and HTTP/2 (h2c) on each;
 //! 2. [`routing`]: each request is matched by listener, host and path prefix to an app;
-//! 3. an app ([`gateway`]) is a chain of middlewares ([`chain`], the layers of
+//! 3. an app is a chain of middlewares ([`chain`], the layers of
 //!    [`parapet_middlewares`]) around one endpoint: an upstream ([`proxy`]) or an in-process handler
 //!    ([`handlers`], or one registered through [`Registry`]). A listener may have a chain of its own,
 //!    around its router, which sees every request of that listener, unrouted ones included.
 //!
-//! The config ([`config`]) is read once into a validated model, then built into a [`gateway::Gateway`]
-//! the server runs on.
+//! The config ([`config`]) is read into a validated model (plain data), then built ([`build`]) into
+//! the [`build::Gateway`] the server runs on, with the kinds of a [`Registry`] ([`builtins`] registers
+//! parapet's own).
 //!
 //! A program can embed parapet and register its own handler kinds:
 //!
@@ -28,19 +29,23 @@
 //! );
 //! // In the TOML: [apps.greet] handler = { kind = "hello" }
 //! let config = Config::load("config/parapet.toml", &registry)?;
-//! let server = Server::start(config).await?;
+//! let server = Server::start(config, registry).await?;
 //! server.shutdown().await;
 //! # Ok(())
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
+pub mod build;
+pub mod builtins;
 pub mod chain;
 pub mod config;
-pub mod gateway;
 pub mod handlers;
 pub mod proxy;
 pub mod registry;
 pub mod reload;
+pub mod router;
 pub mod routing;
 pub mod server;
 pub mod service;

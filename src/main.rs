@@ -60,8 +60,12 @@ fn main() -> ExitCode {
     init_tracing();
     let registry = Registry::new();
     match cli.command {
-        Command::Check { config } => match Config::load(&config, &registry) {
-            Ok(_) => {
+        // Read, validate and check without side effects: no file is opened for writing, nothing is
+        // bound or started.
+        Command::Check { config } => match Config::load(&config, &registry)
+            .and_then(|c| parapet::build::check(&c, &registry).map_err(LoadError::from))
+        {
+            Ok(()) => {
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
             }
@@ -112,7 +116,7 @@ async fn run(config: Config, registry: Registry) -> ExitCode {
         eprintln!("parapet: cannot install signal handlers");
         return ExitCode::FAILURE;
     };
-    let server = match Server::start(config).await {
+    let server = match Server::start(config, registry).await {
         Ok(s) => Arc::new(s),
         Err(err) => {
             eprintln!("parapet: {err}");
@@ -120,7 +124,7 @@ async fn run(config: Config, registry: Registry) -> ExitCode {
         }
     };
     // Without a watch (inotify exhausted, say), SIGHUP still reloads.
-    let _watch = match parapet::reload::watch(Arc::clone(&server), &path, registry.clone()) {
+    let _watch = match parapet::reload::watch(Arc::clone(&server), &path) {
         Ok(w) => Some(w),
         Err(err) => {
             tracing::warn!(error = %err, "cannot watch the config file; reload with SIGHUP");
@@ -139,7 +143,7 @@ async fn run(config: Config, registry: Registry) -> ExitCode {
                 tracing::info!("SIGHUP received: reloading {}", path.display());
                 // Always reload on SIGHUP: error pages and static roots may have changed even if
                 // the config file did not.
-                let _ = server.reload_file(&path, &registry, "signal", false).await;
+                let _ = server.reload_file(&path, "signal", false).await;
             }
         }
     }
@@ -155,7 +159,7 @@ fn report(err: &LoadError) -> ExitCode {
             }
             eprintln!("{} error(s); the config is invalid", errors.errors().len());
         }
-        LoadError::Io { .. } => eprintln!("error: {err}"),
+        LoadError::Io { source, .. } => eprintln!("error: {err}: {source}"),
     }
     ExitCode::FAILURE
 }

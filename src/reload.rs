@@ -15,7 +15,6 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::registry::Registry;
 use crate::server::Server;
 
 /// A burst of file events is over once none came for this long.
@@ -49,7 +48,7 @@ fn concerns(event: &notify::Event, file_name: &std::ffi::OsStr) -> bool {
 }
 
 /// Watches the config file at `path` and reloads `server` when it changes.
-pub fn watch(server: Arc<Server>, path: &Path, registry: Registry) -> notify::Result<ConfigWatch> {
+pub fn watch(server: Arc<Server>, path: &Path) -> notify::Result<ConfigWatch> {
     let path: PathBuf = path.to_path_buf();
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -81,7 +80,7 @@ pub fn watch(server: Arc<Server>, path: &Path, registry: Registry) -> notify::Re
                     _ = tokio::time::sleep_until(deadline) => break,
                 }
             }
-            let _ = server.reload_file(&path, &registry, "file", true).await;
+            let _ = server.reload_file(&path, "file", true).await;
         }
     });
     Ok(ConfigWatch {

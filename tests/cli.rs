@@ -59,6 +59,62 @@ fn check_reports_an_unknown_key_and_a_dangling_app_with_lines_and_columns() {
 }
 
 #[test]
+fn check_touches_nothing_no_log_file_created_and_a_taken_port_is_no_error() {
+    let dir = temp_dir();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let log = dir.join("access.log");
+    let path = dir.join("parapet.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[listeners.public]
+bind = "{}"
+[[routes]]
+app = "hello"
+[apps.hello]
+middlewares = ["log"]
+handler = {{ kind = "respond", body = "hi" }}
+[middlewares.log]
+kind = "access_log"
+format = "json"
+path = "{}"
+"#,
+            taken.local_addr().unwrap(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    let out = parapet()
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!log.exists(), "check created the access log file");
+    let entries: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert_eq!(
+        entries.len(),
+        1,
+        "check wrote into the directory: {entries:?}"
+    );
+    // `run` on the same file does open the log, and fails on the taken port.
+    let out = parapet().arg("run").arg("-c").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot bind"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(taken);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn check_on_a_missing_file_fails_and_says_so() {
     let out = parapet()
         .args(["check", "-c", "/nonexistent/parapet.toml"])

@@ -130,7 +130,9 @@ async fn redirect_answers_with_its_location_and_status() {
 #[tokio::test]
 async fn a_static_root_that_does_not_exist_is_a_config_error() {
     let toml = site_config(std::path::Path::new("/nonexistent/root"));
-    let err = parapet::Config::parse("x.toml", &toml, &parapet::Registry::new())
+    let registry = parapet::Registry::new();
+    let config = parapet::Config::parse("x.toml", &toml, &registry).unwrap();
+    let err = parapet::build::check(&config, &registry)
         .unwrap_err()
         .to_string();
     assert!(err.contains("apps.site.handler.root"), "{err}");

@@ -38,8 +38,8 @@ async fn serve(toml: &str) -> Fixture {
     std::fs::write(&path, toml).unwrap();
     let registry = Registry::new();
     let config = Config::load(&path, &registry).unwrap();
-    let server = Arc::new(Server::start(config).await.unwrap());
-    let watch = parapet::reload::watch(Arc::clone(&server), &path, registry).unwrap();
+    let server = Arc::new(Server::start(config, registry).await.unwrap());
+    let watch = parapet::reload::watch(Arc::clone(&server), &path).unwrap();
     Fixture {
         server,
         path,
@@ -104,11 +104,11 @@ async fn a_configmap_style_symlink_swap_is_picked_up() {
     let path = dir.join("parapet.toml");
     let registry = Registry::new();
     let server = Arc::new(
-        Server::start(Config::load(&path, &registry).unwrap())
+        Server::start(Config::load(&path, &registry).unwrap(), registry)
             .await
             .unwrap(),
     );
-    let _watch = parapet::reload::watch(Arc::clone(&server), &path, registry).unwrap();
+    let _watch = parapet::reload::watch(Arc::clone(&server), &path).unwrap();
     assert_eq!(
         get(server.local_addr("main").unwrap(), None, "/").await.2,
         "one"
@@ -154,11 +154,7 @@ async fn a_broken_config_is_refused_and_the_old_one_keeps_serving() {
 #[tokio::test]
 async fn an_unchanged_file_is_not_reloaded() {
     let f = serve(&config("one", "")).await;
-    let outcome = f
-        .server
-        .reload_file(&f.path, &Registry::new(), "test", true)
-        .await
-        .unwrap();
+    let outcome = f.server.reload_file(&f.path, "test", true).await.unwrap();
     assert_eq!(outcome, ReloadOutcome::Unchanged);
     assert_eq!(f.server.reload_status().generation, 1);
 }

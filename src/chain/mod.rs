@@ -1,12 +1,9 @@
 //! Middleware chains: `middlewares = ["a", "b", "c"]` builds `a(b(c(endpoint)))`.
 //!
 //! `a` is the outermost: it sees the request first and has the last word on the response head. A
-//! [`Middleware`] is a built layer, made once when the config loads (files opened, pages read) and
-//! applied to every app and listener that names it. Built-in kinds (`access_log`, `compress`, `errors`,
-//! `headers`) read their tables in [`kinds`]; a program embedding parapet registers its own with
-//! [`crate::Registry::register_middleware`].
-
-pub mod kinds;
+//! [`Middleware`] is a built layer, made once when the config is built (files opened, pages read) and
+//! applied to every app and listener that names it. Kinds are registered in a [`crate::Registry`]
+//! (the built-in ones by `crate::builtins`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -51,19 +48,10 @@ impl Middleware {
     }
 }
 
-/// A middleware as an app or listener names it.
-#[derive(Clone, Debug)]
-pub struct ChainEntry {
-    /// The name in the config (an instance, or a kind used with its defaults).
-    pub name: String,
-    /// The built middleware.
-    pub middleware: Middleware,
-}
-
-/// Wraps `endpoint` in `chain`, the first entry outermost.
-pub fn build(chain: &[ChainEntry], endpoint: AppService) -> AppService {
-    chain
-        .iter()
-        .rev()
-        .fold(endpoint, |inner, entry| entry.middleware.wrap(inner))
+/// Wraps `endpoint` in `chain`, the first middleware outermost.
+pub fn build<'a>(
+    chain: impl DoubleEndedIterator<Item = &'a Middleware>,
+    endpoint: AppService,
+) -> AppService {
+    chain.rev().fold(endpoint, |inner, m| m.wrap(inner))
 }

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
+use super::model::Location;
+
 /// One error in a config file, located and named.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
@@ -124,6 +126,17 @@ impl<'s> Diagnostics<'s> {
         });
     }
 
+    /// The place `span` (byte offsets into the file) stands for `key`.
+    pub fn location(&self, span: Range<usize>, key: &str) -> Location {
+        let (line, column) = self.source.locate(span.start);
+        Location {
+            file: self.source.path.to_path_buf(),
+            line,
+            column,
+            key: key.to_owned(),
+        }
+    }
+
     /// True once any error has been recorded.
     pub fn has_errors(&self) -> bool {
         !self.errors.borrow().is_empty()
@@ -190,6 +203,44 @@ impl<'a> Table<'a> {
     /// Records an error on the table as a whole.
     pub fn error(&self, message: impl Into<String>) {
         self.diag.error(self.span.clone(), &self.path, message);
+    }
+
+    /// Where this table stands in the file.
+    pub fn location(&self) -> Location {
+        self.diag.location(self.span.clone(), &self.path)
+    }
+
+    /// Deserializes every key of this table but those already read into `T` with serde, marking them
+    /// all as known: how a kind registered with typed settings reads its table. serde's errors are
+    /// recorded at the place it names (or on the table), like every other error.
+    pub fn deserialize_rest<T: serde::de::DeserializeOwned>(&mut self) -> Option<T> {
+        let mut rest = DeTable::new();
+        for (k, v) in self.map.iter() {
+            let key: &'a str = k.get_ref().as_ref();
+            if !self.seen.contains(&key) {
+                self.seen.push(key);
+                rest.insert(k.clone(), v.clone());
+            }
+        }
+        // The key at fault is the entry whose key or value holds the place serde names.
+        let key_at = |span: &Range<usize>| {
+            rest.iter()
+                .find(|(k, v)| {
+                    let whole = k.span().start..v.span().end;
+                    whole.start <= span.start && span.start < whole.end.max(whole.start + 1)
+                })
+                .map(|(k, _)| join(&self.path, k.get_ref()))
+        };
+        let value = toml::Spanned::new(self.span.clone(), DeValue::Table(rest.clone()));
+        match T::deserialize(toml::de::ValueDeserializer::from(value)) {
+            Ok(settings) => Some(settings),
+            Err(err) => {
+                let span = err.span().unwrap_or_else(|| self.span.clone());
+                let key = key_at(&span).unwrap_or_else(|| self.path.clone());
+                self.diag.error(span, &key, err.message().trim());
+                None
+            }
+        }
     }
 
     /// The value at `key`, if present; marks the key as known.
@@ -304,6 +355,11 @@ impl<'a> Value<'a> {
     /// Records an error on this value.
     pub fn error(&self, message: impl Into<String>) {
         self.diag.error(self.span.clone(), &self.path, message);
+    }
+
+    /// Where this value stands in the file.
+    pub fn location(&self) -> Location {
+        self.diag.location(self.span.clone(), &self.path)
     }
 
     /// Where this value's errors are collected.

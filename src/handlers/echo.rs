@@ -19,7 +19,6 @@ use http::{header, HeaderValue};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use parapet_middlewares::{Body, BoxError};
 
-use crate::config::Table;
 use crate::{AppService, Request, Response};
 
 /// The service echoing every request.
@@ -47,10 +46,6 @@ pub fn service() -> AppService {
         );
         Ok::<_, Infallible>(response)
     }))
-}
-
-pub(crate) fn from_table(_t: &mut Table<'_>) -> Option<AppService> {
-    Some(service())
 }
 
 /// The description first, then the request body's frames.

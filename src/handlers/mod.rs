@@ -1,7 +1,7 @@
 //! parapet's built-in in-process handlers: `respond`, `static`, `redirect` and `echo`.
 //!
-//! Each module reads its keys from the handler's table into a typed settings struct and builds a
-//! service once, when the config loads.
+//! Each module reads its keys from the handler's table into a typed settings struct (the model stage)
+//! and builds a service from it (the build stage); `crate::builtins` registers them.
 
 pub mod echo;
 pub mod redirect;
@@ -11,16 +11,6 @@ pub mod static_files;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::config::{Table, Value};
-use crate::registry::Registry;
-
-/// Registers every built-in handler kind.
-pub(crate) fn register_builtins(registry: &mut Registry) {
-    registry
-        .register_handler("respond", respond::from_table)
-        .register_handler("static", static_files::from_table)
-        .register_handler("redirect", redirect::from_table)
-        .register_handler("echo", echo::from_table);
-}
 
 /// Reads a table of header names to string values.
 pub(crate) fn read_header_map(value: &Value<'_>) -> Option<HeaderMap> {

@@ -30,9 +30,9 @@ pub struct Redirect {
 
 impl Redirect {
     /// The service answering every request with this redirect.
-    pub fn into_service(self) -> AppService {
+    pub fn service(&self) -> AppService {
         let fixed = HeaderValue::from_str(&self.to).ok();
-        let settings = Arc::new(self);
+        let settings = Arc::new(self.clone());
         AppService::new(tower::service_fn(move |req: Request| {
             let settings = Arc::clone(&settings);
             let fixed = fixed.clone();
@@ -56,7 +56,8 @@ impl Redirect {
     }
 }
 
-pub(crate) fn from_table(t: &mut Table<'_>) -> Option<AppService> {
+/// Reads a `redirect` handler's table.
+pub(crate) fn parse(t: &mut Table<'_>) -> Option<Redirect> {
     let to = t.required("to").and_then(|v| {
         let s = v.str()?;
         if s.is_empty() || HeaderValue::from_str(s).is_err() || s.parse::<http::Uri>().is_err() {
@@ -77,14 +78,11 @@ pub(crate) fn from_table(t: &mut Table<'_>) -> Option<AppService> {
         },
     };
     let keep_path = t.bool("keep_path").unwrap_or(false);
-    Some(
-        Redirect {
-            to: to?,
-            status: status?,
-            keep_path,
-        }
-        .into_service(),
-    )
+    Some(Redirect {
+        to: to?,
+        status: status?,
+        keep_path,
+    })
 }
 
 #[cfg(test)]
@@ -99,7 +97,7 @@ mod tests {
             status: StatusCode::PERMANENT_REDIRECT,
             keep_path: false,
         }
-        .into_service();
+        .service();
         let req = http::Request::get("/old/page").body(Body::empty()).unwrap();
         let response = svc.oneshot(req).await.unwrap();
         assert_eq!(response.status(), 308);
@@ -113,7 +111,7 @@ mod tests {
             status: StatusCode::MOVED_PERMANENTLY,
             keep_path: true,
         }
-        .into_service();
+        .service();
         let req = http::Request::get("/a/b?c=d").body(Body::empty()).unwrap();
         let response = svc.oneshot(req).await.unwrap();
         assert_eq!(

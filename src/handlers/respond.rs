@@ -28,8 +28,8 @@ pub struct Respond {
 
 impl Respond {
     /// The service answering every request with these settings.
-    pub fn into_service(self) -> AppService {
-        let settings = Arc::new(self);
+    pub fn service(&self) -> AppService {
+        let settings = Arc::new(self.clone());
         AppService::new(tower::service_fn(move |_req: Request| {
             let settings = Arc::clone(&settings);
             async move {
@@ -42,7 +42,8 @@ impl Respond {
     }
 }
 
-pub(crate) fn from_table(t: &mut Table<'_>) -> Option<AppService> {
+/// Reads a `respond` handler's table.
+pub(crate) fn parse(t: &mut Table<'_>) -> Option<Respond> {
     let status = match super::read_status(t, "status", 100..=599) {
         None => Ok(StatusCode::OK),
         Some(s) => s,
@@ -52,14 +53,11 @@ pub(crate) fn from_table(t: &mut Table<'_>) -> Option<AppService> {
         None => Some(HeaderMap::new()),
         Some(v) => super::read_header_map(&v),
     };
-    Some(
-        Respond {
-            status: status.ok()?,
-            body: Bytes::copy_from_slice(body.as_bytes()),
-            headers: headers?,
-        }
-        .into_service(),
-    )
+    Some(Respond {
+        status: status.ok()?,
+        body: Bytes::copy_from_slice(body.as_bytes()),
+        headers: headers?,
+    })
 }
 
 #[cfg(test)]
@@ -78,7 +76,7 @@ mod tests {
             body: Bytes::from_static(b"short and stout\n"),
             headers,
         }
-        .into_service();
+        .service();
         let response = svc.oneshot(Request::new(Body::empty())).await.unwrap();
         assert_eq!(response.status(), StatusCode::IM_A_TEAPOT);
         assert_eq!(response.headers()["content-type"], "text/plain");

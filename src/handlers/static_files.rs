@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use tower_http::services::ServeDir;
 
-use crate::config::Table;
+use crate::config::{ConfigError, Located, Location, Table};
 use crate::registry::box_service;
 use crate::AppService;
 
@@ -29,27 +29,35 @@ pub struct StaticFiles {
 
 impl StaticFiles {
     /// The service serving these files.
-    pub fn into_service(self) -> AppService {
-        box_service(ServeDir::new(self.root).append_index_html_on_directories(self.index))
+    pub fn service(&self) -> AppService {
+        box_service(ServeDir::new(&self.root).append_index_html_on_directories(self.index))
     }
 }
 
-pub(crate) fn from_table(t: &mut Table<'_>) -> Option<AppService> {
-    let root = t.required("root").and_then(|v| {
-        let s = v.str()?;
-        let path = PathBuf::from(s);
-        match std::fs::metadata(&path) {
-            Ok(meta) if meta.is_dir() => Some(path),
-            Ok(_) => {
-                v.error(format!("static root {s:?} is not a directory"));
-                None
-            }
-            Err(e) => {
-                v.error(format!("static root {s:?} cannot be read: {e}"));
-                None
-            }
-        }
-    });
+/// Reads a `static` handler's table; the root is checked by [`check`].
+pub(crate) fn parse(t: &mut Table<'_>) -> Option<Located<StaticFiles>> {
+    let root = t
+        .required("root")
+        .and_then(|v| Some((PathBuf::from(v.str()?), v.location())));
     let index = t.bool("index").unwrap_or(true);
-    Some(StaticFiles { root: root?, index }.into_service())
+    let (root, at) = root?;
+    Some(Located {
+        value: StaticFiles { root, index },
+        at,
+    })
+}
+
+/// The root must be an existing directory (checked again at every reload, so a root removed since
+/// refuses the new config rather than serving 404s).
+pub(crate) fn check(s: &Located<StaticFiles>, _: &Location) -> Vec<ConfigError> {
+    let root = &s.value.root;
+    match std::fs::metadata(root) {
+        Ok(meta) if meta.is_dir() => Vec::new(),
+        Ok(_) => vec![s
+            .at
+            .error(format!("static root {root:?} is not a directory"))],
+        Err(e) => vec![s
+            .at
+            .error(format!("static root {root:?} cannot be read: {e}"))],
+    }
 }

@@ -31,9 +31,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::build::Gateway;
 use crate::config::{Config, ListenerConfig, ServerConfig};
-use crate::gateway::Gateway;
 use crate::service::AppFuture;
+use crate::Registry;
 use crate::{AppService, ClientAddr, Request, Response};
 
 mod http1;
@@ -44,6 +45,8 @@ use http1::ServedBody;
 /// code that reloads it, the code that stops it, and anyone asking for its addresses.
 pub struct Server {
     gateway: Arc<ArcSwap<Gateway>>,
+    /// The kinds every config of this server is built with.
+    registry: Registry,
     builders: Arc<Builders>,
     inner: tokio::sync::Mutex<Inner>,
     addrs: Mutex<HashMap<String, SocketAddr>>,
@@ -129,6 +132,9 @@ pub enum ReloadOutcome {
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The config could not be built (a file could not be opened, say).
+    #[error(transparent)]
+    Build(#[from] crate::config::ConfigErrors),
     /// A listener's address could not be bound.
     #[error("listener `{name}`: cannot bind {addr}: {source}")]
     Bind {
@@ -172,8 +178,10 @@ fn bind(listener: &ListenerConfig) -> std::io::Result<TcpListener> {
 }
 
 impl Server {
-    /// Builds the gateway for `config`, binds every listener and starts serving.
-    pub async fn start(config: Config) -> Result<Server, StartError> {
+    /// Builds the gateway for `config` with the kinds of `registry`, binds every listener and starts
+    /// serving.
+    pub async fn start(config: Config, registry: Registry) -> Result<Server, StartError> {
+        let gateway = Gateway::build(&config, &registry, None)?;
         let mut bound = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
             let listener = bind(l).map_err(|source| StartError::Bind {
@@ -184,7 +192,8 @@ impl Server {
             bound.push((l, listener));
         }
         let server = Server {
-            gateway: Arc::new(ArcSwap::from_pointee(Gateway::build(&config, None))),
+            gateway: Arc::new(ArcSwap::from_pointee(gateway)),
+            registry,
             builders: Arc::new(Builders::new(&config.server)),
             inner: tokio::sync::Mutex::new(Inner {
                 config: config.clone(),
@@ -268,7 +277,6 @@ impl Server {
     pub async fn reload_file(
         self: &Arc<Self>,
         path: &std::path::Path,
-        registry: &crate::Registry,
         trigger: &'static str,
         only_if_changed: bool,
     ) -> Result<ReloadOutcome, ReloadError> {
@@ -282,8 +290,8 @@ impl Server {
             if only_if_changed && crate::config::hash_text(&text) == self.config_hash().await {
                 return Ok(ReloadOutcome::Unchanged);
             }
-            let config =
-                Config::parse(path, &text, registry).map_err(crate::config::LoadError::from)?;
+            let config = Config::parse(path, &text, &self.registry)
+                .map_err(crate::config::LoadError::from)?;
             self.apply_in_task(config).await
         }
         .await;
@@ -391,7 +399,8 @@ impl Server {
             plan.push(socket);
         }
         // 2. Build the new gateway off the request path, keeping unchanged upstreams' pools.
-        let gateway = Gateway::build(&config, Some(&self.gateway.load()));
+        let gateway = Gateway::build(&config, &self.registry, Some(&self.gateway.load()))
+            .map_err(crate::config::LoadError::from)?;
         // 3. Listeners that go away or hand their socket over stop serving the new config first: their
         // connections finish on the config they began with, even where another listener takes
         // their name. Then the swap: new requests, and keep-alive connections at their next

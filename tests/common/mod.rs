@@ -28,7 +28,9 @@ pub async fn start(toml: &str) -> Server {
 pub async fn start_with(toml: &str, registry: &Registry) -> Server {
     let config = Config::parse("test.toml", toml, registry)
         .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
-    Server::start(config).await.expect("parapet starts")
+    Server::start(config, registry.clone())
+        .await
+        .expect("parapet starts")
 }
 
 /// An upstream server answering every request with `handler`.

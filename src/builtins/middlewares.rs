@@ -1,6 +1,10 @@
-//! The built-in middleware kinds: each reads its table into the layer's typed settings.
+//! The built-in middleware kinds: `access_log`, `compress`, `errors` and `headers`.
+//!
+//! Each reads its table into typed settings (pure), checks what can be checked without side effects
+//! (a directory exists, a page is readable), and builds its layer (the access log's file opened and
+//! its writer started, the error pages read).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use http::{HeaderName, HeaderValue};
 use parapet_middlewares::access_log::{AccessLogConfig, AccessLogLayer, Format, Target};
@@ -8,20 +12,73 @@ use parapet_middlewares::compress::{CompressConfig, CompressLayer, Encoding};
 use parapet_middlewares::errors::{ErrorsConfig, ErrorsLayer, Page, StatusMatch};
 use parapet_middlewares::headers::{HeaderOps, HeadersLayer};
 
-use super::Middleware;
-use crate::config::{Table, Value};
+use crate::chain::Middleware;
+use crate::config::{ConfigError, Located, Location, Table, Value};
 use crate::registry::Registry;
 
+use super::no_check;
+
 /// Registers every built-in middleware kind.
-pub(crate) fn register_builtins(registry: &mut Registry) {
+pub(super) fn register(registry: &mut Registry) {
     registry
-        .register_middleware("access_log", access_log)
-        .register_middleware("compress", compress)
-        .register_middleware("errors", errors)
-        .register_middleware("headers", headers);
+        .register_middleware_kind("access_log", access_log, check_access_log, build_access_log)
+        .register_middleware_kind("compress", compress, no_check, |c: &CompressConfig, _| {
+            Ok(Middleware::from_layer(CompressLayer::new(c.clone())))
+        })
+        .register_middleware_kind("errors", errors, check_errors, build_errors)
+        .register_middleware_kind("headers", headers, no_check, |h: &Headers, _| {
+            Ok(Middleware::from_layer(HeadersLayer::new(
+                h.request.clone(),
+                h.response.clone(),
+            )))
+        });
 }
 
-fn access_log(t: &mut Table<'_>) -> Option<Middleware> {
+/// The settings of an `access_log`: the format, and where lines go (located, for errors opening it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AccessLog {
+    /// `format`.
+    pub format: Format,
+    /// `path`: stdout or a file.
+    pub target: Located<Target>,
+}
+
+fn check_access_log(log: &AccessLog, _: &Location) -> Vec<ConfigError> {
+    let Target::File(path) = &log.target.value else {
+        return Vec::new();
+    };
+    // The file may not exist yet (it is created when the config is built): its directory must.
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Vec::new(),
+        Ok(_) => vec![log.target.at.error(format!(
+            "cannot open access log {path:?}: {dir:?} is not a directory"
+        ))],
+        Err(e) => vec![log
+            .target
+            .at
+            .error(format!("cannot open access log {path:?}: {dir:?}: {e}"))],
+    }
+}
+
+fn build_access_log(log: &AccessLog, _: &Location) -> Result<Middleware, Vec<ConfigError>> {
+    let config = AccessLogConfig {
+        format: log.format,
+        target: log.target.value.clone(),
+    };
+    match AccessLogLayer::new(config) {
+        Ok(layer) => Ok(Middleware::from_layer(layer)),
+        Err(e) => Err(vec![log.target.at.error(format!(
+            "cannot open access log {:?}: {e}",
+            log.target.value
+        ))]),
+    }
+}
+
+fn access_log(t: &mut Table<'_>) -> Option<AccessLog> {
     let format = match t.get("format") {
         None => Some(Format::Combined),
         Some(v) => v.str().and_then(|s| {
@@ -35,30 +92,20 @@ fn access_log(t: &mut Table<'_>) -> Option<Middleware> {
         }),
     };
     let path = t.get("path");
+    let at = path.as_ref().map_or_else(|| t.location(), Value::location);
     let target = match path.as_ref().map(|v| (v, v.str())) {
         None => Some(Target::Stdout),
         Some((_, None)) => None,
         Some((_, Some("-"))) => Some(Target::Stdout),
         Some((_, Some(p))) => Some(Target::File(PathBuf::from(p))),
     };
-    let config = AccessLogConfig {
+    Some(AccessLog {
         format: format?,
-        target: target?,
-    };
-    match AccessLogLayer::new(config.clone()) {
-        Ok(layer) => Some(Middleware::from_layer(layer)),
-        Err(e) => {
-            let msg = format!("cannot open access log {:?}: {e}", config.target);
-            match path {
-                Some(v) => v.error(msg),
-                None => t.error(msg),
-            }
-            None
-        }
-    }
+        target: Located { value: target?, at },
+    })
 }
 
-fn compress(t: &mut Table<'_>) -> Option<Middleware> {
+fn compress(t: &mut Table<'_>) -> Option<CompressConfig> {
     let mut config = CompressConfig::default();
     let mut ok = true;
     if let Some(v) = t.get("encodings") {
@@ -118,11 +165,47 @@ fn compress(t: &mut Table<'_>) -> Option<Middleware> {
             }
         }
     }
-    ok.then(|| Middleware::from_layer(CompressLayer::new(config)))
+    ok.then_some(config)
 }
 
-fn errors(t: &mut Table<'_>) -> Option<Middleware> {
+/// The settings of an `errors` layer: the pages by status (files, read when the config is built)
+/// and the statuses of the app's own it intercepts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ErrorPages {
+    /// `pages`: a status or class to a page file.
+    pub pages: Vec<(StatusMatch, Located<PathBuf>)>,
+    /// `intercept`.
+    pub intercept: Vec<StatusMatch>,
+}
+
+fn check_errors(e: &ErrorPages, _: &Location) -> Vec<ConfigError> {
+    e.pages
+        .iter()
+        .filter_map(|(_, path)| read_page(path).err())
+        .collect()
+}
+
+fn build_errors(e: &ErrorPages, _: &Location) -> Result<Middleware, Vec<ConfigError>> {
     let mut config = ErrorsConfig::default();
+    let mut errors = Vec::new();
+    for (status, path) in &e.pages {
+        match read_page(path) {
+            Ok(page) => {
+                config.pages.insert(*status, page);
+            }
+            Err(err) => errors.push(err),
+        }
+    }
+    config.intercept = e.intercept.clone();
+    if errors.is_empty() {
+        Ok(Middleware::from_layer(ErrorsLayer::new(config)))
+    } else {
+        Err(errors)
+    }
+}
+
+fn errors(t: &mut Table<'_>) -> Option<ErrorPages> {
+    let mut config = ErrorPages::default();
     let mut ok = true;
     if let Some(mut pages) = t.get("pages").and_then(|v| {
         let table = v.table();
@@ -135,11 +218,15 @@ fn errors(t: &mut Table<'_>) -> Option<Middleware> {
                 ok = false;
                 continue;
             };
-            match value.str().map(|p| read_page(&value, p)) {
-                Some(Some(page)) => {
-                    config.pages.insert(status, page);
-                }
-                _ => ok = false,
+            match value.str() {
+                Some(p) => config.pages.push((
+                    status,
+                    Located {
+                        value: PathBuf::from(p),
+                        at: value.location(),
+                    },
+                )),
+                None => ok = false,
             }
         }
         pages.finish();
@@ -159,33 +246,43 @@ fn errors(t: &mut Table<'_>) -> Option<Middleware> {
             }
         }
     }
-    ok.then(|| Middleware::from_layer(ErrorsLayer::new(config)))
+    ok.then_some(config)
 }
 
-fn read_page(value: &Value<'_>, path: &str) -> Option<Page> {
-    match std::fs::read_to_string(path) {
+/// Reads an error page (its content type from its extension).
+fn read_page(path: &Located<PathBuf>) -> Result<Page, ConfigError> {
+    match std::fs::read_to_string(&path.value) {
         Ok(template) => {
             let content_type = match path
-                .rsplit_once('.')
-                .map(|(_, ext)| ext.to_ascii_lowercase())
+                .value
+                .extension()
+                .map(|ext| ext.to_string_lossy().to_ascii_lowercase())
             {
                 Some(ext) if ext == "json" => "application/json",
                 Some(ext) if ext == "txt" => "text/plain; charset=utf-8",
                 _ => "text/html; charset=utf-8",
             };
-            Some(Page {
+            Ok(Page {
                 template,
                 content_type: HeaderValue::from_static(content_type),
             })
         }
-        Err(e) => {
-            value.error(format!("cannot read error page {path:?}: {e}"));
-            None
-        }
+        Err(e) => Err(path
+            .at
+            .error(format!("cannot read error page {:?}: {e}", path.value))),
     }
 }
 
-fn headers(t: &mut Table<'_>) -> Option<Middleware> {
+/// The settings of a `headers` layer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Headers {
+    /// `request`: what is done to the request's headers.
+    pub request: HeaderOps,
+    /// `response`: what is done to the response's headers.
+    pub response: HeaderOps,
+}
+
+fn headers(t: &mut Table<'_>) -> Option<Headers> {
     // Both sides are read before giving up, so that every error is reported.
     let request = t
         .get("request")
@@ -193,9 +290,10 @@ fn headers(t: &mut Table<'_>) -> Option<Middleware> {
     let response = t
         .get("response")
         .map_or(Some(HeaderOps::default()), |v| header_ops(&v));
-    Some(Middleware::from_layer(HeadersLayer::new(
-        request?, response?,
-    )))
+    Some(Headers {
+        request: request?,
+        response: response?,
+    })
 }
 
 fn header_ops(value: &Value<'_>) -> Option<HeaderOps> {

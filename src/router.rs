@@ -1,17 +1,16 @@
-//! The gateway a config builds: every app assembled, every listener's route table compiled.
-//!
-//! [`Gateway::build`] runs once per config, off the request path. Each listener gets an *entry*
-//! service: its own middleware chain around a [`Router`], which matches listener, host and path and
-//! hands the request to its app (the app's chain around its endpoint). The only work done per request
-//! is the table look-up and the layers' own.
+//! The router at the heart of each listener: a request is matched by host and path to its app.
 //!
 //! ```text
 //! listener chain ─▶ Router ─▶ app chain ─▶ endpoint (upstream or handler)
 //!        ▲            │
 //!        └── 404 ─────┘   parapet's own answers pass back out through the listener chain
 //! ```
+//!
+//! The route table ([`crate::routing::RouteTable`]) is compiled once per config by `crate::build`;
+//! per request the router only looks it up, refuses what cannot be routed safely (CONNECT, dot
+//! segments), strips a route's prefix if asked, and turns a panic of the app before its response head
+//! into a 500.
 
-use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -23,31 +22,31 @@ use http::Method;
 use parapet_middlewares::{GatewayError, GatewayErrorKind};
 use pin_project_lite::pin_project;
 
-use crate::chain;
-use crate::config::{Config, EndpointConfig};
-use crate::proxy::Upstream;
 use crate::routing::{has_dot_segment, normalize_host, RouteTable};
 use crate::service::AppFuture;
 use crate::{AppService, Request, Response};
 
-/// Where a matched route sends a request.
+/// Where a matched route sends a request: the app, and whether the route's prefix is removed first.
 #[derive(Clone)]
-pub struct Target {
-    app: AppService,
-    app_name: Arc<str>,
-    strip_prefix: bool,
+pub struct RouteTarget {
+    /// The app, built.
+    pub app: AppService,
+    /// Its name in the config.
+    pub app_name: Arc<str>,
+    /// The route's `strip_prefix`.
+    pub strip_prefix: bool,
 }
 
-impl std::fmt::Debug for Target {
+impl std::fmt::Debug for RouteTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Target")
+        f.debug_struct("RouteTarget")
             .field("app", &self.app_name)
             .field("strip_prefix", &self.strip_prefix)
             .finish()
     }
 }
 
-/// What [`Gateway::dispatch`] decided for a request.
+/// What [`Router::dispatch`] decided for a request.
 pub enum Dispatch {
     /// Give this request to this app.
     App(AppService, Request),
@@ -55,102 +54,21 @@ pub enum Dispatch {
     Answer(Response),
 }
 
-/// A built config: what the server runs on.
-pub struct Gateway {
-    entries: HashMap<Box<str>, AppService>,
-    upstreams: BTreeMap<String, Arc<Upstream>>,
-}
-
-impl std::fmt::Debug for Gateway {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway")
-            .field("listeners", &self.entries.keys().collect::<Vec<_>>())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Gateway {
-    /// Builds every upstream, app and route table of `config`.
-    ///
-    /// `reuse` offers upstreams of a previous gateway: one whose definition is unchanged is kept, with
-    /// its connection pool, instead of being built anew.
-    pub fn build(config: &Config, reuse: Option<&Gateway>) -> Gateway {
-        let upstreams: BTreeMap<String, Arc<Upstream>> = config
-            .upstreams
-            .iter()
-            .map(|(name, cfg)| {
-                let kept = reuse
-                    .and_then(|g| g.upstreams.get(name))
-                    .filter(|u| **u.config() == **cfg);
-                let upstream = match kept {
-                    Some(u) => Arc::clone(u),
-                    None => Upstream::new(Arc::clone(cfg)),
-                };
-                (name.clone(), upstream)
-            })
-            .collect();
-
-        let apps: BTreeMap<&str, AppService> = config
-            .apps
-            .iter()
-            .map(|(name, app)| {
-                let endpoint = match &app.endpoint {
-                    EndpointConfig::Upstream(u) => upstreams[u].service(),
-                    EndpointConfig::Handler { service, .. } => service.clone(),
-                };
-                (name.as_str(), chain::build(&app.middlewares, endpoint))
-            })
-            .collect();
-
-        let mut tables: HashMap<Box<str>, RouteTable<Target>> = config
-            .listeners
-            .iter()
-            .map(|l| (l.name.as_str().into(), RouteTable::default()))
-            .collect();
-        for route in &config.routes {
-            let target = Target {
-                app: apps[route.app.as_str()].clone(),
-                app_name: route.app.as_str().into(),
-                strip_prefix: route.strip_prefix,
-            };
-            for (listener, table) in tables.iter_mut() {
-                let serves = route
-                    .listeners
-                    .as_ref()
-                    .is_none_or(|names| names.iter().any(|n| **n == **listener));
-                if serves {
-                    table.insert(&route.host, &route.path, target.clone());
-                }
-            }
-        }
-        let entries = config
-            .listeners
-            .iter()
-            .map(|l| {
-                let table = tables.remove(l.name.as_str()).unwrap_or_default();
-                let router = AppService::new(Router {
-                    table: Arc::new(table),
-                });
-                (l.name.as_str().into(), chain::build(&l.middlewares, router))
-            })
-            .collect();
-        Gateway { entries, upstreams }
-    }
-
-    /// The service serving the requests of `listener`: its chain around its router.
-    pub fn entry(&self, listener: &str) -> Option<&AppService> {
-        self.entries.get(listener)
-    }
-}
-
 /// Routes each request of one listener to its app, or answers it (404, 400, 405). A panic in the app
 /// before its response head becomes a 500, so a listener's chain sees it as a response.
 #[derive(Clone)]
 pub struct Router {
-    table: Arc<RouteTable<Target>>,
+    table: Arc<RouteTable<RouteTarget>>,
 }
 
 impl Router {
+    /// A router over a compiled table.
+    pub fn new(table: RouteTable<RouteTarget>) -> Self {
+        Self {
+            table: Arc::new(table),
+        }
+    }
+
     /// The app for `req` and the request to give it, or the response parapet answers itself.
     pub fn dispatch(&self, mut req: Request) -> Dispatch {
         if req.method() == Method::CONNECT {
@@ -217,6 +135,9 @@ impl tower::Service<Request> for Router {
 pin_project! {
     /// The response of [`Router`]: from the app, or parapet's own.
     #[project = RouterProj]
+    // pin-project-lite takes no doc comments on variant fields: `fut` is the app's response future,
+    // `response` parapet's answer until it is taken.
+    #[allow(missing_docs)]
     pub enum RouterFuture {
         /// The app is answering.
         App { #[pin] fut: AppFuture },

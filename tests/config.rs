@@ -1,4 +1,10 @@
-use super::*;
+//! The config's model stage: what a file becomes, and every error it reports at once, located.
+//! And the build stage's checks, which find what reading cannot (a missing page file).
+
+use std::time::Duration;
+
+use parapet::config::{Config, ConfigError, ConfigErrors, HostMatch};
+use parapet::Registry;
 
 fn parse(text: &str) -> Result<Config, ConfigErrors> {
     Config::parse("test.toml", text, &Registry::new())
@@ -180,12 +186,18 @@ fn a_config_without_listeners_is_refused() {
     assert!(errs[0].message.contains("no listeners"), "{errs:?}");
 }
 
+#[derive(Debug, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Greeting {
+    #[allow(dead_code)] // read by serde, its presence is the point
+    name: String,
+}
+
 #[test]
 fn registered_handler_kinds_read_their_own_keys() {
     let mut registry = Registry::new();
-    registry.register_handler("greeting", |t| {
-        let _name = t.required("name")?.str()?;
-        Some(crate::handlers::echo::service())
+    registry.register_handler("greeting", |_: &Greeting| {
+        Ok(parapet::handlers::echo::service())
     });
     let text = r#"[listeners.a]
 bind = "127.0.0.1:0"
@@ -214,14 +226,13 @@ request.add = { "x-edge" = "parapet" }
 "#,
     )
     .unwrap();
-    let names: Vec<&str> = c.apps["h"]
-        .middlewares
-        .iter()
-        .map(|m| m.name.as_str())
-        .collect();
-    assert_eq!(names, ["secure", "compress", "errors"]);
-    assert_eq!(c.listeners[0].middlewares[0].name, "secure");
+    assert_eq!(c.apps["h"].middlewares, ["secure", "compress", "errors"]);
+    assert_eq!(c.listeners[0].middlewares, ["secure"]);
     assert_eq!(c.middlewares["secure"].kind, "headers");
+    assert!(!c.middlewares["secure"].implicit);
+    // A kind named bare is in the model too, with its defaults, once.
+    assert_eq!(c.middlewares["compress"].kind, "compress");
+    assert!(c.middlewares["compress"].implicit);
 }
 
 #[test]
@@ -264,7 +275,6 @@ request.remove = ["bad header"]
             "middlewares.gzip.types[0]",
             "middlewares.odd.kind",
             "middlewares.pages.pages.200",
-            "middlewares.pages.pages.5xx",
             "middlewares.pages.intercept[0]",
             "middlewares.h.response.sett",
             "middlewares.h.request.remove[0]",
@@ -279,19 +289,126 @@ request.remove = ["bad header"]
 }
 
 #[test]
-fn embedders_register_middleware_kinds() {
+fn files_the_build_needs_are_checked_with_their_line_and_column() {
+    let text = r#"[listeners.a]
+bind = "127.0.0.1:0"
+[apps.h]
+middlewares = ["pages", "log"]
+handler = { kind = "static", root = "/nonexistent/root" }
+[middlewares.pages]
+kind = "errors"
+pages = { "5xx" = "/nonexistent/page.html", "404" = "config/errors/404.html" }
+[middlewares.log]
+kind = "access_log"
+path = "/nonexistent/dir/access.log"
+"#;
+    let registry = Registry::new();
+    // Reading finds nothing wrong: the files are the build's business.
+    let config = Config::parse("t.toml", text, &registry).unwrap();
+    let errs = parapet::build::check(&config, &registry).unwrap_err().0;
+    let found: Vec<(usize, usize, &str)> = errs
+        .iter()
+        .map(|e| (e.line, e.column, e.key.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (5, 37, "apps.h.handler.root"),
+            (8, 19, "middlewares.pages.pages.5xx"),
+            (11, 8, "middlewares.log.path"),
+        ],
+        "{errs:#?}"
+    );
+    assert!(errs[0].message.contains("static root"), "{errs:#?}");
+    assert!(
+        errs[1].message.contains("cannot read error page"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[2].message.contains("cannot open access log"),
+        "{errs:#?}"
+    );
+    // Building reports the same, and builds nothing.
+    let built = parapet::build::Gateway::build(&config, &registry, None).unwrap_err();
+    assert_eq!(built.0.len(), 3, "{built}");
+}
+
+#[test]
+fn the_model_tells_a_changed_setting_from_an_unchanged_one() {
+    let text = |level: u32| {
+        format!(
+            "[listeners.a]\nbind = \"127.0.0.1:0\"\n[apps.h]\nmiddlewares = [\"gz\"]\nhandler = {{ kind = \"echo\" }}\n[middlewares.gz]\nkind = \"compress\"\nlevel = {level}\n"
+        )
+    };
+    let a = parse(&text(5)).unwrap();
+    let b = parse(&("\n".to_owned() + &text(5))).unwrap();
+    let c = parse(&text(6)).unwrap();
+    // A setting moved to another line is the same setting; another level is not.
+    assert_eq!(a.middlewares, b.middlewares);
+    assert_ne!(a.middlewares, c.middlewares);
+    assert_eq!(a.apps, c.apps);
+}
+
+#[derive(Debug, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Stamp {
+    #[serde(default = "stamped")]
+    value: String,
+    #[serde(default)]
+    times: u8,
+}
+
+fn stamped() -> String {
+    "stamped".to_owned()
+}
+
+fn stamp_registry() -> Registry {
     let mut registry = Registry::new();
-    registry.register_middleware("stamp", |t| {
-        let value = t.str("value").unwrap_or("stamped").to_owned();
+    registry.register_middleware("stamp", |s: &Stamp| {
         let mut ops = parapet_middlewares::headers::HeaderOps::default();
         ops.set.push((
             http::HeaderName::from_static("x-stamp"),
-            http::HeaderValue::from_str(&value).ok()?,
+            http::HeaderValue::from_str(&s.value)?,
         ));
-        Some(crate::chain::Middleware::from_layer(
+        Ok(parapet::chain::Middleware::from_layer(
             parapet_middlewares::headers::HeadersLayer::new(Default::default(), ops),
         ))
     });
+    registry
+}
+
+#[test]
+fn typed_settings_errors_are_located_like_any_other() {
+    let text = r#"[listeners.a]
+bind = "127.0.0.1:0"
+[apps.h]
+middlewares = ["mine", "other"]
+handler = { kind = "echo" }
+[middlewares.mine]
+kind = "stamp"
+times = "twice"
+[middlewares.other]
+kind = "stamp"
+colour = "red"
+"#;
+    let errs = Config::parse("t.toml", text, &stamp_registry())
+        .unwrap_err()
+        .0;
+    let found: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(
+        found,
+        [
+            (8, "middlewares.mine.times"),
+            (11, "middlewares.other.colour")
+        ],
+        "{errs:#?}"
+    );
+    assert!(errs[1].message.contains("colour"), "{errs:#?}");
+}
+
+#[test]
+fn embedders_register_middleware_kinds() {
+    let registry = stamp_registry();
     let text = r#"[listeners.a]
 bind = "127.0.0.1:0"
 [apps.h]

@@ -1,0 +1,176 @@
+//! The build stage: a validated [`Config`] becomes the [`Gateway`] the server runs on.
+//!
+//! Building is where I/O happens: access log files are opened and their writers started, error pages
+//! read, every middleware, handler and upstream client built, and each listener's route table
+//! compiled. Its errors are [`ConfigErrors`] like the model's, located through the places the model
+//! keeps. [`check`] runs, for `parapet check`, the build's checks that have no side effect (a
+//! directory exists, a page is readable) and nothing else.
+//!
+//! [`Gateway::build`] runs once per config, off the request path. Each listener gets an *entry*
+//! service: its own middleware chain around a [`Router`], which hands each request to its app (the
+//! app's chain around its endpoint). The only work done per request is the table look-up and the
+//! layers' own.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::chain::{self, Middleware};
+use crate::config::{Config, ConfigError, ConfigErrors, EndpointConfig};
+use crate::proxy::Upstream;
+use crate::registry::Registry;
+use crate::router::{RouteTarget, Router};
+use crate::routing::RouteTable;
+use crate::AppService;
+
+/// A built config: what the server runs on.
+pub struct Gateway {
+    entries: HashMap<Box<str>, AppService>,
+    upstreams: BTreeMap<String, Arc<Upstream>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("listeners", &self.entries.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs every check of `config`'s kinds that has no side effect: no file is created, nothing is
+/// bound or started. What `parapet check` adds to reading and validating the file.
+pub fn check(config: &Config, registry: &Registry) -> Result<(), ConfigErrors> {
+    let mut errors = Vec::new();
+    for m in config.middlewares.values() {
+        errors.extend(registry.check_middleware(&m.kind, &m.settings, &m.at));
+    }
+    for app in config.apps.values() {
+        if let EndpointConfig::Handler(h) = &app.endpoint {
+            errors.extend(registry.check_handler(&h.kind, &h.settings, &h.at));
+        }
+    }
+    into_result(errors)
+}
+
+fn into_result(mut errors: Vec<ConfigError>) -> Result<(), ConfigErrors> {
+    if errors.is_empty() {
+        return Ok(());
+    }
+    errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+    errors.dedup();
+    Err(ConfigErrors(errors))
+}
+
+impl Gateway {
+    /// Builds every middleware, handler, upstream, app and route table of `config`, with the kinds
+    /// of `registry`. Every error is collected; on any, nothing built is kept.
+    ///
+    /// `reuse` offers upstreams of a previous gateway: one whose definition is unchanged is kept, with
+    /// its connection pool, instead of being built anew.
+    pub fn build(
+        config: &Config,
+        registry: &Registry,
+        reuse: Option<&Gateway>,
+    ) -> Result<Gateway, ConfigErrors> {
+        let mut errors = Vec::new();
+
+        // Each middleware once, shared by every chain naming it.
+        let mut middlewares: HashMap<&str, Middleware> = HashMap::new();
+        for (name, m) in &config.middlewares {
+            match registry.build_middleware(&m.kind, &m.settings, &m.at) {
+                Ok(built) => {
+                    middlewares.insert(name.as_str(), built);
+                }
+                Err(e) => errors.extend(e),
+            }
+        }
+
+        let upstreams: BTreeMap<String, Arc<Upstream>> = config
+            .upstreams
+            .iter()
+            .map(|(name, cfg)| {
+                let kept = reuse
+                    .and_then(|g| g.upstreams.get(name))
+                    .filter(|u| **u.config() == **cfg);
+                let upstream = match kept {
+                    Some(u) => Arc::clone(u),
+                    None => Upstream::new(Arc::clone(cfg)),
+                };
+                (name.clone(), upstream)
+            })
+            .collect();
+
+        let mut apps: BTreeMap<&str, AppService> = BTreeMap::new();
+        for (name, app) in &config.apps {
+            let endpoint = match &app.endpoint {
+                EndpointConfig::Upstream(u) => upstreams[u].service(),
+                EndpointConfig::Handler(h) => {
+                    match registry.build_handler(&h.kind, &h.settings, &h.at) {
+                        Ok(service) => service,
+                        Err(e) => {
+                            errors.extend(e);
+                            continue;
+                        }
+                    }
+                }
+            };
+            // A chain naming a middleware that failed to build is reported there, once.
+            let Some(chain) = resolve(&app.middlewares, &middlewares) else {
+                continue;
+            };
+            apps.insert(name.as_str(), chain::build(chain.into_iter(), endpoint));
+        }
+        if !errors.is_empty() {
+            into_result(errors)?;
+        }
+
+        let mut tables: HashMap<&str, RouteTable<RouteTarget>> = config
+            .listeners
+            .iter()
+            .map(|l| (l.name.as_str(), RouteTable::default()))
+            .collect();
+        for route in &config.routes {
+            let Some(app) = apps.get(route.app.as_str()) else {
+                continue;
+            };
+            let target = RouteTarget {
+                app: app.clone(),
+                app_name: route.app.as_str().into(),
+                strip_prefix: route.strip_prefix,
+            };
+            for (listener, table) in tables.iter_mut() {
+                let serves = route
+                    .listeners
+                    .as_ref()
+                    .is_none_or(|names| names.iter().any(|n| n == listener));
+                if serves {
+                    table.insert(&route.host, &route.path, target.clone());
+                }
+            }
+        }
+        let mut entries = HashMap::with_capacity(config.listeners.len());
+        for l in &config.listeners {
+            let table = tables.remove(l.name.as_str()).unwrap_or_default();
+            let router = AppService::new(Router::new(table));
+            if let Some(chain) = resolve(&l.middlewares, &middlewares) {
+                entries.insert(
+                    l.name.as_str().into(),
+                    chain::build(chain.into_iter(), router),
+                );
+            }
+        }
+        Ok(Gateway { entries, upstreams })
+    }
+
+    /// The service serving the requests of `listener`: its chain around its router.
+    pub fn entry(&self, listener: &str) -> Option<&AppService> {
+        self.entries.get(listener)
+    }
+}
+
+/// The built middlewares a chain names, outermost first; `None` if one of them failed to build.
+fn resolve<'m>(
+    names: &[String],
+    built: &'m HashMap<&str, Middleware>,
+) -> Option<Vec<&'m Middleware>> {
+    names.iter().map(|n| built.get(n.as_str())).collect()
+}

@@ -1,0 +1,516 @@
+//! The model stage: the read document converted, key by key, into [`Config`].
+//!
+//! Every error is recorded where it is found and the conversion carries on, so that one run reports
+//! them all. A reference to an item that is declared but invalid is not reported again as dangling.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::Scheme;
+use http::Uri;
+use toml::de::DeTable;
+
+use super::model::*;
+use super::reader::{Table, Value};
+use super::Kinds;
+
+pub(super) fn read_root(mut root: Table<'_>, path: &Path, kinds: &dyn Kinds) -> Option<Config> {
+    let mut middlewares = BTreeMap::new();
+    let mut middleware_names = Vec::new();
+    if let Some(mut table) = root.get("middlewares").and_then(|v| v.table()) {
+        for (name, value) in table.entries() {
+            middleware_names.push(name);
+            if let Some(m) = value.table().and_then(|t| read_middleware(t, kinds)) {
+                middlewares.insert(name.to_owned(), m);
+            }
+        }
+        table.finish();
+    }
+    let chains = Chains {
+        instances: &middlewares,
+        declared: &middleware_names,
+        kinds,
+        bare: Default::default(),
+    };
+
+    let server = root
+        .get("server")
+        .and_then(|v| v.table())
+        .map(read_server)
+        .unwrap_or_default();
+
+    let mut listeners = Vec::new();
+    let mut listener_names = Vec::new();
+    if let Some(mut table) = root.get("listeners").and_then(|v| v.table()) {
+        let mut binds: HashMap<SocketAddr, &str> = HashMap::new();
+        for (name, value) in table.entries() {
+            listener_names.push(name);
+            let Some(listener) = value.table().and_then(|t| read_listener(name, t, &chains)) else {
+                continue;
+            };
+            if listener.bind.port() != 0 {
+                if let Some(other) = binds.insert(listener.bind, name) {
+                    value.error(format!(
+                        "listener `{name}` binds {} like listener `{other}`",
+                        listener.bind
+                    ));
+                }
+            }
+            listeners.push(listener);
+        }
+        table.finish();
+    }
+    if listeners.is_empty() && !root.contains("listeners") {
+        root.error("no listeners: define at least one [listeners.NAME] with a `bind` address");
+    }
+
+    let mut upstreams = BTreeMap::new();
+    // Names declared, valid or not: a reference to a declared but invalid item is not dangling.
+    let mut upstream_names = Vec::new();
+    if let Some(mut table) = root.get("upstreams").and_then(|v| v.table()) {
+        for (name, value) in table.entries() {
+            upstream_names.push(name);
+            if let Some(upstream) = value.table().and_then(|t| read_upstream(name, t)) {
+                upstreams.insert(name.to_owned(), Arc::new(upstream));
+            }
+        }
+        table.finish();
+    }
+
+    let mut apps = BTreeMap::new();
+    let mut app_names = Vec::new();
+    if let Some(mut table) = root.get("apps").and_then(|v| v.table()) {
+        for (name, value) in table.entries() {
+            app_names.push(name);
+            if let Some(app) = value
+                .table()
+                .and_then(|t| read_app(t, &upstream_names, kinds, &chains))
+            {
+                apps.insert(name.to_owned(), app);
+            }
+        }
+        table.finish();
+    }
+
+    let mut routes = Vec::new();
+    if let Some(value) = root.get("routes") {
+        let mut seen: HashMap<(Option<Vec<String>>, HostMatch, String), usize> = HashMap::new();
+        for (i, item) in value.array().unwrap_or_default().into_iter().enumerate() {
+            let Some(route) = item
+                .table()
+                .and_then(|t| read_route(t, &listener_names, &app_names))
+            else {
+                continue;
+            };
+            let key = (
+                route.listeners.clone(),
+                route.host.clone(),
+                route.path.clone(),
+            );
+            if let Some(first) = seen.insert(key, i) {
+                item.error(format!(
+                    "duplicate route: routes[{first}] has the same listener, host and path"
+                ));
+            }
+            routes.push(route);
+        }
+    }
+
+    root.finish();
+    let bare = chains.bare.into_inner();
+    let mut middlewares = middlewares;
+    for (name, m) in bare {
+        if let Some(m) = m {
+            middlewares.entry(name).or_insert(m);
+        }
+    }
+    Some(Config {
+        path: path.to_path_buf(),
+        server,
+        listeners,
+        routes,
+        apps,
+        upstreams,
+        middlewares,
+        source_hash: 0,
+    })
+}
+
+fn read_middleware(mut t: Table<'_>, kinds: &dyn Kinds) -> Option<MiddlewareConfig> {
+    let kind_value = t.required("kind")?;
+    let kind = kind_value.str()?;
+    let Some(parse) = kinds.middleware(kind) else {
+        kind_value.error(format!(
+            "unknown middleware kind `{kind}`; known kinds: {}",
+            kinds.middleware_kinds().join(", ")
+        ));
+        return None;
+    };
+    let at = t.location();
+    let settings = parse(&mut t);
+    t.finish();
+    Some(MiddlewareConfig {
+        kind: kind.to_owned(),
+        settings: settings?,
+        implicit: false,
+        at,
+    })
+}
+
+/// Resolves the names in a `middlewares` list: a declared instance, or a kind with its defaults
+/// (read once per kind, and shared by every chain naming it).
+struct Chains<'c> {
+    instances: &'c BTreeMap<String, MiddlewareConfig>,
+    declared: &'c [&'c str],
+    kinds: &'c dyn Kinds,
+    bare: std::cell::RefCell<HashMap<String, Option<MiddlewareConfig>>>,
+}
+
+impl Chains<'_> {
+    /// The names a `middlewares` value lists; `None` if any name is wrong.
+    fn resolve(&self, value: &Value<'_>) -> Option<Vec<String>> {
+        let mut chain = Vec::new();
+        let mut ok = true;
+        for item in value.array()? {
+            let Some(name) = item.str() else {
+                ok = false;
+                continue;
+            };
+            if self.lookup(name, &item) {
+                chain.push(name.to_owned());
+            } else {
+                ok = false;
+            }
+        }
+        ok.then_some(chain)
+    }
+
+    /// Whether `name` names a valid middleware.
+    fn lookup(&self, name: &str, item: &Value<'_>) -> bool {
+        if self.instances.contains_key(name) {
+            return true;
+        }
+        if self.declared.contains(&name) {
+            // Declared with errors, reported where it is declared.
+            return false;
+        }
+        if let Some(read) = self.bare.borrow().get(name) {
+            return read.is_some();
+        }
+        let Some(parse) = self.kinds.middleware(name) else {
+            item.error(format!(
+                "no middleware named `{name}`: declare [middlewares.{name}] or name a kind ({})",
+                self.kinds.middleware_kinds().join(", ")
+            ));
+            return false;
+        };
+        let empty = DeTable::new();
+        let mut defaults = Table::new(
+            item.diagnostics(),
+            item.path().to_owned(),
+            item.span(),
+            &empty,
+        );
+        let read = parse(&mut defaults).map(|settings| MiddlewareConfig {
+            kind: name.to_owned(),
+            settings,
+            implicit: true,
+            at: item.location(),
+        });
+        let ok = read.is_some();
+        self.bare.borrow_mut().insert(name.to_owned(), read);
+        ok
+    }
+}
+
+fn read_server(mut t: Table<'_>) -> ServerConfig {
+    let mut server = ServerConfig::default();
+    if let Some(d) = t.duration("shutdown_timeout") {
+        server.shutdown_timeout = d;
+    }
+    server.workers = t.int_in("workers", 1..=1024).map(|n| n as usize);
+    if let Some(d) = t.duration("idle_release") {
+        server.idle_release = d;
+    }
+    if let Some(d) = t.duration("header_timeout") {
+        server.header_timeout = d.max(Duration::from_secs(1));
+    }
+    t.finish();
+    server
+}
+
+fn read_listener(name: &str, mut t: Table<'_>, chains: &Chains<'_>) -> Option<ListenerConfig> {
+    let bind = t.required("bind").and_then(|v| {
+        let s = v.str()?;
+        match s.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                v.error(format!(
+                    "invalid address {s:?}: expected an IP and a port, like \"127.0.0.1:8080\" or \"[::]:443\""
+                ));
+                None
+            }
+        }
+    });
+    let middlewares = match t.get("middlewares") {
+        Some(v) => chains.resolve(&v),
+        None => Some(Vec::new()),
+    };
+    t.finish();
+    Some(ListenerConfig {
+        name: name.to_owned(),
+        bind: bind?,
+        middlewares: middlewares?,
+    })
+}
+
+fn read_upstream(name: &str, mut t: Table<'_>) -> Option<UpstreamConfig> {
+    let mut servers = Vec::new();
+    let mut ok = true;
+    if let Some(v) = t.required("servers") {
+        match v.array() {
+            Some(items) if items.is_empty() => {
+                v.error("an upstream needs at least one server");
+                ok = false;
+            }
+            Some(items) => {
+                for item in items {
+                    match item.str().map(parse_upstream_server) {
+                        Some(Ok(server)) => servers.push(server),
+                        Some(Err(msg)) => {
+                            item.error(msg);
+                            ok = false;
+                        }
+                        None => ok = false,
+                    }
+                }
+            }
+            None => ok = false,
+        }
+    }
+    let connect_timeout = t
+        .duration("connect_timeout")
+        .unwrap_or(Duration::from_secs(5));
+    let timeout = t.duration("timeout").unwrap_or(Duration::from_secs(30));
+    let max_idle = t.int_in("max_idle", 0..=65_536).unwrap_or(64) as usize;
+    t.finish();
+    (ok && !servers.is_empty()).then(|| UpstreamConfig {
+        name: name.to_owned(),
+        servers,
+        connect_timeout,
+        timeout,
+        max_idle,
+    })
+}
+
+/// Parses `http://host:port[/base]`.
+fn parse_upstream_server(s: &str) -> Result<UpstreamServer, String> {
+    let uri: Uri = s
+        .parse()
+        .map_err(|_| format!("invalid URL {s:?}: expected one like \"http://127.0.0.1:9000\""))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+                "{s:?}: https upstreams are not supported yet; use http://"
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "invalid URL {s:?}: expected one like \"http://127.0.0.1:9000\""
+            ))
+        }
+    }
+    let authority = uri
+        .authority()
+        .filter(|a| !a.host().is_empty())
+        .cloned()
+        .ok_or_else(|| format!("invalid URL {s:?}: no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "{s:?}: credentials in upstream URLs are not supported"
+        ));
+    }
+    if uri.query().is_some() {
+        return Err(format!("{s:?}: an upstream URL cannot have a query"));
+    }
+    let base_path = uri.path().trim_end_matches('/').to_owned();
+    Ok(UpstreamServer {
+        scheme: Scheme::HTTP,
+        authority,
+        base_path,
+    })
+}
+
+fn read_app(
+    mut t: Table<'_>,
+    upstreams: &[&str],
+    kinds: &dyn Kinds,
+    chains: &Chains<'_>,
+) -> Option<AppConfig> {
+    let middlewares = match t.get("middlewares") {
+        Some(v) => chains.resolve(&v),
+        None => Some(Vec::new()),
+    };
+    let upstream = t.get("upstream");
+    let handler = t.get("handler");
+    let endpoint = match (upstream, handler) {
+        (Some(_), Some(h)) => {
+            h.error("an app has exactly one of `upstream` and `handler`, not both");
+            None
+        }
+        (None, None) => {
+            t.error("an app needs an endpoint: set `upstream` or `handler`");
+            None
+        }
+        (Some(u), None) => {
+            let name = u.str()?;
+            if upstreams.contains(&name) {
+                Some(EndpointConfig::Upstream(name.to_owned()))
+            } else {
+                u.error(format!("no upstream named `{name}`"));
+                None
+            }
+        }
+        (None, Some(h)) => read_handler(h, kinds),
+    };
+    t.finish();
+    Some(AppConfig {
+        middlewares: middlewares?,
+        endpoint: endpoint?,
+    })
+}
+
+fn read_handler(value: Value<'_>, kinds: &dyn Kinds) -> Option<EndpointConfig> {
+    let mut t = value.table()?;
+    let kind_value = t.required("kind")?;
+    let kind = kind_value.str()?;
+    let Some(parse) = kinds.handler(kind) else {
+        kind_value.error(format!(
+            "unknown handler kind `{kind}`; known kinds: {}",
+            kinds.handler_kinds().join(", ")
+        ));
+        // Keys of an unknown kind cannot be checked; do not report them as unknown too.
+        return None;
+    };
+    let settings = parse(&mut t);
+    t.finish();
+    Some(EndpointConfig::Handler(HandlerConfig {
+        kind: kind.to_owned(),
+        settings: settings?,
+        at: value.location(),
+    }))
+}
+
+fn read_route(mut t: Table<'_>, listener_names: &[&str], apps: &[&str]) -> Option<RouteConfig> {
+    let mut ok = true;
+    let listeners = t.get("listener").and_then(|v| {
+        let names = v.str_list()?;
+        let mut out = Vec::with_capacity(names.len());
+        for (name, item) in names {
+            if !listener_names.contains(&name) {
+                item.error(format!("no listener named `{name}`"));
+                ok = false;
+            }
+            out.push(name.to_owned());
+        }
+        Some(out)
+    });
+    let host = match t.get("host") {
+        None => Some(HostMatch::Any),
+        Some(v) => v.str().and_then(|s| match parse_host(s) {
+            Ok(h) => Some(h),
+            Err(msg) => {
+                v.error(msg);
+                None
+            }
+        }),
+    };
+    let path = match t.get("path") {
+        None => Some("/".to_owned()),
+        Some(v) => v.str().and_then(|s| match check_route_path(s) {
+            Ok(()) => Some(s.to_owned()),
+            Err(msg) => {
+                v.error(msg);
+                None
+            }
+        }),
+    };
+    let strip_prefix = t.bool("strip_prefix").unwrap_or(false);
+    let app = t.required("app").and_then(|v| {
+        let name = v.str()?;
+        // An app declared with errors has its own messages; only an undeclared name dangles.
+        if !apps.contains(&name) {
+            v.error(format!("no app named `{name}`"));
+            return None;
+        }
+        Some(name.to_owned())
+    });
+    t.finish();
+    if !ok {
+        return None;
+    }
+    Some(RouteConfig {
+        listeners,
+        host: host?,
+        path: path?,
+        strip_prefix,
+        app: app?,
+    })
+}
+
+/// Parses a route's `host`: exact, `*.suffix`, or `*` for any.
+fn parse_host(s: &str) -> Result<HostMatch, String> {
+    if s == "*" {
+        return Ok(HostMatch::Any);
+    }
+    let lower = s.to_ascii_lowercase();
+    let (wildcard, name) = match lower.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, lower.as_str()),
+    };
+    let is_ipv6 = name.starts_with('[') && name.ends_with(']');
+    let valid = !name.is_empty()
+        && (is_ipv6
+            || name.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            }));
+    if !valid || (wildcard && is_ipv6) {
+        if name.contains(':') && !is_ipv6 {
+            return Err(format!(
+                "invalid host {s:?}: a route's host has no port (ports are ignored when matching)"
+            ));
+        }
+        return Err(format!(
+            "invalid host {s:?}: expected a name like \"example.com\", a wildcard like \"*.example.com\", or \"*\""
+        ));
+    }
+    Ok(if wildcard {
+        HostMatch::Wildcard(format!(".{name}"))
+    } else {
+        HostMatch::Exact(name.to_owned())
+    })
+}
+
+fn check_route_path(s: &str) -> Result<(), String> {
+    if !s.starts_with('/') {
+        return Err(format!("invalid path {s:?}: a route path starts with '/'"));
+    }
+    if s.contains(['?', '#']) {
+        return Err(format!(
+            "invalid path {s:?}: a route path has no query or fragment"
+        ));
+    }
+    if s.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(format!(
+            "invalid path {s:?}: a route path has no '.' or '..' segments"
+        ));
+    }
+    Ok(())
+}
