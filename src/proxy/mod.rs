@@ -6,7 +6,7 @@
 //! 1. `Upstream::choose_server`: which of the upstream's servers takes the request (round robin);
 //! 2. `upstream_request`: the request as the server gets it: origin-form target with the server's
 //!    base path, hop-by-hop headers removed, `X-Forwarded-*` set, `Host` kept, HTTP/1.1;
-//! 3. `Upstream::send`: over the server's pool of kept-alive connections ([`pool`]), bounded by
+//! 3. `Upstream::send`: over the server's pool of kept-alive connections (`pool`), bounded by
 //!    `connect_timeout` and by `timeout` until the response head arrives;
 //! 4. `upstream_response` or `Upstream::gateway_error`: the answer, with hop-by-hop headers removed
 //!    and the body streaming back untouched; or a failure as a typed [`GatewayError`]: unreachable 502,
