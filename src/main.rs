@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use parapet::config::{LoadError, DEFAULT_PATH};
+use parapet::server::{ReloadTrigger, Reloader};
 use parapet::{Config, Registry, Server};
 
 #[derive(Parser)]
@@ -59,26 +60,25 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let registry = Registry::new();
-    match cli.command {
+    let (Command::Check { config: path } | Command::Run { config: path }) = &cli.command;
+    let config = match Config::load(path, &registry) {
+        Ok(c) => c,
+        Err(err) => return report(&err),
+    };
+    match &cli.command {
         // Read, validate and check without side effects: no file is opened for writing, nothing is
         // bound or started.
-        Command::Check { config } => match Config::load(&config, &registry)
-            .and_then(|c| parapet::build::check(&c, &registry).map_err(LoadError::from))
-        {
-            Ok(()) => {
-                println!("{}: ok", config.display());
-                ExitCode::SUCCESS
+        Command::Check { .. } => {
+            if let Err(errors) = parapet::build::check(&config, &registry) {
+                return report(&LoadError::Invalid(errors));
             }
-            Err(err) => report(&err),
-        },
-        Command::Run { config } => {
-            let loaded = match Config::load(&config, &registry) {
-                Ok(c) => c,
-                Err(err) => return report(&err),
-            };
+            println!("{}: ok", path.display());
+            ExitCode::SUCCESS
+        }
+        Command::Run { .. } => {
             // One worker is one thread that does everything, like an nginx worker: no work-stealing
             // scheduler, no cross-thread wake-ups between the I/O driver and the tasks.
-            let mut runtime = match loaded.server.workers {
+            let mut runtime = match config.server.workers {
                 Some(1) => tokio::runtime::Builder::new_current_thread(),
                 Some(workers) => {
                     let mut b = tokio::runtime::Builder::new_multi_thread();
@@ -95,7 +95,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            runtime.block_on(run(loaded, registry))
+            runtime.block_on(run(config, registry))
         }
     }
 }
@@ -123,8 +123,9 @@ async fn run(config: Config, registry: Registry) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let reloader = Arc::new(Reloader::new(Arc::clone(&server), path));
     // Without a watch (inotify exhausted, say), SIGHUP still reloads.
-    let _watch = match parapet::reload::watch(Arc::clone(&server), &path) {
+    let _watch = match parapet::reload::watch_with(Arc::clone(&reloader)) {
         Ok(w) => Some(w),
         Err(err) => {
             tracing::warn!(error = %err, "cannot watch the config file; reload with SIGHUP");
@@ -140,10 +141,9 @@ async fn run(config: Config, registry: Registry) -> ExitCode {
                 parapet_middlewares::access_log::reopen_all();
             }
             _ = hup.recv() => {
-                tracing::info!("SIGHUP received: reloading {}", path.display());
-                // Always reload on SIGHUP: error pages and static roots may have changed even if
-                // the config file did not.
-                let _ = server.reload_file(&path, "signal", false).await;
+                tracing::info!("SIGHUP received: reloading {}", reloader.path().display());
+                // Always reloads (see `ReloadTrigger::Signal`).
+                let _ = reloader.reload(ReloadTrigger::Signal).await;
             }
         }
     }

@@ -1,11 +1,11 @@
-//! Watching the config file and reloading it when it changes.
+//! Watching the config file and reloading it when it changes: the [`ReloadTrigger::File`] trigger.
 //!
 //! The watch is on the file's **directory**, not the file, so that every way a file gets replaced is
 //! seen: an in-place write, an editor's write-to-temp-and-rename, and a Kubernetes ConfigMap update
 //! (the `..data` symlink swapped atomically for one to a new directory). Events come in bursts (an
 //! editor's save is several), so they are debounced: a reload starts once [`QUIET`] has passed without
 //! a new event (or [`MAX_DELAY`] after the first one). A file whose text did not change is not
-//! reloaded. The reload itself is [`Server::reload_file`]: validate and build everything, then swap.
+//! reloaded. The reload itself is [`Reloader::reload`]: validate and build everything, then swap.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::server::Server;
+use crate::server::{ReloadTrigger, Reloader, Server};
 
 /// A burst of file events is over once none came for this long.
 pub const QUIET: Duration = Duration::from_millis(50);
@@ -47,9 +47,15 @@ fn concerns(event: &notify::Event, file_name: &std::ffi::OsStr) -> bool {
         })
 }
 
-/// Watches the config file at `path` and reloads `server` when it changes.
+/// Watches the config file at `path` and reloads `server` when it changes: [`watch_with`] a
+/// [`Reloader`] of its own.
 pub fn watch(server: Arc<Server>, path: &Path) -> notify::Result<ConfigWatch> {
-    let path: PathBuf = path.to_path_buf();
+    watch_with(Arc::new(Reloader::new(server, path)))
+}
+
+/// Watches `reloader`'s config file and reloads it ([`ReloadTrigger::File`]) when it changes.
+pub fn watch_with(reloader: Arc<Reloader>) -> notify::Result<ConfigWatch> {
+    let path = reloader.path();
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -80,7 +86,7 @@ pub fn watch(server: Arc<Server>, path: &Path) -> notify::Result<ConfigWatch> {
                     _ = tokio::time::sleep_until(deadline) => break,
                 }
             }
-            let _ = server.reload_file(&path, "file", true).await;
+            let _ = reloader.reload(ReloadTrigger::File).await;
         }
     });
     Ok(ConfigWatch {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use parapet::server::ReloadOutcome;
+use parapet::server::{ReloadOutcome, ReloadTrigger, Reloader};
 use parapet::{Config, Registry, Server};
 
 /// A config whose one app answers `body`, plus `extra` TOML.
@@ -154,7 +154,10 @@ async fn a_broken_config_is_refused_and_the_old_one_keeps_serving() {
 #[tokio::test]
 async fn an_unchanged_file_is_not_reloaded() {
     let f = serve(&config("one", "")).await;
-    let outcome = f.server.reload_file(&f.path, "test", true).await.unwrap();
+    let outcome = Reloader::new(Arc::clone(&f.server), &f.path)
+        .reload(ReloadTrigger::File)
+        .await
+        .unwrap();
     assert_eq!(outcome, ReloadOutcome::Unchanged);
     assert_eq!(f.server.reload_status().generation, 1);
 }

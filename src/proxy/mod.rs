@@ -1,15 +1,16 @@
 //! The upstream endpoint: parapet as a reverse proxy.
 //!
-//! A request's life through an upstream, in phases:
+//! A request's life through an upstream (`Upstream::forward`) is four phases, each a function
+//! documented where it is defined:
 //!
-//! 1. **pick**: the next server of the upstream, round robin;
-//! 2. **rewrite**: absolute-form URI from the server's base and the request's path and query; hop-by-hop
-//!    headers removed; `X-Forwarded-For` appended, `X-Forwarded-Proto` and `X-Forwarded-Host` set; `Host`
-//!    kept (from the URI's authority for HTTP/2 clients, which send none);
-//! 3. **send**: over the server's pool of kept-alive connections ([`pool`]), bounded by
+//! 1. `Upstream::choose_server`: which of the upstream's servers takes the request (round robin);
+//! 2. `upstream_request`: the request as the server gets it: origin-form target with the server's
+//!    base path, hop-by-hop headers removed, `X-Forwarded-*` set, `Host` kept, HTTP/1.1;
+//! 3. `Upstream::send`: over the server's pool of kept-alive connections (`pool`), bounded by
 //!    `connect_timeout` and by `timeout` until the response head arrives;
-//! 4. **answer**: hop-by-hop headers removed from the response, whose body streams back untouched. A
-//!    failure becomes a typed [`GatewayError`]: unreachable 502, timeout 504, broken protocol 502.
+//! 4. `upstream_response` or `Upstream::gateway_error`: the answer, with hop-by-hop headers removed
+//!    and the body streaming back untouched; or a failure as a typed [`GatewayError`]: unreachable 502,
+//!    timeout 504, broken protocol 502.
 //!
 //! Bodies are never buffered: hyper moves frames between the two connections with backpressure, and an
 //! upstream body that breaks off mid-way surfaces as a body error, which aborts the client's connection.
@@ -27,7 +28,7 @@ mod pool;
 
 use pool::{SendError, ServerPool};
 
-use crate::config::UpstreamConfig;
+use crate::config::{UpstreamConfig, UpstreamServer};
 use crate::{AppService, ClientAddr, Request, Response};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -135,80 +136,142 @@ impl Upstream {
         })
     }
 
+    /// Proxies one request: the four phases of the module docs.
     async fn forward(self: Arc<Self>, req: Request) -> Response {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.config.servers.len();
-        let server = &self.config.servers[index];
-        let name = &self.names[index];
-
-        let (mut parts, body) = req.into_parts();
-        // The host the request was routed by: a URI authority (HTTP/2, absolute form) wins over
-        // `Host` (RFC 9112 §3.2.2), as in the router, so the upstream is told the same site.
-        let original_host = match parts.uri.authority() {
-            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-            None => parts.headers.get(header::HOST).cloned(),
+        let chosen = self.choose_server();
+        let req = match upstream_request(chosen.server, req) {
+            Ok(req) => req,
+            Err(err) => return err.into_response(),
         };
-        // HTTP/1.1 to an origin server takes the origin form: the path and query only (RFC 9112 §3.2.1).
-        let uri = if server.base_path.is_empty() {
-            match parts.uri.path_and_query() {
-                Some(pq) => Uri::from(pq.clone()),
-                None => Uri::from_static("/"),
-            }
-        } else {
-            let pq = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
-            match Uri::try_from(format!("{}{}", server.base_path, pq)) {
-                Ok(uri) => uri,
-                Err(_) => {
-                    return GatewayError::new(GatewayErrorKind::BadRequest)
-                        .with_detail("request target cannot be forwarded")
-                        .into_response()
-                }
-            }
-        };
-
-        let client_addr = parts.extensions.get::<ClientAddr>().map(|c| c.0);
-        let headers = &mut parts.headers;
-        remove_hop_by_hop(headers);
-        set_forwarded(headers, client_addr, original_host.as_ref());
-        let host = original_host.or_else(|| HeaderValue::from_str(server.authority.as_str()).ok());
-        if let Some(host) = host {
-            headers.insert(header::HOST, host);
+        match self.send(&chosen, req).await {
+            Ok(response) => upstream_response(chosen.name, response),
+            Err(failure) => self.gateway_error(&chosen, failure).into_response(),
         }
-        parts.uri = uri;
-        // The upstream connection is HTTP/1.1 whatever the client spoke.
-        parts.version = Version::HTTP_11;
-        let upstream_req = http::Request::from_parts(parts, body);
+    }
 
-        let sent = tokio::time::timeout(self.config.timeout, self.pools[index].send(upstream_req));
-        match sent.await {
-            Ok(Ok(response)) => {
-                let (mut parts, body) = response.into_parts();
-                remove_hop_by_hop(&mut parts.headers);
-                parts.extensions.insert(UpstreamResponse {
-                    server: Arc::clone(name),
-                    status: parts.status,
-                });
-                Response::from_parts(parts, body)
-            }
-            Ok(Err(err)) => {
+    /// Phase 1: the server that takes the request. Round robin over every server today; this is
+    /// where balancing, health and retries will go.
+    fn choose_server(&self) -> Chosen<'_> {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.config.servers.len();
+        Chosen {
+            server: &self.config.servers[index],
+            pool: &self.pools[index],
+            name: &self.names[index],
+        }
+    }
+
+    /// Phase 3: sends the request over the chosen server's pool, waiting at most the upstream's
+    /// `timeout` for the response head (connecting included; the pool bounds connecting by
+    /// `connect_timeout`).
+    async fn send(&self, chosen: &Chosen<'_>, req: Request) -> Result<Response, Failure> {
+        match tokio::time::timeout(self.config.timeout, chosen.pool.send(req)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(err)) => Err(Failure::Send(err)),
+            Err(_elapsed) => Err(Failure::TimedOut),
+        }
+    }
+
+    /// Phase 4, when no response came: logs the failure and types it. A connection that could not
+    /// be opened is `UpstreamUnreachable` (502), one that broke before the response head
+    /// `UpstreamProtocol` (502), no response head within `timeout` `UpstreamTimeout` (504).
+    fn gateway_error(&self, chosen: &Chosen<'_>, failure: Failure) -> GatewayError {
+        let name = chosen.name;
+        match failure {
+            Failure::Send(err) => {
                 let kind = match err {
                     SendError::Connect(_) => GatewayErrorKind::UpstreamUnreachable,
                     SendError::Protocol(_) => GatewayErrorKind::UpstreamProtocol,
                 };
                 let detail = format!("{name}: {err}");
                 tracing::warn!(upstream = %self.config.name, server = %name, error = %detail, "upstream request failed");
-                GatewayError::new(kind).with_detail(detail).into_response()
+                GatewayError::new(kind).with_detail(detail)
             }
-            Err(_elapsed) => {
+            Failure::TimedOut => {
                 tracing::warn!(upstream = %self.config.name, server = %name, timeout = ?self.config.timeout, "upstream timed out");
-                GatewayError::new(GatewayErrorKind::UpstreamTimeout)
-                    .with_detail(format!(
-                        "{name}: no response head within {:?}",
-                        self.config.timeout
-                    ))
-                    .into_response()
+                GatewayError::new(GatewayErrorKind::UpstreamTimeout).with_detail(format!(
+                    "{name}: no response head within {:?}",
+                    self.config.timeout
+                ))
             }
         }
     }
+}
+
+/// The server [`Upstream::choose_server`] chose for a request.
+struct Chosen<'a> {
+    server: &'a UpstreamServer,
+    pool: &'a Arc<ServerPool>,
+    /// Its display name, shared with every response it answers.
+    name: &'a Arc<str>,
+}
+
+/// Why [`Upstream::send`] got no response head.
+enum Failure {
+    /// The pool could not connect, or the connection failed.
+    Send(SendError),
+    /// No response head within the upstream's `timeout`.
+    TimedOut,
+}
+
+/// Phase 2: the request as `server` gets it.
+///
+/// - The target is in origin form, the path and query only, as HTTP/1.1 to an origin server takes it
+///   (RFC 9112 §3.2.1), after the server's base path if it has one. A target that cannot be
+///   forwarded is a `BadRequest`.
+/// - Hop-by-hop headers are removed ([`remove_hop_by_hop`]); `X-Forwarded-For` is appended to,
+///   `X-Forwarded-Proto` and `X-Forwarded-Host` set.
+/// - `Host` is the host the request was routed by: the URI's authority if it has one (HTTP/2 clients
+///   send no `Host`; RFC 9112 §3.2.2), else its `Host`, else the server's authority.
+/// - The version is HTTP/1.1, whatever the client spoke: the upstream connection is HTTP/1.1.
+fn upstream_request(server: &UpstreamServer, req: Request) -> Result<Request, GatewayError> {
+    let (mut parts, body) = req.into_parts();
+    // The host the request was routed by: a URI authority (HTTP/2, absolute form) wins over
+    // `Host` (RFC 9112 §3.2.2), as in the router, so the upstream is told the same site.
+    let original_host = match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get(header::HOST).cloned(),
+    };
+    // HTTP/1.1 to an origin server takes the origin form: the path and query only (RFC 9112 §3.2.1).
+    let uri = if server.base_path.is_empty() {
+        match parts.uri.path_and_query() {
+            Some(pq) => Uri::from(pq.clone()),
+            None => Uri::from_static("/"),
+        }
+    } else {
+        let pq = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        match Uri::try_from(format!("{}{}", server.base_path, pq)) {
+            Ok(uri) => uri,
+            Err(_) => {
+                return Err(GatewayError::new(GatewayErrorKind::BadRequest)
+                    .with_detail("request target cannot be forwarded"))
+            }
+        }
+    };
+
+    let client_addr = parts.extensions.get::<ClientAddr>().map(|c| c.0);
+    let headers = &mut parts.headers;
+    remove_hop_by_hop(headers);
+    set_forwarded(headers, client_addr, original_host.as_ref());
+    let host = original_host.or_else(|| HeaderValue::from_str(server.authority.as_str()).ok());
+    if let Some(host) = host {
+        headers.insert(header::HOST, host);
+    }
+    parts.uri = uri;
+    // The upstream connection is HTTP/1.1 whatever the client spoke.
+    parts.version = Version::HTTP_11;
+    Ok(http::Request::from_parts(parts, body))
+}
+
+/// Phase 4, when a response came: hop-by-hop headers removed, and an [`UpstreamResponse`] extension
+/// naming the server (`name`) and its status, for the access log. The body streams back untouched.
+fn upstream_response(name: &Arc<str>, response: Response) -> Response {
+    let (mut parts, body) = response.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
+    parts.extensions.insert(UpstreamResponse {
+        server: Arc::clone(name),
+        status: parts.status,
+    });
+    Response::from_parts(parts, body)
 }
 
 /// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` and `X-Forwarded-Host`.

@@ -37,7 +37,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::{drive, Builders, ConnectionService, Graceful, Phase};
+use super::connection::{drive, Builders, ConnectionService, Graceful};
+use super::Phase;
 
 /// What a connection's service and its IO tell each other about whether it is idle.
 #[derive(Debug, Default)]
@@ -268,7 +269,7 @@ impl Clock {
     }
 }
 
-/// How a [`Serving`] ended.
+/// How a [`ReleasableConn`] ended.
 enum Exit {
     /// Released while idle: the socket, the service and any bytes read ahead, back from hyper.
     Released(http1::Parts<ConnIo, ConnectionService>),
@@ -279,7 +280,7 @@ enum Exit {
 }
 
 /// Polls a hyper connection; releases it when it has been idle for `release_after`.
-struct Serving<'a> {
+struct ReleasableConn<'a> {
     conn: Option<Box<Connection>>,
     quiet: &'a Quiet,
     clock: &'a mut Clock,
@@ -290,7 +291,7 @@ struct Serving<'a> {
     releasing: bool,
 }
 
-impl Future for Serving<'_> {
+impl Future for ReleasableConn<'_> {
     type Output = Result<Exit, hyper::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -357,13 +358,13 @@ pub(crate) async fn serve(
     let mut clock = Clock::new();
     loop {
         quiet.reset();
-        let release = builders.idle_release();
-        let release_after = if release.is_zero() {
+        let idle_release = builders.idle_release();
+        let release_after = if idle_release.is_zero() {
             0
         } else {
-            u32::try_from(release.as_secs().max(1)).unwrap_or(u32::MAX)
+            u32::try_from(idle_release.as_secs().max(1)).unwrap_or(u32::MAX)
         };
-        let serving = Serving {
+        let conn = ReleasableConn {
             conn: Some(Box::new(builders.h1.serve_connection(io, service))),
             quiet: &quiet,
             clock: &mut clock,
@@ -371,7 +372,7 @@ pub(crate) async fn serve(
             header_timeout: builders.header_timeout(),
             releasing: false,
         };
-        let parts = match drive(serving, &mut phase, peer).await {
+        let parts = match drive(conn, &mut phase, peer).await {
             Some(Exit::Released(parts)) => parts,
             Some(Exit::TimedOut) => {
                 tracing::debug!(client = %peer, "no request head within the timeout: closing");
@@ -416,7 +417,7 @@ pub(crate) async fn serve(
     }
 }
 
-impl Graceful for Serving<'_> {
+impl Graceful for ReleasableConn<'_> {
     /// Finish the request in flight, then close; an idle connection closes now.
     fn graceful(self: Pin<&mut Self>) {
         if let Some(conn) = self.get_mut().conn.as_mut() {
