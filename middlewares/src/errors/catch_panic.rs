@@ -1,0 +1,165 @@
+//! Panic capture: a panic or an `Err` before the response head becomes a 500, a panic in the body a
+//! body error.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Frame;
+use pin_project_lite::pin_project;
+use tower::Service;
+
+use crate::gateway::panic_message;
+use crate::{Body, BoxError, GatewayError, GatewayErrorKind};
+
+/// Turns a panic in the inner service's `call` or future, or an `Err` from it, into a 500 response
+/// carrying a [`GatewayError`] of kind `internal`. It never fails.
+#[derive(Clone, Debug)]
+pub struct CatchPanic<S> {
+    inner: S,
+}
+
+impl<S> CatchPanic<S> {
+    pub(super) fn new(inner: S) -> Self {
+        Self { inner }
+    }
+}
+
+impl<S> Service<Request<Body>> for CatchPanic<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = CatchPanicFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // A service that fails to become ready is answered with a 500 at `call`.
+        match catch_unwind(AssertUnwindSafe(|| self.inner.poll_ready(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        match catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
+            Ok(future) => CatchPanicFuture {
+                state: State::Inner { future },
+            },
+            Err(panic) => CatchPanicFuture {
+                state: State::Panicked {
+                    message: panic_message(&*panic),
+                },
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`CatchPanic`].
+    pub struct CatchPanicFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Inner { #[pin] future: F },
+        Panicked { message: String },
+        Done,
+    }
+}
+
+impl<F, E> Future for CatchPanicFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.as_mut().project();
+        let mut panicked = false;
+        let outcome = match this.state.project() {
+            StateProj::Inner { future } => {
+                match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+                    Ok(Poll::Pending) => return Poll::Pending,
+                    Ok(Poll::Ready(Ok(response))) => Ok(response),
+                    Ok(Poll::Ready(Err(err))) => Err(format!("error: {}", err.into())),
+                    Err(panic) => {
+                        panicked = true;
+                        Err(format!("panic: {}", panic_message(&*panic)))
+                    }
+                }
+            }
+            StateProj::Panicked { message } => Err(format!("panic: {message}")),
+            StateProj::Done => panic!("CatchPanicFuture polled after completion"),
+        };
+        let mut this = self.project();
+        if panicked {
+            // The inner future is dropped here, marked: what it holds knows a panic ended it.
+            crate::gateway::after_panic(|| this.state.set(State::Done));
+        } else {
+            this.state.set(State::Done);
+        }
+        Poll::Ready(Ok(match outcome {
+            Ok(response) => response,
+            Err(what) => GatewayError::new(GatewayErrorKind::Internal)
+                .with_detail(what)
+                .into_response(),
+        }))
+    }
+}
+
+/// Turns a panic while polling the body into a body error: the connection is aborted, the process
+/// goes on.
+pub(super) struct CatchPanicBody {
+    inner: Body,
+}
+
+impl CatchPanicBody {
+    pub(super) fn new(inner: Body) -> Self {
+        Self { inner }
+    }
+}
+
+impl http_body::Body for CatchPanicBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let inner = &mut self.get_mut().inner;
+        match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *inner).poll_frame(cx))) {
+            Ok(poll) => poll,
+            Err(panic) => {
+                let message = panic_message(&*panic);
+                tracing::error!(
+                    "app panicked while sending its body, aborting the connection: {message}"
+                );
+                // The inner body may be broken now: never poll it again.
+                *inner = Body::empty();
+                Poll::Ready(Some(Err(
+                    format!("panic in response body: {message}").into()
+                )))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
