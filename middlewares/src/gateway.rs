@@ -166,24 +166,6 @@ impl std::fmt::Display for GatewayError {
 
 impl std::error::Error for GatewayError {}
 
-thread_local! {
-    static AFTER_PANIC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Runs `drop_it`, which drops a future that panicked and was caught, so that what the future holds
-/// knows why it goes: an access log record dropped there logs the 500 the client gets, not a 499.
-pub fn after_panic<R>(drop_it: impl FnOnce() -> R) -> R {
-    AFTER_PANIC.with(|p| p.set(true));
-    let r = drop_it();
-    AFTER_PANIC.with(|p| p.set(false));
-    r
-}
-
-/// Whether a drop happens because of a panic: unwinding now, or inside [`after_panic`].
-pub fn dropping_after_panic() -> bool {
-    std::thread::panicking() || AFTER_PANIC.with(|p| p.get())
-}
-
 /// The message a caught panic carries, as `panic!` formats it; `(no message)` for other payloads.
 pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {

@@ -13,6 +13,10 @@
 //!
 //! And one module per layer: [`access_log`], [`compress`], [`errors`], [`headers`].
 //!
+//! What the layers need from the server that runs them (reporting the final status, flushing and
+//! reopening the access logs, the client's address, signalling the panics it catches) is one
+//! documented contract: [`host`].
+//!
 //! ```
 //! use parapet_middlewares::{Body, GatewayError, GatewayErrorKind};
 //!
@@ -28,6 +32,7 @@ pub mod compress;
 pub mod errors;
 pub mod gateway;
 pub mod headers;
+pub mod host;
 pub mod intercept;
 
 pub use body::Body;

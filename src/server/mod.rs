@@ -24,7 +24,7 @@ use arc_swap::ArcSwap;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use parapet_middlewares::access_log::report_final_status;
+use parapet_middlewares::host::report_final_status;
 use parapet_middlewares::{Body, GatewayError, GatewayErrorKind};
 use pin_project_lite::pin_project;
 use tokio::net::{TcpListener, TcpStream};
@@ -503,7 +503,7 @@ impl Server {
         };
         // Every line of the requests that finished is on disk before parapet exits. Flushing
         // waits for the writer threads: off the runtime, which may have a single thread.
-        let _ = tokio::task::spawn_blocking(parapet_middlewares::access_log::flush_all).await;
+        let _ = tokio::task::spawn_blocking(parapet_middlewares::host::flush_all).await;
         finished
     }
 }

@@ -14,10 +14,14 @@ use pin_project_lite::pin_project;
 use tower::Service;
 
 use crate::gateway::panic_message;
+use crate::host::PanicSignal;
 use crate::{Body, BoxError, GatewayError, GatewayErrorKind};
 
 /// Turns a panic in the inner service's `call` or future, or an `Err` from it, into a 500 response
 /// carrying a [`GatewayError`] of kind `internal`. It never fails.
+///
+/// Each request gets a [`PanicSignal`], set when a panic is caught, before the inner future is
+/// dropped: an access log inside logs that request as the 500 it became, not as a 499.
 #[derive(Clone, Debug)]
 pub struct CatchPanic<S> {
     inner: S,
@@ -46,16 +50,24 @@ where
         }
     }
 
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        // What the inner service holds (an access log's record) learns from this signal that a
+        // panic, not the client, dropped it.
+        let signal = PanicSignal::attach(&mut req);
         match catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
             Ok(future) => CatchPanicFuture {
                 state: State::Inner { future },
+                signal,
             },
-            Err(panic) => CatchPanicFuture {
-                state: State::Panicked {
-                    message: panic_message(&*panic),
-                },
-            },
+            Err(panic) => {
+                signal.set();
+                CatchPanicFuture {
+                    state: State::Panicked {
+                        message: panic_message(&*panic),
+                    },
+                    signal,
+                }
+            }
         }
     }
 }
@@ -65,6 +77,7 @@ pin_project! {
     pub struct CatchPanicFuture<F> {
         #[pin]
         state: State<F>,
+        signal: PanicSignal,
     }
 }
 
@@ -104,11 +117,10 @@ where
         };
         let mut this = self.project();
         if panicked {
-            // The inner future is dropped here, marked: what it holds knows a panic ended it.
-            crate::gateway::after_panic(|| this.state.set(State::Done));
-        } else {
-            this.state.set(State::Done);
+            // Signalled before the inner future is dropped: what it holds knows a panic ended it.
+            this.signal.set();
         }
+        this.state.set(State::Done);
         Poll::Ready(Ok(match outcome {
             Ok(response) => response,
             Err(what) => GatewayError::new(GatewayErrorKind::Internal)
