@@ -15,7 +15,7 @@ use tower::Service;
 
 use crate::gateway::panic_message;
 use crate::host::PanicSignal;
-use crate::{Body, BoxError, GatewayError, GatewayErrorKind};
+use crate::{Body, BoxError, Error, GatewayError, GatewayErrorKind};
 
 /// Turns a panic in the inner service's `call` or future, or an `Err` from it, into a 500 response
 /// carrying a [`GatewayError`] of kind `internal`. It never fails.
@@ -105,14 +105,16 @@ where
                 match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
                     Ok(Poll::Pending) => return Poll::Pending,
                     Ok(Poll::Ready(Ok(response))) => Ok(response),
-                    Ok(Poll::Ready(Err(err))) => Err(format!("error: {}", err.into())),
+                    Ok(Poll::Ready(Err(err))) => Err(GatewayError::new(GatewayErrorKind::Internal)
+                        .with_detail("the service failed")
+                        .with_source(err)),
                     Err(panic) => {
                         panicked = true;
-                        Err(format!("panic: {}", panic_message(&*panic)))
+                        Err(panicked_error(&panic_message(&*panic)))
                     }
                 }
             }
-            StateProj::Panicked { message } => Err(format!("panic: {message}")),
+            StateProj::Panicked { message } => Err(panicked_error(message)),
             StateProj::Done => panic!("CatchPanicFuture polled after completion"),
         };
         let mut this = self.project();
@@ -121,13 +123,12 @@ where
             this.signal.set();
         }
         this.state.set(State::Done);
-        Poll::Ready(Ok(match outcome {
-            Ok(response) => response,
-            Err(what) => GatewayError::new(GatewayErrorKind::Internal)
-                .with_detail(what)
-                .into_response(),
-        }))
+        Poll::Ready(Ok(outcome.unwrap_or_else(GatewayError::into_response)))
     }
+}
+
+fn panicked_error(message: &str) -> GatewayError {
+    GatewayError::new(GatewayErrorKind::Internal).with_detail(format!("panic: {message}"))
 }
 
 /// Turns a panic while polling the body into a body error: the connection is aborted, the process
@@ -160,9 +161,7 @@ impl http_body::Body for CatchPanicBody {
                 );
                 // The inner body may be broken now: never poll it again.
                 *inner = Body::empty();
-                Poll::Ready(Some(Err(
-                    format!("panic in response body: {message}").into()
-                )))
+                Poll::Ready(Some(Err(Error::BodyPanicked(message).into())))
             }
         }
     }

@@ -9,7 +9,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 
 use super::catch_panic::CatchPanicBody;
 use crate::intercept::Interceptor;
-use crate::{Body, GatewayError, GatewayErrorKind};
+use crate::{Body, ErrorChain, GatewayError, GatewayErrorKind};
 
 /// A page sent in place of an error response's body.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,7 +94,7 @@ impl Interceptor for ErrorPages {
         let status = res.status();
         let gateway = res.extensions().get::<GatewayError>();
         if let Some(err) = gateway.filter(|e| e.kind() == GatewayErrorKind::Internal) {
-            tracing::error!(request_id = %self::request_id(&request_id), "app failed before its response head: {}", err.detail());
+            tracing::error!(request_id = %self::request_id(&request_id), error = %ErrorChain(err), "app failed before its response head");
         }
         if status.as_u16() >= 400
             && (gateway.is_some() || self.config.intercept.iter().any(|m| m.matches(status)))

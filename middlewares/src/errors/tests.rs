@@ -100,6 +100,11 @@ async fn an_error_from_the_service_becomes_a_500() {
         .await
         .unwrap();
     assert_eq!(res.status(), 500);
+    let err = res.extensions().get::<GatewayError>().unwrap();
+    assert_eq!(
+        crate::ErrorChain(err).to_string(),
+        "internal: the service failed: broken"
+    );
 }
 
 #[tokio::test]
@@ -168,7 +173,11 @@ async fn a_panic_while_polling_the_body_is_a_body_error() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    assert!(res.into_body().collect().await.is_err());
+    let err = res.into_body().collect().await.err().unwrap();
+    assert!(
+        matches!(err.downcast_ref(), Some(crate::Error::BodyPanicked(m)) if m == "mid-body"),
+        "{err}"
+    );
 }
 
 #[test]
