@@ -8,13 +8,14 @@
 //!    after the log saw it; this tells every access log the response passed through the status that
 //!    actually went out. Without it, a log writes the status it saw.
 //! 2. **Flush at shutdown.** Call [`flush_all`] before the process exits. Access log lines go to a
-//!    writer thread and wait in a buffer for up to [`FLUSH_INTERVAL`](crate::access_log::sink::FLUSH_INTERVAL);
-//!    without it, the last lines are lost. It blocks until they are written: call it off an async
-//!    runtime's worker threads (`spawn_blocking`).
+//!    writer thread and wait in a buffer for up to
+//!    [`FLUSH_INTERVAL`](crate::access_log::sink::FLUSH_INTERVAL); without it, the last lines are
+//!    lost. It blocks until they are written: call it off an async runtime's worker threads
+//!    (`spawn_blocking`).
 //! 3. **Reopen on SIGUSR1.** Call [`reopen_all`] when asked to (nginx's signal is SIGUSR1), so that
 //!    logrotate can move the log files away and the logs go on in new ones.
-//! 4. **Say who the client is.** Insert a [`ClientAddr`](crate::ClientAddr) into each request's extensions; the access
-//!    log writes its IP (`-`, or `null`, without it).
+//! 4. **Say who the client is.** Insert a [`ClientAddr`](crate::ClientAddr) into each request's
+//!    extensions; the access log writes its IP (`-`, or `null`, without it).
 //! 5. **Signal the panics it catches.** A host that catches panics of the services it calls (parapet's
 //!    router does, so an app without an `errors` layer still answers a 500) must attach a
 //!    [`PanicSignal`] to each request before calling the service ([`PanicSignal::attach`]), and, when

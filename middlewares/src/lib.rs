@@ -28,6 +28,8 @@
 //! let _empty = Body::empty();
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod access_log;
 pub mod body;
 pub mod compress;

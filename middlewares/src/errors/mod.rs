@@ -14,8 +14,9 @@
 //! - a panic while the body is polled, **after the head is sent**: the body ends with an error, which
 //!   makes the server abort the client's connection (a client never takes a truncated body for a whole
 //!   one), and the event is logged;
-//! - a gateway error (parapet's own 404, 502, 504, carrying a [`GatewayError`](crate::GatewayError)): its body is replaced by
-//!   the page for its status, if one is configured;
+//! - a gateway error (parapet's own 404, 502, 504, carrying a
+//!   [`GatewayError`](crate::GatewayError)): its body is replaced by the page for its status, if one
+//!   is configured;
 //! - an upstream's own error status: passed through untouched, unless its status is listed in
 //!   `intercept`.
 //!
@@ -69,8 +70,9 @@ use crate::intercept::{Intercept, InterceptLayer};
 /// Captures panics and errors, and serves error pages.
 ///
 /// Two parts: [`CatchPanic`] next to the inner service turns a panic or an `Err` into a 500 carrying
-/// a [`GatewayError`]; around it, the [`ErrorPages`] interceptor gives parapet's own errors (and the
-/// intercepted statuses) their pages and guards the body against panics.
+/// a [`GatewayError`](crate::GatewayError); around it, the [`ErrorPages`] interceptor gives
+/// parapet's own errors (and the intercepted statuses) their pages and guards the body against
+/// panics.
 #[derive(Clone, Debug)]
 pub struct ErrorsLayer {
     pages: InterceptLayer<ErrorPages>,

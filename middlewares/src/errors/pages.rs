@@ -94,7 +94,8 @@ impl Interceptor for ErrorPages {
         let status = res.status();
         let gateway = res.extensions().get::<GatewayError>();
         if let Some(err) = gateway.filter(|e| e.kind() == GatewayErrorKind::Internal) {
-            tracing::error!(request_id = %self::request_id(&request_id), error = %ErrorChain(err), "app failed before its response head");
+            let request_id = self::request_id(&request_id);
+            tracing::error!(%request_id, error = %ErrorChain(err), "app failed before its response head");
         }
         if status.as_u16() >= 400
             && (gateway.is_some() || self.config.intercept.iter().any(|m| m.matches(status)))
