@@ -99,7 +99,6 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.as_mut().project();
-        let mut panicked = false;
         let outcome = match this.state.project() {
             StateProj::Inner { future } => {
                 match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
@@ -109,7 +108,9 @@ where
                         .with_detail("the service failed")
                         .with_source(err)),
                     Err(panic) => {
-                        panicked = true;
+                        // Signalled before the inner future is dropped (below): what it holds
+                        // knows a panic ended it.
+                        this.signal.set();
                         Err(panicked_error(&panic_message(&*panic)))
                     }
                 }
@@ -117,12 +118,7 @@ where
             StateProj::Panicked { message } => Err(panicked_error(message)),
             StateProj::Done => panic!("CatchPanicFuture polled after completion"),
         };
-        let mut this = self.project();
-        if panicked {
-            // Signalled before the inner future is dropped: what it holds knows a panic ended it.
-            this.signal.set();
-        }
-        this.state.set(State::Done);
+        self.project().state.set(State::Done);
         Poll::Ready(Ok(outcome.unwrap_or_else(GatewayError::into_response)))
     }
 }
