@@ -137,7 +137,7 @@ fn main() {
             b.push(run(&bare).await);
             c.push(run(&chain).await);
         }
-        parapet_middlewares::access_log::flush_all();
+        parapet_middlewares::host::flush_all();
         let report = |name: &str, s: &[Sample]| {
             let allocs = median(s.iter().map(|x| x.allocs).collect());
             let bytes = median(s.iter().map(|x| x.bytes).collect());

@@ -138,7 +138,7 @@ async fn run(config: Config, registry: Registry) -> ExitCode {
             _ = int.recv() => { tracing::info!("SIGINT received"); break }
             _ = usr1.recv() => {
                 tracing::info!("SIGUSR1 received: reopening access log files");
-                parapet_middlewares::access_log::reopen_all();
+                parapet_middlewares::host::reopen_all();
             }
             _ = hup.recv() => {
                 tracing::info!("SIGHUP received: reloading {}", reloader.path().display());

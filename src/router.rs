@@ -19,6 +19,7 @@ use std::task::{Context, Poll};
 
 use http::uri::{PathAndQuery, Uri};
 use http::Method;
+use parapet_middlewares::host::PanicSignal;
 use parapet_middlewares::{GatewayError, GatewayErrorKind};
 use pin_project_lite::pin_project;
 
@@ -122,9 +123,13 @@ impl tower::Service<Request> for Router {
 
     fn call(&mut self, req: Request) -> RouterFuture {
         match self.dispatch(req) {
-            Dispatch::App(app, req) => RouterFuture::App {
-                fut: app.handle(req),
-            },
+            Dispatch::App(app, mut req) => {
+                let signal = PanicSignal::attach(&mut req);
+                RouterFuture::App {
+                    fut: app.handle(req),
+                    signal,
+                }
+            }
             Dispatch::Answer(response) => RouterFuture::Ready {
                 response: Some(response),
             },
@@ -139,8 +144,8 @@ pin_project! {
     // `response` parapet's answer until it is taken.
     #[allow(missing_docs)]
     pub enum RouterFuture {
-        /// The app is answering.
-        App { #[pin] fut: AppFuture },
+        /// The app is answering; `signal` tells the access logs inside it that a panic ended it.
+        App { #[pin] fut: AppFuture, signal: PanicSignal },
         /// parapet answered.
         Ready { response: Option<Response> },
     }
@@ -151,16 +156,15 @@ impl Future for RouterFuture {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.as_mut().project() {
-            RouterProj::App { fut } => {
+            RouterProj::App { fut, signal } => {
                 match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.poll(cx))) {
                     Ok(poll) => poll,
                     Err(panic) => {
                         let message = parapet_middlewares::gateway::panic_message(&*panic);
                         tracing::error!("app panicked before its response head: {message}");
-                        // Drop the app's future now, marked, so an access log inside it logs the 500.
-                        parapet_middlewares::gateway::after_panic(|| {
-                            self.set(RouterFuture::Ready { response: None })
-                        });
+                        // Signal, then drop the app's future: an access log inside it logs the 500.
+                        signal.set();
+                        self.set(RouterFuture::Ready { response: None });
                         Poll::Ready(Ok(GatewayError::new(GatewayErrorKind::Internal)
                             .with_detail(format!("panic: {message}"))
                             .into_response()))

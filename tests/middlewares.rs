@@ -386,7 +386,7 @@ fn json_log(path: &std::path::Path) -> String {
 async fn log_lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        parapet_middlewares::access_log::flush_all();
+        parapet_middlewares::host::flush_all();
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let lines: Vec<_> = text.lines().map(str::to_owned).collect();
         if lines.len() >= n {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
-use crate::Body;
+use crate::{Body, BoxError};
 
 /// Where a failure came from, in Pingora's terms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,10 +98,15 @@ impl GatewayErrorKind {
 }
 
 /// A response parapet produced itself, attached to that response's extensions.
+///
+/// It says what went wrong ([`kind`](Self::kind)), with context for logs ([`detail`](Self::detail))
+/// and the error that caused it, if any ([`source`](std::error::Error::source)). Its `Display` is
+/// `kind: detail`; [`ErrorChain`](crate::ErrorChain) adds the causes. Cloning it shares the cause.
 #[derive(Clone, Debug)]
 pub struct GatewayError {
     kind: GatewayErrorKind,
     detail: Cow<'static, str>,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl GatewayError {
@@ -110,12 +115,21 @@ impl GatewayError {
         Self {
             kind,
             detail: Cow::Borrowed(""),
+            source: None,
         }
     }
 
-    /// Adds a detail for logs (never sent to the client).
+    /// Adds a detail for logs (never sent to the client): context, such as which server or what
+    /// limit, not the cause (that is [`with_source`](Self::with_source)).
     pub fn with_detail(mut self, detail: impl Into<Cow<'static, str>>) -> Self {
         self.detail = detail.into();
+        self
+    }
+
+    /// Adds the error that caused this one, returned by [`source`](std::error::Error::source) (never
+    /// sent to the client).
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(Arc::from(source.into()));
         self
     }
 
@@ -164,24 +178,11 @@ impl std::fmt::Display for GatewayError {
     }
 }
 
-impl std::error::Error for GatewayError {}
-
-thread_local! {
-    static AFTER_PANIC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Runs `drop_it`, which drops a future that panicked and was caught, so that what the future holds
-/// knows why it goes: an access log record dropped there logs the 500 the client gets, not a 499.
-pub fn after_panic<R>(drop_it: impl FnOnce() -> R) -> R {
-    AFTER_PANIC.with(|p| p.set(true));
-    let r = drop_it();
-    AFTER_PANIC.with(|p| p.set(false));
-    r
-}
-
-/// Whether a drop happens because of a panic: unwinding now, or inside [`after_panic`].
-pub fn dropping_after_panic() -> bool {
-    std::thread::panicking() || AFTER_PANIC.with(|p| p.get())
+impl std::error::Error for GatewayError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        let source: &(dyn std::error::Error + 'static) = self.source.as_deref()?;
+        Some(source)
+    }
 }
 
 /// The message a caught panic carries, as `panic!` formats it; `(no message)` for other payloads.
@@ -232,5 +233,23 @@ mod tests {
         let err = response.extensions().get::<GatewayError>().unwrap();
         assert_eq!(err.kind(), GatewayErrorKind::UpstreamUnreachable);
         assert_eq!(err.detail(), "connection refused");
+    }
+
+    #[test]
+    fn a_gateway_error_keeps_its_cause_through_clones() {
+        use std::error::Error as _;
+        let err = GatewayError::new(GatewayErrorKind::UpstreamProtocol)
+            .with_detail("http://u")
+            .with_source(std::io::Error::other("header too long"));
+        let copy = err.clone();
+        assert_eq!(copy.to_string(), "upstream_protocol: http://u");
+        assert_eq!(copy.source().unwrap().to_string(), "header too long");
+        assert_eq!(
+            crate::ErrorChain(&copy).to_string(),
+            "upstream_protocol: http://u: header too long"
+        );
+        assert!(GatewayError::new(GatewayErrorKind::NoRoute)
+            .source()
+            .is_none());
     }
 }

@@ -19,7 +19,7 @@ use arc_swap::ArcSwap;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use parapet_middlewares::access_log::report_final_status;
+use parapet_middlewares::host::report_final_status;
 use parapet_middlewares::{Body, GatewayError, GatewayErrorKind};
 use pin_project_lite::pin_project;
 use tokio::net::TcpStream;

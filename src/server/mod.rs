@@ -274,7 +274,7 @@ impl Server {
         };
         // Every line of the requests that finished is on disk before parapet exits. Flushing
         // waits for the writer threads: off the runtime, which may have a single thread.
-        let _ = tokio::task::spawn_blocking(parapet_middlewares::access_log::flush_all).await;
+        let _ = tokio::task::spawn_blocking(parapet_middlewares::host::flush_all).await;
         finished
     }
 }

@@ -23,7 +23,9 @@
 //! Put `access_log` first in a chain, so the bytes it counts are the bytes on the wire (after
 //! compression). The status is the final one wherever it sits: the server reports the status it sent
 //! back to every access log the response passed through. A request never waits for the disk: lines go
-//! to a writer thread ([`sink`]).
+//! to a writer thread ([`sink`]). What the log needs from the server (reporting that status, flushing
+//! at shutdown, reopening on SIGUSR1, the client's address, signalling the panics it catches) is the
+//! [host contract](crate::host).
 
 pub mod format;
 pub mod sink;
@@ -40,8 +42,9 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as _, Frame, SizeHint};
 
 pub use format::Format;
-pub use sink::{flush_all, reopen_all, Sink, Target};
+pub use sink::{Sink, Target};
 
+use crate::host::PanicSignal;
 use crate::intercept::{Intercept, InterceptLayer, Interceptor};
 use crate::{Body, BoxError, ClientAddr, GatewayError, UpstreamResponse};
 
@@ -100,14 +103,14 @@ pub struct AccessLog {
 /// The statuses the server finally sent, reported back to every access log a response passed through.
 ///
 /// An access log puts a slot here on its way out; the server, about to send the head, fills every
-/// slot with the status it sends ([`report_final_status`]). Layers outside the log may have rewritten
-/// the status since the log saw it.
+/// slot with the status it sends ([`host::report_final_status`](crate::host::report_final_status)).
+/// Layers outside the log may have rewritten the status since the log saw it.
 #[derive(Clone, Debug, Default)]
-pub struct FinalStatus(Vec<Arc<AtomicU16>>);
+pub(crate) struct FinalStatus(Vec<Arc<AtomicU16>>);
 
-/// Tells every access log the response passed through the status actually sent. The server calls
-/// this on every response just before sending it; it costs nothing when no access log is present.
-pub fn report_final_status<B>(response: &Response<B>) {
+/// Tells every access log the response passed through the status actually sent. Hosts call it as
+/// [`crate::host::report_final_status`].
+pub(crate) fn report_final_status<B>(response: &Response<B>) {
     if let Some(FinalStatus(slots)) = response.extensions().get::<FinalStatus>() {
         for slot in slots {
             slot.store(response.status().as_u16(), Ordering::Relaxed);
@@ -125,6 +128,7 @@ impl Interceptor for AccessLog {
             start: Instant::now(),
             time: SystemTime::now(),
             remote: req.extensions().get::<ClientAddr>().copied(),
+            panic: req.extensions().get::<PanicSignal>().cloned(),
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
@@ -176,6 +180,8 @@ pub struct Record {
     start: Instant,
     time: SystemTime,
     remote: Option<ClientAddr>,
+    /// The signal of the nearest panic-catcher outside this log, if any.
+    panic: Option<PanicSignal>,
     method: Method,
     uri: Uri,
     version: Version,
@@ -198,9 +204,12 @@ impl Record {
     /// The status to log and the error to name, from what happened.
     fn outcome(&self) -> (u16, Option<&'static str>) {
         let Some(status) = self.status else {
-            // No response head came through this layer: the future was dropped (the client went
-            // away) or a panic is unwinding through it (a layer outside turns it into a 500).
-            return if crate::gateway::dropping_after_panic() {
+            // No response head came through this layer: the future was dropped because the client
+            // went away, or because of a panic that a catcher outside turns into a 500 (it is
+            // unwinding through here now, or the catcher caught it and signalled it).
+            let panicked =
+                std::thread::panicking() || self.panic.as_ref().is_some_and(PanicSignal::is_set);
+            return if panicked {
                 (500, Some("panic"))
             } else {
                 (499, Some("client_closed"))

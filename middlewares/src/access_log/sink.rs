@@ -6,8 +6,9 @@
 //! so a busy log costs one write per batch, not one per request. If the disk falls so far behind that
 //! the buffer reaches [`MAX_BUFFERED`], lines are dropped and counted on stderr rather than stalling
 //! requests. Sinks are shared by target, so every layer and every reload writing to one file uses one
-//! writer; [`reopen_all`] (on SIGUSR1) reopens every file, so logrotate can move them away, and
-//! [`flush_all`] writes out everything buffered (at shutdown).
+//! writer; [`host::reopen_all`](crate::host::reopen_all) (on SIGUSR1) reopens every file, so
+//! logrotate can move them away, and [`host::flush_all`](crate::host::flush_all) writes out
+//! everything buffered (at shutdown).
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -147,15 +148,16 @@ impl Sink {
 }
 
 /// Waits until every open sink has written and flushed what is buffered: at shutdown, so that no
-/// line is lost.
-pub fn flush_all() {
+/// line is lost. Hosts call it as [`crate::host::flush_all`].
+pub(crate) fn flush_all() {
     for sink in open_sinks() {
         sink.flush();
     }
 }
 
 /// Reopens every open log file: after logrotate moved one away, writing goes on in a new file.
-pub fn reopen_all() {
+/// Hosts call it as [`crate::host::reopen_all`].
+pub(crate) fn reopen_all() {
     for sink in open_sinks() {
         sink.shared.lock().reopen = true;
         sink.shared.wake.notify_one();

@@ -1,6 +1,8 @@
 use super::*;
 use std::convert::Infallible;
+use std::future::Future;
 use std::path::PathBuf;
+use std::task::Poll;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -143,7 +145,7 @@ async fn the_final_status_reported_by_the_server_wins() {
     let mut res = svc.oneshot(request()).await.unwrap();
     // A layer outside the log rewrote the status; the server reports what it sent.
     *res.status_mut() = StatusCode::IM_A_TEAPOT;
-    report_final_status(&res);
+    crate::host::report_final_status(&res);
     res.into_body().collect().await.unwrap();
     let line = &lines(&path)[0];
     assert!(line.contains("\"status\":418"), "{line}");
@@ -233,4 +235,43 @@ async fn a_sized_body_sent_to_its_last_byte_is_complete_without_its_end() {
     let line = &lines(&path)[0];
     assert!(line.contains("\"status\":200"), "{line}");
     assert!(line.contains("\"bytes\":5"), "{line}");
+}
+
+#[tokio::test]
+async fn a_request_dropped_after_its_catcher_signalled_a_panic_is_logged_as_500() {
+    let (path, _sink) = log_file("signalled");
+    let inner = tower::service_fn(|_req: Request<Body>| async move {
+        std::future::pending::<()>().await;
+        Ok::<_, Infallible>(Response::new(Body::empty()))
+    });
+    let svc = layer(Format::Json, &path).layer(inner);
+    // A catcher outside the log: it attaches its signal, and sets it before dropping the future.
+    let mut req = request();
+    let signal = crate::host::PanicSignal::attach(&mut req);
+    let mut fut = Box::pin(svc.oneshot(req));
+    let pending = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx).is_pending())).await;
+    assert!(pending, "the request reached the inner service");
+    signal.set();
+    drop(fut);
+    let line = &lines(&path)[0];
+    assert!(line.contains("\"status\":500"), "{line}");
+    assert!(line.contains("\"error\":\"panic\""), "{line}");
+}
+
+#[tokio::test]
+async fn a_panic_is_logged_as_500_by_a_log_inside_the_errors_layer() {
+    let (path, _sink) = log_file("inside-errors");
+    let inner = tower::service_fn(|_req: Request<Body>| async move {
+        if true {
+            panic!("boom");
+        }
+        Ok::<_, Infallible>(Response::new(Body::empty()))
+    });
+    let svc = crate::errors::ErrorsLayer::new(Default::default())
+        .layer(layer(Format::Json, &path).layer(inner));
+    let res = svc.oneshot(request()).await.unwrap();
+    assert_eq!(res.status(), 500);
+    let line = &lines(&path)[0];
+    assert!(line.contains("\"status\":500"), "{line}");
+    assert!(line.contains("\"error\":\"panic\""), "{line}");
 }

@@ -9,7 +9,7 @@ use http::HeaderMap;
 use http_body::{Frame, SizeHint};
 
 use super::Encoding;
-use crate::{Body, BoxError};
+use crate::{Body, BoxError, Error};
 
 /// Output is handed on once this much has built up, even if the source keeps producing.
 const CHUNK: usize = 32 * 1024;
@@ -42,21 +42,23 @@ impl Encoder {
         })
     }
 
-    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+    fn write(&mut self, data: &[u8]) -> Result<(), Error> {
         match self {
             Encoder::Gzip(e) => e.write_all(data),
             Encoder::Br(e) => e.write_all(data),
             Encoder::Zstd(e) => e.write_all(data),
         }
+        .map_err(Error::Compress)
     }
 
     /// Emits everything written so far as decodable output (a sync flush).
-    fn flush(&mut self) -> io::Result<()> {
+    fn flush(&mut self) -> Result<(), Error> {
         match self {
             Encoder::Gzip(e) => e.flush(),
             Encoder::Br(e) => e.flush(),
             Encoder::Zstd(e) => e.flush(),
         }
+        .map_err(Error::Compress)
     }
 
     fn output(&mut self) -> &mut Vec<u8> {
@@ -71,12 +73,13 @@ impl Encoder {
         Bytes::from(std::mem::take(self.output()))
     }
 
-    fn finish(self) -> io::Result<Vec<u8>> {
+    fn finish(self) -> Result<Vec<u8>, Error> {
         match self {
             Encoder::Gzip(e) => e.finish(),
             Encoder::Br(e) => Ok(e.into_inner()),
             Encoder::Zstd(e) => e.finish(),
         }
+        .map_err(Error::Compress)
     }
 }
 
@@ -220,7 +223,7 @@ impl WholeGzipBody {
         self.joined.extend_from_slice(&bytes);
     }
 
-    fn compress(&mut self) -> Result<Bytes, BoxError> {
+    fn compress(&mut self) -> Result<Bytes, Error> {
         let input = match &self.first {
             Some(first) => &first[..],
             None => &self.joined[..],
@@ -247,7 +250,7 @@ thread_local! {
 }
 
 /// `input` as one gzip member, compressed by libdeflate at `level` (1 to 9).
-pub(super) fn gzip_whole(level: u32, input: &[u8]) -> Result<Bytes, BoxError> {
+pub(super) fn gzip_whole(level: u32, input: &[u8]) -> Result<Bytes, Error> {
     let level = level.clamp(1, 9);
     GZIP.with_borrow_mut(
         |Whole {
@@ -258,7 +261,7 @@ pub(super) fn gzip_whole(level: u32, input: &[u8]) -> Result<Bytes, BoxError> {
                 Some(i) => i,
                 None => {
                     let lvl = libdeflater::CompressionLvl::new(level as i32)
-                        .map_err(|e| format!("gzip level {level}: {e:?}"))?;
+                        .map_err(|e| Error::Gzip(format!("level {level}: {e:?}")))?;
                     compressors.push((level, libdeflater::Compressor::new(lvl)));
                     compressors.len() - 1
                 }
@@ -270,7 +273,7 @@ pub(super) fn gzip_whole(level: u32, input: &[u8]) -> Result<Bytes, BoxError> {
             }
             let n = compressor
                 .gzip_compress(input, &mut scratch[..bound])
-                .map_err(|e| format!("gzip: {e:?}"))?;
+                .map_err(|e| Error::Gzip(e.to_string()))?;
             let out = Bytes::copy_from_slice(&scratch[..n]);
             if scratch.len() > 2 * WHOLE_MAX as usize {
                 // Only a body longer than its exact size hint gets here: do not keep its buffer.
