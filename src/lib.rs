@@ -41,6 +41,7 @@ pub mod build;
 pub mod builtins;
 pub mod chain;
 pub mod config;
+pub mod error;
 pub mod handlers;
 pub mod proxy;
 pub mod registry;
@@ -51,6 +52,7 @@ pub mod server;
 pub mod service;
 
 pub use config::Config;
+pub use error::Error;
 pub use parapet_middlewares::{Body, BoxError, ClientAddr};
 pub use registry::Registry;
 pub use server::Server;

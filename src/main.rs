@@ -4,9 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use parapet::config::{LoadError, DEFAULT_PATH};
+use parapet::config::DEFAULT_PATH;
 use parapet::server::{ReloadTrigger, Reloader};
+use parapet::Error;
 use parapet::{Config, Registry, Server};
+use parapet_middlewares::ErrorChain;
 
 #[derive(Parser)]
 #[command(
@@ -70,7 +72,7 @@ fn main() -> ExitCode {
         // bound or started.
         Command::Check { .. } => {
             if let Err(errors) = parapet::build::check(&config, &registry) {
-                return report(&LoadError::Invalid(errors));
+                return report(&Error::Config(errors));
             }
             println!("{}: ok", path.display());
             ExitCode::SUCCESS
@@ -118,10 +120,7 @@ async fn run(config: Config, registry: Registry) -> ExitCode {
     };
     let server = match Server::start(config, registry).await {
         Ok(s) => Arc::new(s),
-        Err(err) => {
-            eprintln!("parapet: {err}");
-            return ExitCode::FAILURE;
-        }
+        Err(err) => return report(&err),
     };
     let reloader = Arc::new(Reloader::new(Arc::clone(&server), path));
     // Without a watch (inotify exhausted, say), SIGHUP still reloads.
@@ -151,15 +150,17 @@ async fn run(config: Config, registry: Registry) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn report(err: &LoadError) -> ExitCode {
+/// Prints why parapet cannot go on, every config error on a line of its own, any other error with
+/// its causes.
+fn report(err: &Error) -> ExitCode {
     match err {
-        LoadError::Invalid(errors) => {
+        Error::Config(errors) => {
             for e in errors.errors() {
                 eprintln!("error: {e}");
             }
             eprintln!("{} error(s); the config is invalid", errors.errors().len());
         }
-        LoadError::Io { source, .. } => eprintln!("error: {err}: {source}"),
+        _ => eprintln!("error: {}", ErrorChain(err)),
     }
     ExitCode::FAILURE
 }

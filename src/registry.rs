@@ -55,7 +55,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use parapet_middlewares::{Body, BoxError, GatewayError, GatewayErrorKind};
+use parapet_middlewares::{Body, BoxError, ErrorChain, GatewayError, GatewayErrorKind};
 use serde::de::DeserializeOwned;
 use tower::{Service, ServiceExt};
 
@@ -371,9 +371,10 @@ where
                 Ok(response) => response.map(Body::new),
                 Err(err) => {
                     let err: BoxError = err.into();
-                    tracing::error!(error = %err, "handler failed");
+                    tracing::error!(error = %ErrorChain(&*err), "handler failed");
                     GatewayError::new(GatewayErrorKind::Internal)
-                        .with_detail(err.to_string())
+                        .with_detail("the handler failed")
+                        .with_source(err)
                         .into_response()
                 }
             };

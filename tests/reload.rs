@@ -443,10 +443,7 @@ async fn no_reload_starts_listeners_again_after_shutdown() {
         .reload(Config::parse(&f.path, &config("two", ""), &Registry::new()).unwrap())
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, parapet::server::ReloadError::ShuttingDown),
-        "{err}"
-    );
+    assert!(matches!(err, parapet::Error::ShuttingDown), "{err}");
     assert!(f.server.local_addrs().is_empty());
 }
 

@@ -17,7 +17,7 @@ mod model;
 mod reader;
 mod validate;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use toml::de::DeTable;
 
@@ -49,27 +49,11 @@ pub trait Kinds {
     fn handler_kinds(&self) -> Vec<&str>;
 }
 
-/// A config that could not be read or is invalid.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// The file could not be read.
-    #[error("{}: cannot read config", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file was read and has errors.
-    #[error("{0}")]
-    Invalid(#[from] ConfigErrors),
-}
-
 impl Config {
     /// Reads and validates the config at `path`, with the kinds `kinds` knows.
-    pub fn load(path: impl AsRef<Path>, kinds: &dyn Kinds) -> Result<Config, LoadError> {
+    pub fn load(path: impl AsRef<Path>, kinds: &dyn Kinds) -> Result<Config, crate::Error> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        let text = std::fs::read_to_string(path).map_err(|source| crate::Error::ReadConfig {
             path: path.to_path_buf(),
             source,
         })?;

@@ -22,14 +22,14 @@ use std::sync::Arc;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::Version;
-use parapet_middlewares::{GatewayError, GatewayErrorKind, UpstreamResponse};
+use parapet_middlewares::{ErrorChain, GatewayError, GatewayErrorKind, UpstreamResponse};
 
 mod pool;
 
-use pool::{SendError, ServerPool};
+use pool::ServerPool;
 
 use crate::config::{UpstreamConfig, UpstreamServer};
-use crate::{AppService, ClientAddr, Request, Response};
+use crate::{AppService, ClientAddr, Error, Request, Response};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -179,12 +179,13 @@ impl Upstream {
         match failure {
             Failure::Send(err) => {
                 let kind = match err {
-                    SendError::Connect(_) => GatewayErrorKind::UpstreamUnreachable,
-                    SendError::Protocol(_) => GatewayErrorKind::UpstreamProtocol,
+                    Error::UpstreamConnect { .. } => GatewayErrorKind::UpstreamUnreachable,
+                    _ => GatewayErrorKind::UpstreamProtocol,
                 };
-                let detail = format!("{name}: {err}");
-                tracing::warn!(upstream = %self.config.name, server = %name, error = %detail, "upstream request failed");
-                GatewayError::new(kind).with_detail(detail)
+                tracing::warn!(upstream = %self.config.name, server = %name, error = %ErrorChain(&err), "upstream request failed");
+                GatewayError::new(kind)
+                    .with_detail(name.to_string())
+                    .with_source(err)
             }
             Failure::TimedOut => {
                 tracing::warn!(upstream = %self.config.name, server = %name, timeout = ?self.config.timeout, "upstream timed out");
@@ -208,7 +209,7 @@ struct Chosen<'a> {
 /// Why [`Upstream::send`] got no response head.
 enum Failure {
     /// The pool could not connect, or the connection failed.
-    Send(SendError),
+    Send(Error),
     /// No response head within the upstream's `timeout`.
     TimedOut,
 }

@@ -21,35 +21,11 @@ use hyper_util::rt::TokioIo;
 use parapet_middlewares::{Body, BoxError};
 use tokio::net::TcpStream;
 
+use crate::Error;
+
 /// An idle connection unused this long is closed rather than reused (upstreams commonly close idle
 /// keep-alive connections after 60 to 75 s; reusing one just as it closes would fail the request).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
-
-/// Why a request did not get a response head.
-#[derive(Debug)]
-pub(crate) enum SendError {
-    /// No connection could be opened: refused, unreachable, or `connect_timeout` passed.
-    Connect(std::io::Error),
-    /// The connection failed before the response head arrived.
-    Protocol(hyper::Error),
-}
-
-impl std::fmt::Display for SendError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SendError::Connect(e) => write!(f, "connect: {e}"),
-            SendError::Protocol(e) => {
-                write!(f, "{e}")?;
-                let mut source = std::error::Error::source(e);
-                while let Some(s) = source {
-                    write!(f, ": {s}")?;
-                    source = s.source();
-                }
-                Ok(())
-            }
-        }
-    }
-}
 
 struct Idle {
     sender: http1::SendRequest<Body>,
@@ -99,25 +75,29 @@ impl ServerPool {
         }
     }
 
-    async fn connect(&self) -> Result<http1::SendRequest<Body>, SendError> {
+    async fn connect(&self) -> Result<http1::SendRequest<Body>, Error> {
         let stream =
             tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.authority))
                 .await
                 .map_err(|_| {
-                    SendError::Connect(std::io::Error::new(
+                    std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         format!("no connection within {:?}", self.connect_timeout),
-                    ))
-                })?
-                .map_err(SendError::Connect)?;
+                    )
+                })
+                .and_then(|connected| connected)
+                .map_err(|source| Error::UpstreamConnect {
+                    server: self.authority.clone(),
+                    source,
+                })?;
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(SendError::Protocol)?;
+            .map_err(Error::UpstreamProtocol)?;
         let authority = self.authority.clone();
         tokio::spawn(async move {
             if let Err(err) = conn.await {
-                tracing::debug!(upstream = %authority, error = %err, "upstream connection ended with an error");
+                tracing::debug!(upstream = %authority, error = %parapet_middlewares::ErrorChain(&err), "upstream connection ended with an error");
             }
         });
         Ok(sender)
@@ -128,7 +108,7 @@ impl ServerPool {
     pub(crate) async fn send(
         self: &Arc<Self>,
         mut req: http::Request<Body>,
-    ) -> Result<http::Response<Body>, SendError> {
+    ) -> Result<http::Response<Body>, Error> {
         // One pooled connection at most gets a chance: a second stale one is unlikely, and a fresh
         // connection is the sure way to get the request through.
         let mut reused = true;
@@ -163,7 +143,7 @@ impl ServerPool {
                 if reused {
                     continue;
                 }
-                return Err(SendError::Protocol(err));
+                return Err(Error::UpstreamProtocol(err));
             }
             match sender.try_send_request(req).await {
                 Ok(response) => return Ok(self.track(sender, response, request_done)),
@@ -173,7 +153,7 @@ impl ServerPool {
                         req = back;
                         reused = false;
                     }
-                    _ => return Err(SendError::Protocol(err.into_error())),
+                    _ => return Err(Error::UpstreamProtocol(err.into_error())),
                 },
             }
         }

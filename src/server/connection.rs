@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use parapet_middlewares::host::report_final_status;
+use parapet_middlewares::ErrorChain;
 use parapet_middlewares::{Body, GatewayError, GatewayErrorKind};
 use pin_project_lite::pin_project;
 use tokio::net::TcpStream;
@@ -147,7 +148,7 @@ pub(super) async fn drive<C, T, E>(
 ) -> Option<T>
 where
     C: Graceful<Output = Result<T, E>>,
-    E: std::fmt::Display,
+    E: Into<parapet_middlewares::BoxError>,
 {
     tokio::pin!(conn);
     let mut draining = false;
@@ -162,7 +163,8 @@ where
                 return match result {
                     Ok(done) => Some(done),
                     Err(err) => {
-                        tracing::debug!(client = %peer, error = %err, "connection ended with an error");
+                        let err = err.into();
+                        tracing::debug!(client = %peer, error = %ErrorChain(&*err), "connection ended with an error");
                         None
                     }
                 };

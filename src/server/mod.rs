@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 
 use crate::build::Gateway;
 use crate::config::{Config, ConfigErrors};
-use crate::Registry;
+use crate::{Error, Registry};
 
 mod accept;
 mod connection;
@@ -37,9 +37,7 @@ mod reload;
 
 use accept::AcceptLoop;
 use connection::Builders;
-pub use reload::{
-    ReloadAttempt, ReloadError, ReloadOutcome, ReloadStatus, ReloadTrigger, Reloader,
-};
+pub use reload::{ReloadAttempt, ReloadOutcome, ReloadStatus, ReloadTrigger, Reloader};
 
 /// A running parapet: its listeners and the gateway they serve. Shared (`Arc<Server>`) between the
 /// code that reloads it, the code that stops it, and anyone asking for its addresses.
@@ -95,24 +93,6 @@ enum Phase {
     Closing,
 }
 
-/// Why the server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The config could not be built (an access log that cannot be opened, say).
-    #[error(transparent)]
-    Build(#[from] ConfigErrors),
-    /// A listener's address could not be bound.
-    #[error("listener `{name}`: cannot bind {addr}: {source}")]
-    Bind {
-        /// The listener.
-        name: String,
-        /// Its address.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-}
-
 /// Binds a listening socket at `addr`.
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let std = std::net::TcpListener::bind(addr)?;
@@ -123,11 +103,11 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 impl Server {
     /// Builds the gateway for `config` with the kinds of `registry`, binds every listener and starts
     /// serving.
-    pub async fn start(config: Config, registry: Registry) -> Result<Server, StartError> {
+    pub async fn start(config: Config, registry: Registry) -> Result<Server, Error> {
         let gateway = build_gateway(&config, &registry, None)?;
         let mut bound = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
-            let listener = bind(l.bind).map_err(|source| StartError::Bind {
+            let listener = bind(l.bind).map_err(|source| Error::Bind {
                 name: l.name.clone(),
                 addr: l.bind,
                 source,

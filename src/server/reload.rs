@@ -18,7 +18,9 @@ use tokio::net::TcpListener;
 
 use super::plan::{self, Socket};
 use super::{bind, build_gateway, RunningListener, Server};
-use crate::config::{Config, LoadError};
+use crate::config::Config;
+use crate::Error;
+use parapet_middlewares::ErrorChain;
 
 /// What asked for a reload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -88,30 +90,6 @@ pub enum ReloadOutcome {
     Unchanged,
 }
 
-/// Why a reload was refused; the running config stays in place.
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    /// The file could not be read or is invalid.
-    #[error(transparent)]
-    Config(#[from] LoadError),
-    /// A listener the new config adds or moves could not be bound.
-    #[error("listener `{name}`: cannot bind {addr}: {source}")]
-    Bind {
-        /// The listener.
-        name: String,
-        /// Its address.
-        addr: std::net::SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The server is shutting down.
-    #[error("the server is shutting down")]
-    ShuttingDown,
-    /// The reload task itself failed (a panic while building); the running config stays.
-    #[error("the reload failed unexpectedly; see the log")]
-    Failed,
-}
-
 /// Reloads a running server from its config file: what the file watch and SIGHUP call.
 pub struct Reloader {
     server: Arc<Server>,
@@ -140,10 +118,10 @@ impl Reloader {
     /// Reads and applies the config file. A [`ReloadTrigger::File`] reload of a file whose text is
     /// the running config's does nothing. Every attempt is logged with its outcome and duration, and
     /// recorded in [`Server::reload_status`].
-    pub async fn reload(&self, trigger: ReloadTrigger) -> Result<ReloadOutcome, ReloadError> {
+    pub async fn reload(&self, trigger: ReloadTrigger) -> Result<ReloadOutcome, Error> {
         let started = Instant::now();
         let result = async {
-            let text = std::fs::read_to_string(&self.path).map_err(|source| LoadError::Io {
+            let text = std::fs::read_to_string(&self.path).map_err(|source| Error::ReadConfig {
                 path: self.path.clone(),
                 source,
             })?;
@@ -152,8 +130,8 @@ impl Reloader {
             {
                 return Ok(ReloadOutcome::Unchanged);
             }
-            let config = Config::parse(&self.path, &text, self.server.registry())
-                .map_err(LoadError::from)?;
+            let config =
+                Config::parse(&self.path, &text, self.server.registry()).map_err(Error::from)?;
             self.server.apply_in_task(config).await
         }
         .await;
@@ -165,7 +143,7 @@ impl Reloader {
 impl Server {
     /// Serves `config` from now on (see the module docs). Logged and recorded like
     /// [`Reloader::reload`], with the trigger [`ReloadTrigger::Api`].
-    pub async fn reload(self: &Arc<Self>, config: Config) -> Result<ReloadOutcome, ReloadError> {
+    pub async fn reload(self: &Arc<Self>, config: Config) -> Result<ReloadOutcome, Error> {
         let started = Instant::now();
         let result = self.apply_in_task(config).await;
         self.record(ReloadTrigger::Api, started, &result);
@@ -176,7 +154,7 @@ impl Server {
         &self,
         trigger: ReloadTrigger,
         started: Instant,
-        result: &Result<ReloadOutcome, ReloadError>,
+        result: &Result<ReloadOutcome, Error>,
     ) {
         let duration = started.elapsed();
         let name = trigger.as_str();
@@ -194,7 +172,8 @@ impl Server {
             Err(err) => tracing::error!(
                 trigger = name,
                 ?duration,
-                "reload refused, the running config stays:\n{err}"
+                "reload refused, the running config stays:\n{}",
+                ErrorChain(err)
             ),
         }
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
@@ -208,17 +187,17 @@ impl Server {
 
     /// Applies `config` in a task of its own: a caller that stops waiting (a timeout, a dropped
     /// watch) cannot leave a reload half done.
-    async fn apply_in_task(self: &Arc<Self>, config: Config) -> Result<ReloadOutcome, ReloadError> {
+    async fn apply_in_task(self: &Arc<Self>, config: Config) -> Result<ReloadOutcome, Error> {
         let server = Arc::clone(self);
         tokio::spawn(async move { server.apply(config).await })
             .await
-            .unwrap_or(Err(ReloadError::Failed))
+            .unwrap_or(Err(Error::ReloadFailed))
     }
 
-    async fn apply(&self, config: Config) -> Result<ReloadOutcome, ReloadError> {
+    async fn apply(&self, config: Config) -> Result<ReloadOutcome, Error> {
         let mut inner = self.inner.lock().await;
         if inner.shutting_down {
-            return Err(ReloadError::ShuttingDown);
+            return Err(Error::ShuttingDown);
         }
         // 1. Sockets: kept, taken over, or bound now. A failure here drops what was bound and
         // changes nothing.
@@ -255,20 +234,18 @@ impl Server {
             .map(|(socket, l)| match *socket {
                 Socket::Keep(i) => Ok(Bound::Keep(i)),
                 Socket::TakeOver(i) => Ok(Bound::TakeOver(i)),
-                Socket::Bind => {
-                    bind(l.bind)
-                        .map(Bound::Fresh)
-                        .map_err(|source| ReloadError::Bind {
-                            name: l.name.clone(),
-                            addr: l.bind,
-                            source,
-                        })
-                }
+                Socket::Bind => bind(l.bind)
+                    .map(Bound::Fresh)
+                    .map_err(|source| Error::Bind {
+                        name: l.name.clone(),
+                        addr: l.bind,
+                        source,
+                    }),
             })
-            .collect::<Result<Vec<Bound>, ReloadError>>()?;
+            .collect::<Result<Vec<Bound>, Error>>()?;
         // 2. Build the new gateway off the request path, keeping unchanged upstreams' pools.
         let gateway = build_gateway(&config, &self.registry, Some(&self.gateway.load()))
-            .map_err(LoadError::from)?;
+            .map_err(Error::from)?;
         // 3. Listeners that go away or hand their socket over stop serving the new config first: their
         // connections finish on the config they began with, even where another listener takes
         // their name. Then the swap: new requests, and keep-alive connections at their next
