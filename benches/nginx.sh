@@ -5,6 +5,9 @@
 #   ROUNDS=5 DURATION=10 benches/nginx.sh
 #   PARAPET_BIN=/tmp/parapet-old ONLY=bare benches/nginx.sh     # a given build, not this checkout's
 #   PARAPET_SERVER='idle_release = "0s"' ONLY=idle benches/nginx.sh   # more [server] keys for parapet
+#   PARAPET_BASE=/tmp/parapet-before ROUNDS=7 ONLY="bare chain" benches/nginx.sh
+#                                    # a third proxy: another parapet build, in the same rotation
+#                                    # (nginx, base, parapet), for a change measured side by side
 #
 # Needs nginx and wrk (Debian: apt-get install -y nginx wrk), oha (cargo install oha) and python3; it
 # installs what is missing. It starts one origin (nginx, one worker), an nginx reverse proxy (one worker,
@@ -62,7 +65,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-read -r ORIGIN NGINX PARAPET < <($stat free-ports 3)
+read -r ORIGIN NGINX PARAPET BASE < <($stat free-ports 4)
 mkdir -p "$work/www" "$work/tmp"
 python3 - "$work/www" <<'PY'
 import json, os, sys, random
@@ -132,12 +135,13 @@ http {
 }
 CONF
 
-cat > "$work/parapet.toml" <<CONF
+parapet_config() { # port access-log
+cat <<CONF
 [server]
 workers = 1
 ${PARAPET_SERVER:-}
 [listeners.main]
-bind = "127.0.0.1:$PARAPET"
+bind = "127.0.0.1:$1"
 [[routes]]
 path = "/bare"
 strip_prefix = true
@@ -167,7 +171,7 @@ servers = ["http://127.0.0.1:$ORIGIN"]
 [middlewares.log]
 kind = "access_log"
 format = "json"
-path = "$work/parapet-access.log"
+path = "$2"
 [middlewares.secure]
 kind = "headers"
 response.set = { "x-frame-options" = "DENY" }
@@ -177,6 +181,9 @@ kind = "compress"
 level = 6
 min_size = 256
 CONF
+}
+parapet_config "$PARAPET" "$work/parapet-access.log" > "$work/parapet.toml"
+parapet_config "$BASE" "$work/base-access.log" > "$work/base.toml"
 
 wait_port() {
   for _ in $(seq 1 200); do
@@ -194,6 +201,13 @@ nginx_pids="$nginx_master $(pgrep -P "$nginx_master" | tr '\n' ' ')"
 
 declare -A PORT=([nginx]=$NGINX [parapet]=$PARAPET)
 declare -A PIDS=([nginx]="$nginx_pids" [parapet]="$parapet_pid")
+proxies="nginx parapet"
+if [ -n "${PARAPET_BASE:-}" ]; then
+  PARAPET_LOG=warn "$PARAPET_BASE" run -c "$work/base.toml" & pids+=($!)
+  PIDS[base]=$!; PORT[base]=$BASE
+  wait_port "$BASE"
+  proxies="nginx base parapet"
+fi
 results="$work/results.txt"
 
 # CPU µs per request at a fixed offered rate.
@@ -238,7 +252,7 @@ idle_run() { # proxy
 }
 
 # Warm up both: pools, caches, page cache.
-for proxy in nginx parapet; do
+for proxy in $proxies; do
   timeout 30 oha -z 2s -c 16 --no-tui "http://127.0.0.1:${PORT[$proxy]}/bare/5b" > /dev/null
   timeout 30 oha -n 200 -c 4 --no-tui -H 'accept-encoding: gzip' "http://127.0.0.1:${PORT[$proxy]}/gzip/data.json" > /dev/null
 done
@@ -247,12 +261,12 @@ wants() { [[ " $ONLY " == *" $1 "* ]]; }
 # Idle first, on processes that have served only the warm-up: memory the other scenarios leave to the
 # allocator would otherwise blur the RSS difference (either way).
 if wants idle; then
-  for proxy in nginx parapet; do idle_run "$proxy"; done
+  for proxy in $proxies; do idle_run "$proxy"; done
 fi
 
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round/$ROUNDS" >&2
-  for proxy in nginx parapet; do
+  for proxy in $proxies; do
     if wants bare; then cpu_run "$proxy" bare /bare/5b "$RATE"; fi
     if wants chain; then cpu_run "$proxy" chain /chain/5b "$RATE"; fi
     if wants gzip; then cpu_run "$proxy" gzip /gzip/data.json "$GZIP_RATE" 'accept-encoding: gzip'; fi
@@ -266,7 +280,7 @@ size() { curl -s -H 'accept-encoding: gzip' "http://127.0.0.1:${PORT[$1]}/gzip/d
 original=$(wc -c < "$work/www/data.json")
 echo
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(nginx -v 2>&1); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2); $(oha --version); $("$parapet" --version)"
-echo "rounds: $ROUNDS x ${DURATION}s, alternating nginx and parapet; fixed rates: bare/chain $RATE req/s, gzip $GZIP_RATE req/s"
+echo "rounds: $ROUNDS x ${DURATION}s, alternating $proxies; fixed rates: bare/chain $RATE req/s, gzip $GZIP_RATE req/s"
 echo "gzip output for $original bytes of JSON: nginx $(size nginx) bytes, parapet $(size parapet) bytes"
 echo
 $stat summary "$results"

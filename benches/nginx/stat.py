@@ -45,18 +45,28 @@ def summary(path):
         for line in f:
             scenario, metric, proxy, value = line.split()
             data.setdefault((scenario, metric), {}).setdefault(proxy, []).append(float(value))
-    rows = []
+    # With a base build (PARAPET_BASE), two more columns: its figures, and parapet/base.
+    with_base = any("base" in by for by in data.values())
+
+    def cell(values):
+        return f"{statistics.median(values):,.1f} ({min(values):,.1f}–{max(values):,.1f})"
+
+    head = "| scenario | metric | nginx median (min–max) | parapet median (min–max) | parapet/nginx |"
+    if with_base:
+        head += " base median (min–max) | parapet/base |"
+    print(head)
+    print("|" + " --- |" * (head.count("|") - 1))
     for (scenario, metric), by in data.items():
-        n, p = by.get("nginx", []), by.get("parapet", [])
+        n, p, b = by.get("nginx", []), by.get("parapet", []), by.get("base", [])
         if not n or not p:
             continue
         mn, mp = statistics.median(n), statistics.median(p)
         ratio = mp / mn if mn else float("nan")
-        rows.append((scenario, metric, mn, min(n), max(n), mp, min(p), max(p), ratio))
-    print("| scenario | metric | nginx median (min–max) | parapet median (min–max) | parapet/nginx |")
-    print("| --- | --- | --- | --- | --- |")
-    for s, m, mn, nlo, nhi, mp, plo, phi, r in rows:
-        print(f"| {s} | {m} | {mn:,.1f} ({nlo:,.1f}–{nhi:,.1f}) | {mp:,.1f} ({plo:,.1f}–{phi:,.1f}) | {r:.2f} |")
+        row = f"| {scenario} | {metric} | {cell(n)} | {cell(p)} | {ratio:.2f} |"
+        if with_base and b:
+            mb = statistics.median(b)
+            row += f" {cell(b)} | {mp / mb if mb else float('nan'):.2f} |"
+        print(row)
 
 
 def main():

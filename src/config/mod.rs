@@ -1,9 +1,9 @@
 //! The config, in three stages: **read**, **model**, and (elsewhere) **build**.
 //!
-//! 1. *Read* ([`reader`]): the TOML text becomes toml's spanned document, walked key by key by
+//! 1. *Read* (`reader.rs`): the TOML text becomes toml's spanned document, walked key by key by
 //!    [`Table`] and [`Value`], which record every error at once with its file, line, column and key.
 //!    Pure: no I/O beyond the text it is given.
-//! 2. *Model* ([`model`], converted in `validate`): plain validated data, [`Config`]. Unknown keys,
+//! 2. *Model* (`model.rs`, converted in `validate.rs`): plain validated data, [`Config`]. Unknown keys,
 //!    unknown kinds, bad values and dangling names are found here, all together ([`ConfigErrors`]).
 //!    Handler and middleware kinds read their own settings through [`Kinds`], into typed values the
 //!    model carries as [`Settings`]. No file is opened, no thread spawned, no service built: the model
