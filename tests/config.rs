@@ -421,3 +421,28 @@ value = "v2"
     let c = Config::parse("t.toml", text, &registry).unwrap();
     assert_eq!(c.apps["h"].middlewares.len(), 2);
 }
+
+#[test]
+fn the_config_module_is_a_leaf_that_knows_no_runtime_type() {
+    // Read and model are pure: nothing in src/config may reach for what builds or serves.
+    for entry in std::fs::read_dir("src/config").unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for runtime in [
+            "crate::registry",
+            "crate::chain",
+            "crate::handlers",
+            "crate::server",
+            "crate::build",
+            "crate::builtins",
+            "crate::proxy",
+            "crate::router",
+        ] {
+            let imports = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .any(|l| l.contains(runtime));
+            assert!(!imports, "{} uses {runtime}", path.display());
+        }
+    }
+}
