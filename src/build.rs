@@ -100,6 +100,13 @@ impl Gateway {
             .collect();
 
         let mut apps: BTreeMap<&str, AppService> = BTreeMap::new();
+        // Handlers learn where they are mounted (a WSGI app's SCRIPT_NAME); upstreams need not.
+        let wants_mount = |app: &str| {
+            config
+                .apps
+                .get(app)
+                .is_some_and(|a| matches!(a.endpoint, EndpointConfig::Handler(_)))
+        };
         for (name, app) in &config.apps {
             let endpoint = match &app.endpoint {
                 EndpointConfig::Upstream(u) => upstreams[u].service(),
@@ -136,6 +143,7 @@ impl Gateway {
                 app: app.clone(),
                 app_name: route.app.as_str().into(),
                 strip_prefix: route.strip_prefix,
+                mount: wants_mount(&route.app).then(|| route.path.trim_end_matches('/').into()),
             };
             for (listener, table) in tables.iter_mut() {
                 let serves = route

@@ -36,6 +36,21 @@ pub struct RouteTarget {
     pub app_name: Arc<str>,
     /// The route's `strip_prefix`.
     pub strip_prefix: bool,
+    /// Set for apps that want to know where they are mounted (in-process handlers such as WSGI's,
+    /// whose SCRIPT_NAME is the route's prefix): the router then puts a [`MountPoint`] on each
+    /// request. `None` for upstreams, which pay nothing for it.
+    pub mount: Option<Arc<str>>,
+}
+
+/// Where the route that matched a request is mounted, in the request's extensions for the apps that
+/// ask for it ([`RouteTarget::mount`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountPoint {
+    /// The route's path prefix, without a trailing slash: `/shop`, or empty for `/`.
+    pub prefix: Arc<str>,
+    /// Whether the prefix was removed from the request's path (`strip_prefix`): if not, the path
+    /// still starts with it.
+    pub stripped: bool,
 }
 
 impl std::fmt::Debug for RouteTarget {
@@ -102,6 +117,12 @@ impl Router {
             return Dispatch::Answer(GatewayError::new(GatewayErrorKind::NoRoute).into_response());
         };
         let app = target.app.clone();
+        if let Some(mount) = &target.mount {
+            req.extensions_mut().insert(MountPoint {
+                prefix: Arc::clone(mount),
+                stripped: target.strip_prefix && prefix != "/",
+            });
+        }
         if target.strip_prefix && prefix != "/" {
             let stripped = strip_prefix(req.uri(), prefix);
             if let Some(uri) = stripped {

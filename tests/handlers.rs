@@ -138,3 +138,18 @@ async fn a_static_root_that_does_not_exist_is_a_config_error() {
     assert!(err.contains("apps.site.handler.root"), "{err}");
     assert!(err.contains("cannot be read"), "{err}");
 }
+
+#[cfg(not(feature = "wsgi"))]
+#[test]
+fn a_wsgi_handler_without_the_feature_is_a_config_error_saying_how_to_get_it() {
+    let toml = r#"[listeners.main]
+bind = "127.0.0.1:0"
+[apps.shop]
+handler = { kind = "wsgi", app = "shop.wsgi:application" }
+"#;
+    let err = parapet::Config::parse("x.toml", toml, &parapet::Registry::new())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("x.toml:4:11: apps.shop.handler"), "{err}");
+    assert!(err.contains("--features wsgi"), "{err}");
+}

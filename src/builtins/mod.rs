@@ -7,7 +7,7 @@
 pub mod middlewares;
 
 use crate::config::{ConfigError, Location};
-use crate::handlers::{echo, redirect, respond, static_files};
+use crate::handlers::{echo, redirect, respond, static_files, wsgi};
 use crate::registry::Registry;
 
 impl Default for Registry {
@@ -42,6 +42,7 @@ pub fn register(registry: &mut Registry) {
             |r, _| Ok(r.service()),
         )
         .register_handler_kind("echo", |_| Some(()), no_check, |_, _| Ok(echo::service()));
+    wsgi::register(registry);
     middlewares::register(registry);
 }
 

@@ -7,6 +7,7 @@ pub mod echo;
 pub mod redirect;
 pub mod respond;
 pub mod static_files;
+pub mod wsgi;
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 

@@ -1,0 +1,897 @@
+//! The Python side of the `wsgi` handler: the interpreter, the app's thread pool, and PEP 3333's
+//! objects (`wsgi.input`, `start_response`, `write`, `wsgi.errors`, `wsgi.file_wrapper`).
+//!
+//! A request crosses from the async gateway to a pool thread as a [`Job`], and comes back as a head
+//! (a oneshot) followed by body pieces (a bounded channel, for backpressure). The pool thread holds the
+//! GIL while Python code runs and releases it ([`Python::detach`]) whenever it waits on the gateway.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::pin::Pin;
+use std::sync::{mpsc, Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http_body::{Body as HttpBody, Frame};
+use http_body_util::BodyExt;
+use parapet_middlewares::{Body, BoxError, ClientAddr, GatewayError, GatewayErrorKind};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTraceback, PyTuple};
+use tokio::sync::{mpsc as tmpsc, oneshot};
+
+use super::Wsgi;
+use crate::router::MountPoint;
+use crate::{AppService, Request, Response};
+
+/// Body pieces buffered between the app and a slow client before the app waits.
+const RESPONSE_PIECES: usize = 4;
+/// How much of a file `wsgi.file_wrapper` sends at a time.
+const FILE_CHUNK: usize = 64 * 1024;
+
+/// A loaded WSGI app: its callable and the threads that run it. Shared by every config that names
+/// the same settings, so a reload that keeps them keeps the app (and imports nothing).
+pub(super) struct WsgiApp {
+    jobs: Mutex<mpsc::Sender<Job>>,
+}
+
+/// Apps loaded, by settings: a reload finds the app its settings already loaded.
+static APPS: Mutex<Option<HashMap<Wsgi, Weak<WsgiApp>>>> = Mutex::new(None);
+
+/// The app for `settings`: the one already loaded, or a new import with a new pool.
+pub(super) fn app(settings: &Wsgi) -> Result<Arc<WsgiApp>, String> {
+    let mut apps = APPS.lock().unwrap_or_else(|e| e.into_inner());
+    let apps = apps.get_or_insert_with(HashMap::new);
+    apps.retain(|_, app| app.strong_count() > 0);
+    if let Some(app) = apps.get(settings).and_then(Weak::upgrade) {
+        return Ok(app);
+    }
+    let app = Arc::new(load(settings)?);
+    apps.insert(settings.clone(), Arc::downgrade(&app));
+    Ok(app)
+}
+
+/// Imports the app and starts its threads.
+fn load(settings: &Wsgi) -> Result<WsgiApp, String> {
+    let handle = tokio::runtime::Handle::try_current()
+        .map_err(|_| "a WSGI app is built inside parapet's runtime".to_owned())?;
+    Python::initialize();
+    let callable = Python::attach(|py| -> PyResult<Py<PyAny>> {
+        let sys_path = py.import("sys")?.getattr("path")?;
+        let sys_path = sys_path.cast::<PyList>()?;
+        // Put the entries first, in their order, each once.
+        for dir in settings.pythonpath.iter().rev() {
+            let dir = dir.to_string_lossy();
+            if !sys_path.contains(dir.as_ref())? {
+                sys_path.insert(0, dir.as_ref())?;
+            }
+        }
+        let (module, path) = settings
+            .app
+            .split_once(':')
+            .ok_or_else(|| PyValueError::new_err("app is module:callable"))?;
+        let mut object = py.import(module)?.into_any();
+        for attr in path.split('.') {
+            object = object.getattr(attr)?;
+        }
+        if !object.is_callable() {
+            return Err(PyTypeError::new_err(format!(
+                "{} is not callable",
+                settings.app
+            )));
+        }
+        Ok(object.unbind())
+    })
+    .map_err(|err| {
+        format!(
+            "cannot load the WSGI app {:?}: {}",
+            settings.app,
+            Python::attach(|py| describe(py, &err))
+        )
+    })?;
+    let callable = Arc::new(callable);
+    let (jobs, queue) = mpsc::channel::<Job>();
+    let queue = Arc::new(Mutex::new(queue));
+    for i in 0..settings.threads {
+        let queue = Arc::clone(&queue);
+        let callable = Arc::clone(&callable);
+        let handle = handle.clone();
+        std::thread::Builder::new()
+            .name(format!("wsgi-{i}"))
+            .spawn(move || worker(&queue, &callable, &handle))
+            .map_err(|e| format!("cannot start a WSGI thread: {e}"))?;
+    }
+    tracing::info!(app = %settings.app, threads = settings.threads, "WSGI app loaded");
+    Ok(WsgiApp {
+        jobs: Mutex::new(jobs),
+    })
+}
+
+impl WsgiApp {
+    /// The service handing each request to the app's threads.
+    pub(super) fn service(self: Arc<Self>) -> AppService {
+        AppService::from_fn(move |req| {
+            let app = Arc::clone(&self);
+            Box::pin(async move { Ok(app.handle(req).await) })
+        })
+    }
+
+    async fn handle(&self, req: Request) -> Response {
+        let (head_tx, head_rx) = oneshot::channel();
+        let (body_tx, body_rx) = tmpsc::channel(RESPONSE_PIECES);
+        let job = Job {
+            request: req,
+            head: head_tx,
+            body: body_tx,
+        };
+        let sent = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(job);
+        if sent.is_err() {
+            return GatewayError::new(GatewayErrorKind::Internal)
+                .with_detail("the WSGI app's threads are gone")
+                .into_response();
+        }
+        match head_rx.await {
+            Ok(Ok(head)) => {
+                let mut response = Response::new(Body::new(PieceBody { rx: body_rx }));
+                *response.status_mut() = head.status;
+                *response.headers_mut() = head.headers;
+                response
+            }
+            Ok(Err(failure)) => GatewayError::new(GatewayErrorKind::Internal)
+                .with_detail("the WSGI app failed before its response head")
+                .with_source(failure)
+                .into_response(),
+            Err(_) => GatewayError::new(GatewayErrorKind::Internal)
+                .with_detail("the WSGI app's thread dropped the request")
+                .into_response(),
+        }
+    }
+}
+
+/// A request on its way to a pool thread, and where its answer goes.
+struct Job {
+    request: Request,
+    head: oneshot::Sender<Result<Head, AppFailure>>,
+    body: tmpsc::Sender<Result<Bytes, BoxError>>,
+}
+
+/// The response head `start_response` was given.
+struct Head {
+    status: StatusCode,
+    headers: HeaderMap,
+}
+
+/// What the app raised: the exception and its traceback, as text.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct AppFailure(String);
+
+/// The response body: the pieces the app's thread sends, an error if the app failed after its head.
+struct PieceBody {
+    rx: tmpsc::Receiver<Result<Bytes, BoxError>>,
+}
+
+impl HttpBody for PieceBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|piece| piece.map(|r| r.map(Frame::data)))
+    }
+}
+
+/// A pool thread: takes jobs until the app is dropped (every sender gone).
+fn worker(
+    queue: &Mutex<mpsc::Receiver<Job>>,
+    callable: &Py<PyAny>,
+    handle: &tokio::runtime::Handle,
+) {
+    loop {
+        let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        let Ok(job) = job else { return };
+        Python::attach(|py| run(py, callable, handle, job));
+    }
+}
+
+/// Runs the app for one request, PEP 3333 §"The Server/Gateway Side".
+fn run(py: Python<'_>, callable: &Py<PyAny>, handle: &tokio::runtime::Handle, job: Job) {
+    let Job {
+        request,
+        head,
+        body,
+    } = job;
+    let (parts, request_body) = request.into_parts();
+    let state = Arc::new(State {
+        head: Mutex::new(HeadState {
+            pending: None,
+            sent: false,
+            tx: Some(head),
+        }),
+        body,
+    });
+    let outcome = (|| -> PyResult<()> {
+        let environ = environ(py, &parts, request_body, handle)?;
+        let start_response = Py::new(
+            py,
+            StartResponse {
+                state: Arc::clone(&state),
+            },
+        )?;
+        let result = callable.bind(py).call1((environ, start_response))?;
+        let sent = send_result(py, &state, &result);
+        // PEP 3333: "If the iterable returned by the application has a close() method, the server
+        // or gateway must call that method upon completion of the current request, whether the
+        // request was completed normally, or terminated early due to an application error".
+        let closed = match result.hasattr("close") {
+            Ok(true) => result.call_method0("close").map(drop),
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        };
+        sent.and(closed)
+    })();
+    match outcome {
+        Ok(()) => {
+            // The end of the body: the head goes out now if no piece carried it.
+            if let Err(err) = state.send_head() {
+                fail(py, &state, err);
+            }
+        }
+        Err(err) => fail(py, &state, err),
+    }
+}
+
+/// Sends the iterable's pieces; a `wsgi.file_wrapper` around a real file is sent from Rust.
+fn send_result(py: Python<'_>, state: &State, result: &Bound<'_, PyAny>) -> PyResult<()> {
+    if let Ok(wrapper) = result.cast::<FileWrapper>() {
+        if let Some(file) = wrapper.get().file(py)? {
+            return send_file(py, state, file);
+        }
+    }
+    for piece in result.try_iter()? {
+        let piece = piece?;
+        let bytes = piece.cast::<PyBytes>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "a WSGI app's iterable yields bytes, not {}",
+                piece
+                    .get_type()
+                    .name()
+                    .map_or_else(|_| "?".into(), |n| n.to_string())
+            ))
+        })?;
+        if !state.send_piece(py, Bytes::copy_from_slice(bytes.as_bytes()))? {
+            // The client went away: stop pulling (close() still runs).
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Sends a file by its descriptor, reading it without the GIL.
+fn send_file(py: Python<'_>, state: &State, mut file: File) -> PyResult<()> {
+    loop {
+        let piece = py.detach(|| {
+            let mut buf = BytesMut::zeroed(FILE_CHUNK);
+            let n = file.read(&mut buf)?;
+            buf.truncate(n);
+            Ok::<_, std::io::Error>(buf.freeze())
+        })?;
+        if piece.is_empty() || !state.send_piece(py, piece)? {
+            return Ok(());
+        }
+    }
+}
+
+/// The app failed: a 500 if its head has not gone out, else an aborted body. Logged with the
+/// traceback either way.
+fn fail(py: Python<'_>, state: &State, err: PyErr) {
+    let text = describe(py, &err);
+    let mut head = state.head.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(tx) = head.tx.take() {
+        tracing::error!("WSGI app failed before its response head:\n{text}");
+        let _ = tx.send(Err(AppFailure(text)));
+    } else {
+        tracing::error!("WSGI app failed after its response head, aborting the response:\n{text}");
+        drop(head);
+        let _ = state.body.try_send(Err(Box::new(AppFailure(text))));
+    }
+}
+
+/// The exception with its traceback, as Python prints it.
+fn describe(py: Python<'_>, err: &PyErr) -> String {
+    let traceback = err
+        .traceback(py)
+        .and_then(|tb: Bound<'_, PyTraceback>| tb.format().ok())
+        .unwrap_or_default();
+    format!("{traceback}{err}")
+}
+
+/// What `start_response`, `write` and the iteration share for one request.
+struct State {
+    head: Mutex<HeadState>,
+    body: tmpsc::Sender<Result<Bytes, BoxError>>,
+}
+
+struct HeadState {
+    /// The head `start_response` was last given.
+    pending: Option<Head>,
+    /// Whether it went out (with the first non-empty piece, or at the end).
+    sent: bool,
+    /// Where it goes.
+    tx: Option<oneshot::Sender<Result<Head, AppFailure>>>,
+}
+
+impl State {
+    /// Sends the head if it has not gone out yet. An error if the app never called start_response.
+    fn send_head(&self) -> PyResult<()> {
+        let mut head = self.head.lock().unwrap_or_else(|e| e.into_inner());
+        if head.sent {
+            return Ok(());
+        }
+        let Some(pending) = head.pending.take() else {
+            return Err(PyRuntimeError::new_err(
+                "the WSGI app returned without calling start_response",
+            ));
+        };
+        head.sent = true;
+        if let Some(tx) = head.tx.take() {
+            let _ = tx.send(Ok(pending));
+        }
+        Ok(())
+    }
+
+    /// Sends a piece of the body (the head first), waiting without the GIL while the client is
+    /// slow. False if the client went away. Empty pieces are skipped: they carry no head (PEP 3333).
+    fn send_piece(&self, py: Python<'_>, piece: Bytes) -> PyResult<bool> {
+        if piece.is_empty() {
+            return Ok(true);
+        }
+        self.send_head()?;
+        Ok(py.detach(|| self.body.blocking_send(Ok(piece)).is_ok()))
+    }
+}
+
+/// `start_response(status, response_headers, exc_info=None)`, PEP 3333 §"The start_response()
+/// Callable".
+#[pyclass(frozen)]
+struct StartResponse {
+    state: Arc<State>,
+}
+
+#[pymethods]
+impl StartResponse {
+    #[pyo3(signature = (status, headers, exc_info=None))]
+    fn __call__(
+        &self,
+        status: &Bound<'_, PyAny>,
+        headers: &Bound<'_, PyAny>,
+        exc_info: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Write> {
+        let py = status.py();
+        let exc_info = exc_info.filter(|e| !e.is_none());
+        {
+            let head = self.state.head.lock().unwrap_or_else(|e| e.into_inner());
+            match (exc_info, head.sent, head.pending.is_some()) {
+                // "if exc_info is provided, and the HTTP headers have already been sent,
+                // start_response must raise an error, and should re-raise using the exc_info tuple"
+                (Some(info), true, _) => return Err(PyErr::from_value(info.get_item(1)?)),
+                // "it is a fatal error to call start_response without the exc_info argument if
+                // start_response has already been called within the current invocation"
+                (None, _, true) | (None, true, _) => {
+                    return Err(PyRuntimeError::new_err(
+                        "start_response called a second time without exc_info",
+                    ))
+                }
+                _ => {}
+            }
+        }
+        let status = status
+            .cast::<PyString>()
+            .map_err(|_| PyTypeError::new_err("the status is a str, like \"200 OK\""))?
+            .to_str()?;
+        let code = status
+            .get(..3)
+            .filter(|_| status.len() == 3 || status.as_bytes().get(3) == Some(&b' '))
+            .and_then(|code| code.parse::<u16>().ok())
+            .and_then(|code| StatusCode::from_u16(code).ok())
+            .filter(|code| code.as_u16() >= 200)
+            .ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "invalid status {status:?}: expected \"NNN Reason\", NNN from 200 to 999"
+                ))
+            })?;
+        let mut map = HeaderMap::new();
+        for item in headers.try_iter()? {
+            let item = item?;
+            let pair = item
+                .cast::<PyTuple>()
+                .map_err(|_| PyTypeError::new_err("each header is a (name, value) tuple"))?;
+            if pair.len() != 2 {
+                return Err(PyTypeError::new_err("each header is a (name, value) tuple"));
+            }
+            let name = latin1(&pair.get_item(0)?)?;
+            let value = latin1(&pair.get_item(1)?)?;
+            let name = HeaderName::from_bytes(&name)
+                .map_err(|_| PyValueError::new_err(format!("invalid header name {name:?}")))?;
+            // PEP 3333: the app must not send hop-by-hop headers; the gateway owns the connection.
+            if is_hop_by_hop(&name) {
+                return Err(PyValueError::new_err(format!(
+                    "a WSGI app may not set the hop-by-hop header {name}"
+                )));
+            }
+            let value = HeaderValue::from_bytes(&value)
+                .map_err(|_| PyValueError::new_err(format!("invalid value for header {name}")))?;
+            map.append(name, value);
+        }
+        self.state
+            .head
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pending = Some(Head {
+            status: code,
+            headers: map,
+        });
+        let _ = py;
+        Ok(Write {
+            state: Arc::clone(&self.state),
+        })
+    }
+}
+
+/// The `write` callable `start_response` returns (PEP 3333 §"The write() Callable"): the head, then
+/// the data, out before it returns (or buffered for a slow client).
+#[pyclass(frozen)]
+struct Write {
+    state: Arc<State>,
+}
+
+#[pymethods]
+impl Write {
+    fn __call__(&self, data: &Bound<'_, PyBytes>) -> PyResult<()> {
+        let py = data.py();
+        let piece = Bytes::copy_from_slice(data.as_bytes());
+        if !self.state.send_piece(py, piece)? {
+            return Err(PyOSError::new_err("the client went away"));
+        }
+        Ok(())
+    }
+}
+
+/// A header name or value as PEP 3333 gives them: a `str` of latin-1 code points.
+fn latin1(value: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    let s = value
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err("header names and values are str"))?
+        .to_str()?;
+    s.chars()
+        .map(|c| u8::try_from(u32::from(c)))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| PyValueError::new_err("header text must be latin-1"))
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+    )
+}
+
+/// Bytes as the latin-1 `str` PEP 3333 uses for the environ's text.
+fn latin1_str(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| char::from(b)).collect()
+}
+
+/// Decodes `%XX` escapes (PATH_INFO is the decoded path, PEP 3333 via CGI).
+fn percent_decode(path: &str) -> Vec<u8> {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
+}
+
+/// The environ of PEP 3333 §"environ Variables" for one request.
+fn environ<'py>(
+    py: Python<'py>,
+    parts: &http::request::Parts,
+    body: Body,
+    handle: &tokio::runtime::Handle,
+) -> PyResult<Bound<'py, PyDict>> {
+    let env = PyDict::new(py);
+    let path = parts.uri.path();
+    // SCRIPT_NAME is where the route is mounted; PATH_INFO what follows.
+    let (script_name, path_info) = match parts.extensions.get::<MountPoint>() {
+        Some(mount) if mount.stripped => (mount.prefix.to_string(), path),
+        Some(mount) => (
+            mount.prefix.to_string(),
+            path.strip_prefix(&*mount.prefix).unwrap_or(path),
+        ),
+        None => (String::new(), path),
+    };
+    env.set_item("REQUEST_METHOD", parts.method.as_str())?;
+    env.set_item("SCRIPT_NAME", script_name)?;
+    env.set_item("PATH_INFO", latin1_str(&percent_decode(path_info)))?;
+    env.set_item("QUERY_STRING", parts.uri.query().unwrap_or(""))?;
+    env.set_item(
+        "RAW_URI",
+        parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+    )?;
+    let protocol = match parts.version {
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2",
+        _ => "HTTP/1.1",
+    };
+    env.set_item("SERVER_PROTOCOL", protocol)?;
+    let scheme = parts.uri.scheme_str().unwrap_or("http");
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or("localhost");
+    let (server_name, server_port) = split_host(host, scheme);
+    env.set_item("SERVER_NAME", server_name)?;
+    env.set_item("SERVER_PORT", server_port)?;
+    if let Some(ClientAddr(addr)) = parts.extensions.get::<ClientAddr>() {
+        env.set_item("REMOTE_ADDR", addr.ip().to_string())?;
+        env.set_item("REMOTE_PORT", addr.port().to_string())?;
+    }
+    let mut joined: Vec<(String, Vec<u8>)> = Vec::with_capacity(parts.headers.len());
+    for (name, value) in &parts.headers {
+        let key = match name.as_str() {
+            "content-type" => "CONTENT_TYPE".to_owned(),
+            "content-length" => "CONTENT_LENGTH".to_owned(),
+            // A name with `_` would pose as the one with `-` (X_Forwarded_For as
+            // X-Forwarded-For): dropped, as nginx and gunicorn do.
+            n if n.contains('_') => continue,
+            n => format!("HTTP_{}", n.to_ascii_uppercase().replace('-', "_")),
+        };
+        match joined.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, existing)) => {
+                let sep: &[u8] = if name == http::header::COOKIE {
+                    b"; "
+                } else {
+                    b","
+                };
+                existing.extend_from_slice(sep);
+                existing.extend_from_slice(value.as_bytes());
+            }
+            None => joined.push((key, value.as_bytes().to_vec())),
+        }
+    }
+    for (key, value) in joined {
+        env.set_item(key, latin1_str(&value))?;
+    }
+    env.set_item("wsgi.version", (1, 0))?;
+    env.set_item("wsgi.url_scheme", scheme)?;
+    env.set_item(
+        "wsgi.input",
+        Py::new(
+            py,
+            Input {
+                state: Mutex::new(InputState {
+                    body: Some(body),
+                    buf: BytesMut::new(),
+                }),
+                handle: handle.clone(),
+            },
+        )?,
+    )?;
+    env.set_item("wsgi.input_terminated", true)?;
+    env.set_item("wsgi.errors", Py::new(py, Errors::default())?)?;
+    env.set_item("wsgi.multithread", true)?;
+    env.set_item("wsgi.multiprocess", false)?;
+    env.set_item("wsgi.run_once", false)?;
+    env.set_item("wsgi.file_wrapper", py.get_type::<FileWrapper>())?;
+    Ok(env)
+}
+
+/// `Host` split into SERVER_NAME and SERVER_PORT (the scheme's port when it names none).
+fn split_host<'h>(host: &'h str, scheme: &str) -> (&'h str, &'h str) {
+    let default = if scheme == "https" { "443" } else { "80" };
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        return match rest.split_once(']') {
+            Some((ip, port)) => (
+                &host[..ip.len() + 2],
+                port.strip_prefix(':')
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or(default),
+            ),
+            None => (host, default),
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() => (name, port),
+        _ => (host, default),
+    }
+}
+
+/// `wsgi.input`: the request body, read as the app asks, without the GIL while it waits.
+#[pyclass(frozen)]
+struct Input {
+    state: Mutex<InputState>,
+    handle: tokio::runtime::Handle,
+}
+
+struct InputState {
+    /// The body still to read; `None` once it ended.
+    body: Option<Body>,
+    /// Read from the body, not yet given to the app.
+    buf: BytesMut,
+}
+
+impl Input {
+    /// Reads from the body until `buf` holds `want` bytes (or a newline, with `line`), or the body
+    /// ends.
+    fn fill(&self, py: Python<'_>, want: Option<usize>, line: bool) -> PyResult<()> {
+        py.detach(|| {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                let enough = match want {
+                    Some(n) => state.buf.len() >= n,
+                    None => false,
+                } || (line && state.buf.contains(&b'\n'));
+                if enough {
+                    return Ok(());
+                }
+                let Some(body) = state.body.as_mut() else {
+                    return Ok(());
+                };
+                match self.handle.block_on(body.frame()) {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            state.buf.extend_from_slice(&data);
+                        }
+                    }
+                    Some(Err(err)) => {
+                        state.body = None;
+                        return Err(PyOSError::new_err(format!(
+                            "the request body failed: {}",
+                            parapet_middlewares::ErrorChain(&*err)
+                        )));
+                    }
+                    None => state.body = None,
+                }
+            }
+        })
+    }
+
+    fn take(&self, n: Option<usize>) -> Bytes {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let n = n.map_or(state.buf.len(), |n| n.min(state.buf.len()));
+        state.buf.split_to(n).freeze()
+    }
+}
+
+#[pymethods]
+impl Input {
+    /// `read(size=-1)`: up to `size` bytes, everything left if negative or absent.
+    #[pyo3(signature = (size=-1))]
+    fn read<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        let want = size.and_then(|s| usize::try_from(s).ok());
+        self.fill(py, want, false)?;
+        Ok(PyBytes::new(py, &self.take(want)))
+    }
+
+    /// `readline(size=-1)`: up to and including the next newline.
+    #[pyo3(signature = (size=-1))]
+    fn readline<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        let limit = size.and_then(|s| usize::try_from(s).ok());
+        self.fill(py, limit, true)?;
+        let n = {
+            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let line = state.buf.iter().position(|&b| b == b'\n').map(|i| i + 1);
+            match (line, limit) {
+                (Some(l), Some(m)) => l.min(m),
+                (Some(l), None) => l,
+                (None, Some(m)) => m,
+                (None, None) => state.buf.len(),
+            }
+        };
+        Ok(PyBytes::new(py, &self.take(Some(n))))
+    }
+
+    /// `readlines(hint=-1)`: lines until their total reaches `hint`, or all of them.
+    #[pyo3(signature = (hint=-1))]
+    fn readlines<'py>(
+        &self,
+        py: Python<'py>,
+        hint: Option<isize>,
+    ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        let hint = hint
+            .and_then(|h| usize::try_from(h).ok())
+            .filter(|h| *h > 0);
+        let mut lines = Vec::new();
+        let mut total = 0;
+        loop {
+            let line = self.readline(py, None)?;
+            if line.as_bytes().is_empty() {
+                return Ok(lines);
+            }
+            total += line.as_bytes().len();
+            lines.push(line);
+            if hint.is_some_and(|h| total >= h) {
+                return Ok(lines);
+            }
+        }
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let line = self.readline(py, None)?;
+        Ok((!line.as_bytes().is_empty()).then_some(line))
+    }
+}
+
+/// `wsgi.errors`: text the app writes to its error stream, into parapet's log line by line.
+#[pyclass(frozen)]
+#[derive(Default)]
+struct Errors {
+    partial: Mutex<String>,
+}
+
+#[pymethods]
+impl Errors {
+    fn write(&self, text: &str) {
+        let mut partial = self.partial.lock().unwrap_or_else(|e| e.into_inner());
+        partial.push_str(text);
+        while let Some(end) = partial.find('\n') {
+            let line: String = partial.drain(..=end).collect();
+            tracing::warn!(target: "parapet::wsgi", "{}", line.trim_end());
+        }
+    }
+
+    fn writelines(&self, lines: &Bound<'_, PyAny>) -> PyResult<()> {
+        for line in lines.try_iter()? {
+            self.write(&line?.extract::<String>()?);
+        }
+        Ok(())
+    }
+
+    fn flush(&self) {
+        let mut partial = self.partial.lock().unwrap_or_else(|e| e.into_inner());
+        if !partial.is_empty() {
+            tracing::warn!(target: "parapet::wsgi", "{}", partial.trim_end());
+            partial.clear();
+        }
+    }
+}
+
+/// `wsgi.file_wrapper(filelike, blksize=8192)`: an iterable over a file; when the file has a
+/// `fileno()`, parapet sends it from Rust instead of iterating in Python.
+#[pyclass(frozen)]
+struct FileWrapper {
+    filelike: Py<PyAny>,
+    blksize: usize,
+}
+
+impl FileWrapper {
+    /// The file to send from Rust, a duplicate of its descriptor at its current position; `None`
+    /// when it has no usable `fileno()`.
+    fn file(&self, py: Python<'_>) -> PyResult<Option<File>> {
+        let filelike = self.filelike.bind(py);
+        if !filelike.hasattr("fileno")? {
+            return Ok(None);
+        }
+        let Ok(fd) = filelike
+            .call_method0("fileno")
+            .and_then(|n| n.extract::<i32>())
+        else {
+            return Ok(None);
+        };
+        // Python's buffered file may hold bytes read ahead of the descriptor's position: flushing
+        // a reader is not possible, so only a file whose Python-side position matches its
+        // descriptor's is sent from Rust.
+        let position = filelike
+            .call_method0("tell")
+            .and_then(|p| p.extract::<u64>())
+            .ok();
+        // SAFETY: `fd` is open for as long as `filelike` is, which outlives this call; it is only
+        // borrowed here to be duplicated.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let Ok(owned) = borrowed.try_clone_to_owned() else {
+            return Ok(None);
+        };
+        let mut file = File::from(owned);
+        use std::io::Seek;
+        let at = file.stream_position().ok();
+        if position.is_none() || at != position {
+            return Ok(None);
+        }
+        Ok(Some(file))
+    }
+}
+
+#[pymethods]
+impl FileWrapper {
+    #[new]
+    #[pyo3(signature = (filelike, blksize=8192))]
+    fn new(filelike: Py<PyAny>, blksize: usize) -> Self {
+        Self {
+            filelike,
+            blksize: blksize.max(1),
+        }
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let data = self
+            .filelike
+            .bind(py)
+            .call_method1("read", (self.blksize,))?;
+        let empty = data.len().map(|n| n == 0).unwrap_or(true);
+        Ok((!empty).then_some(data))
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let filelike = self.filelike.bind(py);
+        if filelike.hasattr("close")? {
+            filelike.call_method0("close")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_splits_into_server_name_and_port() {
+        assert_eq!(split_host("example.com", "http"), ("example.com", "80"));
+        assert_eq!(
+            split_host("example.com:8080", "http"),
+            ("example.com", "8080")
+        );
+        assert_eq!(split_host("example.com", "https"), ("example.com", "443"));
+        assert_eq!(split_host("[::1]:9000", "http"), ("[::1]", "9000"));
+        assert_eq!(split_host("[::1]", "http"), ("[::1]", "80"));
+    }
+
+    #[test]
+    fn path_info_is_percent_decoded_bytes() {
+        assert_eq!(percent_decode("/a%20b/%C3%A9"), b"/a b/\xc3\xa9");
+        assert_eq!(percent_decode("/bad%zz/%4"), b"/bad%zz/%4");
+        assert_eq!(latin1_str(b"\xc3\xa9"), "\u{c3}\u{a9}");
+    }
+}
