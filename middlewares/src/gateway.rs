@@ -45,6 +45,9 @@ pub enum GatewayErrorKind {
     BadRequest,
     /// The method is not one parapet serves (CONNECT): 405.
     MethodNotAllowed,
+    /// The client paused sending its request body longer than `server.body_timeout`: 408 (RFC 9110
+    /// §15.5.9), or a closed connection once the response has begun.
+    ClientTimeout,
     /// The upstream refused the connection or could not be reached: 502.
     UpstreamUnreachable,
     /// The upstream broke the HTTP protocol or closed before its response head: 502.
@@ -62,6 +65,7 @@ impl GatewayErrorKind {
             GatewayErrorKind::NoRoute => StatusCode::NOT_FOUND,
             GatewayErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             GatewayErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayErrorKind::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayErrorKind::UpstreamUnreachable | GatewayErrorKind::UpstreamProtocol => {
                 StatusCode::BAD_GATEWAY
             }
@@ -75,7 +79,8 @@ impl GatewayErrorKind {
         match self {
             GatewayErrorKind::NoRoute
             | GatewayErrorKind::BadRequest
-            | GatewayErrorKind::MethodNotAllowed => ErrorSource::Downstream,
+            | GatewayErrorKind::MethodNotAllowed
+            | GatewayErrorKind::ClientTimeout => ErrorSource::Downstream,
             GatewayErrorKind::UpstreamUnreachable
             | GatewayErrorKind::UpstreamProtocol
             | GatewayErrorKind::UpstreamTimeout => ErrorSource::Upstream,
@@ -89,6 +94,7 @@ impl GatewayErrorKind {
             GatewayErrorKind::NoRoute => "no_route",
             GatewayErrorKind::BadRequest => "bad_request",
             GatewayErrorKind::MethodNotAllowed => "method_not_allowed",
+            GatewayErrorKind::ClientTimeout => "client_timeout",
             GatewayErrorKind::UpstreamUnreachable => "upstream_unreachable",
             GatewayErrorKind::UpstreamProtocol => "upstream_protocol",
             GatewayErrorKind::UpstreamTimeout => "upstream_timeout",
@@ -131,6 +137,30 @@ impl GatewayError {
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
         self.source = Some(Arc::from(source.into()));
         self
+    }
+
+    /// The first `GatewayError` in `err`'s chain of causes, `err` included, looking inside
+    /// `io::Error`s too (whose `source` skips the error they wrap).
+    ///
+    /// A request body fails with a `GatewayError` when its client is at fault (a body timeout, say):
+    /// whoever forwarded the body and saw the failure answers with that error, not with one blaming
+    /// where the body was going.
+    pub fn find_in<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a GatewayError> {
+        let mut next = Some(err);
+        while let Some(err) = next {
+            if let Some(found) = err.downcast_ref::<GatewayError>() {
+                return Some(found);
+            }
+            if let Some(found) = err
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .and_then(|inner| inner.downcast_ref::<GatewayError>())
+            {
+                return Some(found);
+            }
+            next = err.source();
+        }
+        None
     }
 
     /// What went wrong.
@@ -222,6 +252,33 @@ mod tests {
             ErrorSource::Upstream
         );
         assert_eq!(GatewayErrorKind::NoRoute.source(), ErrorSource::Downstream);
+        assert_eq!(GatewayErrorKind::ClientTimeout.status(), 408);
+        assert_eq!(
+            GatewayErrorKind::ClientTimeout.source(),
+            ErrorSource::Downstream
+        );
+    }
+
+    #[test]
+    fn a_gateway_error_is_found_among_the_causes_and_inside_io_errors() {
+        #[derive(Debug)]
+        struct Wrapper(Box<dyn std::error::Error + Send + Sync>);
+        impl std::fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("wrapper")
+            }
+        }
+        impl std::error::Error for Wrapper {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&*self.0)
+            }
+        }
+        let timeout = GatewayError::new(GatewayErrorKind::ClientTimeout);
+        let io = std::io::Error::new(std::io::ErrorKind::TimedOut, timeout);
+        let chain = Wrapper(Box::new(Wrapper(Box::new(io))));
+        let found = GatewayError::find_in(&chain).unwrap();
+        assert_eq!(found.kind(), GatewayErrorKind::ClientTimeout);
+        assert!(GatewayError::find_in(&std::io::Error::other("plain")).is_none());
     }
 
     #[test]

@@ -177,6 +177,12 @@ pub struct ServerConfig {
     /// How long a client may take to send a request head, counted from its connection or its last
     /// response (`header_timeout`, default 30s): the keep-alive timeout too.
     pub header_timeout: Duration,
+    /// The longest pause between reads of a request body (then 408) and between writes to a client
+    /// that does not read (then the connection closes) (`body_timeout`, default 60s).
+    pub body_timeout: Duration,
+    /// Streams an HTTP/2 client may have open at once on one connection (`max_streams`, default
+    /// 100): `SETTINGS_MAX_CONCURRENT_STREAMS` (RFC 9113 §6.5.2).
+    pub max_streams: u32,
 }
 
 impl Default for ServerConfig {
@@ -186,6 +192,8 @@ impl Default for ServerConfig {
             workers: None,
             idle_release: Duration::from_secs(1),
             header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
+            max_streams: 100,
         }
     }
 }

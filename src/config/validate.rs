@@ -238,6 +238,13 @@ fn read_server(mut t: Table<'_>) -> ServerConfig {
     if let Some(d) = t.duration("header_timeout") {
         server.header_timeout = d.max(Duration::from_secs(1));
     }
+    // Counted by the connection's one-second clock: less than a second would be no time at all.
+    if let Some(d) = t.duration("body_timeout") {
+        server.body_timeout = d.max(Duration::from_secs(1));
+    }
+    if let Some(n) = t.int_in("max_streams", 1..=i64::from(i32::MAX)) {
+        server.max_streams = n as u32;
+    }
     t.finish();
     server
 }

@@ -7,7 +7,8 @@
 //! 2. `upstream_request`: the request as the server gets it: origin-form target with the server's
 //!    base path, hop-by-hop headers removed, `X-Forwarded-*` set, `Host` kept, HTTP/1.1;
 //! 3. `Upstream::send`: over the server's pool of kept-alive connections (`pool`), bounded by
-//!    `connect_timeout` and by `timeout` until the response head arrives;
+//!    `connect_timeout`, and by `timeout` from the end of the request body until the response head
+//!    arrives;
 //! 4. `upstream_response` or `Upstream::gateway_error`: the answer, with hop-by-hop headers removed
 //!    and the body streaming back untouched; or a failure as a typed [`GatewayError`]: unreachable 502,
 //!    timeout 504, broken protocol 502.
@@ -22,11 +23,13 @@ use std::sync::Arc;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::Version;
-use parapet_middlewares::{ErrorChain, GatewayError, GatewayErrorKind, UpstreamResponse};
+use parapet_middlewares::{
+    ErrorChain, ErrorSource, GatewayError, GatewayErrorKind, UpstreamResponse,
+};
 
 mod pool;
 
-use pool::ServerPool;
+use pool::{ServerPool, Upload};
 
 use crate::config::{UpstreamConfig, UpstreamServer};
 use crate::{AppService, ClientAddr, Error, Request, Response};
@@ -160,14 +163,48 @@ impl Upstream {
         }
     }
 
-    /// Phase 3: sends the request over the chosen server's pool, waiting at most the upstream's
-    /// `timeout` for the response head (connecting included; the pool bounds connecting by
-    /// `connect_timeout`).
+    /// Phase 3: sends the request over the chosen server's pool (the pool bounds connecting by
+    /// `connect_timeout`), waiting at most the upstream's `timeout` for the response head, counted
+    /// from the end of the request body: a long upload is not a timeout. While the body is going,
+    /// `timeout` bounds each wait for the upstream to take more of it; a wait for the client to send
+    /// more is the client's, bounded by `server.body_timeout`. A request body that failed by the
+    /// client's fault (a `GatewayError` of the client's side among its causes) is answered with that
+    /// error.
+    ///
+    /// Cost: a request without a body, one timer as before; with a body, the same timer re-armed as
+    /// the body goes (once per `timeout`, and once at its end), and [`Upload`]'s one allocation.
     async fn send(&self, chosen: &Chosen<'_>, req: Request) -> Result<Response, Failure> {
-        match tokio::time::timeout(self.config.timeout, chosen.pool.send(req)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(err)) => Err(Failure::Send(err)),
-            Err(_elapsed) => Err(Failure::TimedOut),
+        let timeout = self.config.timeout;
+        let (req, upload) = Upload::track(req);
+        let sending = chosen.pool.send(req, upload.clone());
+        let Some(upload) = upload else {
+            return match tokio::time::timeout(timeout, sending).await {
+                Ok(result) => result.map_err(Failure::sent),
+                Err(_elapsed) => Err(Failure::TimedOut),
+            };
+        };
+        tokio::pin!(sending);
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut sent = upload.progress().0;
+        let mut uploading = true;
+        loop {
+            tokio::select! {
+                biased;
+                result = &mut sending => return result.map_err(Failure::sent),
+                () = upload.finished(), if uploading => {
+                    uploading = false;
+                    deadline.as_mut().reset(tokio::time::Instant::now() + timeout);
+                }
+                () = &mut deadline => {
+                    let (now_sent, waiting_on_client) = upload.progress();
+                    if !uploading || (now_sent == sent && !waiting_on_client) {
+                        return Err(Failure::TimedOut);
+                    }
+                    sent = now_sent;
+                    deadline.as_mut().reset(tokio::time::Instant::now() + timeout);
+                }
+            }
         }
     }
 
@@ -177,6 +214,10 @@ impl Upstream {
     fn gateway_error(&self, chosen: &Chosen<'_>, failure: Failure) -> GatewayError {
         let name = chosen.name;
         match failure {
+            Failure::Client(err) => {
+                tracing::debug!(upstream = %self.config.name, server = %name, error = %ErrorChain(&err), "request body failed by the client");
+                err
+            }
             Failure::Send(err) => {
                 let kind = match err {
                     Error::UpstreamConnect { .. } => GatewayErrorKind::UpstreamUnreachable,
@@ -190,7 +231,8 @@ impl Upstream {
             Failure::TimedOut => {
                 tracing::warn!(upstream = %self.config.name, server = %name, timeout = ?self.config.timeout, "upstream timed out");
                 GatewayError::new(GatewayErrorKind::UpstreamTimeout).with_detail(format!(
-                    "{name}: no response head within {:?}",
+                    "{name}: no response head within {:?} of the request's end, or its body not \
+                     taken for as long",
                     self.config.timeout
                 ))
             }
@@ -210,8 +252,22 @@ struct Chosen<'a> {
 enum Failure {
     /// The pool could not connect, or the connection failed.
     Send(Error),
+    /// The request body failed by the client's fault: answered with its own error.
+    Client(GatewayError),
     /// No response head within the upstream's `timeout`.
     TimedOut,
+}
+
+impl Failure {
+    /// A failed send, told the client's fault or the upstream's.
+    fn sent(err: Error) -> Failure {
+        match GatewayError::find_in(&err) {
+            Some(client) if client.kind().source() == ErrorSource::Downstream => {
+                Failure::Client(client.clone())
+            }
+            _ => Failure::Send(err),
+        }
+    }
 }
 
 /// Phase 2: the request as `server` gets it.

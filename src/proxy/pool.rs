@@ -6,9 +6,13 @@
 //! searched: each server has its own pool. A connection that dies while idle is noticed at checkout;
 //! a request that a stale connection could not take (it was never written) is retried once on a new
 //! connection, which is what makes reuse safe for every method.
+//!
+//! A request body is sent through an [`Upload`], which tells the pool when the body has gone (a
+//! connection takes its next request only then) and tells the proxy's send phase the same, for
+//! `upstream.timeout` counts from the end of the request body, not its start.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -91,6 +95,10 @@ impl ServerPool {
                     source,
                 })?;
         let _ = stream.set_nodelay(true);
+        // A server that vanished while its response is awaited or read is noticed (see
+        // `server::accept::tcp_keepalive`); set per connection, and connections are reused.
+        let _ = socket2::SockRef::from(&stream)
+            .set_tcp_keepalive(&crate::server::accept::tcp_keepalive());
         let (sender, conn) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(Error::UpstreamProtocol)?;
@@ -104,31 +112,18 @@ impl ServerPool {
     }
 
     /// Sends `req` on a pooled or new connection; the response's body returns the connection to the
-    /// pool when read to its end.
+    /// pool when read to its end. `upload` is what [`Upload::track`] gave for `req`.
     pub(crate) async fn send(
         self: &Arc<Self>,
         mut req: http::Request<Body>,
+        upload: Option<Arc<Upload>>,
     ) -> Result<http::Response<Body>, Error> {
         // One pooled connection at most gets a chance: a second stale one is unlikely, and a fresh
         // connection is the sure way to get the request through.
         let mut reused = true;
         // A connection takes its next request only once this one's body is sent, whatever the
         // response did: an upstream may answer (a 401, a 413) before reading the whole upload.
-        let exact = http_body::Body::size_hint(req.body()).exact();
-        let request_done = if http_body::Body::is_end_stream(req.body()) || exact == Some(0) {
-            None
-        } else {
-            let done = Arc::new(AtomicBool::new(false));
-            let done2 = Arc::clone(&done);
-            req = req.map(|inner| {
-                Body::new(TrackedBody {
-                    inner,
-                    remaining: exact,
-                    done: done2,
-                })
-            });
-            Some(done)
-        };
+        let request_done = upload;
         loop {
             let idle = if reused { self.pop_idle() } else { None };
             let mut sender = match idle {
@@ -163,10 +158,10 @@ impl ServerPool {
         self: &Arc<Self>,
         sender: http1::SendRequest<Body>,
         response: http::Response<Incoming>,
-        request_done: Option<Arc<AtomicBool>>,
+        request_done: Option<Arc<Upload>>,
     ) -> http::Response<Body> {
         if response.body().is_end_stream() {
-            if request_done.is_none_or(|d| d.load(Ordering::Acquire)) {
+            if request_done.as_ref().is_none_or(|d| d.is_done()) {
                 self.put_idle(sender);
             }
             return response.map(Body::from);
@@ -190,30 +185,89 @@ struct PooledBody {
     sender: Option<http1::SendRequest<Body>>,
     pool: Arc<ServerPool>,
     /// Set once the request body was sent to its end; `None` for a request without a body.
-    request_done: Option<Arc<AtomicBool>>,
+    request_done: Option<Arc<Upload>>,
 }
 
 impl PooledBody {
     fn release(&mut self) {
         if let Some(sender) = self.sender.take() {
             // Still uploading: the connection is busy and will close when the upload ends.
-            if self
-                .request_done
-                .as_ref()
-                .is_none_or(|d| d.load(Ordering::Acquire))
-            {
+            if self.request_done.as_ref().is_none_or(|d| d.is_done()) {
                 self.pool.put_idle(sender);
             }
         }
     }
 }
 
-/// A request body that says when it has been sent to its end.
+/// How far a request body has gone upstream, shared by the body as hyper sends it, the response body
+/// (which returns its connection to the pool only once the upload is over) and the proxy's send
+/// phase. One allocation per request with a body, none for one without.
+pub(crate) struct Upload {
+    /// The body was sent to its end.
+    done: AtomicBool,
+    /// Frames taken by the upstream connection so far.
+    sent: AtomicU64,
+    /// The last time hyper asked for more, the body had none yet: it waits on its own source (the
+    /// client), not on the upstream.
+    waiting: AtomicBool,
+    /// Notified once, when `done` is set.
+    finished: tokio::sync::Notify,
+}
+
+impl Upload {
+    /// Wraps `req`'s body to report how far it has gone; `None` (and the request unchanged) for a
+    /// request without a body.
+    pub(crate) fn track(req: http::Request<Body>) -> (http::Request<Body>, Option<Arc<Upload>>) {
+        let exact = http_body::Body::size_hint(req.body()).exact();
+        if http_body::Body::is_end_stream(req.body()) || exact == Some(0) {
+            return (req, None);
+        }
+        let upload = Arc::new(Upload {
+            done: AtomicBool::new(false),
+            sent: AtomicU64::new(0),
+            waiting: AtomicBool::new(false),
+            finished: tokio::sync::Notify::new(),
+        });
+        let shared = Arc::clone(&upload);
+        let req = req.map(|inner| {
+            Body::new(TrackedBody {
+                inner,
+                remaining: exact,
+                upload: shared,
+            })
+        });
+        (req, Some(upload))
+    }
+
+    /// Whether the body was sent to its end.
+    pub(crate) fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the body was sent to its end.
+    pub(crate) async fn finished(&self) {
+        if !self.is_done() {
+            // `notify_one` leaves a permit if no one waits yet: a body that ends in between is seen.
+            self.finished.notified().await;
+        }
+    }
+
+    /// Frames sent so far, and whether the body waits on its own source: what tells an upstream
+    /// that stopped taking the body from a client that stopped sending it.
+    pub(crate) fn progress(&self) -> (u64, bool) {
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.waiting.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A request body that says how far it has been sent.
 struct TrackedBody {
     inner: Body,
     /// Bytes still to come, for a body of known length: hyper stops polling it after the last one.
     remaining: Option<u64>,
-    done: Arc<AtomicBool>,
+    upload: Arc<Upload>,
 }
 
 impl http_body::Body for TrackedBody {
@@ -226,9 +280,12 @@ impl http_body::Body for TrackedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let upload = &this.upload;
+        upload.waiting.store(polled.is_pending(), Ordering::Relaxed);
         let finished = match &polled {
             Poll::Ready(None) => true,
             Poll::Ready(Some(Ok(frame))) => {
+                upload.sent.fetch_add(1, Ordering::Relaxed);
                 if let (Some(remaining), Some(data)) = (this.remaining.as_mut(), frame.data_ref()) {
                     *remaining = remaining.saturating_sub(data.len() as u64);
                 }
@@ -236,8 +293,8 @@ impl http_body::Body for TrackedBody {
             }
             _ => false,
         };
-        if finished {
-            this.done.store(true, Ordering::Release);
+        if finished && !upload.done.swap(true, Ordering::Release) {
+            upload.finished.notify_one();
         }
         polled
     }

@@ -1,6 +1,14 @@
 //! A connection's life: dispatch on the protocol its first bytes tell, serve it (HTTP/1.1 with idle
-//! release in [`super::http1`], HTTP/2 and the rare undecided connection through hyper), drain it when
-//! its listener drains, and hand each request to the gateway current at that request.
+//! release in [`super::http1`], HTTP/2 through hyper), drain it when its listener drains, and hand
+//! each request to the gateway current at that request.
+//!
+//! Every phase of a connection is bounded in time (see `docs/config.md`): the first bytes and a
+//! preface by `server.header_timeout`; on HTTP/1.1, a request head and an idle keep-alive connection
+//! by the same (`super::http1`); on HTTP/2, a connection with no stream open by the same, and a
+//! silent peer by keep-alive PINGs (RFC 9113 §6.7) sent after `header_timeout` without a frame and
+//! answered within `header_timeout`; on both, a stalled request body and a client that does not read
+//! by `server.body_timeout`. Both protocols are timed by the connection's one clock
+//! (`http1::Clock`), never by a timer per request.
 //!
 //! [`ConnectionService`] is the outermost service of every connection: it looks the listener's entry
 //! up in the current [`Gateway`] per request, so a reload reaches keep-alive connections at their next
@@ -17,17 +25,16 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use parapet_middlewares::host::report_final_status;
 use parapet_middlewares::ErrorChain;
-use parapet_middlewares::{Body, GatewayError, GatewayErrorKind};
+use parapet_middlewares::{GatewayError, GatewayErrorKind};
 use pin_project_lite::pin_project;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::accept::{sniff, Protocol};
-use super::http1::{self, ServedBody};
+use super::http1::{self, Alarm, Clock, ConnIo, Quiet, ServedBody};
 use super::Phase;
 use crate::build::Gateway;
 use crate::config::ServerConfig;
@@ -37,35 +44,57 @@ use crate::{AppService, ClientAddr, Request, Response};
 /// Serves an accepted connection in the protocol its first bytes tell, until it ends.
 pub(super) async fn serve(
     builders: Arc<Builders>,
-    stream: TcpStream,
-    service: ConnectionService,
+    mut stream: TcpStream,
+    mut service: ConnectionService,
     mut phase: watch::Receiver<Phase>,
     peer: SocketAddr,
 ) {
     // Dispatch on the first bytes instead of hyper-util's `auto`, which buffers the preface and
-    // wraps every read of the connection to replay it. A client that sends nothing is dropped after
-    // `server.header_timeout`, or as soon as its listener drains.
+    // wraps every read of the connection to replay it. A client that sends nothing, or a part of the
+    // HTTP/2 preface and no more, is dropped after `server.header_timeout`, or as soon as its
+    // listener drains.
     let protocol = tokio::select! {
-        p = tokio::time::timeout(builders.header_timeout(), sniff(&stream)) => p.ok().flatten(),
+        p = tokio::time::timeout(builders.header_timeout(), sniff(&mut stream)) => p.ok().flatten(),
         _ = phase.wait_for(|p| *p >= Phase::Draining) => None,
     };
     match protocol {
-        Some(Protocol::Http1) => {
-            Box::pin(http1::serve(&builders, stream, service, phase, peer)).await
+        Some((Protocol::Http1, replay)) => {
+            Box::pin(http1::serve(
+                &builders, stream, replay, service, phase, peer,
+            ))
+            .await
         }
-        Some(Protocol::Http2) => {
-            let conn = builders.h2.serve_connection(TokioIo::new(stream), service);
-            Box::pin(drive(conn, &mut phase, peer)).await;
-        }
-        Some(Protocol::Unsure) => {
-            let conn = builders
-                .auto
-                .serve_connection(TokioIo::new(stream), service);
+        Some((Protocol::Http2, replay)) => {
+            let quiet = Arc::new(Quiet::default());
+            service.quiet = Some(Arc::clone(&quiet));
+            let io = ConnIo::new(stream, replay, Arc::clone(&quiet));
+            let conn = H2Conn {
+                conn: builders.h2.load().serve_connection(io, service),
+                quiet,
+                clock: Clock::new(),
+                header_timeout: builders.header_timeout(),
+                body_timeout: builders.body_timeout(),
+                closing: false,
+            };
             Box::pin(drive(conn, &mut phase, peer)).await;
         }
         None => {}
     }
 }
+
+/// The longest header list an HTTP/2 client may send (`SETTINGS_MAX_HEADER_LIST_SIZE`, RFC 9113
+/// §6.5.2), as nginx's `large_client_header_buffers` default allows an HTTP/1.1 head. The `h2` crate
+/// enforces it while decoding, and from it bounds the CONTINUATION frames of one header block (a
+/// flood of them is answered with GOAWAY `ENHANCE_YOUR_CALM`).
+const H2_MAX_HEADER_LIST: u32 = 32 * 1024;
+
+/// Streams a client may reset before parapet accepted them, before GOAWAY `ENHANCE_YOUR_CALM`: the
+/// HTTP/2 rapid-reset attack (CVE-2023-44487). The `h2` crate's default, made explicit.
+const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+
+/// Streams parapet may reset because of a client's errors, before GOAWAY: the reset flood of
+/// CVE-2025-8671 ("MadeYouReset"). hyper's default, made explicit.
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
 /// The connection builders every listener shares.
 pub(crate) struct Builders {
@@ -74,8 +103,11 @@ pub(crate) struct Builders {
     idle_release: AtomicU64,
     /// `server.header_timeout`, in milliseconds.
     header_timeout: AtomicU64,
-    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
-    auto: auto::Builder<TokioExecutor>,
+    /// `server.body_timeout`, in milliseconds.
+    body_timeout: AtomicU64,
+    /// Rebuilt when a reload changes `[server]`; each connection takes the one current when it
+    /// starts.
+    h2: ArcSwap<hyper::server::conn::http2::Builder<TokioExecutor>>,
 }
 
 impl Builders {
@@ -85,18 +117,12 @@ impl Builders {
         // timer hyper would allocate and register for every request.
         let mut h1 = hyper::server::conn::http1::Builder::new();
         h1.header_read_timeout(None);
-        let mut auto = auto::Builder::new(TokioExecutor::new());
-        auto.http1()
-            .timer(TokioTimer::new())
-            // The rare connection whose preface arrived in pieces: hyper's own head timer, set at
-            // startup.
-            .header_read_timeout(server.header_timeout);
         let builders = Self {
             h1,
             idle_release: Default::default(),
             header_timeout: Default::default(),
-            h2: hyper::server::conn::http2::Builder::new(TokioExecutor::new()),
-            auto,
+            body_timeout: Default::default(),
+            h2: ArcSwap::from_pointee(h2_builder(server)),
         };
         builders.set(server);
         builders
@@ -109,6 +135,9 @@ impl Builders {
             .store(ms(server.idle_release), Ordering::Relaxed);
         self.header_timeout
             .store(ms(server.header_timeout), Ordering::Relaxed);
+        self.body_timeout
+            .store(ms(server.body_timeout), Ordering::Relaxed);
+        self.h2.store(Arc::new(h2_builder(server)));
     }
 
     pub(super) fn idle_release(&self) -> Duration {
@@ -118,25 +147,90 @@ impl Builders {
     pub(super) fn header_timeout(&self) -> Duration {
         Duration::from_millis(self.header_timeout.load(Ordering::Relaxed))
     }
+
+    pub(super) fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout.load(Ordering::Relaxed))
+    }
+}
+
+/// hyper's HTTP/2 server with parapet's limits made explicit.
+fn h2_builder(server: &ServerConfig) -> hyper::server::conn::http2::Builder<TokioExecutor> {
+    let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    h2.max_concurrent_streams(server.max_streams)
+        .max_header_list_size(H2_MAX_HEADER_LIST)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
+        // A PING after `header_timeout` without a frame from the peer, which must answer within
+        // `header_timeout`: a peer that vanished with streams open is noticed (one timer per
+        // connection, hyper's, reset by reads rather than re-armed).
+        .timer(TokioTimer::new())
+        .keep_alive_interval(server.header_timeout)
+        .keep_alive_timeout(server.header_timeout);
+    h2
+}
+
+type H2Connection =
+    hyper::server::conn::http2::Connection<ConnIo, ConnectionService, TokioExecutor>;
+
+pin_project! {
+    /// An HTTP/2 connection and its clock: closed when it has had no stream open for
+    /// `server.header_timeout` (a preface that never completes, a connection that opens no stream,
+    /// an idle one alike), or stalled for `server.body_timeout`.
+    struct H2Conn {
+        #[pin]
+        conn: H2Connection,
+        quiet: Arc<Quiet>,
+        clock: Clock,
+        header_timeout: Duration,
+        body_timeout: Duration,
+        // GOAWAY was sent for idleness a tick ago.
+        closing: bool,
+    }
+}
+
+impl Future for H2Conn {
+    type Output = Result<(), hyper::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            if let Poll::Ready(result) = this.conn.as_mut().poll(cx) {
+                return Poll::Ready(result);
+            }
+            let alarm = ready!(this.clock.poll_tick(
+                cx,
+                this.quiet,
+                *this.header_timeout,
+                *this.body_timeout
+            ));
+            if *this.closing {
+                // The GOAWAY did not end it within a tick (a peer that does not read): drop it.
+                return Poll::Ready(Ok(()));
+            }
+            match alarm {
+                Some(Alarm::HeadTimeout) => {
+                    // GOAWAY (RFC 9113 §6.8), then close; during the handshake, close at once.
+                    *this.closing = true;
+                    this.conn.as_mut().graceful_shutdown();
+                }
+                // One stalled stream cannot be failed alone without a timer per stream: the
+                // connection stalled as a whole, so it closes.
+                Some(Alarm::BodyStalled | Alarm::Stalled) => return Poll::Ready(Ok(())),
+                None => {}
+            }
+        }
+    }
+}
+
+impl Graceful for H2Conn {
+    fn graceful(self: Pin<&mut Self>) {
+        self.project().conn.graceful_shutdown()
+    }
 }
 
 /// A connection that can be asked to finish its requests and close.
 pub(super) trait Graceful: Future {
     fn graceful(self: Pin<&mut Self>);
-}
-
-impl Graceful
-    for hyper::server::conn::http2::Connection<TokioIo<TcpStream>, ConnectionService, TokioExecutor>
-{
-    fn graceful(self: Pin<&mut Self>) {
-        self.graceful_shutdown()
-    }
-}
-
-impl Graceful for auto::Connection<'_, TokioIo<TcpStream>, ConnectionService, TokioExecutor> {
-    fn graceful(self: Pin<&mut Self>) {
-        self.graceful_shutdown()
-    }
 }
 
 /// Serves a connection until it ends, draining it when its listener drains and dropping it when
@@ -191,7 +285,8 @@ pub(crate) struct ConnectionService {
     pub(super) retired: Arc<AtomicBool>,
     pub(super) listener: Arc<str>,
     pub(super) client: ClientAddr,
-    /// Requests in flight, for HTTP/1.1's idle release; `None` on other connections.
+    /// Requests in flight and request bodies, for the connection's clock (and HTTP/1.1's idle
+    /// release).
     pub(super) quiet: Option<Arc<http1::Quiet>>,
 }
 
@@ -201,7 +296,7 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
     type Future = DispatchFuture;
 
     fn call(&self, req: http::Request<Incoming>) -> DispatchFuture {
-        let mut req: Request = req.map(Body::from);
+        let mut req: Request = req.map(|body| http1::client_body(body, self.quiet.as_ref()));
         req.extensions_mut().insert(self.client);
         // The gateway current at this request: a reload in between reaches this connection now,
         // and this request keeps the one it started with.

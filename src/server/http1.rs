@@ -20,6 +20,20 @@
 //! connection's [`Clock`], which ticks once a second and also enforces `server.header_timeout`: one
 //! timer per connection, never one per request. `idle_release = "0s"` releases a connection the
 //! moment it is idle.
+//!
+//! The same clock bounds a request body and a response (`server.body_timeout`), on HTTP/2
+//! connections too: it sits *outside* hyper, watching what the connection's IO ([`ConnIo`]) and its
+//! request bodies ([`ClientBody`]) report, so no timer is set per request or per read. A tick where
+//! a request body waits for the client's data, or a write waits for the client to read, and nothing
+//! moved either way since the last tick is a stalled one; `body_timeout` worth of stalled ticks in a
+//! row ends it (to the tick, so up to a second late, never early):
+//!
+//! - a request body the client stopped sending: on HTTP/1.1 the connection's next read fails, which
+//!   hyper hands to the request's body; [`ClientBody`] turns that into a
+//!   [`GatewayErrorKind::ClientTimeout`] error, which the handler answers with 408 (the proxy does)
+//!   and hyper closes the connection after the answer; on HTTP/2 the connection closes (a stalled
+//!   stream is noticed only while the whole connection stalls);
+//! - a client that stopped reading its response: the connection closes.
 
 use std::future::Future;
 use std::io;
@@ -31,8 +45,9 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use parapet_middlewares::{Body, BoxError};
+use parapet_middlewares::{Body, BoxError, GatewayError, GatewayErrorKind};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -53,6 +68,14 @@ pub(crate) struct Quiet {
     idle: AtomicBool,
     /// Requests started plus requests finished: progress, as the connection's clock sees it.
     activity: AtomicU64,
+    /// Request bodies whose reader waits for the client's data ([`ClientBody`]).
+    bodies_waiting: AtomicUsize,
+    /// A write waits for the client to read.
+    write_blocked: AtomicBool,
+    /// A request body yielded data, or a write went out, since the clock's last tick.
+    moved: AtomicBool,
+    /// The clock found a request body stalled: the next read fails, and so does the body.
+    body_expired: AtomicBool,
 }
 
 impl Quiet {
@@ -74,6 +97,20 @@ impl Quiet {
     fn wrote(&self) {
         self.responded.store(true, Ordering::Relaxed);
         self.unflushed.store(true, Ordering::Relaxed);
+    }
+
+    /// What a write to the client came to: blocked (the client does not read), or bytes out.
+    fn written(&self, written: &Poll<io::Result<usize>>) {
+        match written {
+            Poll::Pending => self.write_blocked.store(true, Ordering::Relaxed),
+            Poll::Ready(Ok(n)) => {
+                self.write_blocked.store(false, Ordering::Relaxed);
+                if *n > 0 {
+                    self.moved.store(true, Ordering::Relaxed);
+                }
+            }
+            Poll::Ready(Err(_)) => self.write_blocked.store(false, Ordering::Relaxed),
+        }
     }
 
     /// hyper wants to read and nothing is there: idle if the last response is out.
@@ -133,12 +170,106 @@ impl http_body::Body for ServedBody {
     }
 }
 
-/// A client connection's socket as hyper's HTTP/1 connection sees it.
+/// A request body as the handler reads it, on a connection with a [`Quiet`]: it tells the connection's
+/// clock when its reader waits for the client and when data came, and fails with a
+/// [`GatewayErrorKind::ClientTimeout`] once the clock found it stalled. A body that is empty from the
+/// start is not wrapped (no allocation for a GET).
+pub(crate) fn client_body(body: Incoming, quiet: Option<&Arc<Quiet>>) -> Body {
+    match quiet {
+        Some(quiet) if !http_body::Body::is_end_stream(&body) => Body::new(ClientBody {
+            inner: body,
+            quiet: Arc::clone(quiet),
+            waiting: false,
+        }),
+        _ => Body::from(body),
+    }
+}
+
+/// See [`client_body`].
+struct ClientBody {
+    inner: Incoming,
+    quiet: Arc<Quiet>,
+    /// Counted in `Quiet::bodies_waiting`.
+    waiting: bool,
+}
+
+impl ClientBody {
+    fn set_waiting(&mut self, waiting: bool) {
+        if waiting != self.waiting {
+            self.waiting = waiting;
+            if waiting {
+                self.quiet.bodies_waiting.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.quiet.bodies_waiting.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl http_body::Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let Poll::Ready(polled) = Pin::new(&mut this.inner).poll_frame(cx) else {
+            this.set_waiting(true);
+            return Poll::Pending;
+        };
+        this.set_waiting(false);
+        Poll::Ready(match polled {
+            Some(Ok(frame)) => {
+                this.quiet.moved.store(true, Ordering::Relaxed);
+                Some(Ok(frame))
+            }
+            Some(Err(err)) if this.quiet.body_expired.load(Ordering::Relaxed) => {
+                Some(Err(GatewayError::new(GatewayErrorKind::ClientTimeout)
+                    .with_detail(
+                        "the client paused its request body longer than server.body_timeout",
+                    )
+                    .with_source(err)
+                    .into()))
+            }
+            Some(Err(err)) => Some(Err(err.into())),
+            None => None,
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ClientBody {
+    fn drop(&mut self) {
+        self.set_waiting(false);
+    }
+}
+
+/// A client connection's socket as hyper's connection (HTTP/1.1 or HTTP/2) sees it.
 pub(crate) struct ConnIo {
     stream: TcpStream,
-    /// Bytes read by a released hyper connection before it parsed them: read again first.
+    /// Bytes read before hyper's connection parsed them (by a released hyper connection, or by the
+    /// sniff of a preface that came in pieces): read again first.
     replay: Bytes,
     quiet: Arc<Quiet>,
+}
+
+impl ConnIo {
+    pub(super) fn new(stream: TcpStream, replay: Bytes, quiet: Arc<Quiet>) -> Self {
+        Self {
+            stream,
+            replay,
+            quiet,
+        }
+    }
 }
 
 impl hyper::rt::Read for ConnIo {
@@ -153,6 +284,13 @@ impl hyper::rt::Read for ConnIo {
             buf.put_slice(&this.replay[..n]);
             this.replay.advance(n);
             return Poll::Ready(Ok(()));
+        }
+        if this.quiet.body_expired.load(Ordering::Relaxed) {
+            // hyper hands this to the request body it was reading (see `ClientBody`).
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request body stalled",
+            )));
         }
         // SAFETY: tokio's ReadBuf never de-initialises bytes; `advance` counts only what it filled.
         let n = unsafe {
@@ -184,7 +322,9 @@ impl hyper::rt::Write for ConnIo {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         this.quiet.wrote();
-        Pin::new(&mut this.stream).poll_write(cx, buf)
+        let written = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.quiet.written(&written);
+        written
     }
 
     fn poll_write_vectored(
@@ -194,7 +334,9 @@ impl hyper::rt::Write for ConnIo {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         this.quiet.wrote();
-        Pin::new(&mut this.stream).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.quiet.written(&written);
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -222,27 +364,69 @@ const TICK: Duration = Duration::from_secs(1);
 
 /// A client connection's clock, kept across the hyper connections that serve it.
 ///
-/// It times two things, to the tick (so up to a second early): how long the client has been sending
-/// nothing that completes a request head (no request in flight, nothing left to write, and none
-/// started or finished since the last tick, or since the connection went idle), which closes the
-/// connection after `server.header_timeout` (slow heads and idle keep-alive alike, as hyper's own head
-/// timer would, without hyper's timer allocated and registered anew for every request); and how long
-/// the connection has been idle, which releases it after `server.idle_release`.
-struct Clock {
+/// It times three things, to the tick. How long the client has been sending nothing that completes
+/// a request head (no request in flight, nothing left to write, and none started or finished since
+/// the last tick, or since the connection went idle), which closes the connection after
+/// `server.header_timeout` (slow heads and idle keep-alive alike, as hyper's own head timer would,
+/// without hyper's timer allocated and registered anew for every request; up to a second early).
+/// How long the connection has been idle, which releases it after `server.idle_release`. And how
+/// long it has been stalled (a request body waiting for the client, or a write waiting for the client
+/// to read, and nothing moving), which ends it after `server.body_timeout` (up to a second late).
+pub(super) struct Clock {
     timer: Pin<Box<tokio::time::Sleep>>,
     /// `Quiet::activity` at the last tick, or when the connection went idle.
     activity: u64,
     /// Whole ticks without a request in flight or any request started or finished.
     quiet_ticks: u32,
+    /// Whole ticks in a row that a request body or a write waited on the client and nothing moved.
+    stalled_ticks: u32,
+}
+
+/// What a connection's clock found at a tick.
+pub(super) enum Alarm {
+    /// No request head within `server.header_timeout`; on HTTP/2, no stream for that long.
+    HeadTimeout,
+    /// A request body waited on the client for `server.body_timeout`, its response not begun.
+    BodyStalled,
+    /// A write waited for the client to read for `server.body_timeout`, or a stalled body was
+    /// failed a `body_timeout` ago and the connection is still stuck.
+    Stalled,
 }
 
 impl Clock {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             timer: Box::pin(tokio::time::sleep(TICK)),
             activity: 0,
             quiet_ticks: 0,
+            stalled_ticks: 0,
         }
+    }
+
+    /// Waits for the next tick, counts it, and says what it found.
+    pub(super) fn poll_tick(
+        &mut self,
+        cx: &mut Context<'_>,
+        quiet: &Quiet,
+        header_timeout: Duration,
+        body_timeout: Duration,
+    ) -> Poll<Option<Alarm>> {
+        ready!(self.timer.as_mut().poll(cx));
+        self.tick(quiet);
+        if self.timed_out(header_timeout) {
+            return Poll::Ready(Some(Alarm::HeadTimeout));
+        }
+        if Duration::from_secs(u64::from(self.stalled_ticks)) < body_timeout {
+            return Poll::Ready(None);
+        }
+        self.stalled_ticks = 0;
+        if quiet.bodies_waiting.load(Ordering::Relaxed) > 0
+            && !quiet.write_blocked.load(Ordering::Relaxed)
+            && !quiet.body_expired.swap(true, Ordering::Relaxed)
+        {
+            return Poll::Ready(Some(Alarm::BodyStalled));
+        }
+        Poll::Ready(Some(Alarm::Stalled))
     }
 
     /// Counts a tick that has passed, and arms the next.
@@ -258,6 +442,14 @@ impl Clock {
         } else {
             self.quiet_ticks = 0;
             self.activity = activity;
+        }
+        let moved = quiet.moved.swap(false, Ordering::Relaxed);
+        let waiting = quiet.bodies_waiting.load(Ordering::Relaxed) > 0
+            || quiet.write_blocked.load(Ordering::Relaxed);
+        if waiting && !moved {
+            self.stalled_ticks = self.stalled_ticks.saturating_add(1);
+        } else {
+            self.stalled_ticks = 0;
         }
         self.timer
             .as_mut()
@@ -277,6 +469,8 @@ enum Exit {
     Closed,
     /// No request head completed within `server.header_timeout`.
     TimedOut,
+    /// The client stalled a request body or stopped reading for `server.body_timeout`.
+    Stalled,
 }
 
 /// Polls a hyper connection; releases it when it has been idle for `release_after`.
@@ -288,6 +482,8 @@ struct ReleasableConn<'a> {
     release_after: u32,
     /// `server.header_timeout`.
     header_timeout: Duration,
+    /// `server.body_timeout`.
+    body_timeout: Duration,
     releasing: bool,
 }
 
@@ -319,12 +515,18 @@ impl Future for ReleasableConn<'_> {
                 release(conn, &mut this.releasing);
                 continue;
             }
-            if this.clock.timer.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            this.clock.tick(this.quiet);
-            if this.clock.timed_out(this.header_timeout) {
-                return Poll::Ready(Ok(Exit::TimedOut));
+            let alarm = ready!(this.clock.poll_tick(
+                cx,
+                this.quiet,
+                this.header_timeout,
+                this.body_timeout
+            ));
+            match alarm {
+                Some(Alarm::HeadTimeout) => return Poll::Ready(Ok(Exit::TimedOut)),
+                // hyper's next read fails the body (see `ConnIo`): poll it again so it reads now.
+                Some(Alarm::BodyStalled) => continue,
+                Some(Alarm::Stalled) => return Poll::Ready(Ok(Exit::Stalled)),
+                None => {}
             }
             if idle && this.clock.quiet_ticks >= this.release_after {
                 release(conn, &mut this.releasing);
@@ -340,21 +542,18 @@ fn release(conn: &mut Connection, releasing: &mut bool) {
 }
 
 /// Serves an HTTP/1.1 connection until it closes, releasing hyper's connection (and its buffers)
-/// whenever it is idle.
+/// whenever it is idle; `replay` holds bytes already read from it.
 pub(crate) async fn serve(
     builders: &Builders,
     stream: TcpStream,
+    replay: Bytes,
     mut service: ConnectionService,
     mut phase: watch::Receiver<Phase>,
     peer: std::net::SocketAddr,
 ) {
     let quiet = Arc::new(Quiet::default());
     service.quiet = Some(Arc::clone(&quiet));
-    let mut io = ConnIo {
-        stream,
-        replay: Bytes::new(),
-        quiet: Arc::clone(&quiet),
-    };
+    let mut io = ConnIo::new(stream, replay, Arc::clone(&quiet));
     let mut clock = Clock::new();
     loop {
         quiet.reset();
@@ -370,12 +569,17 @@ pub(crate) async fn serve(
             clock: &mut clock,
             release_after,
             header_timeout: builders.header_timeout(),
+            body_timeout: builders.body_timeout(),
             releasing: false,
         };
         let parts = match drive(conn, &mut phase, peer).await {
             Some(Exit::Released(parts)) => parts,
             Some(Exit::TimedOut) => {
                 tracing::debug!(client = %peer, "no request head within the timeout: closing");
+                return;
+            }
+            Some(Exit::Stalled) => {
+                tracing::debug!(client = %peer, "client stalled past the body timeout: closing");
                 return;
             }
             Some(Exit::Closed) | None => return,

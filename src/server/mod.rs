@@ -29,7 +29,7 @@ use crate::build::Gateway;
 use crate::config::{Config, ConfigErrors};
 use crate::{Error, Registry};
 
-mod accept;
+pub(crate) mod accept;
 mod connection;
 mod http1;
 mod plan;
