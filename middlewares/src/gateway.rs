@@ -45,6 +45,10 @@ pub enum GatewayErrorKind {
     BadRequest,
     /// The method is not one parapet serves (CONNECT): 405.
     MethodNotAllowed,
+    /// The request body is larger than a `body_limit` allows: 413 (RFC 9110 §15.5.14).
+    PayloadTooLarge,
+    /// The request target is longer than `server.max_uri_length`: 414 (RFC 9110 §15.5.15).
+    UriTooLong,
     /// The upstream refused the connection or could not be reached: 502.
     UpstreamUnreachable,
     /// The upstream broke the HTTP protocol or closed before its response head: 502.
@@ -62,6 +66,8 @@ impl GatewayErrorKind {
             GatewayErrorKind::NoRoute => StatusCode::NOT_FOUND,
             GatewayErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             GatewayErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
             GatewayErrorKind::UpstreamUnreachable | GatewayErrorKind::UpstreamProtocol => {
                 StatusCode::BAD_GATEWAY
             }
@@ -75,7 +81,9 @@ impl GatewayErrorKind {
         match self {
             GatewayErrorKind::NoRoute
             | GatewayErrorKind::BadRequest
-            | GatewayErrorKind::MethodNotAllowed => ErrorSource::Downstream,
+            | GatewayErrorKind::MethodNotAllowed
+            | GatewayErrorKind::PayloadTooLarge
+            | GatewayErrorKind::UriTooLong => ErrorSource::Downstream,
             GatewayErrorKind::UpstreamUnreachable
             | GatewayErrorKind::UpstreamProtocol
             | GatewayErrorKind::UpstreamTimeout => ErrorSource::Upstream,
@@ -89,6 +97,8 @@ impl GatewayErrorKind {
             GatewayErrorKind::NoRoute => "no_route",
             GatewayErrorKind::BadRequest => "bad_request",
             GatewayErrorKind::MethodNotAllowed => "method_not_allowed",
+            GatewayErrorKind::PayloadTooLarge => "payload_too_large",
+            GatewayErrorKind::UriTooLong => "uri_too_long",
             GatewayErrorKind::UpstreamUnreachable => "upstream_unreachable",
             GatewayErrorKind::UpstreamProtocol => "upstream_protocol",
             GatewayErrorKind::UpstreamTimeout => "upstream_timeout",
@@ -222,6 +232,12 @@ mod tests {
             ErrorSource::Upstream
         );
         assert_eq!(GatewayErrorKind::NoRoute.source(), ErrorSource::Downstream);
+        assert_eq!(GatewayErrorKind::PayloadTooLarge.status(), 413);
+        assert_eq!(
+            GatewayErrorKind::PayloadTooLarge.source(),
+            ErrorSource::Downstream
+        );
+        assert_eq!(GatewayErrorKind::UriTooLong.status(), 414);
     }
 
     #[test]

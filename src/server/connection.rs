@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -26,7 +26,7 @@ use pin_project_lite::pin_project;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::accept::{sniff, Protocol};
+use super::accept::{sniff, ConnectionLimit, Protocol};
 use super::http1::{self, ServedBody};
 use super::Phase;
 use crate::build::Gateway;
@@ -69,33 +69,43 @@ pub(super) async fn serve(
 
 /// The connection builders every listener shares.
 pub(crate) struct Builders {
-    pub(super) h1: hyper::server::conn::http1::Builder,
+    /// HTTP/1.1's, with the `[server]` head limits: replaced by a reload, taken by each connection
+    /// when it is accepted.
+    pub(super) h1: ArcSwap<hyper::server::conn::http1::Builder>,
     /// `server.idle_release`, in milliseconds.
     idle_release: AtomicU64,
     /// `server.header_timeout`, in milliseconds.
     header_timeout: AtomicU64,
+    /// `server.max_uri_length`.
+    max_uri_length: AtomicUsize,
+    /// `server.max_requests_per_connection`, `u64::MAX` for none.
+    max_requests: AtomicU64,
+    /// `server.max_connections`, shared by every listener.
+    pub(super) connections: ConnectionLimit,
     h2: hyper::server::conn::http2::Builder<TokioExecutor>,
     auto: auto::Builder<TokioExecutor>,
 }
 
 impl Builders {
     pub(super) fn new(server: &ServerConfig) -> Self {
-        // No timer for hyper's HTTP/1: a request head must arrive within the header timeout (slow-loris
-        // protection), which the connection's own clock enforces (see http1::Clock) instead of a
-        // timer hyper would allocate and register for every request.
-        let mut h1 = hyper::server::conn::http1::Builder::new();
-        h1.header_read_timeout(None);
         let mut auto = auto::Builder::new(TokioExecutor::new());
         auto.http1()
             .timer(TokioTimer::new())
             // The rare connection whose preface arrived in pieces: hyper's own head timer, set at
             // startup.
             .header_read_timeout(server.header_timeout);
+        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        // A header block over `max_header_size` is answered 431 (RFC 6585 §5) by h2, as HTTP/1.1's
+        // head is; set at startup.
+        h2.max_header_list_size(u32::try_from(server.max_header_size).unwrap_or(u32::MAX));
         let builders = Self {
-            h1,
+            h1: ArcSwap::from_pointee(h1_builder(server)),
             idle_release: Default::default(),
             header_timeout: Default::default(),
-            h2: hyper::server::conn::http2::Builder::new(TokioExecutor::new()),
+            max_uri_length: Default::default(),
+            max_requests: Default::default(),
+            connections: ConnectionLimit::new(),
+            h2,
             auto,
         };
         builders.set(server);
@@ -109,6 +119,22 @@ impl Builders {
             .store(ms(server.idle_release), Ordering::Relaxed);
         self.header_timeout
             .store(ms(server.header_timeout), Ordering::Relaxed);
+        self.max_uri_length
+            .store(server.max_uri_length, Ordering::Relaxed);
+        self.max_requests.store(
+            server.max_requests_per_connection.unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.h1.store(Arc::new(h1_builder(server)));
+        self.connections.set(server.max_connections);
+    }
+
+    pub(super) fn max_uri_length(&self) -> usize {
+        self.max_uri_length.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn max_requests(&self) -> u64 {
+        self.max_requests.load(Ordering::Relaxed)
     }
 
     pub(super) fn idle_release(&self) -> Duration {
@@ -118,6 +144,23 @@ impl Builders {
     pub(super) fn header_timeout(&self) -> Duration {
         Duration::from_millis(self.header_timeout.load(Ordering::Relaxed))
     }
+}
+
+/// HTTP/1.1's connection builder for the `[server]` settings.
+fn h1_builder(server: &ServerConfig) -> hyper::server::conn::http1::Builder {
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    // No timer for hyper's HTTP/1: a request head must arrive within the header timeout (slow-loris
+    // protection), which the connection's own clock enforces (see http1::Clock) instead of a
+    // timer hyper would allocate and register for every request.
+    h1.header_read_timeout(None);
+    // A head over `max_header_size`, or with more header lines than `max_headers`: hyper answers
+    // 431 (RFC 6585 §5) and closes. hyper's default of 100 header lines keeps its header array on
+    // the stack; any other count allocates it for every request, so it is set only when changed.
+    h1.max_header_size(server.max_header_size);
+    if server.max_headers != 100 {
+        h1.max_headers(server.max_headers);
+    }
+    h1
 }
 
 /// A connection that can be asked to finish its requests and close.
@@ -191,6 +234,8 @@ pub(crate) struct ConnectionService {
     pub(super) retired: Arc<AtomicBool>,
     pub(super) listener: Arc<str>,
     pub(super) client: ClientAddr,
+    /// `server.max_uri_length` when the connection was accepted.
+    pub(super) max_uri_length: usize,
     /// Requests in flight, for HTTP/1.1's idle release; `None` on other connections.
     pub(super) quiet: Option<Arc<http1::Quiet>>,
 }
@@ -201,6 +246,14 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
     type Future = DispatchFuture;
 
     fn call(&self, req: http::Request<Incoming>) -> DispatchFuture {
+        // RFC 9110 §15.5.15: a target longer than the server will interpret is answered 414.
+        if target_len(req.uri()) > self.max_uri_length {
+            tracing::debug!(client = %self.client.0, "request target over server.max_uri_length: 414");
+            return DispatchFuture::Gone {
+                response: Some(GatewayError::new(GatewayErrorKind::UriTooLong).into_response()),
+                guard: self.quiet.as_ref().map(http1::Quiet::start),
+            };
+        }
         let mut req: Request = req.map(Body::from);
         req.extensions_mut().insert(self.client);
         // The gateway current at this request: a reload in between reaches this connection now,
@@ -230,7 +283,8 @@ pin_project! {
     pub(crate) enum DispatchFuture {
         /// The listener's entry is handling the request.
         Handling { #[pin] fut: AppFuture, guard: Option<http1::InFlight> },
-        /// The listener has no entry (gone in a reload, none kept): a `NoRoute` answer.
+        /// Answered before the listener's entry: a target over `max_uri_length` (414), or a
+        /// listener with no entry (gone in a reload, none kept; 404).
         Gone { response: Option<Response>, guard: Option<http1::InFlight> },
     }
 }
@@ -246,9 +300,24 @@ impl Future for DispatchFuture {
                 None => return Poll::Pending,
             },
         };
-        let Ok(response) = response;
+        let Ok(mut response) = response;
         report_final_status(&response);
+        // The last request `max_requests_per_connection` allows: the response says the connection
+        // closes, and hyper closes it once the response is out (RFC 9112 §9.6).
+        if guard.as_ref().is_some_and(http1::InFlight::is_last) {
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
         // The request stays in flight until hyper is done with the body.
         Poll::Ready(Ok(response.map(|body| ServedBody::new(body, guard))))
     }
+}
+
+/// The length of a request target as the client sent it: the path and query, and the authority of an
+/// absolute-form target (HTTP/2's `:authority` included).
+fn target_len(uri: &http::Uri) -> usize {
+    uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |p| p.as_str().len())
 }
