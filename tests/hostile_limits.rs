@@ -109,6 +109,35 @@ async fn a_request_head_over_max_header_size_is_answered_431() {
 }
 
 #[tokio::test]
+async fn a_head_over_max_header_size_sent_in_pieces_is_answered_431() {
+    let (_server, addr) = responder("").await;
+    // A first byte alone could begin HTTP/2's preface ("PRI * HTTP/2.0"): when parapet sees only
+    // that, it serves the connection through hyper-util's protocol detection, whose limits must be
+    // the same.
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.set_nodelay(true).unwrap();
+    conn.write_all(b"P").await.unwrap();
+    conn.flush().await.unwrap();
+    // A whole exchange on a connection accepted after this one: by then parapet has looked at this
+    // one's first byte.
+    drop(open_served(addr).await);
+    let rest = format!(
+        "OST / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        "a".repeat(40 * 1024)
+    );
+    let _ = conn.write_all(rest.as_bytes()).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), conn.read_to_end(&mut out))
+        .await
+        .expect("closed within 20s");
+    let response = String::from_utf8_lossy(&out);
+    assert_eq!(
+        status_line(&response),
+        "HTTP/1.1 431 Request Header Fields Too Large"
+    );
+}
+
+#[tokio::test]
 async fn max_header_size_is_configurable() {
     let (_server, addr) = responder(r#"max_header_size = "4KiB""#).await;
     let big = format!("X-Big: {}\r\n", "a".repeat(5 * 1024));

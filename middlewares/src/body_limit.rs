@@ -12,7 +12,7 @@
 //!   answered 413 at once; the inner service is never called and not a byte of the body is read;
 //! - **while streaming**: a body of unknown length (chunked) is counted as it is read. The chunk that
 //!   would take it past the limit is not passed on: the body fails with
-//!   [`Error::BodyTooLarge`](crate::Error::BodyTooLarge) instead, so the endpoint reading it (an
+//!   [`Error::BodyTooLarge`] instead, so the endpoint reading it (an
 //!   upstream request) aborts having received less than the limit. If the response head has not gone
 //!   out yet, whatever the inner service answers is replaced by a 413 carrying a
 //!   [`GatewayErrorKind::PayloadTooLarge`]; after it, the client's connection is aborted.

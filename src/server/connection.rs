@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -77,7 +77,7 @@ pub(crate) struct Builders {
     /// `server.header_timeout`, in milliseconds.
     header_timeout: AtomicU64,
     /// `server.max_uri_length`.
-    max_uri_length: AtomicUsize,
+    max_uri_length: AtomicU16,
     /// `server.max_requests_per_connection`, `u64::MAX` for none.
     max_requests: AtomicU64,
     /// `server.max_connections`, shared by every listener.
@@ -93,7 +93,15 @@ impl Builders {
             .timer(TokioTimer::new())
             // The rare connection whose preface arrived in pieces: hyper's own head timer, set at
             // startup.
-            .header_read_timeout(server.header_timeout);
+            .header_read_timeout(server.header_timeout)
+            // hyper-util has no `max_header_size`: its read buffer capped to it answers a longer
+            // head 431 all the same.
+            .max_buf_size(server.max_header_size.max(8192));
+        if server.max_headers != 100 {
+            auto.http1().max_headers(server.max_headers);
+        }
+        auto.http2()
+            .max_header_list_size(u32::try_from(server.max_header_size).unwrap_or(u32::MAX));
         let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         // A header block over `max_header_size` is answered 431 (RFC 6585 §5) by h2, as HTTP/1.1's
         // head is; set at startup.
@@ -119,8 +127,9 @@ impl Builders {
             .store(ms(server.idle_release), Ordering::Relaxed);
         self.header_timeout
             .store(ms(server.header_timeout), Ordering::Relaxed);
-        self.max_uri_length
-            .store(server.max_uri_length, Ordering::Relaxed);
+        // The model holds it to hyper's own limit, 65534.
+        let max_uri_length = u16::try_from(server.max_uri_length).unwrap_or(u16::MAX);
+        self.max_uri_length.store(max_uri_length, Ordering::Relaxed);
         self.max_requests.store(
             server.max_requests_per_connection.unwrap_or(u64::MAX),
             Ordering::Relaxed,
@@ -129,7 +138,7 @@ impl Builders {
         self.connections.set(server.max_connections);
     }
 
-    pub(super) fn max_uri_length(&self) -> usize {
+    pub(super) fn max_uri_length(&self) -> u16 {
         self.max_uri_length.load(Ordering::Relaxed)
     }
 
@@ -234,8 +243,8 @@ pub(crate) struct ConnectionService {
     pub(super) retired: Arc<AtomicBool>,
     pub(super) listener: Arc<str>,
     pub(super) client: ClientAddr,
-    /// `server.max_uri_length` when the connection was accepted.
-    pub(super) max_uri_length: usize,
+    /// `server.max_uri_length` when the connection was accepted (at most 65534, hyper's own limit).
+    pub(super) max_uri_length: u16,
     /// Requests in flight, for HTTP/1.1's idle release; `None` on other connections.
     pub(super) quiet: Option<Arc<http1::Quiet>>,
 }
@@ -247,7 +256,7 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
 
     fn call(&self, req: http::Request<Incoming>) -> DispatchFuture {
         // RFC 9110 §15.5.15: a target longer than the server will interpret is answered 414.
-        if target_len(req.uri()) > self.max_uri_length {
+        if target_len(req.uri()) > usize::from(self.max_uri_length) {
             tracing::debug!(client = %self.client.0, "request target over server.max_uri_length: 414");
             return DispatchFuture::Gone {
                 response: Some(GatewayError::new(GatewayErrorKind::UriTooLong).into_response()),

@@ -129,6 +129,8 @@ fn raise_open_files_limit() -> Option<u64> {
             tracing::warn!(error = %err, soft = before, hard = limit.rlim_max, "cannot raise the open files limit");
         }
     }
+    // `rlim_t` is a u64 on Linux, not on every unix.
+    #[allow(clippy::unnecessary_cast)]
     let open_files = if limit.rlim_cur == libc::RLIM_INFINITY {
         u64::MAX
     } else {
