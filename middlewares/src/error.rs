@@ -3,13 +3,15 @@
 //! Failures before a response head are responses, not errors: parapet's own 404, 502 or 500, each
 //! carrying a [`GatewayError`](crate::GatewayError). Building a layer fails only with an
 //! [`io::Error`] (an access log file that cannot be opened). What is left are the failures of a
-//! response body on the layers' side, after its head went out: those are an [`Error`].
+//! body on the layers' side (a response body after its head went out, a request body over a limit):
+//! those are an [`Error`].
 
 use std::fmt;
 use std::io;
 
-/// A response body failed on a layer's side. The server aborts the client's connection (a body error
-/// at the tower boundary, boxed as a [`BoxError`](crate::BoxError)).
+/// A body failed on a layer's side: a response body, which makes the server abort the client's
+/// connection, or a request body a layer refused, which makes the endpoint reading it fail (a body
+/// error at the tower boundary, boxed as a [`BoxError`](crate::BoxError)).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -23,6 +25,13 @@ pub enum Error {
     /// output buffer sized by its bound).
     #[error("gzip (libdeflate): {0}")]
     Gzip(String),
+    /// A request body streamed past a `body_limit`'s `max_size`: the request body fails with it, so
+    /// the endpoint reading it (an upstream's request) aborts; it is the client's fault, a 413.
+    #[error("request body over the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+    },
 }
 
 /// Displays an error followed by its causes, outermost first: `outer: cause: cause's cause`.

@@ -48,6 +48,10 @@ pub enum GatewayErrorKind {
     /// The client paused sending its request body longer than `server.body_timeout`: 408 (RFC 9110
     /// §15.5.9), or a closed connection once the response has begun.
     ClientTimeout,
+    /// The request body is larger than a `body_limit` allows: 413 (RFC 9110 §15.5.14).
+    PayloadTooLarge,
+    /// The request target is longer than `server.max_uri_length`: 414 (RFC 9110 §15.5.15).
+    UriTooLong,
     /// The upstream refused the connection or could not be reached: 502.
     UpstreamUnreachable,
     /// The upstream broke the HTTP protocol or closed before its response head: 502.
@@ -66,6 +70,8 @@ impl GatewayErrorKind {
             GatewayErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             GatewayErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayErrorKind::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+            GatewayErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
             GatewayErrorKind::UpstreamUnreachable | GatewayErrorKind::UpstreamProtocol => {
                 StatusCode::BAD_GATEWAY
             }
@@ -80,7 +86,9 @@ impl GatewayErrorKind {
             GatewayErrorKind::NoRoute
             | GatewayErrorKind::BadRequest
             | GatewayErrorKind::MethodNotAllowed
-            | GatewayErrorKind::ClientTimeout => ErrorSource::Downstream,
+            | GatewayErrorKind::ClientTimeout
+            | GatewayErrorKind::PayloadTooLarge
+            | GatewayErrorKind::UriTooLong => ErrorSource::Downstream,
             GatewayErrorKind::UpstreamUnreachable
             | GatewayErrorKind::UpstreamProtocol
             | GatewayErrorKind::UpstreamTimeout => ErrorSource::Upstream,
@@ -95,6 +103,8 @@ impl GatewayErrorKind {
             GatewayErrorKind::BadRequest => "bad_request",
             GatewayErrorKind::MethodNotAllowed => "method_not_allowed",
             GatewayErrorKind::ClientTimeout => "client_timeout",
+            GatewayErrorKind::PayloadTooLarge => "payload_too_large",
+            GatewayErrorKind::UriTooLong => "uri_too_long",
             GatewayErrorKind::UpstreamUnreachable => "upstream_unreachable",
             GatewayErrorKind::UpstreamProtocol => "upstream_protocol",
             GatewayErrorKind::UpstreamTimeout => "upstream_timeout",
@@ -252,6 +262,12 @@ mod tests {
             ErrorSource::Upstream
         );
         assert_eq!(GatewayErrorKind::NoRoute.source(), ErrorSource::Downstream);
+        assert_eq!(GatewayErrorKind::PayloadTooLarge.status(), 413);
+        assert_eq!(
+            GatewayErrorKind::PayloadTooLarge.source(),
+            ErrorSource::Downstream
+        );
+        assert_eq!(GatewayErrorKind::UriTooLong.status(), 414);
         assert_eq!(GatewayErrorKind::ClientTimeout.status(), 408);
         assert_eq!(
             GatewayErrorKind::ClientTimeout.source(),

@@ -13,7 +13,7 @@
 //! - [`intercept`]: start_response interception, the small abstraction the layers share to see the
 //!   request and rewrite the response head before any body byte is sent.
 //!
-//! And one module per layer: [`access_log`], [`compress`], [`errors`], [`headers`].
+//! And one module per layer: [`access_log`], [`body_limit`], [`compress`], [`errors`], [`headers`].
 //!
 //! What the layers need from the server that runs them (reporting the final status, flushing and
 //! reopening the access logs, the client's address, signalling the panics it catches) is one
@@ -32,6 +32,7 @@
 
 pub mod access_log;
 pub mod body;
+pub mod body_limit;
 pub mod compress;
 mod error;
 pub mod errors;

@@ -1,4 +1,4 @@
-//! The built-in middleware kinds: `access_log`, `compress`, `errors` and `headers`.
+//! The built-in middleware kinds: `access_log`, `body_limit`, `compress`, `errors` and `headers`.
 //!
 //! Each reads its table into typed settings (pure), checks what can be checked without side effects
 //! (a directory exists, a page is readable), and builds its layer (the access log's file opened and
@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use http::{HeaderName, HeaderValue};
 use parapet_middlewares::access_log::{AccessLogConfig, AccessLogLayer, Format, Target};
+use parapet_middlewares::body_limit::BodyLimitLayer;
 use parapet_middlewares::compress::{CompressConfig, CompressLayer, Encoding};
 use parapet_middlewares::errors::{ErrorsConfig, ErrorsLayer, Page, StatusMatch};
 use parapet_middlewares::headers::{HeaderOps, HeadersLayer};
@@ -22,6 +23,9 @@ use super::no_check;
 pub(super) fn register(registry: &mut Registry) {
     registry
         .register_middleware_kind("access_log", access_log, check_access_log, build_access_log)
+        .register_middleware_kind("body_limit", body_limit, no_check, |b: &BodyLimit, _| {
+            Ok(Middleware::from_layer(BodyLimitLayer::new(b.max_size)))
+        })
         .register_middleware_kind("compress", compress, no_check, |c: &CompressConfig, _| {
             Ok(Middleware::from_layer(CompressLayer::new(c.clone())))
         })
@@ -103,6 +107,21 @@ fn access_log(t: &mut Table<'_>) -> Option<AccessLog> {
         format: format?,
         target: Located { value: target?, at },
     })
+}
+
+/// The settings of a `body_limit` layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyLimit {
+    /// `max_size`, in bytes (default 1 MiB, like nginx's `client_max_body_size`).
+    pub max_size: u64,
+}
+
+fn body_limit(t: &mut Table<'_>) -> Option<BodyLimit> {
+    let max_size = match t.get("max_size") {
+        None => 1024 * 1024,
+        Some(v) => v.size()?,
+    };
+    Some(BodyLimit { max_size })
 }
 
 fn compress(t: &mut Table<'_>) -> Option<CompressConfig> {

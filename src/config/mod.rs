@@ -27,7 +27,9 @@ pub use model::{
     AppConfig, Config, EndpointConfig, HandlerConfig, HostMatch, ListenerConfig, Located, Location,
     MiddlewareConfig, RouteConfig, ServerConfig, Settings, UpstreamConfig, UpstreamServer,
 };
-pub use reader::{parse_duration, ConfigError, ConfigErrors, Diagnostics, Table, Value};
+pub use reader::{
+    parse_duration, parse_size, ConfigError, ConfigErrors, Diagnostics, Table, Value,
+};
 
 /// The default path `parapet run` and `parapet check` read.
 pub const DEFAULT_PATH: &str = "config/parapet.toml";

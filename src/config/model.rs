@@ -183,6 +183,20 @@ pub struct ServerConfig {
     /// Streams an HTTP/2 client may have open at once on one connection (`max_streams`, default
     /// 100): `SETTINGS_MAX_CONCURRENT_STREAMS` (RFC 9113 §6.5.2).
     pub max_streams: u32,
+    /// Open client connections per process (`max_connections`, default 20000); beyond it, accepting
+    /// pauses until one closes.
+    pub max_connections: usize,
+    /// The largest request head, request line and headers, in bytes (`max_header_size`, default
+    /// 32 KiB); a larger one is answered 431 (RFC 6585 §5).
+    pub max_header_size: usize,
+    /// The most header lines in a request head (`max_headers`, default 100); more is answered 431.
+    pub max_headers: usize,
+    /// The longest request target, in bytes (`max_uri_length`, default 8 KiB); a longer one is
+    /// answered 414 (RFC 9110 §15.5.15).
+    pub max_uri_length: usize,
+    /// Requests served on one HTTP/1.1 connection before it closes (`max_requests_per_connection`,
+    /// default 10000); `None` for no limit (`0` in the file).
+    pub max_requests_per_connection: Option<u64>,
 }
 
 impl Default for ServerConfig {
@@ -194,6 +208,11 @@ impl Default for ServerConfig {
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(60),
             max_streams: 100,
+            max_connections: 20_000,
+            max_header_size: 32 * 1024,
+            max_headers: 100,
+            max_uri_length: 8 * 1024,
+            max_requests_per_connection: Some(10_000),
         }
     }
 }

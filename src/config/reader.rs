@@ -288,6 +288,11 @@ impl<'a> Table<'a> {
         self.get(key).and_then(|v| v.duration())
     }
 
+    /// The size in bytes at `key` (`65536`, "64KiB", "10MiB"), if present and valid.
+    pub fn size(&mut self, key: &str) -> Option<u64> {
+        self.get(key).and_then(|v| v.size())
+    }
+
     /// The integer at `key` within `range`, if present and valid.
     pub fn int_in(&mut self, key: &str, range: std::ops::RangeInclusive<i64>) -> Option<i64> {
         self.get(key).and_then(|v| v.int_in(range))
@@ -424,6 +429,25 @@ impl<'a> Value<'a> {
         }
     }
 
+    /// A size in bytes: an integer, or a string of a number and a unit ("512B", "32KiB", "10MiB",
+    /// "1GiB").
+    pub fn size(&self) -> Option<u64> {
+        match self.v {
+            DeValue::Integer(_) => self.int_in(0..=i64::MAX).map(|n| n as u64),
+            DeValue::String(s) => match parse_size(s) {
+                Ok(n) => Some(n),
+                Err(msg) => {
+                    self.error(msg);
+                    None
+                }
+            },
+            _ => {
+                self.expected("a size (an integer of bytes, or a string like \"32KiB\")");
+                None
+            }
+        }
+    }
+
     /// The table, or an error if this is not one.
     pub fn table(&self) -> Option<Table<'a>> {
         match self.v {
@@ -511,9 +535,61 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// Parses a size: a whole number and a binary unit, `B`, `KiB`, `MiB` or `GiB` ("512B", "32KiB",
+/// "10MiB"). Decimal units ("10MB") are refused rather than guessed at.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let bad = || {
+        format!("invalid size {s:?}: expected a whole number and a unit (B, KiB, MiB, GiB), like \"32KiB\" or \"10MiB\", or an integer of bytes")
+    };
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    if digits == 0 {
+        return Err(bad());
+    }
+    let n: u64 = s[..digits].parse().map_err(|_| bad())?;
+    let unit: u64 = match &s[digits..] {
+        "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(unit)
+        .ok_or_else(|| format!("invalid size {s:?}: too large"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse_in_every_unit() {
+        assert_eq!(parse_size("512B").unwrap(), 512);
+        assert_eq!(parse_size("32KiB").unwrap(), 32 * 1024);
+        assert_eq!(parse_size("10MiB").unwrap(), 10 * 1024 * 1024);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("0B").unwrap(), 0);
+    }
+
+    #[test]
+    fn sizes_without_a_binary_unit_or_number_are_refused() {
+        for bad in [
+            "",
+            "32",
+            "KiB",
+            "32 KiB",
+            "1.5MiB",
+            "10MB",
+            "10mb",
+            "32k",
+            "-1KiB",
+            "KiB32",
+            "99999999999999999999GiB",
+            "20000000000GiB",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
 
     #[test]
     fn durations_parse_in_every_unit_and_in_sums() {

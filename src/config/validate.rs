@@ -245,8 +245,40 @@ fn read_server(mut t: Table<'_>) -> ServerConfig {
     if let Some(n) = t.int_in("max_streams", 1..=i64::from(i32::MAX)) {
         server.max_streams = n as u32;
     }
+    if let Some(n) = t.int_in("max_connections", 1..=100_000_000) {
+        server.max_connections = n as usize;
+    }
+    // A head of at least 1 KiB, and at most what hyper's read buffer holds (about 400 KiB).
+    if let Some(n) = size_in(&mut t, "max_header_size", 1024..=256 * 1024) {
+        server.max_header_size = n as usize;
+    }
+    if let Some(n) = t.int_in("max_headers", 1..=10_000) {
+        server.max_headers = n as usize;
+    }
+    // hyper refuses a target over 64 KiB itself (414).
+    if let Some(n) = size_in(&mut t, "max_uri_length", 16..=65_534) {
+        server.max_uri_length = n as usize;
+    }
+    if let Some(n) = t.int_in("max_requests_per_connection", 0..=i64::MAX) {
+        server.max_requests_per_connection = (n > 0).then_some(n as u64);
+    }
     t.finish();
     server
+}
+
+/// The size at `key` within `range` (bytes), if present and valid.
+fn size_in(t: &mut Table<'_>, key: &str, range: std::ops::RangeInclusive<u64>) -> Option<u64> {
+    let v = t.get(key)?;
+    let n = v.size()?;
+    if !range.contains(&n) {
+        v.error(format!(
+            "expected a size from {} to {} bytes",
+            range.start(),
+            range.end()
+        ));
+        return None;
+    }
+    Some(n)
 }
 
 fn read_listener(name: &str, mut t: Table<'_>, chains: &Chains<'_>) -> Option<ListenerConfig> {

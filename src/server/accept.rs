@@ -8,10 +8,16 @@
 //! Client connections have TCP keepalive on ([`tcp_keepalive`]), so a client that vanished without a
 //! FIN or RST (a pulled cable, a NAT that forgot it) is noticed even while parapet waits on it with no
 //! timer of its own running (an upload to a slow upstream, a long answer being prepared).
+//!
+//! Every loop takes a permit of the process's [`ConnectionLimit`] (`server.max_connections`) before
+//! it accepts, and the connection's task holds it until the connection closes: at the limit, the
+//! loops stop accepting and new connections wait in the kernel's backlog, as nginx's
+//! `worker_connections` and Envoy's `max_downstream_connections` do, instead of being accepted into
+//! a process out of file descriptors or memory.
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -19,7 +25,8 @@ use bytes::Bytes;
 use socket2::{SockRef, TcpKeepalive};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
 
 use super::connection::{self, Builders, ConnectionService};
 use super::Phase;
@@ -37,6 +44,9 @@ pub(super) struct AcceptLoop {
     pub(super) retired: Arc<AtomicBool>,
 }
 
+/// How often a listener at `max_connections` says so, at most.
+const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
+
 impl AcceptLoop {
     /// Accepts until the listener drains; returns the socket.
     pub(super) async fn run(mut self) -> TcpListener {
@@ -46,15 +56,35 @@ impl AcceptLoop {
         if let Err(err) = SockRef::from(&self.listener).set_tcp_keepalive(&tcp_keepalive()) {
             tracing::warn!(listener = %self.name, error = %err, "TCP keepalive not set");
         }
+        let mut warned_full: Option<Instant> = None;
         loop {
+            let permit = match self.builders.connections.try_acquire() {
+                Some(permit) => permit,
+                None => {
+                    if warned_full.is_none_or(|at| at.elapsed() >= FULL_WARNING_EVERY) {
+                        warned_full = Some(Instant::now());
+                        tracing::warn!(
+                            listener = %self.name,
+                            max_connections = self.builders.connections.max(),
+                            "server.max_connections reached: accepting paused until a connection closes"
+                        );
+                    }
+                    tokio::select! {
+                        biased;
+                        _ = self.phase.wait_for(|p| *p >= Phase::Draining) => return self.listener,
+                        permit = self.builders.connections.acquire() => permit,
+                    }
+                }
+            };
             let accepted = tokio::select! {
                 biased;
                 _ = self.phase.wait_for(|p| *p >= Phase::Draining) => return self.listener,
                 accepted = self.listener.accept() => accepted,
             };
             match accepted {
-                Ok((stream, peer)) => self.serve(stream, peer),
+                Ok((stream, peer)) => self.serve(stream, peer, permit),
                 Err(err) => {
+                    drop(permit);
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::error!(listener = %self.name, error = %err, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -63,7 +93,7 @@ impl AcceptLoop {
         }
     }
 
-    fn serve(&self, stream: TcpStream, peer: SocketAddr) {
+    fn serve(&self, stream: TcpStream, peer: SocketAddr, permit: ConnectionPermit) {
         let _ = stream.set_nodelay(true);
         #[cfg(not(target_os = "linux"))]
         let _ = SockRef::from(&stream).set_tcp_keepalive(&tcp_keepalive());
@@ -74,15 +104,117 @@ impl AcceptLoop {
             retired: Arc::clone(&self.retired),
             listener: Arc::clone(&self.name),
             client: ClientAddr(peer),
+            max_uri_length: self.builders.max_uri_length(),
             quiet: None,
         };
-        tokio::spawn(connection::serve(
+        let conn = connection::serve(
             Arc::clone(&self.builders),
             stream,
             service,
             self.phase.clone(),
             peer,
-        ));
+        );
+        tokio::spawn(async move {
+            conn.await;
+            drop(permit);
+        });
+    }
+}
+
+/// The process's limit on open client connections (`server.max_connections`), shared by every
+/// listener; a reload may raise or lower it.
+pub(crate) struct ConnectionLimit(Arc<LimitState>);
+
+struct LimitState {
+    /// One permit per connection that may still be accepted.
+    free: Semaphore,
+    /// The configured limit; locked only to change it.
+    max: Mutex<usize>,
+    /// Permits a lowered limit still has to take back: connections closing while it is above zero
+    /// retire their permit instead of returning it.
+    owed: AtomicUsize,
+}
+
+impl ConnectionLimit {
+    /// A limit of no connections at all, until [`ConnectionLimit::set`].
+    pub(super) fn new() -> Self {
+        Self(Arc::new(LimitState {
+            free: Semaphore::new(0),
+            max: Mutex::new(0),
+            owed: AtomicUsize::new(0),
+        }))
+    }
+
+    /// The configured limit.
+    pub(super) fn max(&self) -> usize {
+        *self.0.max.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the limit. Connections open beyond a lowered limit stay open; none is accepted until
+    /// enough of them have closed.
+    pub(super) fn set(&self, max: usize) {
+        let mut current = self.0.max.lock().unwrap_or_else(|e| e.into_inner());
+        if max > *current {
+            let more = max - *current;
+            // Forgive what a lowered limit still owes before adding permits.
+            let owed = self
+                .0
+                .owed
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    Some(n.saturating_sub(more))
+                })
+                .unwrap_or(0);
+            self.0.free.add_permits(more - owed.min(more));
+        } else if max < *current {
+            let less = *current - max;
+            let taken = self.0.free.forget_permits(less);
+            self.0.owed.fetch_add(less - taken, Ordering::AcqRel);
+        }
+        *current = max;
+        drop(current);
+        if let Some(open_files) = super::open_files_limit() {
+            if max as u64 > open_files {
+                tracing::warn!(
+                    max_connections = max,
+                    open_files,
+                    "server.max_connections is above the open files limit: accepting will fail \
+                     (too many open files) before it is reached"
+                );
+            }
+        }
+    }
+
+    /// A permit if a connection may be accepted now.
+    fn try_acquire(&self) -> Option<ConnectionPermit> {
+        let permit = self.0.free.try_acquire().ok()?;
+        permit.forget();
+        Some(ConnectionPermit(Arc::clone(&self.0)))
+    }
+
+    /// Waits until a connection may be accepted.
+    async fn acquire(&self) -> ConnectionPermit {
+        match self.0.free.acquire().await {
+            Ok(permit) => permit.forget(),
+            // The semaphore is never closed.
+            Err(_) => std::future::pending().await,
+        }
+        ConnectionPermit(Arc::clone(&self.0))
+    }
+}
+
+/// One open client connection, counted in the [`ConnectionLimit`] until it is dropped.
+pub(super) struct ConnectionPermit(Arc<LimitState>);
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        let retired = self
+            .0
+            .owed
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok();
+        if !retired {
+            self.0.free.add_permits(1);
+        }
     }
 }
 
@@ -197,5 +329,51 @@ mod tests {
             Duration::from_secs(10)
         );
         assert_eq!(socket.tcp_keepalive_retries().unwrap(), 6);
+    }
+
+    #[test]
+    fn at_the_limit_no_permit_is_given_until_a_connection_closes() {
+        let limit = ConnectionLimit::new();
+        limit.set(2);
+        let a = limit.try_acquire().expect("a first permit");
+        let _b = limit.try_acquire().expect("a second permit");
+        assert!(limit.try_acquire().is_none());
+        drop(a);
+        assert!(limit.try_acquire().is_some());
+    }
+
+    #[test]
+    fn a_lowered_limit_takes_permits_back_as_connections_close() {
+        let limit = ConnectionLimit::new();
+        limit.set(3);
+        let open: Vec<_> = (0..3).filter_map(|_| limit.try_acquire()).collect();
+        assert_eq!(open.len(), 3);
+        limit.set(1);
+        let mut open = open.into_iter();
+        // Three open against a limit of one: the first two to close are taken back.
+        drop(open.next());
+        assert!(limit.try_acquire().is_none());
+        drop(open.next());
+        assert!(limit.try_acquire().is_none());
+        drop(open.next());
+        let _d = limit
+            .try_acquire()
+            .expect("one connection under the new limit");
+        assert!(limit.try_acquire().is_none());
+    }
+
+    #[test]
+    fn a_raised_limit_forgives_what_a_lowered_one_still_owes() {
+        let limit = ConnectionLimit::new();
+        limit.set(2);
+        let _a = limit.try_acquire().unwrap();
+        let b = limit.try_acquire().unwrap();
+        limit.set(1);
+        limit.set(3);
+        let _c = limit.try_acquire().expect("a third permit");
+        assert!(limit.try_acquire().is_none());
+        drop(b);
+        assert!(limit.try_acquire().is_some());
+        assert_eq!(limit.max(), 3);
     }
 }

@@ -18,7 +18,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -33,7 +33,7 @@ use pin_project_lite::pin_project;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::accept::{sniff, Protocol};
+use super::accept::{sniff, ConnectionLimit, Protocol};
 use super::http1::{self, Alarm, Clock, ConnIo, Quiet, ServedBody};
 use super::Phase;
 use crate::build::Gateway;
@@ -82,12 +82,6 @@ pub(super) async fn serve(
     }
 }
 
-/// The longest header list an HTTP/2 client may send (`SETTINGS_MAX_HEADER_LIST_SIZE`, RFC 9113
-/// §6.5.2), as nginx's `large_client_header_buffers` default allows an HTTP/1.1 head. The `h2` crate
-/// enforces it while decoding, and from it bounds the CONTINUATION frames of one header block (a
-/// flood of them is answered with GOAWAY `ENHANCE_YOUR_CALM`).
-const H2_MAX_HEADER_LIST: u32 = 32 * 1024;
-
 /// Streams a client may reset before parapet accepted them, before GOAWAY `ENHANCE_YOUR_CALM`: the
 /// HTTP/2 rapid-reset attack (CVE-2023-44487). The `h2` crate's default, made explicit.
 const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
@@ -98,7 +92,9 @@ const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
 /// The connection builders every listener shares.
 pub(crate) struct Builders {
-    pub(super) h1: hyper::server::conn::http1::Builder,
+    /// HTTP/1.1's, with the `[server]` head limits: replaced by a reload, taken by each connection
+    /// when it is accepted.
+    pub(super) h1: ArcSwap<hyper::server::conn::http1::Builder>,
     /// `server.idle_release`, in milliseconds.
     idle_release: AtomicU64,
     /// `server.header_timeout`, in milliseconds.
@@ -108,21 +104,25 @@ pub(crate) struct Builders {
     /// Rebuilt when a reload changes `[server]`; each connection takes the one current when it
     /// starts.
     h2: ArcSwap<hyper::server::conn::http2::Builder<TokioExecutor>>,
+    /// `server.max_uri_length`.
+    max_uri_length: AtomicU16,
+    /// `server.max_requests_per_connection`, `u64::MAX` for none.
+    max_requests: AtomicU64,
+    /// `server.max_connections`, shared by every listener.
+    pub(super) connections: ConnectionLimit,
 }
 
 impl Builders {
     pub(super) fn new(server: &ServerConfig) -> Self {
-        // No timer for hyper's HTTP/1: a request head must arrive within the header timeout (slow-loris
-        // protection), which the connection's own clock enforces (see http1::Clock) instead of a
-        // timer hyper would allocate and register for every request.
-        let mut h1 = hyper::server::conn::http1::Builder::new();
-        h1.header_read_timeout(None);
         let builders = Self {
-            h1,
+            h1: ArcSwap::from_pointee(h1_builder(server)),
             idle_release: Default::default(),
             header_timeout: Default::default(),
             body_timeout: Default::default(),
             h2: ArcSwap::from_pointee(h2_builder(server)),
+            max_uri_length: Default::default(),
+            max_requests: Default::default(),
+            connections: ConnectionLimit::new(),
         };
         builders.set(server);
         builders
@@ -138,6 +138,23 @@ impl Builders {
         self.body_timeout
             .store(ms(server.body_timeout), Ordering::Relaxed);
         self.h2.store(Arc::new(h2_builder(server)));
+        // The model holds it to hyper's own limit, 65534.
+        let max_uri_length = u16::try_from(server.max_uri_length).unwrap_or(u16::MAX);
+        self.max_uri_length.store(max_uri_length, Ordering::Relaxed);
+        self.max_requests.store(
+            server.max_requests_per_connection.unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.h1.store(Arc::new(h1_builder(server)));
+        self.connections.set(server.max_connections);
+    }
+
+    pub(super) fn max_uri_length(&self) -> u16 {
+        self.max_uri_length.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn max_requests(&self) -> u64 {
+        self.max_requests.load(Ordering::Relaxed)
     }
 
     pub(super) fn idle_release(&self) -> Duration {
@@ -157,7 +174,11 @@ impl Builders {
 fn h2_builder(server: &ServerConfig) -> hyper::server::conn::http2::Builder<TokioExecutor> {
     let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     h2.max_concurrent_streams(server.max_streams)
-        .max_header_list_size(H2_MAX_HEADER_LIST)
+        // The longest header list a client may send (`SETTINGS_MAX_HEADER_LIST_SIZE`, RFC 9113
+        // §6.5.2) is `max_header_size`, as for an HTTP/1.1 head: a larger block is answered 431
+        // (RFC 6585 §5). The `h2` crate enforces it while decoding, and from it bounds the
+        // CONTINUATION frames of one header block (a flood is answered GOAWAY ENHANCE_YOUR_CALM).
+        .max_header_list_size(u32::try_from(server.max_header_size).unwrap_or(u32::MAX))
         .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
         .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
         // A PING after `header_timeout` without a frame from the peer, which must answer within
@@ -228,6 +249,23 @@ impl Graceful for H2Conn {
     }
 }
 
+/// HTTP/1.1's connection builder for the `[server]` settings.
+fn h1_builder(server: &ServerConfig) -> hyper::server::conn::http1::Builder {
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    // No timer for hyper's HTTP/1: a request head must arrive within the header timeout (slow-loris
+    // protection), which the connection's own clock enforces (see http1::Clock) instead of a
+    // timer hyper would allocate and register for every request.
+    h1.header_read_timeout(None);
+    // A head over `max_header_size`, or with more header lines than `max_headers`: hyper answers
+    // 431 (RFC 6585 §5) and closes. hyper's default of 100 header lines keeps its header array on
+    // the stack; any other count allocates it for every request, so it is set only when changed.
+    h1.max_header_size(server.max_header_size);
+    if server.max_headers != 100 {
+        h1.max_headers(server.max_headers);
+    }
+    h1
+}
+
 /// A connection that can be asked to finish its requests and close.
 pub(super) trait Graceful: Future {
     fn graceful(self: Pin<&mut Self>);
@@ -285,6 +323,8 @@ pub(crate) struct ConnectionService {
     pub(super) retired: Arc<AtomicBool>,
     pub(super) listener: Arc<str>,
     pub(super) client: ClientAddr,
+    /// `server.max_uri_length` when the connection was accepted (at most 65534, hyper's own limit).
+    pub(super) max_uri_length: u16,
     /// Requests in flight and request bodies, for the connection's clock (and HTTP/1.1's idle
     /// release).
     pub(super) quiet: Option<Arc<http1::Quiet>>,
@@ -296,6 +336,14 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
     type Future = DispatchFuture;
 
     fn call(&self, req: http::Request<Incoming>) -> DispatchFuture {
+        // RFC 9110 §15.5.15: a target longer than the server will interpret is answered 414.
+        if target_len(req.uri()) > usize::from(self.max_uri_length) {
+            tracing::debug!(client = %self.client.0, "request target over server.max_uri_length: 414");
+            return DispatchFuture::Gone {
+                response: Some(GatewayError::new(GatewayErrorKind::UriTooLong).into_response()),
+                guard: self.quiet.as_ref().map(http1::Quiet::start),
+            };
+        }
         let mut req: Request = req.map(|body| http1::client_body(body, self.quiet.as_ref()));
         req.extensions_mut().insert(self.client);
         // The gateway current at this request: a reload in between reaches this connection now,
@@ -325,7 +373,8 @@ pin_project! {
     pub(crate) enum DispatchFuture {
         /// The listener's entry is handling the request.
         Handling { #[pin] fut: AppFuture, guard: Option<http1::InFlight> },
-        /// The listener has no entry (gone in a reload, none kept): a `NoRoute` answer.
+        /// Answered before the listener's entry: a target over `max_uri_length` (414), or a
+        /// listener with no entry (gone in a reload, none kept; 404).
         Gone { response: Option<Response>, guard: Option<http1::InFlight> },
     }
 }
@@ -341,9 +390,24 @@ impl Future for DispatchFuture {
                 None => return Poll::Pending,
             },
         };
-        let Ok(response) = response;
+        let Ok(mut response) = response;
         report_final_status(&response);
+        // The last request `max_requests_per_connection` allows: the response says the connection
+        // closes, and hyper closes it once the response is out (RFC 9112 §9.6).
+        if guard.as_ref().is_some_and(http1::InFlight::is_last) {
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
         // The request stays in flight until hyper is done with the body.
         Poll::Ready(Ok(response.map(|body| ServedBody::new(body, guard))))
     }
+}
+
+/// The length of a request target as the client sent it: the path and query, and the authority of an
+/// absolute-form target (HTTP/2's `:authority` included).
+fn target_len(uri: &http::Uri) -> usize {
+    uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |p| p.as_str().len())
 }

@@ -55,9 +55,14 @@ use tokio::sync::watch;
 use super::connection::{drive, Builders, ConnectionService, Graceful};
 use super::Phase;
 
-/// What a connection's service and its IO tell each other about whether it is idle.
+/// What a connection's service and its IO tell each other about whether it is idle, and how many
+/// requests it has served.
 #[derive(Debug, Default)]
 pub(crate) struct Quiet {
+    /// Requests started on this connection.
+    requests: AtomicU64,
+    /// `server.max_requests_per_connection` when the connection was accepted (`u64::MAX`: none).
+    max_requests: u64,
     /// Requests given to the service whose response bodies hyper has not dropped yet.
     in_flight: AtomicUsize,
     /// hyper wrote since the last request began and nothing was read since.
@@ -81,6 +86,9 @@ pub(crate) struct Quiet {
 impl Quiet {
     /// Counts a request in flight until the returned guard is dropped.
     pub(crate) fn start(self: &Arc<Self>) -> InFlight {
+        // Only the connection's task counts: no read-modify-write needed.
+        let requests = self.requests.load(Ordering::Relaxed);
+        self.requests.store(requests + 1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.activity.fetch_add(1, Ordering::Relaxed);
         self.responded.store(false, Ordering::Relaxed);
@@ -127,6 +135,14 @@ impl Quiet {
 /// A request in flight, counted in its connection's [`Quiet`].
 #[derive(Debug)]
 pub(crate) struct InFlight(Arc<Quiet>);
+
+impl InFlight {
+    /// Whether this is the last request the connection serves (`server.max_requests_per_connection`);
+    /// HTTP/1.1 serves one request at a time, so the count is this request's number.
+    pub(crate) fn is_last(&self) -> bool {
+        self.0.requests.load(Ordering::Relaxed) >= self.0.max_requests
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -462,6 +478,9 @@ impl Clock {
 }
 
 /// How a [`ReleasableConn`] ended.
+// Moved out once per hyper connection and never stored: boxing the parts would allocate at every
+// release to save a copy of some 200 bytes.
+#[allow(clippy::large_enum_variant)]
 enum Exit {
     /// Released while idle: the socket, the service and any bytes read ahead, back from hyper.
     Released(http1::Parts<ConnIo, ConnectionService>),
@@ -551,7 +570,12 @@ pub(crate) async fn serve(
     mut phase: watch::Receiver<Phase>,
     peer: std::net::SocketAddr,
 ) {
-    let quiet = Arc::new(Quiet::default());
+    let quiet = Arc::new(Quiet {
+        max_requests: builders.max_requests(),
+        ..Quiet::default()
+    });
+    // The head limits this connection was accepted with, for every hyper connection serving it.
+    let h1 = builders.h1.load_full();
     service.quiet = Some(Arc::clone(&quiet));
     let mut io = ConnIo::new(stream, replay, Arc::clone(&quiet));
     let mut clock = Clock::new();
@@ -564,7 +588,7 @@ pub(crate) async fn serve(
             u32::try_from(idle_release.as_secs().max(1)).unwrap_or(u32::MAX)
         };
         let conn = ReleasableConn {
-            conn: Some(Box::new(builders.h1.serve_connection(io, service))),
+            conn: Some(Box::new(h1.serve_connection(io, service))),
             quiet: &quiet,
             clock: &mut clock,
             release_after,

@@ -93,6 +93,62 @@ enum Phase {
     Closing,
 }
 
+/// The soft limit on open files the process runs with, raised to the hard limit the first time it is
+/// asked for (at the first server's start): every client connection is a descriptor, and every
+/// request it proxies another, so the usual soft limit of 1024 would stop a gateway long before
+/// `server.max_connections`. `None` where it cannot be read.
+fn open_files_limit() -> Option<u64> {
+    static LIMIT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(raise_open_files_limit)
+}
+
+#[cfg(unix)]
+fn raise_open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` into the struct it is given, which outlives the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        let err = std::io::Error::last_os_error();
+        tracing::warn!(error = %err, "cannot read the open files limit");
+        return None;
+    }
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct it is given, which outlives the call.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        } else {
+            // macOS refuses an unlimited hard limit for open files: keep the soft one.
+            let err = std::io::Error::last_os_error();
+            tracing::warn!(error = %err, soft = before, hard = limit.rlim_max, "cannot raise the open files limit");
+        }
+    }
+    // `rlim_t` is a u64 on Linux, not on every unix.
+    #[allow(clippy::unnecessary_cast)]
+    let open_files = if limit.rlim_cur == libc::RLIM_INFINITY {
+        u64::MAX
+    } else {
+        limit.rlim_cur as u64
+    };
+    tracing::info!(
+        open_files,
+        soft_was = before,
+        "open files limit (RLIMIT_NOFILE): the soft limit raised to the hard one"
+    );
+    Some(open_files)
+}
+
+#[cfg(not(unix))]
+fn raise_open_files_limit() -> Option<u64> {
+    None
+}
+
 /// Binds a listening socket at `addr`.
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let std = std::net::TcpListener::bind(addr)?;
@@ -266,4 +322,23 @@ fn build_gateway(
     previous: Option<&Gateway>,
 ) -> Result<Gateway, ConfigErrors> {
     Gateway::build(config, registry, previous)
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    #[test]
+    fn the_open_files_soft_limit_is_raised_to_the_hard_limit() {
+        let got = super::open_files_limit().expect("the limit is readable");
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one `rlimit` into the struct it is given, which outlives the call.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+            0
+        );
+        assert_eq!(limit.rlim_cur, limit.rlim_max);
+        assert_eq!(got, limit.rlim_cur);
+    }
 }
