@@ -48,5 +48,32 @@ pub use gateway::{ErrorSource, GatewayError, GatewayErrorKind, UpstreamResponse}
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddr(pub std::net::SocketAddr);
 
+/// The client a request is attributed to, in the request's extensions next to [`ClientAddr`]: what
+/// an IP filter, a rate limit or an app's `REMOTE_ADDR` should use.
+///
+/// parapet's server sets it on every request before any middleware runs. When the connection's
+/// peer is not one of `server.trusted_proxies`, `ip` is the peer's address and the request's
+/// forwarding headers are not believed. When it is, `ip` is the right-most address of
+/// `X-Forwarded-For` that is not itself a trusted proxy (as nginx's `real_ip_recursive on`): the
+/// first hop no trusted proxy can vouch for; the left-most address if every hop is trusted, and the
+/// last hop read before an unparsable entry. An IPv4-mapped IPv6 address is given as its IPv4
+/// address.
+///
+/// ```
+/// use parapet_middlewares::ClientIp;
+///
+/// # let request = http::Request::new(());
+/// let ip = request.extensions().get::<ClientIp>().map(|c| c.ip);
+/// # assert!(ip.is_none());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientIp {
+    /// The client's address, resolved through trusted proxies.
+    pub ip: std::net::IpAddr,
+    /// Whether the connection's peer is a trusted proxy, whose `X-Forwarded-*`, `Forwarded` and
+    /// `X-Real-IP` headers are kept.
+    pub peer_trusted: bool,
+}
+
 /// The error type at the tower boundary: anything that can fail inside a body or a service.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -24,7 +24,7 @@ use toml::de::DeTable;
 use reader::Source;
 
 pub use model::{
-    AppConfig, Config, EndpointConfig, HandlerConfig, HostMatch, ListenerConfig, Located, Location,
+    AppConfig, Config, EndpointConfig, HandlerConfig, HostMatch, IpRange, ListenerConfig, Located, Location,
     MiddlewareConfig, RouteConfig, ServerConfig, Settings, UpstreamConfig, UpstreamServer,
 };
 pub use reader::{parse_duration, ConfigError, ConfigErrors, Diagnostics, Table, Value};

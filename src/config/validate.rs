@@ -238,6 +238,14 @@ fn read_server(mut t: Table<'_>) -> ServerConfig {
     if let Some(d) = t.duration("header_timeout") {
         server.header_timeout = d.max(Duration::from_secs(1));
     }
+    if let Some(list) = t.get("trusted_proxies").and_then(|v| v.str_list()) {
+        for (s, item) in list {
+            match s.parse::<IpRange>() {
+                Ok(range) => server.trusted_proxies.push(range),
+                Err(msg) => item.error(msg),
+            }
+        }
+    }
     t.finish();
     server
 }
