@@ -18,11 +18,10 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-
-use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
@@ -201,14 +200,14 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// 1. The headers its `Connection` header names are removed, and `Connection` itself (RFC 9110
 ///    §7.6.1: "a proxy or gateway MUST parse a received Connection header field before a message is
 ///    forwarded and, for each connection-option in this field, remove any header or trailer
-///    field(s) from the message with the same name"). Done here rather than when forwarding, a
-///    client cannot name a header a middleware sets (`Connection: x-edge`) to have it removed on
-///    the way out. `Host` is never removed this way: it is what the request is routed by. hyper has
+///    field(s) from the message with the same name"). Because it is done here and not when
+///    forwarding, a client cannot name a header a middleware sets (`Connection: x-edge`) to have it
+///    removed on the way out. `Host` is never removed this way: it is what the request is routed by. hyper has
 ///    already read `Connection` for the connection's own keep-alive.
-/// 2. A `Proxy` header is removed: no server of the HTTP spec uses it, and CGI-like apps would read
-///    it as their `HTTP_PROXY` setting (httpoxy, CVE-2016-5385).
-/// 3. The client is resolved ([`ClientAddr`] and [`ClientIp`] set) with `trusted`, the config's
-///    `server.trusted_proxies`.
+/// 2. A `Proxy` header is removed: HTTP defines no such request header, and CGI-like apps would
+///    read it as their `HTTP_PROXY` setting (httpoxy, CVE-2016-5385).
+/// 3. The client is resolved with `trusted`, the config's `server.trusted_proxies`: [`ClientAddr`]
+///    is set, and [`ClientIp`] when the peer is a trusted proxy (read both with [`ClientIp::of`]).
 /// 4. `Host` is checked (RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code
 ///    to any HTTP/1.1 request message that lacks a Host header field and to any request message that
 ///    contains more than one Host header field line or a Host header field with an invalid field
@@ -219,8 +218,9 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// A request refused in 4 or 5 is marked, and the [`Router`] answers it 400: the listener's
 /// middlewares see it pass and its answer leave (an access log logs it), and no app gets it.
 ///
-/// Costs nothing on a clean request beyond one scan of the path and of `Host` and a few map lookups;
-/// it allocates only to rewrite a path that changed, and for the client's extensions.
+/// Costs a clean request one scan of its path and of its `Host` and a few map lookups, and no
+/// allocation beyond the `ClientAddr` extension there always was; it allocates to rewrite a path that
+/// changed, for the `ClientIp` of a trusted proxy's request, and for a refusal.
 pub fn admit(req: &mut Request, peer: ClientAddr, trusted: &[IpRange]) {
     let headers = req.headers_mut();
     remove_connection_named(headers);
@@ -228,7 +228,11 @@ pub fn admit(req: &mut Request, peer: ClientAddr, trusted: &[IpRange]) {
     let client = resolve_client(peer.0.ip(), trusted, headers);
     let extensions = req.extensions_mut();
     extensions.insert(peer);
-    extensions.insert(client);
+    // Only from a trusted proxy: otherwise `ClientIp::of` derives it from `peer`, and the request
+    // pays no allocation for it.
+    if let Some(client) = client {
+        extensions.insert(client);
+    }
     if let Err(detail) = check_host(req).and_then(|()| normalize_target(req)) {
         req.extensions_mut().insert(Refused(detail));
     }
@@ -257,16 +261,14 @@ fn remove_connection_named(headers: &mut HeaderMap) {
     }
 }
 
-/// The client of a request from `peer` (see [`ClientIp`]): the peer itself unless it is in `trusted`;
-/// then the right-most `X-Forwarded-For` hop that is not trusted, read right to left over every line.
-fn resolve_client(peer: IpAddr, trusted: &[IpRange], headers: &HeaderMap) -> ClientIp {
+/// The client of a request from `peer` when the peer is in `trusted` (see [`ClientIp`]): the
+/// right-most `X-Forwarded-For` hop that is not trusted, read right to left over every line. `None`
+/// when the peer is not trusted: the client is the peer.
+fn resolve_client(peer: IpAddr, trusted: &[IpRange], headers: &HeaderMap) -> Option<ClientIp> {
     let peer = peer.to_canonical();
     let is_trusted = |ip: IpAddr| trusted.iter().any(|range| range.contains(ip));
     if trusted.is_empty() || !is_trusted(peer) {
-        return ClientIp {
-            ip: peer,
-            peer_trusted: false,
-        };
+        return None;
     }
     let mut ip = peer;
     'lines: for line in headers.get_all(&X_FORWARDED_FOR).iter().rev() {
@@ -282,10 +284,10 @@ fn resolve_client(peer: IpAddr, trusted: &[IpRange], headers: &HeaderMap) -> Cli
             }
         }
     }
-    ClientIp {
+    Some(ClientIp {
         ip,
         peer_trusted: true,
-    }
+    })
 }
 
 /// An `X-Forwarded-For` entry: an address, or an address and port as some proxies write it.

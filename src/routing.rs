@@ -223,11 +223,12 @@ pub fn normalize_path(path: &str) -> Result<std::borrow::Cow<'_, str>, PathError
                         out.get_or_insert_with(|| bytes[..i].to_vec()).push(decoded);
                     }
                     _ if bytes[i + 1..i + 3].iter().any(u8::is_ascii_lowercase) => {
-                        out.get_or_insert_with(|| bytes[..i].to_vec()).extend_from_slice(&[
-                            b'%',
-                            bytes[i + 1].to_ascii_uppercase(),
-                            bytes[i + 2].to_ascii_uppercase(),
-                        ]);
+                        out.get_or_insert_with(|| bytes[..i].to_vec())
+                            .extend_from_slice(&[
+                                b'%',
+                                bytes[i + 1].to_ascii_uppercase(),
+                                bytes[i + 2].to_ascii_uppercase(),
+                            ]);
                     }
                     _ => {
                         if let Some(out) = &mut out {
@@ -257,7 +258,9 @@ pub fn normalize_path(path: &str) -> Result<std::borrow::Cow<'_, str>, PathError
     Ok(match out {
         None => std::borrow::Cow::Borrowed(path),
         // Only ASCII was decoded or removed, so the bytes are as valid UTF-8 as `path` was.
-        Some(out) => std::borrow::Cow::Owned(String::from_utf8(out).map_err(|_| PathError::BadPercent)?),
+        Some(out) => {
+            std::borrow::Cow::Owned(String::from_utf8(out).map_err(|_| PathError::BadPercent)?)
+        }
     })
 }
 
@@ -421,9 +424,19 @@ mod tests {
 
     #[test]
     fn clean_paths_are_borrowed_unchanged() {
-        for path in ["/", "/api/users", "/a/b/", "/caf%C3%A9", "/a%20b", "/~user/x-y_z.txt"] {
+        for path in [
+            "/",
+            "/api/users",
+            "/a/b/",
+            "/caf%C3%A9",
+            "/a%20b",
+            "/~user/x-y_z.txt",
+        ] {
             let normalized = normalize_path(path).unwrap();
-            assert!(matches!(normalized, std::borrow::Cow::Borrowed(_)), "{path}");
+            assert!(
+                matches!(normalized, std::borrow::Cow::Borrowed(_)),
+                "{path}"
+            );
             assert_eq!(normalized, path);
         }
     }
@@ -431,7 +444,10 @@ mod tests {
     #[test]
     fn encoded_unreserved_characters_are_decoded() {
         assert_eq!(normalize_path("/%61dmin").unwrap(), "/admin");
-        assert_eq!(normalize_path("/%41%5a%30%2D%2e%5F%7E").unwrap(), "/AZ0-._~");
+        assert_eq!(
+            normalize_path("/%41%5a%30%2D%2e%5F%7E").unwrap(),
+            "/AZ0-._~"
+        );
         assert_eq!(normalize_path("/a%2Db/%7euser").unwrap(), "/a-b/~user");
     }
 

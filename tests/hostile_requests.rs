@@ -73,7 +73,7 @@ fn registry(peeked: UnboundedSender<String>) -> Registry {
     registry.register_service(
         "whoami",
         tower::service_fn(|req: parapet::Request| async move {
-            let answer = match req.extensions().get::<ClientIp>() {
+            let answer = match ClientIp::of(req.extensions()) {
                 Some(c) => format!("{} {}", c.ip, c.peer_trusted),
                 None => "none".to_owned(),
             };
@@ -290,7 +290,10 @@ async fn merged_slashes_cannot_dodge_a_route_prefix() {
     ] {
         let (status, answer) = edge.get(target).await;
         assert_eq!(status, 200, "{target}: {answer}");
-        assert!(answer.ends_with("admin"), "{target} went elsewhere: {answer}");
+        assert!(
+            answer.ends_with("admin"),
+            "{target} went elsewhere: {answer}"
+        );
         assert_eq!(edge.admin_got().unwrap().target, normalised);
     }
 }
@@ -305,7 +308,10 @@ async fn encoded_unreserved_characters_cannot_dodge_a_route_prefix() {
     ] {
         let (status, answer) = edge.get(target).await;
         assert_eq!(status, 200, "{target}: {answer}");
-        assert!(answer.ends_with("admin"), "{target} went elsewhere: {answer}");
+        assert!(
+            answer.ends_with("admin"),
+            "{target} went elsewhere: {answer}"
+        );
         assert_eq!(edge.admin_got().unwrap().target, normalised);
     }
 }
@@ -406,7 +412,10 @@ const FORGED: &str = "GET /p HTTP/1.1\r\nhost: site.example\r\n\
 #[tokio::test]
 async fn forwarding_headers_from_an_untrusted_peer_are_replaced() {
     // Trusting other peers changes nothing for this one.
-    for keys in ["", r#"trusted_proxies = ["10.0.0.0/8", "::1", "127.0.0.2/32"]"#] {
+    for keys in [
+        "",
+        r#"trusted_proxies = ["10.0.0.0/8", "::1", "127.0.0.2/32"]"#,
+    ] {
         let mut edge = Edge::start(keys).await;
         let (status, _) = edge.raw(FORGED).await;
         assert_eq!(status, 200);
@@ -495,7 +504,11 @@ async fn the_client_ip_behind_trusted_proxies_is_the_rightmost_untrusted_hop() {
         ("x-forwarded-for: [2001:db8::1]:4711\r\n", "2001:db8::1"),
         ("x-forwarded-for: ::ffff:203.0.113.9\r\n", "203.0.113.9"),
     ] {
-        assert_eq!(whoami(&edge, lines).await, format!("{client} true"), "{lines}");
+        assert_eq!(
+            whoami(&edge, lines).await,
+            format!("{client} true"),
+            "{lines}"
+        );
     }
 }
 

@@ -253,11 +253,8 @@ fn upstream_request(server: &UpstreamServer, req: Request) -> Result<Request, Ga
     };
 
     let peer = parts.extensions.get::<ClientAddr>().map(|c| c.0.ip());
-    // A request that did not come through parapet's server has no `ClientIp`: nothing vouches for it.
-    let peer_trusted = parts
-        .extensions
-        .get::<ClientIp>()
-        .is_some_and(|c| c.peer_trusted);
+    // Nothing vouches for a request that did not come through parapet's server.
+    let peer_trusted = ClientIp::of(&parts.extensions).is_some_and(|c| c.peer_trusted);
     let headers = &mut parts.headers;
     remove_hop_by_hop(headers);
     set_forwarded(headers, peer, peer_trusted, original_host.as_ref());
@@ -395,7 +392,12 @@ mod tests {
         h.insert("forwarded", HeaderValue::from_static("for=1.1.1.1"));
         h.insert("x-real-ip", HeaderValue::from_static("1.1.1.1"));
         let host = HeaderValue::from_static("example.com");
-        set_forwarded(&mut h, Some("::ffff:10.0.0.9".parse().unwrap()), false, Some(&host));
+        set_forwarded(
+            &mut h,
+            Some("::ffff:10.0.0.9".parse().unwrap()),
+            false,
+            Some(&host),
+        );
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-for"], "10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "http");
