@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::chain::{self, Middleware};
-use crate::config::{Config, ConfigError, ConfigErrors, EndpointConfig};
+use crate::config::{Config, ConfigError, ConfigErrors, EndpointConfig, IpRange};
 use crate::proxy::Upstream;
 use crate::registry::Registry;
 use crate::router::{RouteTarget, Router};
@@ -26,6 +26,7 @@ use crate::AppService;
 pub struct Gateway {
     entries: HashMap<Box<str>, AppService>,
     upstreams: BTreeMap<String, Arc<Upstream>>,
+    trusted_proxies: Vec<IpRange>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -166,12 +167,21 @@ impl Gateway {
                 );
             }
         }
-        Ok(Gateway { entries, upstreams })
+        Ok(Gateway {
+            entries,
+            upstreams,
+            trusted_proxies: config.server.trusted_proxies.clone(),
+        })
     }
 
     /// The service serving the requests of `listener`: its chain around its router.
     pub fn entry(&self, listener: &str) -> Option<&AppService> {
         self.entries.get(listener)
+    }
+
+    /// `server.trusted_proxies`: the peers whose forwarding headers are believed.
+    pub fn trusted_proxies(&self) -> &[IpRange] {
+        &self.trusted_proxies
     }
 }
 

@@ -6,26 +6,34 @@
 //!        └── 404 ─────┘   parapet's own answers pass back out through the listener chain
 //! ```
 //!
+//! Before any of this, where the request enters parapet (the connection's service), [`admit`] makes
+//! it what every layer will see: headers its `Connection` header names removed, `Host` checked, the
+//! path normalised once, the client resolved. What it refuses, the router answers with a 400, so the
+//! refusal still leaves through the listener's chain like any answer of parapet's own.
+//!
 //! The route table ([`crate::routing::RouteTable`]) is compiled once per config by `crate::build`;
-//! per request the router only looks it up, refuses what cannot be routed safely (CONNECT, dot
-//! segments), strips a route's prefix if asked, and turns a panic of the app before its response head
+//! per request the router only looks it up, answers what [`admit`] refused and what cannot be routed
+//! (CONNECT), strips a route's prefix if asked, and turns a panic of the app before its response head
 //! into a 500.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
-use http::Method;
+use http::{Method, Version};
 use parapet_middlewares::host::PanicSignal;
-use parapet_middlewares::{GatewayError, GatewayErrorKind};
+use parapet_middlewares::{ClientIp, GatewayError, GatewayErrorKind};
 use pin_project_lite::pin_project;
 
-use crate::routing::{has_dot_segment, normalize_host, RouteTable};
+use crate::config::IpRange;
+use crate::routing::{normalize_host, normalize_path, valid_host, RouteTable};
 use crate::service::AppFuture;
-use crate::{AppService, Request, Response};
+use crate::{AppService, ClientAddr, Request, Response};
 
 /// Where a matched route sends a request: the app, and whether the route's prefix is removed first.
 #[derive(Clone)]
@@ -94,14 +102,14 @@ impl Router {
                     .into_response(),
             );
         }
-        let path = req.uri().path();
-        if has_dot_segment(path) {
+        if let Some(Refused(detail)) = req.extensions().get::<Refused>() {
             return Dispatch::Answer(
                 GatewayError::new(GatewayErrorKind::BadRequest)
-                    .with_detail("dot segment in path")
+                    .with_detail(*detail)
                     .into_response(),
             );
         }
+        let path = req.uri().path();
         let host = req
             .uri()
             .authority()
@@ -198,6 +206,173 @@ impl Future for RouterFuture {
             },
         }
     }
+}
+
+/// Why [`admit`] refused a request: the detail of the 400 the router answers it with.
+#[derive(Clone, Copy, Debug)]
+struct Refused(&'static str);
+
+static PROXY: HeaderName = HeaderName::from_static("proxy");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Makes a request what every layer of the listener sees, where it enters parapet and before any
+/// middleware runs:
+///
+/// 1. The headers its `Connection` header names are removed, and `Connection` itself (RFC 9110
+///    §7.6.1: "a proxy or gateway MUST parse a received Connection header field before a message is
+///    forwarded and, for each connection-option in this field, remove any header or trailer
+///    field(s) from the message with the same name"). Because it is done here and not when
+///    forwarding, a client cannot name a header a middleware sets (`Connection: x-edge`) to have it
+///    removed on the way out. `Host` is never removed this way: it is what the request is routed by. hyper has
+///    already read `Connection` for the connection's own keep-alive.
+/// 2. A `Proxy` header is removed: HTTP defines no such request header, and CGI-like apps would
+///    read it as their `HTTP_PROXY` setting (httpoxy, CVE-2016-5385).
+/// 3. The client is resolved with `trusted`, the config's `server.trusted_proxies`: [`ClientAddr`]
+///    is set, and [`ClientIp`] when the peer is a trusted proxy (read both with [`ClientIp::of`]).
+/// 4. `Host` is checked (RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code
+///    to any HTTP/1.1 request message that lacks a Host header field and to any request message that
+///    contains more than one Host header field line or a Host header field with an invalid field
+///    value"); HTTP/1.0 may go without; an HTTP/2 request names its host in `:authority` (RFC 9113
+///    §8.3.1), checked the same way, as is an absolute-form target's authority.
+/// 5. The path is normalised ([`normalize_path`]); the query is left as it came.
+///
+/// A request refused in 4 or 5 is marked, and the [`Router`] answers it 400: the listener's
+/// middlewares see it pass and its answer leave (an access log logs it), and no app gets it.
+///
+/// Costs a clean request one scan of its path and of its `Host` and a few map lookups, and no
+/// allocation beyond the `ClientAddr` extension there always was; it allocates to rewrite a path that
+/// changed, for the `ClientIp` of a trusted proxy's request, and for a refusal.
+pub fn admit(req: &mut Request, peer: ClientAddr, trusted: &[IpRange]) {
+    let headers = req.headers_mut();
+    remove_connection_named(headers);
+    headers.remove(&PROXY);
+    let client = resolve_client(peer.0.ip(), trusted, headers);
+    let extensions = req.extensions_mut();
+    extensions.insert(peer);
+    // Only from a trusted proxy: otherwise `ClientIp::of` derives it from `peer`, and the request
+    // pays no allocation for it.
+    if let Some(client) = client {
+        extensions.insert(client);
+    }
+    if let Err(detail) = check_host(req).and_then(|()| normalize_target(req)) {
+        req.extensions_mut().insert(Refused(detail));
+    }
+}
+
+/// Removes `Connection` and the headers it names, `Host` excepted (see [`admit`]).
+fn remove_connection_named(headers: &mut HeaderMap) {
+    let mut lines = headers.get_all(header::CONNECTION).iter();
+    let Some(first) = lines.next() else {
+        return;
+    };
+    // Values are reference-counted: keeping them costs no copy, and an empty `more`, the rule, no
+    // allocation.
+    let first = first.clone();
+    let more: Vec<HeaderValue> = lines.cloned().collect();
+    headers.remove(header::CONNECTION);
+    for line in std::iter::once(&first).chain(&more) {
+        let Ok(line) = line.to_str() else { continue };
+        for option in line.split(',') {
+            let option = option.trim();
+            if !option.is_empty() && !option.eq_ignore_ascii_case("host") {
+                // By name as written: an option that is no header name removes nothing.
+                headers.remove(option);
+            }
+        }
+    }
+}
+
+/// The client of a request from `peer` when the peer is in `trusted` (see [`ClientIp`]): the
+/// right-most `X-Forwarded-For` hop that is not trusted, read right to left over every line. `None`
+/// when the peer is not trusted: the client is the peer.
+fn resolve_client(peer: IpAddr, trusted: &[IpRange], headers: &HeaderMap) -> Option<ClientIp> {
+    let peer = peer.to_canonical();
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|range| range.contains(ip));
+    if trusted.is_empty() || !is_trusted(peer) {
+        return None;
+    }
+    let mut ip = peer;
+    'lines: for line in headers.get_all(&X_FORWARDED_FOR).iter().rev() {
+        let Ok(line) = line.to_str() else { break };
+        for hop in line.rsplit(',') {
+            // An entry that is no address ends the walk: what lies left of it cannot be read.
+            let Some(hop) = parse_hop(hop.trim()) else {
+                break 'lines;
+            };
+            ip = hop;
+            if !is_trusted(hop) {
+                break 'lines;
+            }
+        }
+    }
+    Some(ClientIp {
+        ip,
+        peer_trusted: true,
+    })
+}
+
+/// An `X-Forwarded-For` entry: an address, or an address and port as some proxies write it.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let ip = hop
+        .parse::<IpAddr>()
+        .or_else(|_| hop.parse::<std::net::SocketAddr>().map(|a| a.ip()))
+        .ok()?;
+    Some(ip.to_canonical())
+}
+
+/// Step 4 of [`admit`]: one valid `Host` (none for HTTP/1.0 and HTTP/2), and a valid authority in
+/// the target if it has one.
+fn check_host(req: &Request) -> Result<(), &'static str> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Err("more than one Host header"),
+        (Some(host), None) if !valid_host(host.as_bytes()) => return Err("invalid Host header"),
+        (None, _) if req.version() == Version::HTTP_11 => {
+            return Err("HTTP/1.1 request without a Host header")
+        }
+        _ => {}
+    }
+    match req.uri().authority() {
+        // CONNECT's authority form is refused by the router with a 405 of its own.
+        Some(authority)
+            if req.method() != Method::CONNECT && !valid_host(authority.as_str().as_bytes()) =>
+        {
+            Err("invalid authority in the request target")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Step 5 of [`admit`]: the path normalised in place, the rest of the target as it came.
+fn normalize_target(req: &mut Request) -> Result<(), &'static str> {
+    let uri = req.uri();
+    let path = uri.path();
+    if !path.starts_with('/') {
+        // The asterisk form is OPTIONS's alone (RFC 9112 §3.2.4), the authority form CONNECT's
+        // (§3.2.3, refused by the router).
+        return match (req.method(), path) {
+            (&Method::OPTIONS, "*") => Ok(()),
+            (&Method::CONNECT, _) => Ok(()),
+            _ => Err("request target is not a path"),
+        };
+    }
+    let path = match normalize_path(path) {
+        Ok(std::borrow::Cow::Borrowed(_)) => return Ok(()),
+        Ok(std::borrow::Cow::Owned(path)) => path,
+        Err(err) => return Err(err.detail()),
+    };
+    let mut target = path.into_bytes();
+    if let Some(query) = uri.query() {
+        target.push(b'?');
+        target.extend_from_slice(query.as_bytes());
+    }
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.path_and_query = Some(
+        PathAndQuery::from_maybe_shared(bytes::Bytes::from(target))
+            .map_err(|_| "request target cannot be normalised")?,
+    );
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| "request target cannot be normalised")?;
+    Ok(())
 }
 
 /// The URI with `prefix` removed from its path (`/static/a.css` with `/static` is `/a.css`).

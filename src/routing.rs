@@ -137,31 +137,203 @@ pub fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Whether a request path has a `.` or `..` segment, written plainly or percent-encoded. Such a path
-/// could match one prefix here and mean another path upstream, so it is refused.
-pub fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|seg| {
-        let bytes = seg.as_bytes();
-        if bytes.is_empty() || bytes.len() > 6 {
+/// Why a request path is refused (400) by [`normalize_path`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathError {
+    /// A `.` or `..` segment, written plainly or percent-encoded.
+    DotSegment,
+    /// `%2F`: an encoded `/`.
+    EncodedSlash,
+    /// `\` or `%5C`.
+    Backslash,
+    /// `%00`.
+    Nul,
+    /// A `%` not followed by two hex digits (RFC 3986 §2.1).
+    BadPercent,
+}
+
+impl PathError {
+    /// What the 400's detail says.
+    pub fn detail(self) -> &'static str {
+        match self {
+            PathError::DotSegment => "dot segment in path",
+            PathError::EncodedSlash => "encoded slash in path",
+            PathError::Backslash => "backslash in path",
+            PathError::Nul => "encoded NUL in path",
+            PathError::BadPercent => "invalid percent-encoding in path",
+        }
+    }
+}
+
+/// The request path every layer sees, routing and forwarding included: normalised once, where the
+/// request enters, so that a route prefix means one thing to parapet and to the app behind it.
+///
+/// - Percent-encoded unreserved characters (`ALPHA DIGIT - . _ ~`) are decoded (RFC 3986 §2.3: "URIs
+///   that differ in the replacement of an unreserved character with its corresponding
+///   percent-encoded US-ASCII octet are equivalent"), so `/%61dmin` is `/admin`; other encodings
+///   are kept, their hex digits uppercased (§6.2.2.1).
+/// - Empty segments are merged (`//admin` is `/admin`), as nginx's `merge_slashes` does: servers
+///   behind commonly treat them so, and a prefix must not be dodged by them.
+/// - A `.` or `..` segment, plain or encoded, is refused rather than resolved (§5.2.4 and §6.2.2.3
+///   describe the resolution; a client has no business sending them, and resolving them would make
+///   `/public/../admin` a second spelling of a route).
+/// - An encoded `/` (`%2F`), a `\` (raw or `%5C`) or an encoded NUL is refused: each is a separator
+///   or a terminator to some server behind, so the path would be split differently there.
+/// - A `%` not followed by two hex digits is refused (§2.1).
+///
+/// One scan of the path; it allocates only when something must change. The query is not part of
+/// `path` and is never touched.
+pub fn normalize_path(path: &str) -> Result<std::borrow::Cow<'_, str>, PathError> {
+    let bytes = path.as_bytes();
+    // The path as rewritten, from the first byte that changes; until then the input's prefix is it.
+    let mut out: Option<Vec<u8>> = None;
+    // The current segment, decoded: its length and how many of its characters are dots.
+    let (mut seg_len, mut seg_dots) = (0usize, 0usize);
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'/' => {
+                if seg_len != 0 && seg_len == seg_dots && seg_len <= 2 {
+                    return Err(PathError::DotSegment);
+                }
+                if i > 0 && bytes[i - 1] == b'/' {
+                    // An empty segment: dropped.
+                    out.get_or_insert_with(|| bytes[..i].to_vec());
+                } else if let Some(out) = &mut out {
+                    out.push(b'/');
+                }
+                (seg_len, seg_dots) = (0, 0);
+                i += 1;
+                continue;
+            }
+            b'%' => {
+                let (Some(hi), Some(lo)) = (
+                    bytes.get(i + 1).and_then(|h| hex(*h)),
+                    bytes.get(i + 2).and_then(|l| hex(*l)),
+                ) else {
+                    return Err(PathError::BadPercent);
+                };
+                let decoded = hi << 4 | lo;
+                match decoded {
+                    b'/' => return Err(PathError::EncodedSlash),
+                    b'\\' => return Err(PathError::Backslash),
+                    0 => return Err(PathError::Nul),
+                    _ if is_unreserved(decoded) => {
+                        out.get_or_insert_with(|| bytes[..i].to_vec()).push(decoded);
+                    }
+                    _ if bytes[i + 1..i + 3].iter().any(u8::is_ascii_lowercase) => {
+                        out.get_or_insert_with(|| bytes[..i].to_vec())
+                            .extend_from_slice(&[
+                                b'%',
+                                bytes[i + 1].to_ascii_uppercase(),
+                                bytes[i + 2].to_ascii_uppercase(),
+                            ]);
+                    }
+                    _ => {
+                        if let Some(out) = &mut out {
+                            out.extend_from_slice(&bytes[i..i + 3]);
+                        }
+                    }
+                }
+                seg_len += 1;
+                seg_dots += usize::from(decoded == b'.');
+                i += 3;
+                continue;
+            }
+            b'\\' => return Err(PathError::Backslash),
+            0 => return Err(PathError::Nul),
+            _ => {}
+        }
+        if let Some(out) = &mut out {
+            out.push(b);
+        }
+        seg_len += 1;
+        seg_dots += usize::from(b == b'.');
+        i += 1;
+    }
+    if seg_len != 0 && seg_len == seg_dots && seg_len <= 2 {
+        return Err(PathError::DotSegment);
+    }
+    Ok(match out {
+        None => std::borrow::Cow::Borrowed(path),
+        // Only ASCII was decoded or removed, so the bytes are as valid UTF-8 as `path` was.
+        Some(out) => {
+            std::borrow::Cow::Owned(String::from_utf8(out).map_err(|_| PathError::BadPercent)?)
+        }
+    })
+}
+
+/// The value of a hex digit.
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// RFC 3986 §2.3: `unreserved = ALPHA / DIGIT / "-" / "." / "_" / "~"`.
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Whether a `Host` value is valid (RFC 9112 §3.2, RFC 9110 §7.2): `uri-host [ ":" port ]`, where
+/// `uri-host` is an IP literal in brackets, or a non-empty reg-name (RFC 3986 §3.2.2: unreserved,
+/// sub-delims, percent-encodings), and `port` digits. No user info, no path, no empty host (RFC
+/// 9110 §4.2.1: an `http` URI has a host), and, as nginx, no empty label (`a..b`).
+pub fn valid_host(value: &[u8]) -> bool {
+    let (host, port) = if value.first() == Some(&b'[') {
+        let Some(end) = value.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = &value[1..end];
+        let ok = std::str::from_utf8(literal)
+            .ok()
+            .is_some_and(|l| l.parse::<std::net::Ipv6Addr>().is_ok());
+        if !ok {
             return false;
         }
-        let mut dots = 0;
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] == b'.' {
-                i += 1;
-            } else if bytes[i] == b'%'
-                && bytes.get(i + 1) == Some(&b'2')
-                && matches!(bytes.get(i + 2), Some(b'e' | b'E'))
+        match &value[end + 1..] {
+            [] => return true,
+            [b':', port @ ..] => (&value[..0], port),
+            _ => return false,
+        }
+    } else {
+        match value.iter().rposition(|&b| b == b':') {
+            Some(colon) => (&value[..colon], &value[colon + 1..]),
+            None => (value, &value[..0]),
+        }
+    };
+    if !port.iter().all(u8::is_ascii_digit) {
+        return false;
+    }
+    if value.first() == Some(&b'[') {
+        return true;
+    }
+    if host.is_empty() || host.windows(2).any(|w| w == b"..") {
+        return false;
+    }
+    let mut i = 0;
+    while i < host.len() {
+        let b = host[i];
+        if b == b'%' {
+            if host.get(i + 1).and_then(|h| hex(*h)).is_none()
+                || host.get(i + 2).and_then(|l| hex(*l)).is_none()
             {
-                i += 3;
-            } else {
                 return false;
             }
-            dots += 1;
+            i += 3;
+            continue;
         }
-        dots <= 2
-    })
+        // sub-delims: ! $ & ' ( ) * + , ; =
+        if !(is_unreserved(b) || b"!$&'()*+,;=".contains(&b)) {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 #[cfg(test)]
@@ -231,14 +403,122 @@ mod tests {
     }
 
     #[test]
-    fn dot_segments_are_found_plain_and_encoded() {
-        assert!(has_dot_segment("/a/../b"));
-        assert!(has_dot_segment("/a/./b"));
-        assert!(has_dot_segment("/a/%2e%2E/b"));
-        assert!(has_dot_segment("/a/.%2e"));
-        assert!(has_dot_segment("/.."));
-        assert!(!has_dot_segment("/a/.well-known/x"));
-        assert!(!has_dot_segment("/a/.../b"));
-        assert!(!has_dot_segment("/file.txt"));
+    fn dot_segments_are_refused_plain_and_encoded() {
+        for path in [
+            "/a/../b",
+            "/a/./b",
+            "/a/%2e%2E/b",
+            "/a/.%2e",
+            "/..",
+            "/.",
+            "/a/..",
+            "/a/%2E/b",
+            "/a//../b",
+        ] {
+            assert_eq!(normalize_path(path), Err(PathError::DotSegment), "{path}");
+        }
+        for path in ["/a/.well-known/x", "/a/.../b", "/file.txt", "/a/..b", "/.x"] {
+            assert!(normalize_path(path).is_ok(), "{path}");
+        }
+    }
+
+    #[test]
+    fn clean_paths_are_borrowed_unchanged() {
+        for path in [
+            "/",
+            "/api/users",
+            "/a/b/",
+            "/caf%C3%A9",
+            "/a%20b",
+            "/~user/x-y_z.txt",
+        ] {
+            let normalized = normalize_path(path).unwrap();
+            assert!(
+                matches!(normalized, std::borrow::Cow::Borrowed(_)),
+                "{path}"
+            );
+            assert_eq!(normalized, path);
+        }
+    }
+
+    #[test]
+    fn encoded_unreserved_characters_are_decoded() {
+        assert_eq!(normalize_path("/%61dmin").unwrap(), "/admin");
+        assert_eq!(
+            normalize_path("/%41%5a%30%2D%2e%5F%7E").unwrap(),
+            "/AZ0-._~"
+        );
+        assert_eq!(normalize_path("/a%2Db/%7euser").unwrap(), "/a-b/~user");
+    }
+
+    #[test]
+    fn other_encodings_are_kept_with_uppercase_hex() {
+        assert_eq!(normalize_path("/a%20b").unwrap(), "/a%20b");
+        assert_eq!(normalize_path("/caf%c3%a9").unwrap(), "/caf%C3%A9");
+        assert_eq!(normalize_path("/%3f%23").unwrap(), "/%3F%23");
+    }
+
+    #[test]
+    fn empty_segments_are_merged() {
+        assert_eq!(normalize_path("//admin").unwrap(), "/admin");
+        assert_eq!(normalize_path("/a///b//").unwrap(), "/a/b/");
+        assert_eq!(normalize_path("//%61dmin//x").unwrap(), "/admin/x");
+    }
+
+    #[test]
+    fn separators_and_nul_in_disguise_are_refused() {
+        assert_eq!(normalize_path("/a%2Fb"), Err(PathError::EncodedSlash));
+        assert_eq!(normalize_path("/a%2fb"), Err(PathError::EncodedSlash));
+        assert_eq!(normalize_path("/a%5Cb"), Err(PathError::Backslash));
+        assert_eq!(normalize_path("/a%5cb"), Err(PathError::Backslash));
+        assert_eq!(normalize_path("/a\\b"), Err(PathError::Backslash));
+        assert_eq!(normalize_path("/a%00b"), Err(PathError::Nul));
+    }
+
+    #[test]
+    fn broken_percent_encodings_are_refused() {
+        for path in ["/a%", "/a%4", "/a%zz", "/a%4g", "/%%41"] {
+            assert_eq!(normalize_path(path), Err(PathError::BadPercent), "{path}");
+        }
+    }
+
+    #[test]
+    fn paths_stay_case_sensitive() {
+        assert_eq!(normalize_path("/ADMIN").unwrap(), "/ADMIN");
+    }
+
+    #[test]
+    fn hosts_are_validated_as_rfc_9110_says() {
+        for host in [
+            "example.com",
+            "example.com:8080",
+            "example.com:",
+            "EXAMPLE.com.",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8080",
+            "xn--bcher-kva.example",
+            "a_b.example",
+            "%65xample.com",
+        ] {
+            assert!(valid_host(host.as_bytes()), "{host}");
+        }
+        for host in [
+            "",
+            ":80",
+            "user@example.com",
+            "example.com/path",
+            "example.com:80a",
+            "a:b:80",
+            "[::1",
+            "[not-v6]",
+            "[::1]x",
+            "a..b",
+            "exa mple.com",
+            "example.com\\x",
+            "%zz.com",
+        ] {
+            assert!(!valid_host(host.as_bytes()), "{host}");
+        }
     }
 }

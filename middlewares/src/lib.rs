@@ -49,5 +49,51 @@ pub use gateway::{ErrorSource, GatewayError, GatewayErrorKind, UpstreamResponse}
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddr(pub std::net::SocketAddr);
 
+/// The client a request is attributed to, as `server.trusted_proxies` resolves it: what an IP
+/// filter, a rate limit or an app's `REMOTE_ADDR` should use. Read it with [`ClientIp::of`].
+///
+/// When the connection's peer is not a trusted proxy, the client is the peer ([`ClientAddr`]) and
+/// the request's forwarding headers are not believed. When it is, the client is the right-most
+/// address of `X-Forwarded-For` that is not itself a trusted proxy (as nginx's `real_ip_recursive
+/// on`): the nearest hop no trusted proxy vouches for; the left-most address if every hop is
+/// trusted; the last one read before an entry that is no address. An IPv4-mapped IPv6 address is
+/// given as its IPv4 address.
+///
+/// parapet's server puts a `ClientIp` in the request's extensions, before any middleware runs, only
+/// when the peer is a trusted proxy: the common request costs no allocation for it, and
+/// [`ClientIp::of`] gives the peer's address otherwise.
+///
+/// ```
+/// use parapet_middlewares::{ClientAddr, ClientIp};
+///
+/// let mut request = http::Request::new(());
+/// request.extensions_mut().insert(ClientAddr("192.0.2.1:5000".parse().unwrap()));
+/// let client = ClientIp::of(request.extensions()).unwrap();
+/// assert_eq!(client.ip.to_string(), "192.0.2.1");
+/// assert!(!client.peer_trusted);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientIp {
+    /// The client's address.
+    pub ip: std::net::IpAddr,
+    /// Whether the connection's peer is a trusted proxy, whose `X-Forwarded-*`, `Forwarded` and
+    /// `X-Real-IP` headers are kept.
+    pub peer_trusted: bool,
+}
+
+impl ClientIp {
+    /// The client of a request with these extensions: the `ClientIp` the server resolved through a
+    /// trusted proxy, else the peer's address ([`ClientAddr`], not trusted); `None` if the server set
+    /// neither (a request that did not come through a server).
+    pub fn of(extensions: &http::Extensions) -> Option<ClientIp> {
+        extensions.get::<ClientIp>().copied().or_else(|| {
+            extensions.get::<ClientAddr>().map(|peer| ClientIp {
+                ip: peer.0.ip().to_canonical(),
+                peer_trusted: false,
+            })
+        })
+    }
+}
+
 /// The error type at the tower boundary: anything that can fail inside a body or a service.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -262,6 +262,14 @@ fn read_server(mut t: Table<'_>) -> ServerConfig {
     if let Some(n) = t.int_in("max_requests_per_connection", 0..=i64::MAX) {
         server.max_requests_per_connection = (n > 0).then_some(n as u64);
     }
+    if let Some(list) = t.get("trusted_proxies").and_then(|v| v.str_list()) {
+        for (s, item) in list {
+            match s.parse::<IpRange>() {
+                Ok(range) => server.trusted_proxies.push(range),
+                Err(msg) => item.error(msg),
+            }
+        }
+    }
     t.finish();
     server
 }

@@ -5,7 +5,8 @@
 //!
 //! 1. `Upstream::choose_server`: which of the upstream's servers takes the request (round robin);
 //! 2. `upstream_request`: the request as the server gets it: origin-form target with the server's
-//!    base path, hop-by-hop headers removed, `X-Forwarded-*` set, `Host` kept, HTTP/1.1;
+//!    base path, hop-by-hop headers removed, forwarding headers set (believed only from a trusted
+//!    proxy), `Host` kept, HTTP/1.1;
 //! 3. `Upstream::send`: over the server's pool of kept-alive connections (`pool`), bounded by
 //!    `connect_timeout`, and by `timeout` from the end of the request body until the response head
 //!    arrives;
@@ -16,7 +17,7 @@
 //! Bodies are never buffered: hyper moves frames between the two connections with backpressure, and an
 //! upstream body that breaks off mid-way surfaces as a body error, which aborts the client's connection.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -24,7 +25,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::Version;
 use parapet_middlewares::{
-    ErrorChain, ErrorSource, GatewayError, GatewayErrorKind, UpstreamResponse,
+    ClientIp, ErrorChain, ErrorSource, GatewayError, GatewayErrorKind, UpstreamResponse,
 };
 
 mod pool;
@@ -37,6 +38,7 @@ use crate::{AppService, ClientAddr, Error, Request, Response};
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// The hop-by-hop headers of RFC 9110 §7.6.1 (and the obsolete `Keep-Alive` and `Proxy-Connection`),
 /// which describe one connection and are never forwarded. Every `Proxy-*` header is removed too.
@@ -275,8 +277,9 @@ impl Failure {
 /// - The target is in origin form, the path and query only, as HTTP/1.1 to an origin server takes it
 ///   (RFC 9112 §3.2.1), after the server's base path if it has one. A target that cannot be
 ///   forwarded is a `BadRequest`.
-/// - Hop-by-hop headers are removed ([`remove_hop_by_hop`]); `X-Forwarded-For` is appended to,
-///   `X-Forwarded-Proto` and `X-Forwarded-Host` set.
+/// - Hop-by-hop headers are removed ([`remove_hop_by_hop`]; those the client's `Connection` named
+///   are already gone, see [`crate::router::admit`]); the forwarding headers are set
+///   ([`set_forwarded`]).
 /// - `Host` is the host the request was routed by: the URI's authority if it has one (HTTP/2 clients
 ///   send no `Host`; RFC 9112 §3.2.2), else its `Host`, else the server's authority.
 /// - The version is HTTP/1.1, whatever the client spoke: the upstream connection is HTTP/1.1.
@@ -305,10 +308,12 @@ fn upstream_request(server: &UpstreamServer, req: Request) -> Result<Request, Ga
         }
     };
 
-    let client_addr = parts.extensions.get::<ClientAddr>().map(|c| c.0);
+    let peer = parts.extensions.get::<ClientAddr>().map(|c| c.0.ip());
+    // Nothing vouches for a request that did not come through parapet's server.
+    let peer_trusted = ClientIp::of(&parts.extensions).is_some_and(|c| c.peer_trusted);
     let headers = &mut parts.headers;
     remove_hop_by_hop(headers);
-    set_forwarded(headers, client_addr, original_host.as_ref());
+    set_forwarded(headers, peer, peer_trusted, original_host.as_ref());
     let host = original_host.or_else(|| HeaderValue::from_str(server.authority.as_str()).ok());
     if let Some(host) = host {
         headers.insert(header::HOST, host);
@@ -331,20 +336,40 @@ fn upstream_response(name: &Arc<str>, response: Response) -> Response {
     Response::from_parts(parts, body)
 }
 
-/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` and `X-Forwarded-Host`.
-fn set_forwarded(headers: &mut HeaderMap, client: Option<SocketAddr>, host: Option<&HeaderValue>) {
-    if let Some(client) = client {
+/// The scheme the client spoke to parapet, as `X-Forwarded-Proto` tells it: the one place that
+/// decides it (plain HTTP until listeners speak TLS).
+fn client_scheme() -> HeaderValue {
+    HeaderValue::from_static("http")
+}
+
+/// Sets the forwarding headers. What a client says about earlier hops is believed only from a peer
+/// in `server.trusted_proxies` (`peer_trusted`):
+///
+/// - from a trusted proxy, `X-Forwarded-For` is appended to with the peer's address, and
+///   `X-Forwarded-Proto`, `X-Forwarded-Host`, `Forwarded` and `X-Real-IP` are kept as it sent them
+///   (the first two set as for any peer if it sent none);
+/// - from any other peer they are replaced by what parapet saw itself: `X-Forwarded-For` is the
+///   peer's address, `X-Forwarded-Proto` the scheme it spoke, `X-Forwarded-Host` the host the
+///   request was routed by (`host`), and `Forwarded` and `X-Real-IP`, which parapet does not write,
+///   are removed.
+fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: Option<IpAddr>,
+    peer_trusted: bool,
+    host: Option<&HeaderValue>,
+) {
+    if let Some(peer) = peer {
         // The address is formatted on the stack: the header value is the only allocation.
         let mut buf = [0u8; 64];
         let len = {
             use std::io::Write;
             let mut cursor = std::io::Cursor::new(&mut buf[..]);
-            let _ = write!(cursor, "{}", client.ip());
+            let _ = write!(cursor, "{}", peer.to_canonical());
             cursor.position() as usize
         };
         let ip = &buf[..len];
         let mut prior = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
-        let value = if prior.peek().is_none() {
+        let value = if !peer_trusted || prior.peek().is_none() {
             HeaderValue::from_bytes(ip).ok()
         } else {
             let mut joined = Vec::with_capacity(64);
@@ -355,13 +380,25 @@ fn set_forwarded(headers: &mut HeaderMap, client: Option<SocketAddr>, host: Opti
             joined.extend_from_slice(ip);
             HeaderValue::from_bytes(&joined).ok()
         };
-        if let Some(value) = value {
-            headers.insert(X_FORWARDED_FOR.clone(), value);
-        }
+        match value {
+            Some(value) => headers.insert(X_FORWARDED_FOR.clone(), value),
+            None => headers.remove(&X_FORWARDED_FOR),
+        };
+    } else if !peer_trusted {
+        headers.remove(&X_FORWARDED_FOR);
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+    if !peer_trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO.clone(), client_scheme());
+    }
+    if !peer_trusted || !headers.contains_key(&X_FORWARDED_HOST) {
+        match host {
+            Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host.clone()),
+            None => headers.remove(&X_FORWARDED_HOST),
+        };
+    }
+    if !peer_trusted {
+        headers.remove(header::FORWARDED);
+        headers.remove(&X_REAL_IP);
     }
 }
 
@@ -395,9 +432,48 @@ mod tests {
         h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
         h.append("x-forwarded-for", HeaderValue::from_static("2.2.2.2"));
         let host = HeaderValue::from_static("example.com");
-        set_forwarded(&mut h, Some("10.0.0.9:5555".parse().unwrap()), Some(&host));
+        set_forwarded(&mut h, Some("10.0.0.9".parse().unwrap()), true, Some(&host));
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "example.com");
+    }
+
+    #[test]
+    fn forwarding_headers_from_an_untrusted_peer_are_replaced() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("2.2.2.2"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert("x-forwarded-host", HeaderValue::from_static("bank.example"));
+        h.insert("forwarded", HeaderValue::from_static("for=1.1.1.1"));
+        h.insert("x-real-ip", HeaderValue::from_static("1.1.1.1"));
+        let host = HeaderValue::from_static("example.com");
+        set_forwarded(
+            &mut h,
+            Some("::ffff:10.0.0.9".parse().unwrap()),
+            false,
+            Some(&host),
+        );
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "example.com");
+        assert!(h.get("forwarded").is_none());
+        assert!(h.get("x-real-ip").is_none());
+    }
+
+    #[test]
+    fn forwarding_headers_from_a_trusted_proxy_are_kept() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert("x-forwarded-host", HeaderValue::from_static("www.example"));
+        h.insert("forwarded", HeaderValue::from_static("for=1.1.1.1"));
+        h.insert("x-real-ip", HeaderValue::from_static("1.1.1.1"));
+        set_forwarded(&mut h, Some("10.0.0.9".parse().unwrap()), true, None);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "www.example");
+        assert_eq!(h["forwarded"], "for=1.1.1.1");
+        assert_eq!(h["x-real-ip"], "1.1.1.1");
     }
 }

@@ -349,6 +349,9 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
         // The gateway current at this request: a reload in between reaches this connection now,
         // and this request keeps the one it started with.
         let gateway = self.gateway.load();
+        // Here, before the listener's chain, so that every layer sees the same request: its path
+        // normalised, its connection-named headers gone, its client resolved.
+        crate::router::admit(&mut req, self.client, gateway.trusted_proxies());
         let entry = if self.retired.load(Ordering::Acquire) {
             self.fallback.as_ref()
         } else {
