@@ -45,6 +45,13 @@ pub enum GatewayErrorKind {
     BadRequest,
     /// The method is not one parapet serves (CONNECT): 405.
     MethodNotAllowed,
+    /// The client's request body is malformed in its own framing (a bad chunk size, chunk data
+    /// longer than its size, a broken chunk extension: RFC 9112 §7.1): 400. The client's fault,
+    /// never the upstream's, even when it shows while the body streams to the upstream.
+    ClientBody,
+    /// The client closed its connection before the end of its request body: 400 if it still reads;
+    /// usually no answer can reach it, and the access log says 499 `client_closed`.
+    ClientClosed,
     /// The upstream refused the connection or could not be reached: 502.
     UpstreamUnreachable,
     /// The upstream broke the HTTP protocol or closed before its response head: 502.
@@ -60,7 +67,9 @@ impl GatewayErrorKind {
     pub fn status(self) -> StatusCode {
         match self {
             GatewayErrorKind::NoRoute => StatusCode::NOT_FOUND,
-            GatewayErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            GatewayErrorKind::BadRequest
+            | GatewayErrorKind::ClientBody
+            | GatewayErrorKind::ClientClosed => StatusCode::BAD_REQUEST,
             GatewayErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayErrorKind::UpstreamUnreachable | GatewayErrorKind::UpstreamProtocol => {
                 StatusCode::BAD_GATEWAY
@@ -75,7 +84,9 @@ impl GatewayErrorKind {
         match self {
             GatewayErrorKind::NoRoute
             | GatewayErrorKind::BadRequest
-            | GatewayErrorKind::MethodNotAllowed => ErrorSource::Downstream,
+            | GatewayErrorKind::MethodNotAllowed
+            | GatewayErrorKind::ClientBody
+            | GatewayErrorKind::ClientClosed => ErrorSource::Downstream,
             GatewayErrorKind::UpstreamUnreachable
             | GatewayErrorKind::UpstreamProtocol
             | GatewayErrorKind::UpstreamTimeout => ErrorSource::Upstream,
@@ -89,6 +100,8 @@ impl GatewayErrorKind {
             GatewayErrorKind::NoRoute => "no_route",
             GatewayErrorKind::BadRequest => "bad_request",
             GatewayErrorKind::MethodNotAllowed => "method_not_allowed",
+            GatewayErrorKind::ClientBody => "client_body",
+            GatewayErrorKind::ClientClosed => "client_closed",
             GatewayErrorKind::UpstreamUnreachable => "upstream_unreachable",
             GatewayErrorKind::UpstreamProtocol => "upstream_protocol",
             GatewayErrorKind::UpstreamTimeout => "upstream_timeout",
@@ -222,6 +235,10 @@ mod tests {
             ErrorSource::Upstream
         );
         assert_eq!(GatewayErrorKind::NoRoute.source(), ErrorSource::Downstream);
+        for client in [GatewayErrorKind::ClientBody, GatewayErrorKind::ClientClosed] {
+            assert_eq!(client.status(), 400);
+            assert_eq!(client.source(), ErrorSource::Downstream);
+        }
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!    `connect_timeout` and by `timeout` until the response head arrives;
 //! 4. `upstream_response` or `Upstream::gateway_error`: the answer, with hop-by-hop headers removed
 //!    and the body streaming back untouched; or a failure as a typed [`GatewayError`]: unreachable 502,
-//!    timeout 504, broken protocol 502.
+//!    timeout 504, broken protocol 502 (an ambiguously framed response head included), and the
+//!    client's own request body broken or cut short 400, blamed on the client.
 //!
 //! Bodies are never buffered: hyper moves frames between the two connections with backpressure, and an
 //! upstream body that breaks off mid-way surfaces as a body error, which aborts the client's connection.
@@ -143,8 +144,9 @@ impl Upstream {
             Ok(req) => req,
             Err(err) => return err.into_response(),
         };
-        match self.send(&chosen, req).await {
-            Ok(response) => upstream_response(chosen.name, response),
+        let answer = self.send(&chosen, req).await;
+        match answer.and_then(|response| upstream_response(chosen.name, response)) {
+            Ok(response) => response,
             Err(failure) => self.gateway_error(&chosen, failure).into_response(),
         }
     }
@@ -166,17 +168,28 @@ impl Upstream {
     async fn send(&self, chosen: &Chosen<'_>, req: Request) -> Result<Response, Failure> {
         match tokio::time::timeout(self.config.timeout, chosen.pool.send(req)).await {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(err)) => Err(Failure::Send(err)),
+            Ok(Err(failure)) => Err(failure),
             Err(_elapsed) => Err(Failure::TimedOut),
         }
     }
 
-    /// Phase 4, when no response came: logs the failure and types it. A connection that could not
-    /// be opened is `UpstreamUnreachable` (502), one that broke before the response head
-    /// `UpstreamProtocol` (502), no response head within `timeout` `UpstreamTimeout` (504).
+    /// Phase 4, when no usable response came: logs the failure and types it. A connection that
+    /// could not be opened is `UpstreamUnreachable` (502), one that broke before the response head
+    /// or a head whose body framing is ambiguous `UpstreamProtocol` (502), no response head within
+    /// `timeout` `UpstreamTimeout` (504); a request body that failed on the client's side keeps the
+    /// kind it came with (`ClientBody` 400, `ClientClosed`, or a layer's own), logged as the client's.
     fn gateway_error(&self, chosen: &Chosen<'_>, failure: Failure) -> GatewayError {
         let name = chosen.name;
         match failure {
+            Failure::RequestBody(err) => {
+                tracing::info!(upstream = %self.config.name, server = %name, error = %ErrorChain(&err), "request body failed on the client's side");
+                err
+            }
+            Failure::Framing(why) => {
+                tracing::warn!(upstream = %self.config.name, server = %name, error = why, "upstream response refused");
+                GatewayError::new(GatewayErrorKind::UpstreamProtocol)
+                    .with_detail(format!("{name}: {why}"))
+            }
             Failure::Send(err) => {
                 let kind = match err {
                     Error::UpstreamConnect { .. } => GatewayErrorKind::UpstreamUnreachable,
@@ -206,12 +219,17 @@ struct Chosen<'a> {
     name: &'a Arc<str>,
 }
 
-/// Why [`Upstream::send`] got no response head.
-enum Failure {
+/// Why a request got no usable response head.
+pub(crate) enum Failure {
     /// The pool could not connect, or the connection failed.
     Send(Error),
+    /// The request's own body failed on the client's side: its framing broken, the client gone
+    /// before its end, or a layer refusing it; the error it answers with.
+    RequestBody(GatewayError),
     /// No response head within the upstream's `timeout`.
     TimedOut,
+    /// The response head frames its body ambiguously (why, for the log).
+    Framing(&'static str),
 }
 
 /// Phase 2: the request as `server` gets it.
@@ -265,14 +283,28 @@ fn upstream_request(server: &UpstreamServer, req: Request) -> Result<Request, Ga
 
 /// Phase 4, when a response came: hop-by-hop headers removed, and an [`UpstreamResponse`] extension
 /// naming the server (`name`) and its status, for the access log. The body streams back untouched.
-fn upstream_response(name: &Arc<str>, response: Response) -> Response {
+///
+/// A head with both `Transfer-Encoding` and `Content-Length` is refused (`Failure::Framing`, 502):
+/// RFC 9112 §6.1 calls it a possible attempt at response splitting or smuggling, and hyper's client
+/// reads such a body by its `Transfer-Encoding` and passes the `Content-Length` on, which would
+/// frame the body sent to the client differently from the one read (a truncated 200). The
+/// connection goes with the dropped response. Two different `Content-Length` values (§6.3) never
+/// get here: hyper's client refuses that head itself.
+fn upstream_response(name: &Arc<str>, response: Response) -> Result<Response, Failure> {
+    if response.headers().contains_key(header::TRANSFER_ENCODING)
+        && response.headers().contains_key(header::CONTENT_LENGTH)
+    {
+        return Err(Failure::Framing(
+            "response has both Transfer-Encoding and Content-Length (RFC 9112 §6.1)",
+        ));
+    }
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     parts.extensions.insert(UpstreamResponse {
         server: Arc::clone(name),
         status: parts.status,
     });
-    Response::from_parts(parts, body)
+    Ok(Response::from_parts(parts, body))
 }
 
 /// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` and `X-Forwarded-Host`.

@@ -6,6 +6,12 @@
 //! searched: each server has its own pool. A connection that dies while idle is noticed at checkout;
 //! a request that a stale connection could not take (it was never written) is retried once on a new
 //! connection, which is what makes reuse safe for every method.
+//!
+//! A request body's own failure (broken chunked framing, a client gone mid-body, a layer's limit) is
+//! the client's, not the upstream's: [`TrackedBody`] turns it into the [`GatewayError`] it answers
+//! with, which hyper hands back as the cause of the failed send, so the proxy can tell it from an
+//! upstream that broke. The request head goes out only once the body's first frame (or its end) is
+//! in, so a body broken from its first byte never reaches the upstream at all.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,9 +24,10 @@ use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use parapet_middlewares::{Body, BoxError};
+use parapet_middlewares::{Body, BoxError, GatewayError, GatewayErrorKind};
 use tokio::net::TcpStream;
 
+use super::Failure;
 use crate::Error;
 
 /// An idle connection unused this long is closed rather than reused (upstreams commonly close idle
@@ -104,11 +111,11 @@ impl ServerPool {
     }
 
     /// Sends `req` on a pooled or new connection; the response's body returns the connection to the
-    /// pool when read to its end.
+    /// pool when read to its end. A request with a body is sent once its first frame is in.
     pub(crate) async fn send(
         self: &Arc<Self>,
         mut req: http::Request<Body>,
-    ) -> Result<http::Response<Body>, Error> {
+    ) -> Result<http::Response<Body>, Failure> {
         // One pooled connection at most gets a chance: a second stale one is unlikely, and a fresh
         // connection is the sure way to get the request through.
         let mut reused = true;
@@ -119,14 +126,15 @@ impl ServerPool {
             None
         } else {
             let done = Arc::new(AtomicBool::new(false));
-            let done2 = Arc::clone(&done);
-            req = req.map(|inner| {
-                Body::new(TrackedBody {
-                    inner,
-                    remaining: exact,
-                    done: done2,
-                })
-            });
+            let (parts, inner) = req.into_parts();
+            let mut body = TrackedBody {
+                inner,
+                first: None,
+                remaining: exact,
+                done: Arc::clone(&done),
+            };
+            body.first_frame().await.map_err(Failure::RequestBody)?;
+            req = http::Request::from_parts(parts, Body::new(body));
             Some(done)
         };
         loop {
@@ -135,7 +143,7 @@ impl ServerPool {
                 Some(s) => s,
                 None => {
                     reused = false;
-                    self.connect().await?
+                    self.connect().await.map_err(Failure::Send)?
                 }
             };
             if let Err(err) = sender.ready().await {
@@ -143,7 +151,7 @@ impl ServerPool {
                 if reused {
                     continue;
                 }
-                return Err(Error::UpstreamProtocol(err));
+                return Err(Failure::Send(Error::UpstreamProtocol(err)));
             }
             match sender.try_send_request(req).await {
                 Ok(response) => return Ok(self.track(sender, response, request_done)),
@@ -153,7 +161,7 @@ impl ServerPool {
                         req = back;
                         reused = false;
                     }
-                    _ => return Err(Error::UpstreamProtocol(err.into_error())),
+                    _ => return Err(send_failure(err.into_error())),
                 },
             }
         }
@@ -208,12 +216,69 @@ impl PooledBody {
     }
 }
 
-/// A request body that says when it has been sent to its end.
+/// Why a send failed: the request body's own failure if that is what broke it (the body's error is
+/// the cause hyper gives, see [`TrackedBody`]), else the upstream connection.
+fn send_failure(err: hyper::Error) -> Failure {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    while let Some(e) = cause {
+        if let Some(client) = e.downcast_ref::<GatewayError>() {
+            return Failure::RequestBody(client.clone());
+        }
+        cause = e.source();
+    }
+    Failure::Send(Error::UpstreamProtocol(err))
+}
+
+/// What a request body's error answers: a layer's own [`GatewayError`] as it is (a size limit, a
+/// timeout), `ClientClosed` for a client gone before the body's end, `ClientBody` for anything else
+/// (a chunked body whose framing is broken: RFC 9112 §7.1).
+fn request_body_error(err: BoxError) -> GatewayError {
+    if let Some(own) = err.downcast_ref::<GatewayError>() {
+        return own.clone();
+    }
+    let mut closed = false;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*err);
+    while let Some(e) = cause {
+        // hyper's decoders say a body cut short by the peer's close with `UnexpectedEof`.
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof)
+        {
+            closed = true;
+            break;
+        }
+        cause = e.source();
+    }
+    let kind = if closed {
+        GatewayErrorKind::ClientClosed
+    } else {
+        GatewayErrorKind::ClientBody
+    };
+    GatewayError::new(kind).with_source(err)
+}
+
+/// A request body that says when it has been sent to its end, and whose errors are the
+/// [`GatewayError`]s they answer with ([`request_body_error`]).
 struct TrackedBody {
     inner: Body,
+    /// The first frame, read before the request head is sent ([`TrackedBody::first_frame`]).
+    first: Option<Frame<Bytes>>,
     /// Bytes still to come, for a body of known length: hyper stops polling it after the last one.
     remaining: Option<u64>,
     done: Arc<AtomicBool>,
+}
+
+impl TrackedBody {
+    /// Waits for the body's first frame (or its end) and keeps it, so that a body broken from its
+    /// first byte fails here, before anything was sent upstream.
+    async fn first_frame(&mut self) -> Result<(), GatewayError> {
+        let polled = std::future::poll_fn(|cx| Pin::new(&mut self.inner).poll_frame(cx)).await;
+        match polled {
+            Some(Ok(frame)) => self.first = Some(frame),
+            Some(Err(err)) => return Err(request_body_error(err)),
+            None => {}
+        }
+        Ok(())
+    }
 }
 
 impl http_body::Body for TrackedBody {
@@ -225,7 +290,12 @@ impl http_body::Body for TrackedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let polled = match this.first.take() {
+            Some(frame) => Poll::Ready(Some(Ok(frame))),
+            None => Pin::new(&mut this.inner)
+                .poll_frame(cx)
+                .map_err(|err| Box::new(request_body_error(err)) as BoxError),
+        };
         let finished = match &polled {
             Poll::Ready(None) => true,
             Poll::Ready(Some(Ok(frame))) => {
@@ -243,11 +313,21 @@ impl http_body::Body for TrackedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.first.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let hint = self.inner.size_hint();
+        let Some(first) = self.first.as_ref().and_then(Frame::data_ref) else {
+            return hint;
+        };
+        let len = first.len() as u64;
+        let mut with_first = SizeHint::new();
+        with_first.set_lower(hint.lower().saturating_add(len));
+        if let Some(upper) = hint.upper() {
+            with_first.set_upper(upper.saturating_add(len));
+        }
+        with_first
     }
 }
 
@@ -276,5 +356,27 @@ impl http_body::Body for PooledBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_body_error_is_blamed_on_the_client() {
+        let broken = std::io::Error::new(std::io::ErrorKind::InvalidData, "invalid chunk size");
+        let err = request_body_error(Box::new(broken));
+        assert_eq!(err.kind(), GatewayErrorKind::ClientBody);
+        assert_eq!(err.status(), 400);
+
+        let cut = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "incomplete body");
+        let err = request_body_error(Box::new(cut));
+        assert_eq!(err.kind(), GatewayErrorKind::ClientClosed);
+
+        // A layer's own error (a size limit, a timeout) keeps its kind.
+        let own = GatewayError::new(GatewayErrorKind::UpstreamTimeout);
+        let err = request_body_error(Box::new(own));
+        assert_eq!(err.kind(), GatewayErrorKind::UpstreamTimeout);
     }
 }
