@@ -153,3 +153,82 @@ handler = { kind = "wsgi", app = "shop.wsgi:application" }
     assert!(err.contains("x.toml:4:11: apps.shop.handler"), "{err}");
     assert!(err.contains("--features wsgi"), "{err}");
 }
+
+/// A root with dotfiles and symbolic links in and out of it, served at `/site` with `hidden` as given.
+fn linked_site(hidden: bool) -> (std::path::PathBuf, String) {
+    let dir = site();
+    let public = dir.join("public");
+    std::fs::write(public.join(".env"), "SECRET=1").unwrap();
+    std::fs::create_dir_all(public.join(".git")).unwrap();
+    std::fs::write(public.join(".git/config"), "[core]").unwrap();
+    std::os::unix::fs::symlink(dir.join("secret.txt"), public.join("out.txt")).unwrap();
+    std::os::unix::fs::symlink(&dir, public.join("up")).unwrap();
+    std::os::unix::fs::symlink(public.join("docs/a.css"), public.join("in.css")).unwrap();
+    std::os::unix::fs::symlink(public.join(".env"), public.join("env.txt")).unwrap();
+    let toml = format!(
+        r#"
+[listeners.main]
+bind = "127.0.0.1:0"
+[[routes]]
+path = "/site"
+strip_prefix = true
+app = "site"
+[apps.site]
+handler = {{ kind = "static", root = "{}", hidden = {hidden} }}
+"#,
+        public.display()
+    );
+    (dir, toml)
+}
+
+#[tokio::test]
+async fn static_does_not_follow_a_symlink_out_of_its_root() {
+    let (_dir, toml) = linked_site(false);
+    let server = start(&toml).await;
+    let addr = server.local_addr("main").unwrap();
+    for path in ["/site/out.txt", "/site/up/secret.txt"] {
+        let (status, _, body) = get(addr, None, path).await;
+        assert_eq!(status, 404, "{path}");
+        assert!(!body.contains("outside the root"), "{path}: {body}");
+    }
+    // What a link resolves to inside the root is served, Range included.
+    let (status, _, body) = get(addr, None, "/site/up/public/index.html").await;
+    assert_eq!((status, body.as_str()), (200, "<h1>home</h1>"));
+    let (status, _, body) = get(addr, None, "/site/in.css").await;
+    assert_eq!((status, body.as_str()), (200, "body { color: red }"));
+    let req = http::Request::get(format!("http://{addr}/site/in.css"))
+        .header("range", "bytes=5-5")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(req).await.0, 206);
+}
+
+#[tokio::test]
+async fn static_hides_dotfiles_and_dot_directories_unless_told() {
+    let (_dir, toml) = linked_site(false);
+    let server = start(&toml).await;
+    let addr = server.local_addr("main").unwrap();
+    for path in [
+        "/site/.env",
+        "/site/.git/config",
+        "/site/%2egit/config",
+        "/site/env.txt",
+    ] {
+        let (status, _, body) = get(addr, None, path).await;
+        assert_eq!(status, 404, "{path}");
+        assert!(
+            !body.contains("SECRET") && !body.contains("[core]"),
+            "{path}"
+        );
+    }
+    assert_eq!(get(addr, None, "/site/docs/a.css").await.0, 200);
+
+    let (_dir, toml) = linked_site(true);
+    let server = start(&toml).await;
+    let addr = server.local_addr("main").unwrap();
+    let (status, _, body) = get(addr, None, "/site/.env").await;
+    assert_eq!((status, body.as_str()), (200, "SECRET=1"));
+    assert_eq!(get(addr, None, "/site/.git/config").await.0, 200);
+    // `hidden` does not lift the root's bounds.
+    assert_eq!(get(addr, None, "/site/out.txt").await.0, 404);
+}

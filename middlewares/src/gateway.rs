@@ -52,6 +52,13 @@ pub enum GatewayErrorKind {
     PayloadTooLarge,
     /// The request target is longer than `server.max_uri_length`: 414 (RFC 9110 §15.5.15).
     UriTooLong,
+    /// The client's request body is malformed in its own framing (a bad chunk size, chunk data
+    /// longer than its size, a broken chunk extension: RFC 9112 §7.1): 400. The client's fault,
+    /// never the upstream's, even when it shows while the body streams to the upstream.
+    ClientBody,
+    /// The client closed its connection before the end of its request body: 400 if it still reads;
+    /// usually no answer can reach it, and the access log says 499 `client_closed`.
+    ClientClosed,
     /// The upstream refused the connection or could not be reached: 502.
     UpstreamUnreachable,
     /// The upstream broke the HTTP protocol or closed before its response head: 502.
@@ -67,7 +74,9 @@ impl GatewayErrorKind {
     pub fn status(self) -> StatusCode {
         match self {
             GatewayErrorKind::NoRoute => StatusCode::NOT_FOUND,
-            GatewayErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            GatewayErrorKind::BadRequest
+            | GatewayErrorKind::ClientBody
+            | GatewayErrorKind::ClientClosed => StatusCode::BAD_REQUEST,
             GatewayErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayErrorKind::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -88,7 +97,9 @@ impl GatewayErrorKind {
             | GatewayErrorKind::MethodNotAllowed
             | GatewayErrorKind::ClientTimeout
             | GatewayErrorKind::PayloadTooLarge
-            | GatewayErrorKind::UriTooLong => ErrorSource::Downstream,
+            | GatewayErrorKind::UriTooLong
+            | GatewayErrorKind::ClientBody
+            | GatewayErrorKind::ClientClosed => ErrorSource::Downstream,
             GatewayErrorKind::UpstreamUnreachable
             | GatewayErrorKind::UpstreamProtocol
             | GatewayErrorKind::UpstreamTimeout => ErrorSource::Upstream,
@@ -105,6 +116,8 @@ impl GatewayErrorKind {
             GatewayErrorKind::ClientTimeout => "client_timeout",
             GatewayErrorKind::PayloadTooLarge => "payload_too_large",
             GatewayErrorKind::UriTooLong => "uri_too_long",
+            GatewayErrorKind::ClientBody => "client_body",
+            GatewayErrorKind::ClientClosed => "client_closed",
             GatewayErrorKind::UpstreamUnreachable => "upstream_unreachable",
             GatewayErrorKind::UpstreamProtocol => "upstream_protocol",
             GatewayErrorKind::UpstreamTimeout => "upstream_timeout",
@@ -262,6 +275,10 @@ mod tests {
             ErrorSource::Upstream
         );
         assert_eq!(GatewayErrorKind::NoRoute.source(), ErrorSource::Downstream);
+        for client in [GatewayErrorKind::ClientBody, GatewayErrorKind::ClientClosed] {
+            assert_eq!(client.status(), 400);
+            assert_eq!(client.source(), ErrorSource::Downstream);
+        }
         assert_eq!(GatewayErrorKind::PayloadTooLarge.status(), 413);
         assert_eq!(
             GatewayErrorKind::PayloadTooLarge.source(),

@@ -12,7 +12,8 @@
 //!    arrives;
 //! 4. `upstream_response` or `Upstream::gateway_error`: the answer, with hop-by-hop headers removed
 //!    and the body streaming back untouched; or a failure as a typed [`GatewayError`]: unreachable 502,
-//!    timeout 504, broken protocol 502.
+//!    timeout 504, broken protocol 502 (an ambiguously framed response head included), and the
+//!    client's own request body broken or cut short 400, blamed on the client.
 //!
 //! Bodies are never buffered: hyper moves frames between the two connections with backpressure, and an
 //! upstream body that breaks off mid-way surfaces as a body error, which aborts the client's connection.
@@ -24,9 +25,7 @@ use std::sync::Arc;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::Version;
-use parapet_middlewares::{
-    ClientIp, ErrorChain, ErrorSource, GatewayError, GatewayErrorKind, UpstreamResponse,
-};
+use parapet_middlewares::{ClientIp, ErrorChain, GatewayError, GatewayErrorKind, UpstreamResponse};
 
 mod pool;
 
@@ -148,8 +147,9 @@ impl Upstream {
             Ok(req) => req,
             Err(err) => return err.into_response(),
         };
-        match self.send(&chosen, req).await {
-            Ok(response) => upstream_response(chosen.name, response),
+        let answer = self.send(&chosen, req).await;
+        match answer.and_then(|response| upstream_response(chosen.name, response)) {
+            Ok(response) => response,
             Err(failure) => self.gateway_error(&chosen, failure).into_response(),
         }
     }
@@ -177,11 +177,11 @@ impl Upstream {
     /// the body goes (once per `timeout`, and once at its end), and [`Upload`]'s one allocation.
     async fn send(&self, chosen: &Chosen<'_>, req: Request) -> Result<Response, Failure> {
         let timeout = self.config.timeout;
-        let (req, upload) = Upload::track(req);
+        let (req, upload) = Upload::track(req).await.map_err(Failure::RequestBody)?;
         let sending = chosen.pool.send(req, upload.clone());
         let Some(upload) = upload else {
             return match tokio::time::timeout(timeout, sending).await {
-                Ok(result) => result.map_err(Failure::sent),
+                Ok(result) => result,
                 Err(_elapsed) => Err(Failure::TimedOut),
             };
         };
@@ -193,7 +193,7 @@ impl Upstream {
         loop {
             tokio::select! {
                 biased;
-                result = &mut sending => return result.map_err(Failure::sent),
+                result = &mut sending => return result,
                 () = upload.finished(), if uploading => {
                     uploading = false;
                     deadline.as_mut().reset(tokio::time::Instant::now() + timeout);
@@ -210,15 +210,22 @@ impl Upstream {
         }
     }
 
-    /// Phase 4, when no response came: logs the failure and types it. A connection that could not
-    /// be opened is `UpstreamUnreachable` (502), one that broke before the response head
-    /// `UpstreamProtocol` (502), no response head within `timeout` `UpstreamTimeout` (504).
+    /// Phase 4, when no usable response came: logs the failure and types it. A connection that
+    /// could not be opened is `UpstreamUnreachable` (502), one that broke before the response head
+    /// or a head whose body framing is ambiguous `UpstreamProtocol` (502), no response head within
+    /// `timeout` `UpstreamTimeout` (504); a request body that failed on the client's side keeps the
+    /// kind it came with (`ClientBody` 400, `ClientClosed`, or a layer's own), logged as the client's.
     fn gateway_error(&self, chosen: &Chosen<'_>, failure: Failure) -> GatewayError {
         let name = chosen.name;
         match failure {
-            Failure::Client(err) => {
-                tracing::debug!(upstream = %self.config.name, server = %name, error = %ErrorChain(&err), "request body failed by the client");
+            Failure::RequestBody(err) => {
+                tracing::info!(upstream = %self.config.name, server = %name, error = %ErrorChain(&err), "request body failed on the client's side");
                 err
+            }
+            Failure::Framing(why) => {
+                tracing::warn!(upstream = %self.config.name, server = %name, error = why, "upstream response refused");
+                GatewayError::new(GatewayErrorKind::UpstreamProtocol)
+                    .with_detail(format!("{name}: {why}"))
             }
             Failure::Send(err) => {
                 let kind = match err {
@@ -250,26 +257,17 @@ struct Chosen<'a> {
     name: &'a Arc<str>,
 }
 
-/// Why [`Upstream::send`] got no response head.
-enum Failure {
+/// Why a request got no usable response head.
+pub(crate) enum Failure {
     /// The pool could not connect, or the connection failed.
     Send(Error),
-    /// The request body failed by the client's fault: answered with its own error.
-    Client(GatewayError),
+    /// The request's own body failed on the client's side: its framing broken, the client gone
+    /// before its end, or a layer refusing it; the error it answers with.
+    RequestBody(GatewayError),
     /// No response head within the upstream's `timeout`.
     TimedOut,
-}
-
-impl Failure {
-    /// A failed send, told the client's fault or the upstream's.
-    fn sent(err: Error) -> Failure {
-        match GatewayError::find_in(&err) {
-            Some(client) if client.kind().source() == ErrorSource::Downstream => {
-                Failure::Client(client.clone())
-            }
-            _ => Failure::Send(err),
-        }
-    }
+    /// The response head frames its body ambiguously (why, for the log).
+    Framing(&'static str),
 }
 
 /// Phase 2: the request as `server` gets it.
@@ -326,14 +324,28 @@ fn upstream_request(server: &UpstreamServer, req: Request) -> Result<Request, Ga
 
 /// Phase 4, when a response came: hop-by-hop headers removed, and an [`UpstreamResponse`] extension
 /// naming the server (`name`) and its status, for the access log. The body streams back untouched.
-fn upstream_response(name: &Arc<str>, response: Response) -> Response {
+///
+/// A head with both `Transfer-Encoding` and `Content-Length` is refused (`Failure::Framing`, 502):
+/// RFC 9112 §6.1 calls it a possible attempt at response splitting or smuggling, and hyper's client
+/// reads such a body by its `Transfer-Encoding` and passes the `Content-Length` on, which would
+/// frame the body sent to the client differently from the one read (a truncated 200). The
+/// connection goes with the dropped response. Two different `Content-Length` values (§6.3) never
+/// get here: hyper's client refuses that head itself.
+fn upstream_response(name: &Arc<str>, response: Response) -> Result<Response, Failure> {
+    if response.headers().contains_key(header::TRANSFER_ENCODING)
+        && response.headers().contains_key(header::CONTENT_LENGTH)
+    {
+        return Err(Failure::Framing(
+            "response has both Transfer-Encoding and Content-Length (RFC 9112 §6.1)",
+        ));
+    }
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     parts.extensions.insert(UpstreamResponse {
         server: Arc::clone(name),
         status: parts.status,
     });
-    Response::from_parts(parts, body)
+    Ok(Response::from_parts(parts, body))
 }
 
 /// The scheme the client spoke to parapet, as `X-Forwarded-Proto` tells it: the one place that

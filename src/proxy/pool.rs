@@ -10,6 +10,12 @@
 //! A request body is sent through an [`Upload`], which tells the pool when the body has gone (a
 //! connection takes its next request only then) and tells the proxy's send phase the same, for
 //! `upstream.timeout` counts from the end of the request body, not its start.
+//!
+//! A request body's own failure (broken chunked framing, a client gone mid-body, a layer's limit or
+//! timeout) is the client's, not the upstream's: [`TrackedBody`] turns it into the [`GatewayError`] it
+//! answers with, which hyper hands back as the cause of the failed send, so the proxy can tell it from
+//! an upstream that broke. The request head goes out only once the body's first frame (or its end) is
+//! in ([`Upload::track`]), so a body broken from its first byte never reaches the upstream at all.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,9 +28,10 @@ use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use parapet_middlewares::{Body, BoxError};
+use parapet_middlewares::{Body, BoxError, GatewayError, GatewayErrorKind};
 use tokio::net::TcpStream;
 
+use super::Failure;
 use crate::Error;
 
 /// An idle connection unused this long is closed rather than reused (upstreams commonly close idle
@@ -117,7 +124,7 @@ impl ServerPool {
         self: &Arc<Self>,
         mut req: http::Request<Body>,
         upload: Option<Arc<Upload>>,
-    ) -> Result<http::Response<Body>, Error> {
+    ) -> Result<http::Response<Body>, Failure> {
         // One pooled connection at most gets a chance: a second stale one is unlikely, and a fresh
         // connection is the sure way to get the request through.
         let mut reused = true;
@@ -130,7 +137,7 @@ impl ServerPool {
                 Some(s) => s,
                 None => {
                     reused = false;
-                    self.connect().await?
+                    self.connect().await.map_err(Failure::Send)?
                 }
             };
             if let Err(err) = sender.ready().await {
@@ -138,7 +145,7 @@ impl ServerPool {
                 if reused {
                     continue;
                 }
-                return Err(Error::UpstreamProtocol(err));
+                return Err(Failure::Send(Error::UpstreamProtocol(err)));
             }
             match sender.try_send_request(req).await {
                 Ok(response) => return Ok(self.track(sender, response, request_done)),
@@ -148,7 +155,7 @@ impl ServerPool {
                         req = back;
                         reused = false;
                     }
-                    _ => return Err(Error::UpstreamProtocol(err.into_error())),
+                    _ => return Err(send_failure(err.into_error())),
                 },
             }
         }
@@ -215,12 +222,15 @@ pub(crate) struct Upload {
 }
 
 impl Upload {
-    /// Wraps `req`'s body to report how far it has gone; `None` (and the request unchanged) for a
-    /// request without a body.
-    pub(crate) fn track(req: http::Request<Body>) -> (http::Request<Body>, Option<Arc<Upload>>) {
+    /// Wraps `req`'s body to report how far it has gone, once its first frame (or its end) is in:
+    /// a body broken from its first byte fails here, before anything was sent upstream. `None`
+    /// (and the request unchanged) for a request without a body.
+    pub(crate) async fn track(
+        req: http::Request<Body>,
+    ) -> Result<(http::Request<Body>, Option<Arc<Upload>>), GatewayError> {
         let exact = http_body::Body::size_hint(req.body()).exact();
         if http_body::Body::is_end_stream(req.body()) || exact == Some(0) {
-            return (req, None);
+            return Ok((req, None));
         }
         let upload = Arc::new(Upload {
             done: AtomicBool::new(false),
@@ -228,15 +238,18 @@ impl Upload {
             waiting: AtomicBool::new(false),
             finished: tokio::sync::Notify::new(),
         });
-        let shared = Arc::clone(&upload);
-        let req = req.map(|inner| {
-            Body::new(TrackedBody {
-                inner,
-                remaining: exact,
-                upload: shared,
-            })
-        });
-        (req, Some(upload))
+        let (parts, inner) = req.into_parts();
+        let mut body = TrackedBody {
+            inner,
+            first: None,
+            remaining: exact,
+            upload: Arc::clone(&upload),
+        };
+        body.first_frame().await?;
+        Ok((
+            http::Request::from_parts(parts, Body::new(body)),
+            Some(upload),
+        ))
     }
 
     /// Whether the body was sent to its end.
@@ -262,12 +275,65 @@ impl Upload {
     }
 }
 
-/// A request body that says how far it has been sent.
+/// Why a send failed: the request body's own failure if that is what broke it (the body's error is
+/// the cause hyper gives, see [`TrackedBody`]), else the upstream connection.
+fn send_failure(err: hyper::Error) -> Failure {
+    match GatewayError::find_in(&err) {
+        Some(client) => Failure::RequestBody(client.clone()),
+        None => Failure::Send(Error::UpstreamProtocol(err)),
+    }
+}
+
+/// What a request body's error answers: a layer's own [`GatewayError`] as it is (a size limit, a
+/// timeout: found anywhere in the error's causes), `ClientClosed` for a client gone before the body's
+/// end, `ClientBody` for anything else (a chunked body whose framing is broken: RFC 9112 §7.1).
+fn request_body_error(err: BoxError) -> GatewayError {
+    if let Some(own) = GatewayError::find_in(&*err) {
+        return own.clone();
+    }
+    let mut closed = false;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*err);
+    while let Some(e) = cause {
+        // hyper's decoders say a body cut short by the peer's close with `UnexpectedEof`.
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof)
+        {
+            closed = true;
+            break;
+        }
+        cause = e.source();
+    }
+    let kind = if closed {
+        GatewayErrorKind::ClientClosed
+    } else {
+        GatewayErrorKind::ClientBody
+    };
+    GatewayError::new(kind).with_source(err)
+}
+
+/// A request body that says how far it has been sent, and whose errors are the [`GatewayError`]s
+/// they answer with ([`request_body_error`]).
 struct TrackedBody {
     inner: Body,
+    /// The first frame, read before the request head is sent ([`TrackedBody::first_frame`]).
+    first: Option<Frame<Bytes>>,
     /// Bytes still to come, for a body of known length: hyper stops polling it after the last one.
     remaining: Option<u64>,
     upload: Arc<Upload>,
+}
+
+impl TrackedBody {
+    /// Waits for the body's first frame (or its end) and keeps it, so that a body broken from its
+    /// first byte fails here, before anything was sent upstream.
+    async fn first_frame(&mut self) -> Result<(), GatewayError> {
+        let polled = std::future::poll_fn(|cx| Pin::new(&mut self.inner).poll_frame(cx)).await;
+        match polled {
+            Some(Ok(frame)) => self.first = Some(frame),
+            Some(Err(err)) => return Err(request_body_error(err)),
+            None => {}
+        }
+        Ok(())
+    }
 }
 
 impl http_body::Body for TrackedBody {
@@ -279,7 +345,12 @@ impl http_body::Body for TrackedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let polled = match this.first.take() {
+            Some(frame) => Poll::Ready(Some(Ok(frame))),
+            None => Pin::new(&mut this.inner)
+                .poll_frame(cx)
+                .map_err(|err| Box::new(request_body_error(err)) as BoxError),
+        };
         let upload = &this.upload;
         upload.waiting.store(polled.is_pending(), Ordering::Relaxed);
         let finished = match &polled {
@@ -300,11 +371,21 @@ impl http_body::Body for TrackedBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.first.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let hint = self.inner.size_hint();
+        let Some(first) = self.first.as_ref().and_then(Frame::data_ref) else {
+            return hint;
+        };
+        let len = first.len() as u64;
+        let mut with_first = SizeHint::new();
+        with_first.set_lower(hint.lower().saturating_add(len));
+        if let Some(upper) = hint.upper() {
+            with_first.set_upper(upper.saturating_add(len));
+        }
+        with_first
     }
 }
 
@@ -333,5 +414,27 @@ impl http_body::Body for PooledBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_body_error_is_blamed_on_the_client() {
+        let broken = std::io::Error::new(std::io::ErrorKind::InvalidData, "invalid chunk size");
+        let err = request_body_error(Box::new(broken));
+        assert_eq!(err.kind(), GatewayErrorKind::ClientBody);
+        assert_eq!(err.status(), 400);
+
+        let cut = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "incomplete body");
+        let err = request_body_error(Box::new(cut));
+        assert_eq!(err.kind(), GatewayErrorKind::ClientClosed);
+
+        // A layer's own error (a size limit, a timeout) keeps its kind.
+        let own = GatewayError::new(GatewayErrorKind::UpstreamTimeout);
+        let err = request_body_error(Box::new(own));
+        assert_eq!(err.kind(), GatewayErrorKind::UpstreamTimeout);
     }
 }

@@ -430,3 +430,325 @@ impl futures_core::Stream for ChannelStream {
             .map(|c| c.map(|c| Ok(http_body::Frame::data(c))))
     }
 }
+
+/// What a [`recording_upstream`] answers each complete request with, unless told otherwise.
+pub const RECORDER_OK: &[u8] =
+    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+
+/// A raw upstream that records every byte it receives, connection by connection, and answers each
+/// complete request (as [`parse_requests`] frames it) with `answer`. It keeps reading after it
+/// answered, so whatever else reaches it is recorded too.
+pub async fn recording_upstream(answer: &'static [u8]) -> Recorder {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = std::sync::Arc::new(RecorderState::default());
+    let shared = std::sync::Arc::clone(&state);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let record = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            shared.connections.lock().unwrap().push(record.clone());
+            shared.open.send_modify(|n| *n += 1);
+            let shared = std::sync::Arc::clone(&shared);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut answered = 0;
+                loop {
+                    let n = match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let complete = {
+                        let mut record = record.lock().unwrap();
+                        record.extend_from_slice(&buf[..n]);
+                        parse_requests(&record).requests.len()
+                    };
+                    while answered < complete {
+                        answered += 1;
+                        if stream.write_all(answer).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                shared.open.send_modify(|n| *n -= 1);
+            });
+        }
+    });
+    Recorder { addr, state }
+}
+
+/// A [`recording_upstream`]: its address and what it received.
+pub struct Recorder {
+    pub addr: SocketAddr,
+    state: std::sync::Arc<RecorderState>,
+}
+
+#[derive(Default)]
+struct RecorderState {
+    connections: std::sync::Mutex<Vec<std::sync::Arc<std::sync::Mutex<Vec<u8>>>>>,
+    /// Connections accepted and not yet closed by the peer.
+    open: tokio::sync::watch::Sender<usize>,
+}
+
+impl Recorder {
+    /// The bytes each connection received so far, in the order they were accepted.
+    pub fn received(&self) -> Vec<Vec<u8>> {
+        let connections = self.state.connections.lock().unwrap();
+        connections
+            .iter()
+            .map(|c| c.lock().unwrap().clone())
+            .collect()
+    }
+
+    /// Waits up to `limit` until every connection it accepted was closed by its peer; false if one
+    /// is still open then.
+    pub async fn all_closed(&self, limit: Duration) -> bool {
+        let mut open = self.state.open.subscribe();
+        let closed = tokio::time::timeout(limit, open.wait_for(|n| *n == 0))
+            .await
+            .is_ok();
+        closed
+    }
+}
+
+/// One request as an upstream received it.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub method: String,
+    pub target: String,
+    /// Names lowercased, in the order received.
+    pub headers: Vec<(String, String)>,
+    /// The body, chunked coding removed.
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    /// Every value of a header.
+    pub fn header(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// What a stream of request bytes holds, read strictly.
+#[derive(Debug, Default)]
+pub struct ParsedRequests {
+    /// The complete, unambiguously framed requests, in order.
+    pub requests: Vec<Received>,
+    /// Bytes after the last complete request that do not (yet) make a complete one.
+    pub incomplete: usize,
+    /// Why the bytes after the last complete request are not a well-framed HTTP/1.1 request, if
+    /// they are not: the stream is then ambiguous.
+    pub error: Option<String>,
+}
+
+/// Reads `bytes` as HTTP/1.1 requests, strictly (RFC 9112): CRLF line ends only, no obs-fold, no
+/// whitespace before a colon, header names tokens, values without control bytes; the body framed by
+/// exactly one of one `Transfer-Encoding: chunked` (chunk sizes plain hex, no extensions) or one
+/// all-digit `Content-Length`, or none. A request carrying both framings is an error.
+pub fn parse_requests(bytes: &[u8]) -> ParsedRequests {
+    let mut parsed = ParsedRequests::default();
+    let mut at = 0;
+    while at < bytes.len() {
+        match parse_request(&bytes[at..]) {
+            Ok(Some((request, used))) => {
+                parsed.requests.push(request);
+                at += used;
+            }
+            Ok(None) => {
+                parsed.incomplete = bytes.len() - at;
+                break;
+            }
+            Err(e) => {
+                parsed.error = Some(e);
+                parsed.incomplete = bytes.len() - at;
+                break;
+            }
+        }
+    }
+    parsed
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// One request at the start of `bytes` and its length; `None` if incomplete.
+fn parse_request(bytes: &[u8]) -> Result<Option<(Received, usize)>, String> {
+    let Some(head_end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
+        if let Some(bad) = bytes.iter().position(|&b| b == b'\n') {
+            if bad == 0 || bytes[bad - 1] != b'\r' {
+                return Err("bare LF in the head".into());
+            }
+        }
+        return Ok(None);
+    };
+    // Every line up to its CR (the last one's LF starts the blank line that ends the head).
+    let head = &bytes[..head_end + 1];
+    let mut lines = head.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r"));
+    let line = lines.next().flatten().ok_or("request line without CRLF")?;
+    if line.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err("control byte in the request line".into());
+    }
+    let line = std::str::from_utf8(line).map_err(|_| "request line is not UTF-8")?;
+    let parts: Vec<&str> = line.split(' ').collect();
+    let [method, target, version] = parts[..] else {
+        return Err(format!(
+            "request line {line:?} is not METHOD SP TARGET SP VERSION"
+        ));
+    };
+    if method.is_empty() || !method.bytes().all(is_tchar) || target.is_empty() {
+        return Err(format!("request line {line:?} is malformed"));
+    }
+    if version != "HTTP/1.1" {
+        return Err(format!("version {version:?} forwarded"));
+    }
+    let mut headers = Vec::new();
+    for line in lines {
+        let line = line.ok_or("header line without CRLF")?;
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or("header line without a colon")?;
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        if name.is_empty() || !name.iter().copied().all(is_tchar) {
+            return Err(format!(
+                "bad header name {:?}",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return Err(format!(
+                "control byte in header {:?}",
+                String::from_utf8_lossy(name)
+            ));
+        }
+        let value = String::from_utf8_lossy(value)
+            .trim_matches([' ', '\t'])
+            .to_owned();
+        headers.push((String::from_utf8_lossy(name).to_ascii_lowercase(), value));
+    }
+    let mut request = Received {
+        method: method.to_owned(),
+        target: target.to_owned(),
+        headers,
+        body: Vec::new(),
+    };
+    let te = request.header("transfer-encoding");
+    let cl = request.header("content-length");
+    let body = &bytes[head_end + 4..];
+    let used = match (te.as_slice(), cl.as_slice()) {
+        ([], []) => 0,
+        ([_, ..], [_, ..]) => return Err("both Transfer-Encoding and Content-Length".into()),
+        ([te], []) if te.eq_ignore_ascii_case("chunked") => match dechunk(body)? {
+            Some((data, used)) => {
+                request.body = data;
+                used
+            }
+            None => return Ok(None),
+        },
+        ([_, ..], []) => return Err(format!("Transfer-Encoding {te:?} forwarded")),
+        ([], [cl]) => {
+            if cl.is_empty() || !cl.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!("Content-Length {cl:?} forwarded"));
+            }
+            let len: usize = cl.parse().map_err(|_| "Content-Length too large")?;
+            if body.len() < len {
+                return Ok(None);
+            }
+            request.body = body[..len].to_vec();
+            len
+        }
+        ([], _) => return Err(format!("Content-Length lines {cl:?} forwarded")),
+    };
+    Ok(Some((request, head_end + 4 + used)))
+}
+
+/// A strict chunked body at the start of `bytes`: its data and length; `None` if incomplete.
+fn dechunk(bytes: &[u8]) -> Result<Option<(Vec<u8>, usize)>, String> {
+    let mut data = Vec::new();
+    let mut at = 0;
+    loop {
+        let Some(eol) = bytes[at..].windows(2).position(|w| w == b"\r\n") else {
+            return Ok(None);
+        };
+        let size = &bytes[at..at + eol];
+        if size.is_empty() || size.len() > 15 || !size.iter().all(u8::is_ascii_hexdigit) {
+            return Err(format!("chunk size {:?}", String::from_utf8_lossy(size)));
+        }
+        let size = usize::from_str_radix(std::str::from_utf8(size).unwrap(), 16).unwrap();
+        at += eol + 2;
+        if size == 0 {
+            // Trailer fields, then the empty line.
+            loop {
+                let Some(eol) = bytes[at..].windows(2).position(|w| w == b"\r\n") else {
+                    return Ok(None);
+                };
+                at += eol + 2;
+                if eol == 0 {
+                    return Ok(Some((data, at)));
+                }
+            }
+        }
+        if bytes.len() < at + size + 2 {
+            return Ok(None);
+        }
+        data.extend_from_slice(&bytes[at..at + size]);
+        at += size;
+        if &bytes[at..at + 2] != b"\r\n" {
+            return Err("chunk data not followed by CRLF".into());
+        }
+        at += 2;
+    }
+}
+
+/// The responses in the bytes a client received: each final status, interim (1xx) ones skipped;
+/// an error if the bytes are not a sequence of well-framed responses.
+pub fn parse_responses(bytes: &[u8]) -> Result<Vec<u16>, String> {
+    let mut statuses = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        let head_end = rest
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| format!("incomplete response: {:?}", String::from_utf8_lossy(rest)))?;
+        let head = String::from_utf8_lossy(&rest[..head_end]).into_owned();
+        let status: u16 = head
+            .strip_prefix("HTTP/1.1 ")
+            .or_else(|| head.strip_prefix("HTTP/1.0 "))
+            .and_then(|s| s.get(..3))
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("not a status line: {head:?}"))?;
+        at += head_end + 4;
+        let header = |name: &str| {
+            head.lines().skip(1).find_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+        };
+        if (100..200).contains(&status) {
+            continue;
+        }
+        statuses.push(status);
+        if status == 204 || status == 304 {
+            continue;
+        }
+        if header("transfer-encoding").is_some() {
+            let (_, used) = dechunk(&bytes[at..])?.ok_or("incomplete chunked response")?;
+            at += used;
+        } else if let Some(len) = header("content-length") {
+            let len: usize = len.parse().map_err(|_| "bad content-length")?;
+            if bytes.len() < at + len {
+                return Err("response body cut short".into());
+            }
+            at += len;
+        } else {
+            // Delimited by the close.
+            at = bytes.len();
+        }
+    }
+    Ok(statuses)
+}
