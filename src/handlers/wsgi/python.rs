@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body::{Body as HttpBody, Frame};
 use http_body_util::BodyExt;
-use parapet_middlewares::{Body, BoxError, ClientAddr, GatewayError, GatewayErrorKind};
+use parapet_middlewares::{Body, BoxError, ClientAddr, ClientIp, GatewayError, GatewayErrorKind};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTraceback, PyTuple};
@@ -565,8 +565,11 @@ fn environ<'py>(
     let (server_name, server_port) = split_host(host, scheme);
     env.set_item("SERVER_NAME", server_name)?;
     env.set_item("SERVER_PORT", server_port)?;
+    // REMOTE_ADDR is the client as resolved with `server.trusted_proxies`; REMOTE_PORT the peer's.
+    if let Some(client) = ClientIp::of(&parts.extensions) {
+        env.set_item("REMOTE_ADDR", client.ip.to_string())?;
+    }
     if let Some(ClientAddr(addr)) = parts.extensions.get::<ClientAddr>() {
-        env.set_item("REMOTE_ADDR", addr.ip().to_string())?;
         env.set_item("REMOTE_PORT", addr.port().to_string())?;
     }
     let mut joined: Vec<(String, Vec<u8>)> = Vec::with_capacity(parts.headers.len());
