@@ -119,6 +119,25 @@ impl<T: 'static> Kind<T> {
     }
 }
 
+impl<T: 'static> Kind<T> {
+    /// A kind whose settings serde reads from its table, with nothing to check, whose build errors
+    /// refuse the config at the kind's place in the file.
+    fn serde<S, F>(kind: &str, build: F) -> Self
+    where
+        S: DeserializeOwned + Debug + PartialEq + Send + Sync + 'static,
+        F: Fn(&S) -> Result<T, BoxError> + Send + Sync + 'static,
+    {
+        let kind = kind.to_owned();
+        Kind::typed(
+            |t: &mut Table<'_>| t.deserialize_rest::<S>(),
+            |_: &S, _: &Location| Vec::new(),
+            move |s: &S, at: &Location| {
+                build(s).map_err(|e| vec![at.error(format!("cannot build `{kind}`: {e}"))])
+            },
+        )
+    }
+}
+
 /// The handler and middleware kinds a config may name.
 #[derive(Clone)]
 pub struct Registry {
@@ -154,17 +173,8 @@ impl Registry {
         F: Fn(&S) -> Result<Middleware, BoxError> + Send + Sync + 'static,
     {
         let kind = kind.into();
-        let name = kind.clone();
-        self.middlewares.insert(
-            kind,
-            Kind::typed(
-                |t: &mut Table<'_>| t.deserialize_rest::<S>(),
-                |_: &S, _: &Location| Vec::new(),
-                move |s: &S, at: &Location| {
-                    build(s).map_err(|e| vec![at.error(format!("cannot build `{name}`: {e}"))])
-                },
-            ),
-        );
+        let typed = Kind::serde(&kind, build);
+        self.middlewares.insert(kind, typed);
         self
     }
 
@@ -178,17 +188,8 @@ impl Registry {
         F: Fn(&S) -> Result<AppService, BoxError> + Send + Sync + 'static,
     {
         let kind = kind.into();
-        let name = kind.clone();
-        self.handlers.insert(
-            kind,
-            Kind::typed(
-                |t: &mut Table<'_>| t.deserialize_rest::<S>(),
-                |_: &S, _: &Location| Vec::new(),
-                move |s: &S, at: &Location| {
-                    build(s).map_err(|e| vec![at.error(format!("cannot build `{name}`: {e}"))])
-                },
-            ),
-        );
+        let typed = Kind::serde(&kind, build);
+        self.handlers.insert(kind, typed);
         self
     }
 
