@@ -311,3 +311,24 @@ async fn a_slow_reader_gets_the_whole_of_a_big_answer_past_the_header_timeout() 
     keeps_alive(&head);
     assert_eq!(body.len(), BIG);
 }
+
+#[tokio::test]
+async fn with_reuse_port_two_servers_share_a_port() {
+    let config = |addr: &str, reuse: bool| {
+        format!(
+            "[server]\nreuse_port = {reuse}\n[listeners.main]\nbind = \"{addr}\"\n[[routes]]\napp = \"a\"\n[apps.a]\nhandler = {{ kind = \"respond\", body = \"hi\" }}\n"
+        )
+    };
+    let first = start(&config("127.0.0.1:0", true)).await;
+    let addr = first.local_addr("main").unwrap();
+    // Another process (here another server) binds the same port, as processes behind one port do.
+    let second = start(&config(&addr.to_string(), true)).await;
+    assert_eq!(second.local_addr("main"), Some(addr));
+    let (status, _, body) = get(addr, None, "/").await;
+    assert_eq!((status, body.as_str()), (200, "hi"));
+    // Without it, the port is taken.
+    let registry = parapet::Registry::new();
+    let taken =
+        parapet::Config::parse("t.toml", &config(&addr.to_string(), false), &registry).unwrap();
+    assert!(parapet::Server::start(taken, registry).await.is_err());
+}

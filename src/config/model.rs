@@ -177,6 +177,9 @@ pub struct ServerConfig {
     /// How long a client may take to send a request head, counted from its connection or its last
     /// response (`header_timeout`, default 30s): the keep-alive timeout too.
     pub header_timeout: Duration,
+    /// Whether listeners are bound with `SO_REUSEPORT` (`reuse_port`, default false), so that several
+    /// parapet processes can share a port and the kernel spreads connections between them.
+    pub reuse_port: bool,
     /// The longest pause between reads of a request body (then 408) and between writes to a client
     /// that does not read (then the connection closes) (`body_timeout`, default 60s).
     pub body_timeout: Duration,
@@ -209,6 +212,7 @@ impl Default for ServerConfig {
             workers: None,
             idle_release: Duration::from_secs(1),
             header_timeout: Duration::from_secs(30),
+            reuse_port: false,
             body_timeout: Duration::from_secs(60),
             max_streams: 100,
             max_connections: 20_000,

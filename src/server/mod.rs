@@ -150,10 +150,23 @@ fn raise_open_files_limit() -> Option<u64> {
 }
 
 /// Binds a listening socket at `addr`.
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let std = std::net::TcpListener::bind(addr)?;
-    std.set_nonblocking(true)?;
-    TcpListener::from_std(std)
+///
+/// With `reuse_port` (`server.reuse_port`), `SO_REUSEPORT` lets other processes bind the same address:
+/// the kernel then spreads new connections over them (Linux's load balancing of accepts), the way to
+/// use more cores for what one process cannot spread (an in-process Python app holds one core).
+fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // As std does: a restarted parapet binds at once, without waiting for TIME_WAIT to pass.
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    // The kernel caps the backlog at net.core.somaxconn.
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
 }
 
 impl Server {
@@ -163,11 +176,12 @@ impl Server {
         let gateway = build_gateway(&config, &registry, None)?;
         let mut bound = Vec::with_capacity(config.listeners.len());
         for l in &config.listeners {
-            let listener = bind(l.bind).map_err(|source| Error::Bind {
-                name: l.name.clone(),
-                addr: l.bind,
-                source,
-            })?;
+            let listener =
+                bind(l.bind, config.server.reuse_port).map_err(|source| Error::Bind {
+                    name: l.name.clone(),
+                    addr: l.bind,
+                    source,
+                })?;
             bound.push((l, listener));
         }
         let server = Server {

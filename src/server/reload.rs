@@ -234,7 +234,7 @@ impl Server {
             .map(|(socket, l)| match *socket {
                 Socket::Keep(i) => Ok(Bound::Keep(i)),
                 Socket::TakeOver(i) => Ok(Bound::TakeOver(i)),
-                Socket::Bind => bind(l.bind)
+                Socket::Bind => bind(l.bind, config.server.reuse_port)
                     .map(Bound::Fresh)
                     .map_err(|source| Error::Bind {
                         name: l.name.clone(),
@@ -275,7 +275,7 @@ impl Server {
                     match previous.task.await {
                         Ok(socket) => listeners.push(self.run_listener(&l.name, l.bind, socket)),
                         // The accept loop died, and its socket with it: bind anew.
-                        Err(err) => match bind(l.bind) {
+                        Err(err) => match bind(l.bind, config.server.reuse_port) {
                             Ok(socket) => {
                                 listeners.push(self.run_listener(&l.name, l.bind, socket))
                             }
