@@ -134,7 +134,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 echo
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(nginx -v 2>&1); gunicorn $(gunicorn --version 2>&1 | awk '{print $2}'); Flask $(python3 -c 'import flask, importlib.metadata as m; print(m.version("flask"))'); $(/usr/bin/python3 --version); $("$parapet" --version)"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(nginx -v 2>&1); $(gunicorn --version 2>&1 | tr -d '()'); Flask $(python3 -c 'import flask, importlib.metadata as m; print(m.version("flask"))'); $(/usr/bin/python3 --version); $("$parapet" --version)"
 echo "rounds: $ROUNDS x ${DURATION}s, alternating; wrk -t2 -c32; 'stack' is nginx + gunicorn -w 2 -k gthread --threads 4"
 echo
 python3 - "$results" <<'PY'
