@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::chain::{self, Middleware};
-use crate::config::{Config, ConfigError, ConfigErrors, EndpointConfig, IpRange};
+use crate::config::{Config, ConfigError, ConfigErrors, EndpointConfig, HostMatch, IpRange};
+use crate::metrics::RouteStats;
 use crate::proxy::Upstream;
 use crate::registry::Registry;
 use crate::router::{RouteTarget, Router};
@@ -140,11 +141,13 @@ impl Gateway {
             let Some(app) = apps.get(route.app.as_str()) else {
                 continue;
             };
-            let target = RouteTarget {
-                app: app.clone(),
-                app_name: route.app.as_str().into(),
-                strip_prefix: route.strip_prefix,
-                mount: wants_mount(&route.app).then(|| route.path.trim_end_matches('/').into()),
+            let mount: Option<Arc<str>> =
+                wants_mount(&route.app).then(|| route.path.trim_end_matches('/').into());
+            // The route as the metrics name it: its host, if it has one, and its path.
+            let label = match &route.host {
+                HostMatch::Any => route.path.clone(),
+                HostMatch::Exact(host) => format!("{host}{}", route.path),
+                HostMatch::Wildcard(suffix) => format!("*{suffix}{}", route.path),
             };
             for (listener, table) in tables.iter_mut() {
                 let serves = route
@@ -152,14 +155,21 @@ impl Gateway {
                     .as_ref()
                     .is_none_or(|names| names.iter().any(|n| n == listener));
                 if serves {
-                    table.insert(&route.host, &route.path, target.clone());
+                    let target = RouteTarget {
+                        app: app.clone(),
+                        app_name: route.app.as_str().into(),
+                        strip_prefix: route.strip_prefix,
+                        mount: mount.clone(),
+                        stats: RouteStats::new(listener, &label, &route.app),
+                    };
+                    table.insert(&route.host, &route.path, target);
                 }
             }
         }
         let mut entries = HashMap::with_capacity(config.listeners.len());
         for l in &config.listeners {
             let table = tables.remove(l.name.as_str()).unwrap_or_default();
-            let router = AppService::new(Router::new(table));
+            let router = AppService::new(Router::new(table, &l.name));
             if let Some(chain) = resolve(&l.middlewares, &middlewares) {
                 entries.insert(
                     l.name.as_str().into(),

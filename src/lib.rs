@@ -37,12 +37,14 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod build;
 pub mod builtins;
 pub mod chain;
 pub mod config;
 pub mod error;
 pub mod handlers;
+pub mod metrics;
 pub mod proxy;
 pub mod registry;
 pub mod reload;

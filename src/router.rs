@@ -22,6 +22,7 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
@@ -31,6 +32,7 @@ use parapet_middlewares::{ClientIp, GatewayError, GatewayErrorKind};
 use pin_project_lite::pin_project;
 
 use crate::config::IpRange;
+use crate::metrics::RouteStats;
 use crate::routing::{normalize_host, normalize_path, valid_host, RouteTable};
 use crate::service::AppFuture;
 use crate::{AppService, ClientAddr, Request, Response};
@@ -44,6 +46,8 @@ pub struct RouteTarget {
     pub app_name: Arc<str>,
     /// The route's `strip_prefix`.
     pub strip_prefix: bool,
+    /// Its counters, resolved when the config is built.
+    pub stats: Arc<RouteStats>,
     /// Set for apps that want to know where they are mounted (in-process handlers such as WSGI's,
     /// whose SCRIPT_NAME is the route's prefix): the router then puts a [`MountPoint`] on each
     /// request. `None` for upstreams, which pay nothing for it.
@@ -72,8 +76,8 @@ impl std::fmt::Debug for RouteTarget {
 
 /// What [`Router::dispatch`] decided for a request.
 pub enum Dispatch {
-    /// Give this request to this app.
-    App(AppService, Request),
+    /// Give this request to this app, counted in these stats.
+    App(AppService, Request, Arc<RouteStats>),
     /// parapet answers itself: no route matched, or the request is refused.
     Answer(Response),
 }
@@ -83,13 +87,16 @@ pub enum Dispatch {
 #[derive(Clone)]
 pub struct Router {
     table: Arc<RouteTable<RouteTarget>>,
+    /// The counters of the listener's own answers (no route, refused requests).
+    own: Arc<RouteStats>,
 }
 
 impl Router {
-    /// A router over a compiled table.
-    pub fn new(table: RouteTable<RouteTarget>) -> Self {
+    /// A router over a compiled table, for `listener`.
+    pub fn new(table: RouteTable<RouteTarget>, listener: &str) -> Self {
         Self {
             table: Arc::new(table),
+            own: RouteStats::new(listener, "", ""),
         }
     }
 
@@ -137,7 +144,7 @@ impl Router {
                 *req.uri_mut() = uri;
             }
         }
-        Dispatch::App(app, req)
+        Dispatch::App(app, req, Arc::clone(&target.stats))
     }
 }
 
@@ -151,17 +158,23 @@ impl tower::Service<Request> for Router {
     }
 
     fn call(&mut self, req: Request) -> RouterFuture {
+        let started = Instant::now();
         match self.dispatch(req) {
-            Dispatch::App(app, mut req) => {
+            Dispatch::App(app, mut req, stats) => {
                 let signal = PanicSignal::attach(&mut req);
                 RouterFuture::App {
                     fut: app.handle(req),
                     signal,
+                    stats,
+                    started,
                 }
             }
-            Dispatch::Answer(response) => RouterFuture::Ready {
-                response: Some(response),
-            },
+            Dispatch::Answer(response) => {
+                self.own.record(response.status(), started.elapsed());
+                RouterFuture::Ready {
+                    response: Some(response),
+                }
+            }
         }
     }
 }
@@ -174,7 +187,7 @@ pin_project! {
     #[allow(missing_docs)]
     pub enum RouterFuture {
         /// The app is answering; `signal` tells the access logs inside it that a panic ended it.
-        App { #[pin] fut: AppFuture, signal: PanicSignal },
+        App { #[pin] fut: AppFuture, signal: PanicSignal, stats: Arc<RouteStats>, started: Instant },
         /// parapet answered.
         Ready { response: Option<Response> },
     }
@@ -185,14 +198,24 @@ impl Future for RouterFuture {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.as_mut().project() {
-            RouterProj::App { fut, signal } => {
+            RouterProj::App {
+                fut,
+                signal,
+                stats,
+                started,
+            } => {
                 match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.poll(cx))) {
+                    Ok(Poll::Ready(Ok(response))) => {
+                        stats.record(response.status(), started.elapsed());
+                        Poll::Ready(Ok(response))
+                    }
                     Ok(poll) => poll,
                     Err(panic) => {
                         let message = parapet_middlewares::gateway::panic_message(&*panic);
                         tracing::error!("app panicked before its response head: {message}");
                         // Signal, then drop the app's future: an access log inside it logs the 500.
                         signal.set();
+                        stats.record(http::StatusCode::INTERNAL_SERVER_ERROR, started.elapsed());
                         self.set(RouterFuture::Ready { response: None });
                         Poll::Ready(Ok(GatewayError::new(GatewayErrorKind::Internal)
                             .with_detail(format!("panic: {message}"))

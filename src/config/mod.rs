@@ -24,9 +24,9 @@ use toml::de::DeTable;
 use reader::Source;
 
 pub use model::{
-    AppConfig, Config, EndpointConfig, HandlerConfig, HostMatch, IpRange, ListenerConfig, Located,
-    Location, MiddlewareConfig, RouteConfig, ServerConfig, Settings, UpstreamConfig,
-    UpstreamServer,
+    AdminConfig, AppConfig, Config, EndpointConfig, HandlerConfig, HostMatch, IpRange,
+    ListenerConfig, Located, Location, MiddlewareConfig, RouteConfig, ServerConfig, Settings,
+    UpstreamConfig, UpstreamServer,
 };
 pub use reader::{
     parse_duration, parse_size, ConfigError, ConfigErrors, Diagnostics, Table, Value,

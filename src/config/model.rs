@@ -38,8 +38,18 @@ pub struct Config {
     /// Every middleware a chain names: the declared `[middlewares.NAME]` instances, and each kind
     /// named bare in a chain (under the kind's own name, with its default settings).
     pub middlewares: BTreeMap<String, MiddlewareConfig>,
+    /// `[admin]`: the read-only admin listener, off when absent.
+    pub admin: Option<AdminConfig>,
     /// A hash of the file's text, to tell an unchanged file from a changed one on reload.
     pub source_hash: u64,
+}
+
+/// `[admin]`: where the read-only admin endpoints (`/healthz`, `/readyz`, `/metrics`, `/config`,
+/// `/upstreams`) listen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// The address to bind (`bind`); keep it on loopback.
+    pub bind: SocketAddr,
 }
 
 /// Where a value stands in a config file, for errors found after reading (at build time).

@@ -119,6 +119,23 @@ pub(super) fn read_root(mut root: Table<'_>, path: &Path, kinds: &dyn Kinds) -> 
         }
     }
 
+    let admin = root.get("admin").and_then(|v| v.table()).and_then(|mut t| {
+        let bind = t.required("bind").and_then(|v| {
+            let s = v.str()?;
+            match s.parse::<SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    v.error(format!(
+                        "invalid address {s:?}: expected an IP and a port, like \"127.0.0.1:9901\""
+                    ));
+                    None
+                }
+            }
+        });
+        t.finish();
+        Some(AdminConfig { bind: bind? })
+    });
+
     root.finish();
     let bare = chains.bare.into_inner();
     let mut middlewares = middlewares;
@@ -135,6 +152,7 @@ pub(super) fn read_root(mut root: Table<'_>, path: &Path, kinds: &dyn Kinds) -> 
         apps,
         upstreams,
         middlewares,
+        admin,
         source_hash: 0,
     })
 }

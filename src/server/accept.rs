@@ -42,6 +42,8 @@ pub(super) struct AcceptLoop {
     pub(super) phase: watch::Receiver<Phase>,
     /// Set when the listener stops serving (see `RunningListener::retired`).
     pub(super) retired: Arc<AtomicBool>,
+    /// The listener's open-connections gauge.
+    pub(super) open: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// How often a listener at `max_connections` says so, at most.
@@ -114,8 +116,11 @@ impl AcceptLoop {
             self.phase.clone(),
             peer,
         );
+        let open = self.open.clone();
+        open.inc();
         tokio::spawn(async move {
             conn.await;
+            open.dec();
             drop(permit);
         });
     }

@@ -49,6 +49,9 @@ pub struct Server {
     inner: tokio::sync::Mutex<Inner>,
     addrs: Mutex<HashMap<String, SocketAddr>>,
     status: Mutex<ReloadStatus>,
+    /// What the admin endpoints read, and the admin listener itself when configured.
+    admin_state: Arc<crate::admin::AdminState>,
+    admin: crate::admin::AdminSlot,
 }
 
 struct Inner {
@@ -199,7 +202,21 @@ impl Server {
                 generation: 1,
                 last: None,
             }),
+            admin_state: crate::admin::AdminState::new(&config),
+            admin: crate::admin::AdminSlot::default(),
         };
+        if let Some(admin) = &config.admin {
+            let listener = bind(admin.bind, false).map_err(|source| Error::Bind {
+                name: "admin".to_owned(),
+                addr: admin.bind,
+                source,
+            })?;
+            server.admin.set(Some(crate::admin::start(
+                listener,
+                Arc::clone(&server.admin_state),
+            )));
+        }
+        crate::metrics::global().config_loaded(1);
         let listeners = bound
             .into_iter()
             .map(|(l, listener)| server.run_listener(&l.name, l.bind, listener))
@@ -222,6 +239,7 @@ impl Server {
             gateway: Arc::clone(&self.gateway),
             builders: Arc::clone(&self.builders),
             phase: phase.subscribe(),
+            open: crate::metrics::listener_connections(name),
         };
         RunningListener {
             name: name.to_owned(),
@@ -260,6 +278,11 @@ impl Server {
             .clone()
     }
 
+    /// The address the admin listener is bound to, if one runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.addr()
+    }
+
     /// The kinds this server reads and builds its configs with.
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -282,6 +305,7 @@ impl Server {
     pub async fn shutdown_within(&self, timeout: Duration) -> bool {
         let mut inner = self.inner.lock().await;
         inner.shutting_down = true;
+        self.admin_state.shutting_down();
         self.publish_addrs(&[]);
         let mut phases: Vec<watch::Sender<Phase>> = std::mem::take(&mut inner.draining);
         for l in std::mem::take(&mut inner.listeners) {

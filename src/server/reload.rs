@@ -158,6 +158,14 @@ impl Server {
     ) {
         let duration = started.elapsed();
         let name = trigger.as_str();
+        let metrics = crate::metrics::global();
+        match result {
+            Ok(ReloadOutcome::Applied { generation }) => {
+                metrics.reload("applied", Some(*generation))
+            }
+            Ok(ReloadOutcome::Unchanged) => metrics.reload("unchanged", None),
+            Err(_) => metrics.reload("refused", None),
+        }
         match result {
             Ok(ReloadOutcome::Applied { generation }) => {
                 tracing::info!(trigger = name, generation, ?duration, "reload applied")
@@ -243,6 +251,21 @@ impl Server {
                     }),
             })
             .collect::<Result<Vec<Bound>, Error>>()?;
+        // The admin listener moves like any listener: bound before anything changes.
+        let admin = if config.admin != inner.config.admin {
+            match &config.admin {
+                Some(admin) => Some(Some(bind(admin.bind, false).map_err(|source| {
+                    Error::Bind {
+                        name: "admin".to_owned(),
+                        addr: admin.bind,
+                        source,
+                    }
+                })?)),
+                None => Some(None),
+            }
+        } else {
+            None
+        };
         // 2. Build the new gateway off the request path, keeping unchanged upstreams' pools.
         let gateway = build_gateway(&config, &self.registry, Some(&self.gateway.load()))
             .map_err(Error::from)?;
@@ -296,9 +319,15 @@ impl Server {
         inner.draining.retain(|p| p.receiver_count() > 0);
         self.publish_addrs(&listeners);
         inner.listeners = listeners;
-        inner.config = config;
+        if let Some(admin) = admin {
+            self.admin.set(
+                admin.map(|listener| crate::admin::start(listener, Arc::clone(&self.admin_state))),
+            );
+        }
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         status.generation += 1;
+        self.admin_state.loaded(&config, status.generation);
+        inner.config = config;
         Ok(ReloadOutcome::Applied {
             generation: status.generation,
         })

@@ -1,0 +1,197 @@
+//! Prometheus metrics (`GET /metrics` on the admin listener), with the official OpenMetrics crate.
+//!
+//! One registry per process ([`global`]): a series whose labels a reload keeps (the same listener,
+//! route and app) goes on counting across it. Label handles are resolved when the config is built
+//! ([`RouteStats::new`], [`listener_connections`]), never looked up per request: counting a request
+//! costs two atomic increments and a histogram observation.
+
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// The labels of a request count: where it came in and where it went.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    listener: String,
+    route: String,
+    app: String,
+    class: &'static str,
+}
+
+/// The labels of a request duration: the app.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AppLabels {
+    listener: String,
+    app: String,
+}
+
+/// The labels of an open connection count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: String,
+}
+
+/// The labels of a reload count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+/// Every metric parapet keeps.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<AppLabels, Histogram, fn() -> Histogram>,
+    connections: Family<ListenerLabels, Gauge>,
+    reloads: Family<OutcomeLabels, Counter>,
+    generation: Gauge,
+    last_reload: Gauge,
+}
+
+/// Buckets for a proxy's latencies: 1 ms to 30 s.
+fn duration_histogram() -> Histogram {
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let mut registry = Registry::with_prefix("parapet");
+    let requests = Family::<RequestLabels, Counter>::default();
+    registry.register(
+        "requests",
+        "Requests answered, by listener, route, app and status class",
+        requests.clone(),
+    );
+    let durations =
+        Family::<AppLabels, Histogram, fn() -> Histogram>::new_with_constructor(duration_histogram);
+    registry.register(
+        "request_duration_seconds",
+        "Time from a request's head to its response head, by listener and app",
+        durations.clone(),
+    );
+    let connections = Family::<ListenerLabels, Gauge>::default();
+    registry.register(
+        "connections_open",
+        "Client connections open, by listener",
+        connections.clone(),
+    );
+    let reloads = Family::<OutcomeLabels, Counter>::default();
+    registry.register(
+        "reloads",
+        "Config reload attempts, by outcome (applied, refused, unchanged)",
+        reloads.clone(),
+    );
+    let generation = Gauge::default();
+    registry.register(
+        "config_generation",
+        "The running config's generation: 1 at start, one more per reload applied",
+        generation.clone(),
+    );
+    let last_reload = Gauge::default();
+    registry.register(
+        "config_last_reload_timestamp_seconds",
+        "When the running config was loaded, in seconds since the Unix epoch",
+        last_reload.clone(),
+    );
+    Metrics {
+        registry: Mutex::new(registry),
+        requests,
+        durations,
+        connections,
+        reloads,
+        generation,
+        last_reload,
+    }
+});
+
+/// The process's metrics.
+pub fn global() -> &'static Metrics {
+    &METRICS
+}
+
+impl Metrics {
+    /// The text exposition (OpenMetrics) of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+
+    /// Counts a reload attempt: `applied`, `refused` or `unchanged`; an applied one sets the
+    /// generation and the load time.
+    pub fn reload(&self, outcome: &'static str, generation: Option<u64>) {
+        self.reloads.get_or_create(&OutcomeLabels { outcome }).inc();
+        if let Some(generation) = generation {
+            self.config_loaded(generation);
+        }
+    }
+
+    /// Sets the running config's generation and load time (now).
+    pub fn config_loaded(&self, generation: u64) {
+        self.generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.last_reload.set(i64::try_from(now).unwrap_or(i64::MAX));
+    }
+}
+
+/// The open-connections gauge of a listener, resolved once per accept loop.
+pub fn listener_connections(listener: &str) -> Gauge {
+    global().connections.get_or_create_owned(&ListenerLabels {
+        listener: listener.to_owned(),
+    })
+}
+
+/// The counters of one route (or of a listener's own answers, with empty route and app), resolved
+/// when the config is built.
+pub struct RouteStats {
+    /// Requests by status class, 1xx to 5xx.
+    classes: [Counter; 5],
+    duration: Histogram,
+}
+
+impl RouteStats {
+    /// The handles for these labels.
+    pub fn new(listener: &str, route: &str, app: &str) -> Arc<RouteStats> {
+        let metrics = global();
+        let class = |class: &'static str| {
+            metrics.requests.get_or_create_owned(&RequestLabels {
+                listener: listener.to_owned(),
+                route: route.to_owned(),
+                app: app.to_owned(),
+                class,
+            })
+        };
+        Arc::new(RouteStats {
+            classes: [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+            ],
+            duration: metrics.durations.get_or_create_owned(&AppLabels {
+                listener: listener.to_owned(),
+                app: app.to_owned(),
+            }),
+        })
+    }
+
+    /// Counts a response with this status, given after `elapsed`.
+    pub fn record(&self, status: http::StatusCode, elapsed: Duration) {
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        self.classes[class].inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+}
