@@ -17,6 +17,7 @@
 //! an upstream that broke. The request head goes out only once the body's first frame (or its end) is
 //! in ([`Upload::track`]), so a body broken from its first byte never reaches the upstream at all.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -119,12 +120,15 @@ impl ServerPool {
     }
 
     /// Sends `req` on a pooled or new connection; the response's body returns the connection to the
-    /// pool when read to its end. `upload` is what [`Upload::track`] gave for `req`.
+    /// pool when read to its end. `upload` is what [`Upload::track`] gave for `req`; `lease` what
+    /// the response body holds ([`Lease`]). A request that never went out (no connection could be
+    /// opened, or a fresh one broke before taking a byte) comes back in the error, to be retried.
     pub(crate) async fn send(
         self: &Arc<Self>,
         mut req: http::Request<Body>,
         upload: Option<Arc<Upload>>,
-    ) -> Result<http::Response<Body>, Failure> {
+        lease: Lease,
+    ) -> Result<http::Response<Body>, SendError> {
         // One pooled connection at most gets a chance: a second stale one is unlikely, and a fresh
         // connection is the sure way to get the request through.
         let mut reused = true;
@@ -137,7 +141,10 @@ impl ServerPool {
                 Some(s) => s,
                 None => {
                     reused = false;
-                    self.connect().await.map_err(Failure::Send)?
+                    match self.connect().await {
+                        Ok(sender) => sender,
+                        Err(err) => return Err(SendError::unsent(Failure::Send(err), req)),
+                    }
                 }
             };
             if let Err(err) = sender.ready().await {
@@ -145,17 +152,27 @@ impl ServerPool {
                 if reused {
                     continue;
                 }
-                return Err(Failure::Send(Error::UpstreamProtocol(err)));
+                let failure = Failure::Send(Error::UpstreamProtocol(err));
+                return Err(SendError::unsent(failure, req));
             }
             match sender.try_send_request(req).await {
-                Ok(response) => return Ok(self.track(sender, response, request_done)),
+                Ok(response) => return Ok(self.track(sender, response, request_done, lease)),
                 Err(mut err) => match err.take_message() {
                     // Never written: safe to send again on a new connection.
                     Some(back) if reused => {
                         req = back;
                         reused = false;
                     }
-                    _ => return Err(send_failure(err.into_error())),
+                    Some(back) => {
+                        let failure = send_failure(err.into_error());
+                        return Err(SendError::unsent(failure, back));
+                    }
+                    None => {
+                        return Err(SendError {
+                            failure: send_failure(err.into_error()),
+                            unsent: None,
+                        })
+                    }
                 },
             }
         }
@@ -166,6 +183,7 @@ impl ServerPool {
         sender: http1::SendRequest<Body>,
         response: http::Response<Incoming>,
         request_done: Option<Arc<Upload>>,
+        lease: Lease,
     ) -> http::Response<Body> {
         if response.body().is_end_stream() {
             if request_done.as_ref().is_none_or(|d| d.is_done()) {
@@ -180,9 +198,46 @@ impl ServerPool {
                 sender: Some(sender),
                 pool,
                 request_done,
+                read: lease.read_timeout.map(|timeout| ReadTimeout {
+                    timeout,
+                    last: tokio::time::Instant::now(),
+                    sleep: Box::pin(tokio::time::sleep(timeout)),
+                }),
+                _permit: lease.permit,
             })
         })
     }
+}
+
+/// What a response body holds besides its connection: the server's connection permit
+/// (`max_connections`), released with the body, and `read_timeout`.
+#[derive(Default)]
+pub(crate) struct Lease {
+    pub(crate) permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    pub(crate) read_timeout: Option<Duration>,
+}
+
+/// A send that failed, with the request if it never went out (safe to send elsewhere).
+pub(crate) struct SendError {
+    pub(crate) failure: Failure,
+    pub(crate) unsent: Option<http::Request<Body>>,
+}
+
+impl SendError {
+    fn unsent(failure: Failure, req: http::Request<Body>) -> Self {
+        Self {
+            failure,
+            unsent: Some(req),
+        }
+    }
+}
+
+/// `read_timeout`: the longest pause between two frames of a response body. The timer is re-armed
+/// only when it fires (from the time of the last frame), not at every frame.
+struct ReadTimeout {
+    timeout: Duration,
+    last: tokio::time::Instant,
+    sleep: Pin<Box<tokio::time::Sleep>>,
 }
 
 /// A response body that gives its connection back to the pool once read to its end. Dropped before
@@ -193,6 +248,8 @@ struct PooledBody {
     pool: Arc<ServerPool>,
     /// Set once the request body was sent to its end; `None` for a request without a body.
     request_done: Option<Arc<Upload>>,
+    read: Option<ReadTimeout>,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl PooledBody {
@@ -403,7 +460,27 @@ impl http_body::Body for PooledBody {
             Poll::Ready(None) => this.release(),
             Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
             Poll::Ready(Some(Err(_))) => this.sender = None,
-            _ => {}
+            Poll::Pending => {
+                if let Some(read) = &mut this.read {
+                    while read.sleep.as_mut().poll(cx).is_ready() {
+                        let deadline = read.last + read.timeout;
+                        if tokio::time::Instant::now() >= deadline {
+                            // Never pooled: the connection goes with this body.
+                            this.sender = None;
+                            this.read = None;
+                            let err = GatewayError::new(GatewayErrorKind::UpstreamTimeout)
+                                .with_detail("response body paused longer than read_timeout");
+                            return Poll::Ready(Some(Err(Box::new(err))));
+                        }
+                        read.sleep.as_mut().reset(deadline);
+                    }
+                }
+            }
+            Poll::Ready(Some(Ok(_))) => {
+                if let Some(read) = &mut this.read {
+                    read.last = tokio::time::Instant::now();
+                }
+            }
         }
         polled.map_err(Into::into)
     }
