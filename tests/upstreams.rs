@@ -90,7 +90,11 @@ fn weighted(addr: SocketAddr, weight: u32) -> String {
     format!("{{ url = \"http://{addr}\", weight = {weight} }}")
 }
 
-async fn labels(addr: SocketAddr, n: usize, header: Option<(&str, String)>) -> HashMap<String, usize> {
+async fn labels(
+    addr: SocketAddr,
+    n: usize,
+    header: Option<(&str, String)>,
+) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
     for _ in 0..n {
         let mut req = http::Request::get(format!("http://{addr}/"));
@@ -185,9 +189,15 @@ async fn hash_keeps_a_key_on_its_server_and_a_new_server_moves_about_a_quarter_o
         *per_server.entry(before).or_default() += 1;
     }
     // About 1/4 of the keys move; fewer than 2/4.
-    assert!(moved > keys / 8 && moved < keys / 2, "moved {moved} of {keys}");
+    assert!(
+        moved > keys / 8 && moved < keys / 2,
+        "moved {moved} of {keys}"
+    );
     for (server, n) in &per_server {
-        assert!(*n > keys / 6, "{server} got {n} of {keys} keys: {per_server:?}");
+        assert!(
+            *n > keys / 6,
+            "{server} got {n} of {keys} keys: {per_server:?}"
+        );
     }
 }
 
@@ -248,7 +258,11 @@ async fn a_server_failing_its_health_checks_gets_no_traffic_until_it_recovers() 
         let (sick, served) = (Arc::clone(&s), Arc::clone(&c));
         async move {
             if req.uri().path() == "/healthz" {
-                let status = if sick.load(Ordering::SeqCst) { 500 } else { 200 };
+                let status = if sick.load(Ordering::SeqCst) {
+                    500
+                } else {
+                    200
+                };
                 return text(status, "health");
             }
             served.fetch_add(1, Ordering::SeqCst);
@@ -257,7 +271,8 @@ async fn a_server_failing_its_health_checks_gets_no_traffic_until_it_recovers() 
     })
     .await;
     let b = Labeled::start("b", 200, Duration::ZERO).await;
-    let extra = r#"health = { path = "/healthz", interval = "50ms", timeout = "1s", rise = 2, fall = 2 }"#;
+    let extra =
+        r#"health = { path = "/healthz", interval = "50ms", timeout = "1s", rise = 2, fall = 2 }"#;
     let server = start(&config(&[url(a), url(b.addr)], extra)).await;
     let addr = server.local_addr("main").unwrap();
     assert!(labels(addr, 10, None).await.contains_key("a"));
@@ -271,13 +286,19 @@ async fn a_server_failing_its_health_checks_gets_no_traffic_until_it_recovers() 
         if served.load(Ordering::SeqCst) == before && counts["b"] == 10 {
             break;
         }
-        assert!(Instant::now() < deadline, "a still served after its checks failed");
+        assert!(
+            Instant::now() < deadline,
+            "a still served after its checks failed"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     sick.store(false, Ordering::SeqCst);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !labels(addr, 10, None).await.contains_key("a") {
-        assert!(Instant::now() < deadline, "a not back after its checks passed");
+        assert!(
+            Instant::now() < deadline,
+            "a not back after its checks passed"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -334,7 +355,11 @@ async fn a_post_whose_body_went_out_is_not_retried_and_a_get_is() {
 
     let (status, _, _) = get(addr, None, "/").await;
     assert_eq!(status, 502);
-    assert_eq!(a.hits() + b.hits(), 1 + 3, "the GET was tried 1 + retries (2) times");
+    assert_eq!(
+        a.hits() + b.hits(),
+        1 + 3,
+        "the GET was tried 1 + retries (2) times"
+    );
 }
 
 #[tokio::test]
@@ -370,7 +395,11 @@ async fn a_saturated_server_answers_503_with_retry_after() {
     assert_eq!(status, 503);
     assert_eq!(headers["retry-after"], "1");
     assert!(started.elapsed() >= Duration::from_millis(200));
-    assert_eq!(slow.hits(), 1, "the waiting request never reached the server");
+    assert_eq!(
+        slow.hits(),
+        1,
+        "the waiting request never reached the server"
+    );
     assert_eq!(first.await.unwrap(), 200);
 }
 
@@ -469,4 +498,34 @@ handler = { kind = "respond", body = "hi" }
     let after = checks.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(checks.load(Ordering::SeqCst), after, "checks go on");
+}
+
+#[tokio::test]
+async fn a_small_put_is_retried_with_its_whole_body() {
+    let bodies: Arc<Mutex<Vec<(u16, Vec<u8>)>>> = Arc::default();
+    let answer = |status: u16, bodies: Arc<Mutex<Vec<(u16, Vec<u8>)>>>| {
+        move |req: http::Request<hyper::body::Incoming>| {
+            let bodies = Arc::clone(&bodies);
+            async move {
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                bodies.lock().unwrap().push((status, body.to_vec()));
+                text(status, status.to_string())
+            }
+        }
+    };
+    let failing = upstream(answer(503, Arc::clone(&bodies))).await;
+    let fine = upstream(answer(200, Arc::clone(&bodies))).await;
+    let server = start(&config(&[url(failing), url(fine)], "")).await;
+    let addr = server.local_addr("main").unwrap();
+    let payload = "x".repeat(10_000);
+    for _ in 0..2 {
+        let req = http::Request::put(format!("http://{addr}/doc"))
+            .body(Body::from(payload.clone()))
+            .unwrap();
+        let (status, _, body) = send(req).await;
+        assert_eq!((status, body.as_str()), (200, "200"));
+    }
+    let bodies = bodies.lock().unwrap();
+    assert!(bodies.iter().all(|(_, b)| b == payload.as_bytes()));
+    assert_eq!(bodies.iter().filter(|(s, _)| *s == 200).count(), 2);
 }

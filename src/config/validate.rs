@@ -459,7 +459,9 @@ fn read_health(mut h: Table<'_>) -> HealthCheck {
                 p.to_owned()
             }
             Some(p) => {
-                v.error(format!("invalid health path {p:?}: expected one like \"/healthz\""));
+                v.error(format!(
+                    "invalid health path {p:?}: expected one like \"/healthz\""
+                ));
                 "/".to_owned()
             }
             None => "/".to_owned(),

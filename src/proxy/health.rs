@@ -231,10 +231,16 @@ async fn probe(
         .header(header::USER_AGENT, "parapet-health-check")
         .body(Body::empty());
     let Ok(req) = req else {
-        return (false, format!("health check path {path:?} is not a request target"));
+        return (
+            false,
+            format!("health check path {path:?} is not a request target"),
+        );
     };
     let sent = tokio::time::timeout(check.timeout, async {
-        let response = pool.send(req, None, super::pool::Lease::default()).await.map_err(|e| e.describe())?;
+        let response = pool
+            .send(req, None, super::pool::Lease::default())
+            .await
+            .map_err(|e| e.describe())?;
         let status = response.status().as_u16();
         let mut body = response.into_body();
         let mut read = 0usize;

@@ -26,7 +26,9 @@ use std::sync::Arc;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::Version;
-use parapet_middlewares::{ClientIp, ErrorChain, GatewayError, GatewayErrorKind, UpstreamResponse};
+use parapet_middlewares::{
+    Body, ClientIp, ErrorChain, GatewayError, GatewayErrorKind, UpstreamResponse,
+};
 
 mod balance;
 mod health;
@@ -114,6 +116,10 @@ struct Server {
 const BUDGET_PER_REQUEST: i64 = 200;
 /// ...plus a reserve of 10, so that a quiet upstream still retries (Envoy's and linkerd's minimum).
 const BUDGET_RESERVE: i64 = 10_000;
+/// An idempotent request's body at most this large (its length known) is kept, so that a retry
+/// can send it again (Envoy buffers up to its `per_connection_buffer_limit_bytes`, 1 MiB; a small
+/// bound keeps the memory a burst of retried uploads can hold small).
+const REPLAY_BODY_LIMIT: u64 = 64 * 1024;
 /// The `Retry-After` of a 503 for a saturated server (RFC 9110 §10.2.3): a second, about as long
 /// as a request waited for a connection by default.
 const RETRY_AFTER_SECONDS: &str = "1";
@@ -202,9 +208,9 @@ impl Upstream {
     async fn forward(self: Arc<Self>, req: Request) -> Response {
         let mut tried = 0u64;
         let mut retries = 0u32;
-        // The request's head, kept only when a retry may send it again; `None` for a request with
-        // a body (which hyper consumes as it goes) or a method that is not idempotent.
-        let mut replay: Option<(http::Request<()>, usize)> = None;
+        // The request, kept only when a retry may send it again: an idempotent one whose body is
+        // none or small ([`REPLAY_BODY_LIMIT`]).
+        let mut replay: Option<Replay> = None;
         let mut pending = req;
         let mut from: Option<usize> = None;
         self.deposit();
@@ -220,9 +226,40 @@ impl Upstream {
                     Err(err) => return err.into_response(),
                 },
             };
-            if retries == 0 && self.config.retries > 0 && self.replayable(&req) {
-                replay = Some((head_of(&req), index));
-            }
+            let req = if retries == 0 && self.config.retries > 0 {
+                match self.replayable(&req) {
+                    Replayable::No => req,
+                    Replayable::Bodiless => {
+                        replay = Some(Replay {
+                            head: head_of(&req),
+                            body: None,
+                            made_for: index,
+                        });
+                        req
+                    }
+                    Replayable::Buffered => {
+                        // Read whole (at most `REPLAY_BODY_LIMIT`, its length said so), under the
+                        // client's `server.body_timeout` as when streamed.
+                        let (parts, body) = req.into_parts();
+                        let bytes = match http_body_util::BodyExt::collect(body).await {
+                            Ok(collected) => collected.to_bytes(),
+                            Err(err) => {
+                                let failure = Failure::RequestBody(pool::request_body_error(err));
+                                return self.gateway_error(&chosen, failure).into_response();
+                            }
+                        };
+                        let req = http::Request::from_parts(parts, Body::from(bytes.clone()));
+                        replay = Some(Replay {
+                            head: head_of(&req),
+                            body: Some(bytes),
+                            made_for: index,
+                        });
+                        req
+                    }
+                }
+            } else {
+                req
+            };
             let started = self.balancer.measures_load().then(|| {
                 chosen.state.in_flight.fetch_add(1, Ordering::Relaxed);
                 health::now_ns()
@@ -231,7 +268,9 @@ impl Upstream {
             if let Some(started) = started {
                 chosen.state.in_flight.fetch_sub(1, Ordering::Relaxed);
                 if answer.is_ok() {
-                    chosen.state.observe(health::now_ns().saturating_sub(started));
+                    chosen
+                        .state
+                        .observe(health::now_ns().saturating_sub(started));
                 }
             }
             let more = retries < self.config.retries;
@@ -251,11 +290,11 @@ impl Upstream {
                         (502, true, _, _) | (503, _, true, _) | (504, _, _, true)
                     );
                     if more && retry_status {
-                        if let Some((head, made_for)) = &replay {
+                        if let Some(replay) = &replay {
                             if self.withdraw() {
                                 tracing::info!(upstream = %self.config.name, server = %chosen.name, status, "retrying on another server");
-                                pending = rebuild(head);
-                                from = Some(*made_for);
+                                pending = replay.rebuild();
+                                from = Some(replay.made_for);
                                 retries += 1;
                                 continue;
                             }
@@ -287,16 +326,16 @@ impl Upstream {
                     }
                     let on = &self.config.retry_on;
                     let retry_on = match &failure {
-                        Failure::Send(_) => on.reset,
+                        Failure::Send(err) => on.reset && is_reset(err),
                         Failure::TimedOut => on.timeout,
                         _ => false,
                     };
                     if more && retry_on {
-                        if let Some((head, made_for)) = &replay {
+                        if let Some(replay) = &replay {
                             if self.withdraw() {
                                 tracing::info!(upstream = %self.config.name, server = %chosen.name, why, "retrying on another server");
-                                pending = rebuild(head);
-                                from = Some(*made_for);
+                                pending = replay.rebuild();
+                                from = Some(replay.made_for);
                                 retries += 1;
                                 continue;
                             }
@@ -317,8 +356,9 @@ impl Upstream {
     }
 
     /// Whether a retry may send `req` again: an idempotent method (RFC 9110 §9.2.2: GET, HEAD,
-    /// OPTIONS, TRACE, PUT, DELETE) without a body, and some `retry_on` condition.
-    fn replayable(&self, req: &Request) -> bool {
+    /// OPTIONS, TRACE, PUT, DELETE), some `retry_on` condition, and a body that is none, or small
+    /// enough to keep (its length known and at most [`REPLAY_BODY_LIMIT`]).
+    fn replayable(&self, req: &Request) -> Replayable {
         let on = &self.config.retry_on;
         let any = on.timeout || on.reset || on.status_502 || on.status_503 || on.status_504;
         let idempotent = matches!(
@@ -330,9 +370,17 @@ impl Upstream {
                 | http::Method::PUT
                 | http::Method::DELETE
         );
-        let bodiless = http_body::Body::is_end_stream(req.body())
-            || http_body::Body::size_hint(req.body()).exact() == Some(0);
-        any && idempotent && bodiless
+        if !(any && idempotent) {
+            return Replayable::No;
+        }
+        let hint = http_body::Body::size_hint(req.body());
+        if http_body::Body::is_end_stream(req.body()) || hint.exact() == Some(0) {
+            Replayable::Bodiless
+        } else if hint.upper().is_some_and(|n| n <= REPLAY_BODY_LIMIT) {
+            Replayable::Buffered
+        } else {
+            Replayable::No
+        }
     }
 
     /// Adds a request's share to the retry budget.
@@ -519,6 +567,22 @@ impl Upstream {
     }
 }
 
+/// Whether a failed send was the connection closing or breaking (`retry_on = ["reset"]`), not the
+/// upstream breaking HTTP: a malformed response is not retried (the next server would see the same
+/// request, and it is nothing a retry cures).
+fn is_reset(err: &Error) -> bool {
+    match err {
+        Error::UpstreamConnect { .. } => true,
+        Error::UpstreamProtocol(e) => {
+            e.is_incomplete_message()
+                || e.is_closed()
+                || e.is_canceled()
+                || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+        }
+        _ => false,
+    }
+}
+
 /// The head of a request, kept to send it again (extensions included: the client's address).
 fn head_of(req: &Request) -> http::Request<()> {
     let mut head = http::Request::new(());
@@ -530,15 +594,33 @@ fn head_of(req: &Request) -> http::Request<()> {
     head
 }
 
-/// A bodiless request again from its kept head.
-fn rebuild(head: &http::Request<()>) -> Request {
-    let mut req = http::Request::new(parapet_middlewares::Body::empty());
-    *req.method_mut() = head.method().clone();
-    *req.uri_mut() = head.uri().clone();
-    *req.version_mut() = head.version();
-    *req.headers_mut() = head.headers().clone();
-    *req.extensions_mut() = head.extensions().clone();
-    req
+/// Whether and how a request can be kept for a retry ([`Upstream::replayable`]).
+enum Replayable {
+    No,
+    Bodiless,
+    Buffered,
+}
+
+/// A request kept to be sent again: its head as made for server `made_for`, and its body.
+struct Replay {
+    head: http::Request<()>,
+    body: Option<bytes::Bytes>,
+    made_for: usize,
+}
+
+impl Replay {
+    /// The request again.
+    fn rebuild(&self) -> Request {
+        let body = self.body.clone().map_or_else(Body::empty, Body::from);
+        let head = &self.head;
+        let mut req = http::Request::new(body);
+        *req.method_mut() = head.method().clone();
+        *req.uri_mut() = head.uri().clone();
+        *req.version_mut() = head.version();
+        *req.headers_mut() = head.headers().clone();
+        *req.extensions_mut() = head.extensions().clone();
+        req
+    }
 }
 
 /// A request made for server `from` ([`upstream_request`]) made for server `to`: the same unless

@@ -198,11 +198,10 @@ impl ServerPool {
                 sender: Some(sender),
                 pool,
                 request_done,
-                read: lease.read_timeout.map(|timeout| ReadTimeout {
-                    timeout,
-                    last: tokio::time::Instant::now(),
-                    sleep: Box::pin(tokio::time::sleep(timeout)),
-                }),
+                read_timeout: lease.read_timeout,
+                last_read: tokio::time::Instant::now(),
+                // Armed only if `read_timeout` is set (polled only then).
+                sleep: tokio::time::sleep(lease.read_timeout.unwrap_or(IDLE_TIMEOUT)),
                 _permit: lease.permit,
             })
         })
@@ -232,33 +231,36 @@ impl SendError {
     }
 }
 
-/// `read_timeout`: the longest pause between two frames of a response body. The timer is re-armed
-/// only when it fires (from the time of the last frame), not at every frame.
-struct ReadTimeout {
-    timeout: Duration,
-    last: tokio::time::Instant,
-    sleep: Pin<Box<tokio::time::Sleep>>,
+pin_project_lite::pin_project! {
+    /// A response body that gives its connection back to the pool once read to its end. Dropped
+    /// before its end, it takes the connection with it (hyper closes a connection whose body was
+    /// abandoned). With `read_timeout`, a pause between two frames longer than it fails the body,
+    /// and the connection goes with it: the timer is re-armed only when it fires (from the time of
+    /// the last frame), not at every frame.
+    struct PooledBody {
+        inner: Incoming,
+        sender: Option<http1::SendRequest<Body>>,
+        pool: Arc<ServerPool>,
+        // Set once the request body was sent to its end; `None` for a request without a body.
+        request_done: Option<Arc<Upload>>,
+        read_timeout: Option<Duration>,
+        last_read: tokio::time::Instant,
+        #[pin]
+        sleep: tokio::time::Sleep,
+        _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    }
 }
 
-/// A response body that gives its connection back to the pool once read to its end. Dropped before
-/// its end, it takes the connection with it (hyper closes a connection whose body was abandoned).
-struct PooledBody {
-    inner: Incoming,
-    sender: Option<http1::SendRequest<Body>>,
-    pool: Arc<ServerPool>,
-    /// Set once the request body was sent to its end; `None` for a request without a body.
-    request_done: Option<Arc<Upload>>,
-    read: Option<ReadTimeout>,
-    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
-}
-
-impl PooledBody {
-    fn release(&mut self) {
-        if let Some(sender) = self.sender.take() {
-            // Still uploading: the connection is busy and will close when the upload ends.
-            if self.request_done.as_ref().is_none_or(|d| d.is_done()) {
-                self.pool.put_idle(sender);
-            }
+/// Gives `sender` back to `pool` once the request body is over (still uploading, the connection is
+/// busy and will close when the upload ends).
+fn release(
+    sender: &mut Option<http1::SendRequest<Body>>,
+    request_done: Option<&Arc<Upload>>,
+    pool: &ServerPool,
+) {
+    if let Some(sender) = sender.take() {
+        if request_done.is_none_or(|d| d.is_done()) {
+            pool.put_idle(sender);
         }
     }
 }
@@ -344,7 +346,7 @@ fn send_failure(err: hyper::Error) -> Failure {
 /// What a request body's error answers: a layer's own [`GatewayError`] as it is (a size limit, a
 /// timeout: found anywhere in the error's causes), `ClientClosed` for a client gone before the body's
 /// end, `ClientBody` for anything else (a chunked body whose framing is broken: RFC 9112 §7.1).
-fn request_body_error(err: BoxError) -> GatewayError {
+pub(crate) fn request_body_error(err: BoxError) -> GatewayError {
     if let Some(own) = GatewayError::find_in(&*err) {
         return own.clone();
     }
@@ -454,31 +456,33 @@ impl http_body::Body for PooledBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let mut this = self.project();
+        let polled = Pin::new(&mut *this.inner).poll_frame(cx);
         match &polled {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
-            Poll::Ready(Some(Err(_))) => this.sender = None,
+            Poll::Ready(None) => release(this.sender, this.request_done.as_ref(), this.pool),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => {
+                release(this.sender, this.request_done.as_ref(), this.pool);
+            }
+            Poll::Ready(Some(Err(_))) => *this.sender = None,
+            Poll::Ready(Some(Ok(_))) => {
+                if this.read_timeout.is_some() {
+                    *this.last_read = tokio::time::Instant::now();
+                }
+            }
             Poll::Pending => {
-                if let Some(read) = &mut this.read {
-                    while read.sleep.as_mut().poll(cx).is_ready() {
-                        let deadline = read.last + read.timeout;
+                if let Some(timeout) = *this.read_timeout {
+                    while this.sleep.as_mut().poll(cx).is_ready() {
+                        let deadline = *this.last_read + timeout;
                         if tokio::time::Instant::now() >= deadline {
                             // Never pooled: the connection goes with this body.
-                            this.sender = None;
-                            this.read = None;
+                            *this.sender = None;
+                            *this.read_timeout = None;
                             let err = GatewayError::new(GatewayErrorKind::UpstreamTimeout)
                                 .with_detail("response body paused longer than read_timeout");
                             return Poll::Ready(Some(Err(Box::new(err))));
                         }
-                        read.sleep.as_mut().reset(deadline);
+                        this.sleep.as_mut().reset(deadline);
                     }
-                }
-            }
-            Poll::Ready(Some(Ok(_))) => {
-                if let Some(read) = &mut this.read {
-                    read.last = tokio::time::Instant::now();
                 }
             }
         }
