@@ -39,6 +39,8 @@ from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 delay = float(sys.argv[2]) / 1000
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # The head and the body go in two writes: without this, Nagle and delayed ACKs add 40 ms.
+    disable_nagle_algorithm = True
     def do_GET(self):
         if delay:
             time.sleep(delay)
@@ -75,7 +77,10 @@ def wait_port(port, limit=10.0):
 
 def start_upstream(delay_ms):
     port = free_port()
-    p = subprocess.Popen([sys.executable, "-c", SERVER, str(port), str(delay_ms)])
+    # Its stderr is dropped: a server killed mid-run, or a connection parapet closes, prints tracebacks.
+    p = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(port), str(delay_ms)], stderr=subprocess.DEVNULL
+    )
     procs.append(p)
     wait_port(port)
     return port, p
@@ -113,7 +118,9 @@ def oha(port, rate, duration, on_start=None):
     """Runs oha at `rate` for `duration` s; `on_start(proc)` runs while it does. Returns its JSON."""
     cmd = [
         "oha", "--no-tui", "--output-format", "json", "-z", f"{duration}s", "-q", str(rate),
-        "--latency-correction", "-c", "32", f"http://127.0.0.1:{port}/",
+        "--latency-correction", "-c", "32",
+        # Requests in flight at the deadline are waited for, not counted as errors.
+        "--wait-ongoing-requests-after-deadline", f"http://127.0.0.1:{port}/",
     ]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     if on_start:

@@ -481,7 +481,10 @@ eject = { failures = 5, duration = "30s" }
     assert_eq!(up.max_connections, Some(1024));
     assert!(up.retry_on.timeout && up.retry_on.status_504 && !up.retry_on.reset);
     let health = up.health.as_ref().unwrap();
-    assert_eq!((health.path.as_str(), health.rise, health.fall), ("/healthz", 2, 3));
+    assert_eq!(
+        (health.path.as_str(), health.rise, health.fall),
+        ("/healthz", 2, 3)
+    );
     assert_eq!(health.expect, parapet::config::Expect::Class(2));
     assert_eq!(up.eject.unwrap().duration, Duration::from_secs(30));
 

@@ -500,10 +500,13 @@ handler = { kind = "respond", body = "hi" }
     assert_eq!(checks.load(Ordering::SeqCst), after, "checks go on");
 }
 
+/// The bodies upstreams received, with the status each answered.
+type Received = Arc<Mutex<Vec<(u16, Vec<u8>)>>>;
+
 #[tokio::test]
 async fn a_small_put_is_retried_with_its_whole_body() {
-    let bodies: Arc<Mutex<Vec<(u16, Vec<u8>)>>> = Arc::default();
-    let answer = |status: u16, bodies: Arc<Mutex<Vec<(u16, Vec<u8>)>>>| {
+    let bodies: Received = Arc::default();
+    let answer = |status: u16, bodies: Received| {
         move |req: http::Request<hyper::body::Incoming>| {
             let bodies = Arc::clone(&bodies);
             async move {

@@ -226,7 +226,9 @@ impl Upstream {
                     Err(err) => return err.into_response(),
                 },
             };
-            let req = if retries == 0 && self.config.retries > 0 {
+            // Kept only where a retry can go to another server: the copy is the one cost retries add
+            // to a request that needs none.
+            let req = if retries == 0 && self.config.retries > 0 && self.servers.len() > 1 {
                 match self.replayable(&req) {
                     Replayable::No => req,
                     Replayable::Bodiless => {
@@ -583,14 +585,15 @@ fn is_reset(err: &Error) -> bool {
     }
 }
 
-/// The head of a request, kept to send it again (extensions included: the client's address).
+/// The head of a request as made for a server, kept to send it again. Its extensions are not:
+/// [`upstream_request`] has used them, and only `hash_key = "client_ip"` would read them again (a
+/// retry without them is spread by weighted random among the servers not tried).
 fn head_of(req: &Request) -> http::Request<()> {
     let mut head = http::Request::new(());
     *head.method_mut() = req.method().clone();
     *head.uri_mut() = req.uri().clone();
     *head.version_mut() = req.version();
     *head.headers_mut() = req.headers().clone();
-    *head.extensions_mut() = req.extensions().clone();
     head
 }
 
@@ -618,7 +621,6 @@ impl Replay {
         *req.uri_mut() = head.uri().clone();
         *req.version_mut() = head.version();
         *req.headers_mut() = head.headers().clone();
-        *req.extensions_mut() = head.extensions().clone();
         req
     }
 }
