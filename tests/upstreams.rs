@@ -532,3 +532,39 @@ async fn a_small_put_is_retried_with_its_whole_body() {
     assert!(bodies.iter().all(|(_, b)| b == payload.as_bytes()));
     assert_eq!(bodies.iter().filter(|(s, _)| *s == 200).count(), 2);
 }
+
+#[tokio::test]
+async fn a_reload_changing_other_keys_keeps_the_servers_pooled_connections() {
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = listener.local_addr().unwrap();
+    let counted = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(text(200, "a"))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let registry = Registry::new();
+    let first = Config::parse("test.toml", &config(&[url(a)], ""), &registry).unwrap();
+    let server = Arc::new(Server::start(first, registry.clone()).await.unwrap());
+    let addr = server.local_addr("main").unwrap();
+    labels(addr, 3, None).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    let changed = "retries = 1\nread_timeout = \"30s\"\nbalance = \"random\"";
+    let second = Config::parse("test.toml", &config(&[url(a)], changed), &registry).unwrap();
+    server.reload(second).await.unwrap();
+    labels(addr, 3, None).await;
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the pooled connection served on"
+    );
+}

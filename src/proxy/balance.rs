@@ -19,6 +19,9 @@ use crate::Request;
 /// few percent of its weight, and that adding a server moves about 1/N of the keys.
 const VNODES: u32 = 160;
 
+/// The longest round-robin period: building it costs servers x period steps, once per build.
+const MAX_PERIOD: i64 = 4096;
+
 pub(crate) struct Balancer {
     policy: Policy,
     /// Each server's weight.
@@ -129,9 +132,18 @@ impl Balancer {
 
 /// nginx's smooth weighted round robin (each turn: every server's current weight grows by its
 /// weight, the largest is chosen and loses the total), run for one period.
+///
+/// A period longer than [`MAX_PERIOD`] (many servers of large, coprime weights) is made from the
+/// weights scaled down to it, each at least 1: the shares stay within a fraction of a percent.
 fn smooth_schedule(weights: &[u32]) -> Box<[u32]> {
     let gcd = weights.iter().fold(0, |g, &w| gcd(g, w)).max(1);
-    let weights: Vec<i64> = weights.iter().map(|&w| i64::from(w / gcd)).collect();
+    let mut weights: Vec<i64> = weights.iter().map(|&w| i64::from(w / gcd)).collect();
+    let sum: i64 = weights.iter().sum();
+    if sum > MAX_PERIOD {
+        for w in &mut weights {
+            *w = (*w * MAX_PERIOD / sum).max(1);
+        }
+    }
     let total: i64 = weights.iter().sum();
     let mut current = vec![0i64; weights.len()];
     (0..total)
@@ -269,6 +281,11 @@ mod tests {
         // nginx's example: weights 5, 1, 1 give a a b a c a a, not a a a a a b c.
         assert_eq!(&*smooth_schedule(&[5, 1, 1]), &[0, 0, 1, 0, 2, 0, 0]);
         assert_eq!(&*smooth_schedule(&[2, 2]), &[0, 1]);
+        // Too long a period is scaled down, every server kept.
+        let big: Vec<u32> = (0..500).map(|i| 997 - (i % 2)).collect();
+        let schedule = smooth_schedule(&big);
+        assert!(schedule.len() <= 4096 + 500);
+        assert!((0..500u32).all(|i| schedule.contains(&i)));
     }
 
     #[test]
