@@ -204,7 +204,7 @@ impl Upstream {
     }
 
     /// Proxies one request: the four phases of the module docs, the first three again on another
-    /// server when a retry is allowed (see [`Upstream::retry`]).
+    /// server when a retry is allowed (docs/config.md, "Retries").
     async fn forward(self: Arc<Self>, req: Request) -> Response {
         let mut tried = 0u64;
         let mut retries = 0u32;
@@ -228,7 +228,7 @@ impl Upstream {
             };
             // Kept only where a retry can go to another server: the copy is the one cost retries add
             // to a request that needs none.
-            let req = if retries == 0 && self.config.retries > 0 && self.servers.len() > 1 {
+            let req = if replay.is_none() && self.config.retries > 0 && self.servers.len() > 1 {
                 match self.replayable(&req) {
                     Replayable::No => req,
                     Replayable::Bodiless => {
@@ -262,17 +262,15 @@ impl Upstream {
             } else {
                 req
             };
-            let started = self.balancer.measures_load().then(|| {
-                chosen.state.in_flight.fetch_add(1, Ordering::Relaxed);
-                health::now_ns()
-            });
+            // Counted until the head arrives, or the request is dropped (the client gone).
+            let in_flight = self
+                .balancer
+                .measures_load()
+                .then(|| InFlight::start(chosen.state));
             let answer = self.send(&chosen, req).await;
-            if let Some(started) = started {
-                chosen.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+            if let Some(in_flight) = in_flight {
                 if answer.is_ok() {
-                    chosen
-                        .state
-                        .observe(health::now_ns().saturating_sub(started));
+                    in_flight.answered();
                 }
             }
             let more = retries < self.config.retries;
@@ -636,6 +634,34 @@ fn rebase(mut req: Request, from: &UpstreamServer, to: &UpstreamServer) -> Reque
         }
     }
     req
+}
+
+/// A request in flight to a server (`least_requests`), until its response head or its drop.
+struct InFlight<'a> {
+    state: &'a ServerState,
+    started: u64,
+}
+
+impl<'a> InFlight<'a> {
+    fn start(state: &'a ServerState) -> Self {
+        state.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self {
+            state,
+            started: health::now_ns(),
+        }
+    }
+
+    /// The response head came: its latency goes into the server's peak-EWMA.
+    fn answered(self) {
+        self.state
+            .observe(health::now_ns().saturating_sub(self.started));
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The server [`Upstream::choose_server`] chose for a request.
