@@ -568,3 +568,34 @@ async fn a_reload_changing_other_keys_keeps_the_servers_pooled_connections() {
         "the pooled connection served on"
     );
 }
+
+#[tokio::test]
+async fn when_every_server_is_down_parapet_still_tries_them() {
+    // Both servers fail their health checks but would answer requests: panic mode sends to them.
+    let checked = Arc::new(AtomicUsize::new(0));
+    let sick = |checked: Arc<AtomicUsize>| {
+        move |req: http::Request<hyper::body::Incoming>| {
+            let checked = Arc::clone(&checked);
+            async move {
+                if req.uri().path() == "/healthz" {
+                    checked.fetch_add(1, Ordering::SeqCst);
+                    return text(500, "sick");
+                }
+                text(200, "served")
+            }
+        }
+    };
+    let a = upstream(sick(Arc::clone(&checked))).await;
+    let b = upstream(sick(Arc::clone(&checked))).await;
+    let extra = r#"health = { path = "/healthz", interval = "20ms", fall = 1 }"#;
+    let server = start(&config(&[url(a), url(b)], extra)).await;
+    let addr = server.local_addr("main").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Each server failed at least two checks (fall = 1): both are down.
+    while checked.load(Ordering::SeqCst) < 4 {
+        assert!(Instant::now() < deadline, "no health checks");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let counts = labels(addr, 6, None).await;
+    assert_eq!(counts["served"], 6, "{counts:?}");
+}
