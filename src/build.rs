@@ -67,7 +67,8 @@ impl Gateway {
     /// of `registry`. Every error is collected; on any, nothing built is kept.
     ///
     /// `reuse` offers upstreams of a previous gateway: one whose definition is unchanged is kept, with
-    /// its connection pool, instead of being built anew.
+    /// its connection pools, instead of being built anew; one that changed keeps the state (health,
+    /// ejection, load) and pools of its servers whose address did not change.
     pub fn build(
         config: &Config,
         registry: &Registry,
@@ -90,12 +91,11 @@ impl Gateway {
             .upstreams
             .iter()
             .map(|(name, cfg)| {
-                let kept = reuse
-                    .and_then(|g| g.upstreams.get(name))
-                    .filter(|u| **u.config() == **cfg);
-                let upstream = match kept {
-                    Some(u) => Arc::clone(u),
-                    None => Upstream::new(Arc::clone(cfg)),
+                let previous = reuse.and_then(|g| g.upstreams.get(name));
+                let upstream = match previous {
+                    Some(u) if **u.config() == **cfg => Arc::clone(u),
+                    // Servers whose address is unchanged keep their state (and pools).
+                    _ => Upstream::new(Arc::clone(cfg), previous.map(|u| &**u)),
                 };
                 (name.clone(), upstream)
             })

@@ -446,3 +446,80 @@ fn the_config_module_is_a_leaf_that_knows_no_runtime_type() {
         }
     }
 }
+
+const UPSTREAM: &str = r#"
+[listeners.main]
+bind = "127.0.0.1:0"
+[[routes]]
+app = "api"
+[apps.api]
+upstream = "backend"
+[upstreams.backend]
+"#;
+
+#[test]
+fn the_contracts_upstream_keys_parse_with_their_values() {
+    let text = format!(
+        "{UPSTREAM}{}",
+        r#"
+servers = ["http://10.0.0.1:9000", { url = "http://10.0.0.2:9000", weight = 3 }]
+balance = "least_requests"
+max_connections = 1024
+queue_timeout = "1s"
+retries = 2
+retry_on = ["timeout", "502", "503", "504"]
+read_timeout = "60s"
+health = { path = "/healthz", interval = "5s", timeout = "2s", rise = 2, fall = 3, expect = "2xx" }
+eject = { failures = 5, duration = "30s" }
+"#
+    );
+    let c = parse(&text).unwrap();
+    let up = &c.upstreams["backend"];
+    assert_eq!(up.servers[1].weight, 3);
+    assert_eq!(up.servers[0].weight, 1);
+    assert_eq!(up.balance, parapet::config::Balance::LeastRequests);
+    assert_eq!(up.max_connections, Some(1024));
+    assert!(up.retry_on.timeout && up.retry_on.status_504 && !up.retry_on.reset);
+    let health = up.health.as_ref().unwrap();
+    assert_eq!(
+        (health.path.as_str(), health.rise, health.fall),
+        ("/healthz", 2, 3)
+    );
+    assert_eq!(health.expect, parapet::config::Expect::Class(2));
+    assert_eq!(up.eject.unwrap().duration, Duration::from_secs(30));
+
+    let hashed = format!(
+        "{UPSTREAM}servers = [\"http://10.0.0.1:9000\"]\nbalance = \"hash\"\nhash_key = \"cookie:sid\"\n"
+    );
+    let c = parse(&hashed).unwrap();
+    assert_eq!(
+        c.upstreams["backend"].balance,
+        parapet::config::Balance::Hash(parapet::config::HashKey::Cookie("sid".into()))
+    );
+}
+
+#[test]
+fn bad_upstream_keys_are_each_reported() {
+    let text = format!(
+        "{UPSTREAM}{}",
+        r#"
+servers = [{ url = "http://10.0.0.1:9000", weight = 0 }]
+balance = "hash"
+hash_key = "body"
+retry_on = ["500"]
+health = { expect = "2x" }
+"#
+    );
+    let keys: Vec<String> = errors(&text).into_iter().map(|e| e.key).collect();
+    for key in [
+        "upstreams.backend.servers[0].weight",
+        "upstreams.backend.hash_key",
+        "upstreams.backend.retry_on[0]",
+        "upstreams.backend.health.expect",
+    ] {
+        assert!(keys.iter().any(|k| k == key), "{key} not in {keys:?}");
+    }
+    let no_key = format!("{UPSTREAM}servers = [\"http://10.0.0.1:9000\"]\nbalance = \"hash\"\n");
+    let keys: Vec<String> = errors(&no_key).into_iter().map(|e| e.key).collect();
+    assert_eq!(keys, ["upstreams.backend.balance"]);
+}

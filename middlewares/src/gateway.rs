@@ -65,6 +65,9 @@ pub enum GatewayErrorKind {
     UpstreamProtocol,
     /// The upstream's response head did not arrive within the timeout: 504.
     UpstreamTimeout,
+    /// Every connection a server may have (`max_connections`) stayed busy for `queue_timeout`: 503,
+    /// with `Retry-After`.
+    UpstreamSaturated,
     /// An in-process handler or a layer failed or panicked: 500.
     Internal,
 }
@@ -85,6 +88,7 @@ impl GatewayErrorKind {
                 StatusCode::BAD_GATEWAY
             }
             GatewayErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            GatewayErrorKind::UpstreamSaturated => StatusCode::SERVICE_UNAVAILABLE,
             GatewayErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -102,7 +106,8 @@ impl GatewayErrorKind {
             | GatewayErrorKind::ClientClosed => ErrorSource::Downstream,
             GatewayErrorKind::UpstreamUnreachable
             | GatewayErrorKind::UpstreamProtocol
-            | GatewayErrorKind::UpstreamTimeout => ErrorSource::Upstream,
+            | GatewayErrorKind::UpstreamTimeout
+            | GatewayErrorKind::UpstreamSaturated => ErrorSource::Upstream,
             GatewayErrorKind::Internal => ErrorSource::Internal,
         }
     }
@@ -121,6 +126,7 @@ impl GatewayErrorKind {
             GatewayErrorKind::UpstreamUnreachable => "upstream_unreachable",
             GatewayErrorKind::UpstreamProtocol => "upstream_protocol",
             GatewayErrorKind::UpstreamTimeout => "upstream_timeout",
+            GatewayErrorKind::UpstreamSaturated => "upstream_saturated",
             GatewayErrorKind::Internal => "internal",
         }
     }

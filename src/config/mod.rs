@@ -28,6 +28,7 @@ pub use model::{
     ListenerConfig, Located, Location, MiddlewareConfig, RouteConfig, ServerConfig, Settings,
     UpstreamConfig, UpstreamServer,
 };
+pub use model::{Balance, Eject, Expect, HashKey, HealthCheck, RetryOn};
 pub use reader::{
     parse_duration, parse_size, ConfigError, ConfigErrors, Diagnostics, Table, Value,
 };

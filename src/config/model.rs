@@ -405,6 +405,8 @@ pub struct UpstreamServer {
     pub authority: Authority,
     /// A base path without a trailing slash, empty for none.
     pub base_path: String,
+    /// `weight` of a `{ url, weight }` entry, default 1: its share of the traffic.
+    pub weight: u32,
 }
 
 impl fmt::Display for UpstreamServer {
@@ -427,6 +429,97 @@ pub struct UpstreamConfig {
     /// `max_idle`: idle keep-alive connections kept per server, default 64 (like nginx's
     /// `keepalive`); connections beyond it close when their response ends.
     pub max_idle: usize,
+    /// `balance`, default round robin.
+    pub balance: Balance,
+    /// `max_connections` per server, default unlimited (`None`).
+    pub max_connections: Option<usize>,
+    /// `queue_timeout`: the longest wait for a server's free connection, default 1s.
+    pub queue_timeout: Duration,
+    /// `retries`: other servers tried after a failure, default 2.
+    pub retries: u32,
+    /// `retry_on`: when an idempotent request is retried.
+    pub retry_on: RetryOn,
+    /// `read_timeout`: the longest pause between reads of the response body, default 60s.
+    pub read_timeout: Duration,
+    /// `health`: active health checks, off unless set.
+    pub health: Option<HealthCheck>,
+    /// `eject`: passive ejection, `None` when `failures = 0`.
+    pub eject: Option<Eject>,
+}
+
+/// `balance` (and `hash_key`): how an upstream spreads requests over its servers.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Balance {
+    /// `"round_robin"`: smooth weighted round robin, as nginx's.
+    #[default]
+    RoundRobin,
+    /// `"least_requests"`: the less loaded of two random servers (in-flight requests and latency).
+    LeastRequests,
+    /// `"random"`: weighted random.
+    Random,
+    /// `"hash"`: a consistent hash of the key.
+    Hash(HashKey),
+}
+
+/// `hash_key`: what a request is hashed by.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum HashKey {
+    /// `"client_ip"`.
+    ClientIp,
+    /// `"header:NAME"`.
+    Header(http::HeaderName),
+    /// `"cookie:NAME"`.
+    Cookie(String),
+}
+
+/// `retry_on`: the failures after which an idempotent request whose body is still at hand is retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct RetryOn {
+    /// `"timeout"`: no response head within `timeout`.
+    pub timeout: bool,
+    /// `"reset"`: the connection broke before the response head.
+    pub reset: bool,
+    /// `"502"`, `"503"`, `"504"`: the upstream answered this status.
+    pub status_502: bool,
+    /// `"503"`.
+    pub status_503: bool,
+    /// `"504"`.
+    pub status_504: bool,
+}
+
+/// `health`: an active check of each server.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct HealthCheck {
+    /// `path`, default "/".
+    pub path: String,
+    /// `interval`, default 5s.
+    pub interval: Duration,
+    /// `timeout`, default 2s.
+    pub timeout: Duration,
+    /// `rise`: passed checks in a row that bring a down server up, default 2.
+    pub rise: u32,
+    /// `fall`: failed checks in a row that take a server down, default 3.
+    pub fall: u32,
+    /// `expect`: a status class (`"2xx"`, default) or one status (`"204"`, `200`).
+    pub expect: Expect,
+}
+
+/// The status a health check expects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Expect {
+    /// `"Nxx"`: any status of that class.
+    Class(u16),
+    /// One status.
+    Status(u16),
+}
+
+/// `eject`: passive ejection of a server failing requests in a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Eject {
+    /// `failures` in a row (connect failures, timeouts, resets, 5xx), default 5.
+    pub failures: u32,
+    /// `duration` of the first ejection, default 30s; doubled for each ejection following soon after.
+    pub duration: Duration,
 }
 
 #[cfg(test)]

@@ -448,6 +448,16 @@ impl<'a> Value<'a> {
         }
     }
 
+    /// Whether this is a table (no error either way).
+    pub fn is_table(&self) -> bool {
+        matches!(self.v, DeValue::Table(_))
+    }
+
+    /// Whether this is an integer (no error either way).
+    pub fn is_int(&self) -> bool {
+        matches!(self.v, DeValue::Integer(_))
+    }
+
     /// The table, or an error if this is not one.
     pub fn table(&self) -> Option<Table<'a>> {
         match self.v {

@@ -346,12 +346,8 @@ fn read_upstream(name: &str, mut t: Table<'_>) -> Option<UpstreamConfig> {
             }
             Some(items) => {
                 for item in items {
-                    match item.str().map(parse_upstream_server) {
-                        Some(Ok(server)) => servers.push(server),
-                        Some(Err(msg)) => {
-                            item.error(msg);
-                            ok = false;
-                        }
+                    match read_upstream_server(&item) {
+                        Some(server) => servers.push(server),
                         None => ok = false,
                     }
                 }
@@ -364,6 +360,100 @@ fn read_upstream(name: &str, mut t: Table<'_>) -> Option<UpstreamConfig> {
         .unwrap_or(Duration::from_secs(5));
     let timeout = t.duration("timeout").unwrap_or(Duration::from_secs(30));
     let max_idle = t.int_in("max_idle", 0..=65_536).unwrap_or(64) as usize;
+    let hash_key = t.get("hash_key").and_then(|v| {
+        let s = v.str()?;
+        let key = match s.split_once(':') {
+            None if s == "client_ip" => Some(HashKey::ClientIp),
+            Some(("header", h)) => http::HeaderName::from_bytes(h.as_bytes())
+                .ok()
+                .map(HashKey::Header),
+            Some(("cookie", c)) if !c.is_empty() && !c.contains([';', '=', ' ']) => {
+                Some(HashKey::Cookie(c.to_owned()))
+            }
+            _ => None,
+        };
+        if key.is_none() {
+            v.error(format!(
+                "invalid hash_key {s:?}: expected \"client_ip\", \"header:NAME\" or \"cookie:NAME\""
+            ));
+        }
+        Some((key, v))
+    });
+    let balance = match t.get("balance") {
+        None => Some(Balance::RoundRobin),
+        Some(v) => match v.str() {
+            Some("round_robin") => Some(Balance::RoundRobin),
+            Some("least_requests") => Some(Balance::LeastRequests),
+            Some("random") => Some(Balance::Random),
+            Some("hash") => match &hash_key {
+                Some((Some(key), _)) => Some(Balance::Hash(key.clone())),
+                Some((None, _)) => None,
+                None => {
+                    v.error("balance = \"hash\" needs a `hash_key`");
+                    None
+                }
+            },
+            Some(other) => {
+                v.error(format!(
+                    "unknown balance {other:?}: expected \"round_robin\", \"least_requests\", \"random\" or \"hash\""
+                ));
+                None
+            }
+            None => None,
+        },
+    };
+    if let (Some(Balance::RoundRobin | Balance::LeastRequests | Balance::Random), Some((_, v))) =
+        (&balance, &hash_key)
+    {
+        v.error("`hash_key` is only for balance = \"hash\"");
+    }
+    let max_connections = t
+        .int_in("max_connections", 1..=1_000_000)
+        .map(|n| n as usize);
+    let queue_timeout = t
+        .duration("queue_timeout")
+        .unwrap_or(Duration::from_secs(1));
+    let retries = t.int_in("retries", 0..=10).unwrap_or(2) as u32;
+    let retry_on = match t.get("retry_on") {
+        None => RetryOn {
+            reset: true,
+            status_502: true,
+            status_503: true,
+            ..RetryOn::default()
+        },
+        Some(v) => {
+            let mut on = RetryOn::default();
+            for (s, item) in v.str_list().unwrap_or_default() {
+                match s {
+                    "timeout" => on.timeout = true,
+                    "reset" => on.reset = true,
+                    "502" => on.status_502 = true,
+                    "503" => on.status_503 = true,
+                    "504" => on.status_504 = true,
+                    _ => item.error(format!(
+                        "unknown retry_on {s:?}: expected \"timeout\", \"reset\", \"502\", \"503\" or \"504\""
+                    )),
+                }
+            }
+            on
+        }
+    };
+    let read_timeout = t
+        .duration("read_timeout")
+        .unwrap_or(Duration::from_secs(60));
+    let health = t.get("health").and_then(|v| v.table()).map(read_health);
+    let eject = match t.get("eject").and_then(|v| v.table()) {
+        None => Some(Eject {
+            failures: 5,
+            duration: Duration::from_secs(30),
+        }),
+        Some(mut e) => {
+            let failures = e.int_in("failures", 0..=1_000_000).unwrap_or(5) as u32;
+            let duration = e.duration("duration").unwrap_or(Duration::from_secs(30));
+            e.finish();
+            (failures > 0).then_some(Eject { failures, duration })
+        }
+    };
     t.finish();
     (ok && !servers.is_empty()).then(|| UpstreamConfig {
         name: name.to_owned(),
@@ -371,7 +461,93 @@ fn read_upstream(name: &str, mut t: Table<'_>) -> Option<UpstreamConfig> {
         connect_timeout,
         timeout,
         max_idle,
+        balance: balance.unwrap_or_default(),
+        max_connections,
+        queue_timeout,
+        retries,
+        retry_on,
+        read_timeout,
+        health,
+        eject,
     })
+}
+
+/// `health = { path, interval, timeout, rise, fall, expect }`.
+fn read_health(mut h: Table<'_>) -> HealthCheck {
+    let path = match h.get("path") {
+        Some(v) => match v.str() {
+            Some(p) if p.starts_with('/') && p.parse::<http::uri::PathAndQuery>().is_ok() => {
+                p.to_owned()
+            }
+            Some(p) => {
+                v.error(format!(
+                    "invalid health path {p:?}: expected one like \"/healthz\""
+                ));
+                "/".to_owned()
+            }
+            None => "/".to_owned(),
+        },
+        None => "/".to_owned(),
+    };
+    let interval = h.duration("interval").unwrap_or(Duration::from_secs(5));
+    let timeout = h.duration("timeout").unwrap_or(Duration::from_secs(2));
+    let rise = h.int_in("rise", 1..=1000).unwrap_or(2) as u32;
+    let fall = h.int_in("fall", 1..=1000).unwrap_or(3) as u32;
+    let expect = match h.get("expect") {
+        None => Expect::Class(2),
+        Some(v) if v.is_int() => v
+            .int_in(100..=599)
+            .map_or(Expect::Class(2), |n| Expect::Status(n as u16)),
+        Some(v) => {
+            let s = v.str().unwrap_or("2xx");
+            let b = s.as_bytes();
+            match s.parse::<u16>() {
+                Ok(n) if (100..=599).contains(&n) => Expect::Status(n),
+                _ if b.len() == 3 && (b'1'..=b'5').contains(&b[0]) && &b[1..] == b"xx" => {
+                    Expect::Class(u16::from(b[0] - b'0'))
+                }
+                _ => {
+                    v.error(format!(
+                        "invalid expect {s:?}: expected a status class like \"2xx\" or a status like \"204\""
+                    ));
+                    Expect::Class(2)
+                }
+            }
+        }
+    };
+    h.finish();
+    HealthCheck {
+        path,
+        interval: interval.max(Duration::from_millis(10)),
+        timeout,
+        rise,
+        fall,
+        expect,
+    }
+}
+
+/// A `servers` entry: a URL, or a `{ url, weight }` table.
+fn read_upstream_server(item: &Value<'_>) -> Option<UpstreamServer> {
+    let (url, weight, at) = if item.is_table() {
+        let mut t = item.table()?;
+        let url = t.required("url").and_then(|v| v.str().map(|s| (s, v)));
+        let weight = t.int_in("weight", 1..=1000).unwrap_or(1) as u32;
+        t.finish();
+        let (url, at) = url?;
+        (url, weight, at)
+    } else {
+        (item.str()?, 1, item.clone())
+    };
+    match parse_upstream_server(url) {
+        Ok(mut server) => {
+            server.weight = weight;
+            Some(server)
+        }
+        Err(msg) => {
+            at.error(msg);
+            None
+        }
+    }
 }
 
 /// Parses `http://host:port[/base]`.
@@ -410,6 +586,7 @@ fn parse_upstream_server(s: &str) -> Result<UpstreamServer, String> {
         scheme: Scheme::HTTP,
         authority,
         base_path,
+        weight: 1,
     })
 }
 

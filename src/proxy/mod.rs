@@ -3,7 +3,8 @@
 //! A request's life through an upstream (`Upstream::forward`) is four phases, each a function
 //! documented where it is defined:
 //!
-//! 1. `Upstream::choose_server`: which of the upstream's servers takes the request (round robin);
+//! 1. `Upstream::choose_server`: which of the upstream's servers takes the request (`balance.rs`,
+//!    among the servers up by `health.rs`; again on another server when a retry is allowed);
 //! 2. `upstream_request`: the request as the server gets it: origin-form target with the server's
 //!    base path, hop-by-hop headers removed, forwarding headers set (believed only from a trusted
 //!    proxy), `Host` kept, HTTP/1.1;
@@ -19,17 +20,24 @@
 //! upstream body that breaks off mid-way surfaces as a body error, which aborts the client's connection.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::Version;
-use parapet_middlewares::{ClientIp, ErrorChain, GatewayError, GatewayErrorKind, UpstreamResponse};
+use parapet_middlewares::{
+    Body, ClientIp, ErrorChain, GatewayError, GatewayErrorKind, UpstreamResponse,
+};
 
+mod balance;
+mod health;
 mod pool;
 
-use pool::{ServerPool, Upload};
+use balance::Balancer;
+use health::ServerState;
+use pool::{Lease, SendError, ServerPool, Upload};
+use tokio::sync::Semaphore;
 
 use crate::config::{UpstreamConfig, UpstreamServer};
 use crate::{AppService, ClientAddr, Error, Request, Response};
@@ -82,14 +90,39 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// An upstream built from its config: its servers, their connection pools and its round-robin cursor.
+/// An upstream built from its config: its servers (each with its state and connection pool), its
+/// balancer and its retry budget.
 pub struct Upstream {
     config: Arc<UpstreamConfig>,
-    /// Each server's display name, shared with every response it answers.
-    names: Vec<Arc<str>>,
-    pools: Vec<Arc<ServerPool>>,
-    next: AtomicUsize,
+    servers: Vec<Server>,
+    balancer: Balancer,
+    /// Retries still allowed, in thousandths: each request adds [`BUDGET_PER_REQUEST`], each retry
+    /// takes 1000, at most [`BUDGET_RESERVE`] kept.
+    budget: AtomicI64,
 }
+
+/// One server of an upstream as built.
+struct Server {
+    /// Its display name, shared with every response it answers.
+    name: Arc<str>,
+    /// Health and load, kept across reloads while its address is unchanged.
+    state: Arc<ServerState>,
+    pool: Arc<ServerPool>,
+    /// `max_connections`: a permit per request until its response body ends.
+    limit: Option<Arc<Semaphore>>,
+}
+
+/// Retries may be at most a fifth of requests (linkerd's default `retry_budget` ratio)...
+const BUDGET_PER_REQUEST: i64 = 200;
+/// ...plus a reserve of 10, so that a quiet upstream still retries (Envoy's and linkerd's minimum).
+const BUDGET_RESERVE: i64 = 10_000;
+/// An idempotent request's body at most this large (its length known) is kept, so that a retry
+/// can send it again (Envoy buffers up to its `per_connection_buffer_limit_bytes`, 1 MiB; a small
+/// bound keeps the memory a burst of retried uploads can hold small).
+const REPLAY_BODY_LIMIT: u64 = 64 * 1024;
+/// The `Retry-After` of a 503 for a saturated server (RFC 9110 §10.2.3): a second, about as long
+/// as a request waited for a connection by default.
+const RETRY_AFTER_SECONDS: &str = "1";
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -100,30 +133,60 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// Builds the upstream and its servers' (empty) connection pools.
-    pub fn new(config: Arc<UpstreamConfig>) -> Arc<Self> {
-        let names = config
-            .servers
-            .iter()
-            .map(|s| Arc::from(s.to_string()))
-            .collect();
-        let pools = config
+    /// Builds the upstream; a server of `previous` (the same upstream in the config before a
+    /// reload) with the same address keeps its state, and its pool if the pool's settings are the
+    /// same, and its connection limit if `max_connections` is. Starts the health checks, if any.
+    pub fn new(config: Arc<UpstreamConfig>, previous: Option<&Upstream>) -> Arc<Self> {
+        let servers = config
             .servers
             .iter()
             .map(|s| {
-                ServerPool::new(
-                    s.authority.to_string(),
-                    config.connect_timeout,
-                    config.max_idle,
-                )
+                let kept = previous.and_then(|p| {
+                    p.config
+                        .servers
+                        .iter()
+                        .position(|o| o.scheme == s.scheme && o.authority == s.authority)
+                        .map(|i| (p, &p.servers[i]))
+                });
+                let name: Arc<str> = Arc::from(s.to_string());
+                let state = kept.map_or_else(
+                    || ServerState::new(Arc::clone(&name)),
+                    |(_, k)| Arc::clone(&k.state),
+                );
+                let same_pool = |p: &Upstream| {
+                    p.config.connect_timeout == config.connect_timeout
+                        && p.config.max_idle == config.max_idle
+                };
+                let pool = match kept {
+                    Some((p, k)) if same_pool(p) => Arc::clone(&k.pool),
+                    _ => ServerPool::new(
+                        s.authority.to_string(),
+                        config.connect_timeout,
+                        config.max_idle,
+                    ),
+                };
+                let limit = match kept {
+                    Some((p, k)) if p.config.max_connections == config.max_connections => {
+                        k.limit.clone()
+                    }
+                    _ => config.max_connections.map(|n| Arc::new(Semaphore::new(n))),
+                };
+                Server {
+                    name,
+                    state,
+                    pool,
+                    limit,
+                }
             })
             .collect();
-        Arc::new(Self {
+        let upstream = Arc::new(Self {
+            balancer: Balancer::new(&config.balance, &config.servers),
             config,
-            names,
-            pools,
-            next: AtomicUsize::new(0),
-        })
+            servers,
+            budget: AtomicI64::new(BUDGET_RESERVE),
+        });
+        health::spawn_checks(&upstream);
+        upstream
     }
 
     /// The config this upstream was built from.
@@ -140,28 +203,237 @@ impl Upstream {
         })
     }
 
-    /// Proxies one request: the four phases of the module docs.
+    /// Proxies one request: the four phases of the module docs, the first three again on another
+    /// server when a retry is allowed (docs/config.md, "Retries").
     async fn forward(self: Arc<Self>, req: Request) -> Response {
-        let chosen = self.choose_server();
-        let req = match upstream_request(chosen.server, req) {
-            Ok(req) => req,
-            Err(err) => return err.into_response(),
-        };
-        let answer = self.send(&chosen, req).await;
-        match answer.and_then(|response| upstream_response(chosen.name, response)) {
-            Ok(response) => response,
-            Err(failure) => self.gateway_error(&chosen, failure).into_response(),
+        let mut tried = 0u64;
+        let mut retries = 0u32;
+        // The request, kept only when a retry may send it again: an idempotent one whose body is
+        // none or small ([`REPLAY_BODY_LIMIT`]).
+        let mut replay: Option<Replay> = None;
+        let mut pending = req;
+        let mut from: Option<usize> = None;
+        self.deposit();
+        loop {
+            let index = self.choose_server(&pending, tried);
+            tried |= 1u64 << (index % 64);
+            let chosen = self.chosen(index);
+            let req = match from {
+                // The request was made for another server: rebased on this one's path.
+                Some(prev) => rebase(pending, &self.config.servers[prev], chosen.server),
+                None => match upstream_request(chosen.server, pending) {
+                    Ok(req) => req,
+                    Err(err) => return err.into_response(),
+                },
+            };
+            // Kept only where a retry can go to another server: the copy is the one cost retries add
+            // to a request that needs none.
+            let req = if replay.is_none() && self.config.retries > 0 && self.servers.len() > 1 {
+                match self.replayable(&req) {
+                    Replayable::No => req,
+                    Replayable::Bodiless => {
+                        replay = Some(Replay {
+                            head: head_of(&req),
+                            body: None,
+                            made_for: index,
+                        });
+                        req
+                    }
+                    Replayable::Buffered => {
+                        // Read whole (at most `REPLAY_BODY_LIMIT`, its length said so), under the
+                        // client's `server.body_timeout` as when streamed.
+                        let (parts, body) = req.into_parts();
+                        let bytes = match http_body_util::BodyExt::collect(body).await {
+                            Ok(collected) => collected.to_bytes(),
+                            Err(err) => {
+                                let failure = Failure::RequestBody(pool::request_body_error(err));
+                                return self.gateway_error(&chosen, failure).into_response();
+                            }
+                        };
+                        let req = http::Request::from_parts(parts, Body::from(bytes.clone()));
+                        replay = Some(Replay {
+                            head: head_of(&req),
+                            body: Some(bytes),
+                            made_for: index,
+                        });
+                        req
+                    }
+                }
+            } else {
+                req
+            };
+            // Counted until the head arrives, or the request is dropped (the client gone).
+            let in_flight = self
+                .balancer
+                .measures_load()
+                .then(|| InFlight::start(chosen.state));
+            let answer = self.send(&chosen, req).await;
+            if let Some(in_flight) = in_flight {
+                if answer.is_ok() {
+                    in_flight.answered();
+                }
+            }
+            let more = retries < self.config.retries;
+            match answer {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    if status >= 500 {
+                        chosen
+                            .state
+                            .failed(self.config.eject.as_ref(), "status 5xx");
+                    } else {
+                        chosen.state.succeeded();
+                    }
+                    let on = &self.config.retry_on;
+                    let retry_status = matches!(
+                        (status, on.status_502, on.status_503, on.status_504),
+                        (502, true, _, _) | (503, _, true, _) | (504, _, _, true)
+                    );
+                    if more && retry_status {
+                        if let Some(replay) = &replay {
+                            if self.withdraw() {
+                                tracing::info!(upstream = %self.config.name, server = %chosen.name, status, "retrying on another server");
+                                pending = replay.rebuild();
+                                from = Some(replay.made_for);
+                                retries += 1;
+                                continue;
+                            }
+                        }
+                    }
+                    return match upstream_response(chosen.name, response) {
+                        Ok(response) => response,
+                        Err(failure) => self.gateway_error(&chosen, failure).into_response(),
+                    };
+                }
+                Err(SendError { failure, unsent }) => {
+                    let why = match &failure {
+                        Failure::Send(Error::UpstreamConnect { .. }) => Some("connect failed"),
+                        Failure::Send(_) => Some("connection broke"),
+                        Failure::TimedOut => Some("timed out"),
+                        _ => None,
+                    };
+                    if let Some(why) = why {
+                        chosen.state.failed(self.config.eject.as_ref(), why);
+                    }
+                    // Never reached a server: always safe to send elsewhere, and no server's
+                    // load, so outside the budget.
+                    if let (true, Some(unsent), Some(_)) = (more, unsent, why) {
+                        tracing::info!(upstream = %self.config.name, server = %chosen.name, why, "request never reached the server: trying another");
+                        pending = unsent;
+                        from = Some(index);
+                        retries += 1;
+                        continue;
+                    }
+                    let on = &self.config.retry_on;
+                    let retry_on = match &failure {
+                        Failure::Send(err) => on.reset && is_reset(err),
+                        Failure::TimedOut => on.timeout,
+                        _ => false,
+                    };
+                    if more && retry_on {
+                        if let Some(replay) = &replay {
+                            if self.withdraw() {
+                                tracing::info!(upstream = %self.config.name, server = %chosen.name, why, "retrying on another server");
+                                pending = replay.rebuild();
+                                from = Some(replay.made_for);
+                                retries += 1;
+                                continue;
+                            }
+                        }
+                    }
+                    let saturated = matches!(failure, Failure::Saturated);
+                    let mut response = self.gateway_error(&chosen, failure).into_response();
+                    if saturated {
+                        response.headers_mut().insert(
+                            header::RETRY_AFTER,
+                            HeaderValue::from_static(RETRY_AFTER_SECONDS),
+                        );
+                    }
+                    return response;
+                }
+            }
         }
     }
 
-    /// Phase 1: the server that takes the request. Round robin over every server today; this is
-    /// where balancing, health and retries will go.
-    fn choose_server(&self) -> Chosen<'_> {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.config.servers.len();
+    /// Whether a retry may send `req` again: an idempotent method (RFC 9110 §9.2.2: GET, HEAD,
+    /// OPTIONS, TRACE, PUT, DELETE), some `retry_on` condition, and a body that is none, or small
+    /// enough to keep (its length known and at most [`REPLAY_BODY_LIMIT`]).
+    fn replayable(&self, req: &Request) -> Replayable {
+        let on = &self.config.retry_on;
+        let any = on.timeout || on.reset || on.status_502 || on.status_503 || on.status_504;
+        let idempotent = matches!(
+            *req.method(),
+            http::Method::GET
+                | http::Method::HEAD
+                | http::Method::OPTIONS
+                | http::Method::TRACE
+                | http::Method::PUT
+                | http::Method::DELETE
+        );
+        if !(any && idempotent) {
+            return Replayable::No;
+        }
+        let hint = http_body::Body::size_hint(req.body());
+        if http_body::Body::is_end_stream(req.body()) || hint.exact() == Some(0) {
+            Replayable::Bodiless
+        } else if hint.upper().is_some_and(|n| n <= REPLAY_BODY_LIMIT) {
+            Replayable::Buffered
+        } else {
+            Replayable::No
+        }
+    }
+
+    /// Adds a request's share to the retry budget.
+    fn deposit(&self) {
+        if self.config.retries == 0 {
+            return;
+        }
+        // A full budget is not written to: no contended cache line while all is well.
+        if self.budget.load(Ordering::Relaxed) < BUDGET_RESERVE {
+            let _ = self
+                .budget
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                    Some((b + BUDGET_PER_REQUEST).min(BUDGET_RESERVE))
+                });
+        }
+    }
+
+    /// Takes one retry from the budget, if it has one.
+    fn withdraw(&self) -> bool {
+        let ok = self
+            .budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                (b >= 1000).then_some(b - 1000)
+            })
+            .is_ok();
+        if !ok {
+            tracing::warn!(upstream = %self.config.name, "retry budget spent: not retrying");
+        }
+        ok
+    }
+
+    /// Phase 1: the server that takes the request, by the upstream's `balance`, among the servers
+    /// that are up and not yet tried by this request (`tried`, a bit per server index modulo 64);
+    /// if none is, among those not tried (panic mode: when every server is down, parapet still
+    /// tries them rather than answer 503); if every one was tried, among all.
+    fn choose_server(&self, req: &Request, tried: u64) -> usize {
+        let fresh = |i: usize| tried & (1u64 << (i % 64)) == 0;
+        let state = |i: usize| &*self.servers[i].state;
+        self.balancer
+            .pick(req, |i| fresh(i) && self.servers[i].state.is_up(), state)
+            .or_else(|| self.balancer.pick(req, fresh, state))
+            .or_else(|| self.balancer.pick(req, |_| true, state))
+            .unwrap_or(0)
+    }
+
+    fn chosen(&self, index: usize) -> Chosen<'_> {
+        let server = &self.servers[index];
         Chosen {
             server: &self.config.servers[index],
-            pool: &self.pools[index],
-            name: &self.names[index],
+            pool: &server.pool,
+            name: &server.name,
+            state: &server.state,
+            limit: server.limit.as_ref(),
         }
     }
 
@@ -171,18 +443,56 @@ impl Upstream {
     /// `timeout` bounds each wait for the upstream to take more of it; a wait for the client to send
     /// more is the client's, bounded by `server.body_timeout`. A request body that failed by the
     /// client's fault (a `GatewayError` of the client's side among its causes) is answered with that
-    /// error.
+    /// error. With `max_connections`, a permit of the server's is waited for first, at most
+    /// `queue_timeout`, and held by the response body.
     ///
     /// Cost: a request without a body, one timer as before; with a body, the same timer re-armed as
     /// the body goes (once per `timeout`, and once at its end), and [`Upload`]'s one allocation.
-    async fn send(&self, chosen: &Chosen<'_>, req: Request) -> Result<Response, Failure> {
+    async fn send(&self, chosen: &Chosen<'_>, req: Request) -> Result<Response, SendError> {
         let timeout = self.config.timeout;
-        let (req, upload) = Upload::track(req).await.map_err(Failure::RequestBody)?;
-        let sending = chosen.pool.send(req, upload.clone());
+        let permit = match chosen.limit {
+            None => None,
+            Some(limit) => {
+                let acquired = match Arc::clone(limit).try_acquire_owned() {
+                    Ok(permit) => Ok(permit),
+                    Err(_) => {
+                        tokio::time::timeout(
+                            self.config.queue_timeout,
+                            Arc::clone(limit).acquire_owned(),
+                        )
+                        .await
+                    }
+                    .map_err(|_| ())
+                    .and_then(|r| r.map_err(|_| ())),
+                };
+                match acquired {
+                    Ok(permit) => Some(permit),
+                    Err(()) => {
+                        return Err(SendError {
+                            failure: Failure::Saturated,
+                            unsent: None,
+                        })
+                    }
+                }
+            }
+        };
+        let lease = Lease {
+            permit,
+            read_timeout: Some(self.config.read_timeout),
+        };
+        let (req, upload) = Upload::track(req).await.map_err(|e| SendError {
+            failure: Failure::RequestBody(e),
+            unsent: None,
+        })?;
+        let sending = chosen.pool.send(req, upload.clone(), lease);
+        let timed_out = || SendError {
+            failure: Failure::TimedOut,
+            unsent: None,
+        };
         let Some(upload) = upload else {
             return match tokio::time::timeout(timeout, sending).await {
                 Ok(result) => result,
-                Err(_elapsed) => Err(Failure::TimedOut),
+                Err(_elapsed) => Err(timed_out()),
             };
         };
         tokio::pin!(sending);
@@ -201,7 +511,7 @@ impl Upstream {
                 () = &mut deadline => {
                     let (now_sent, waiting_on_client) = upload.progress();
                     if !uploading || (now_sent == sent && !waiting_on_client) {
-                        return Err(Failure::TimedOut);
+                        return Err(timed_out());
                     }
                     sent = now_sent;
                     deadline.as_mut().reset(tokio::time::Instant::now() + timeout);
@@ -213,7 +523,8 @@ impl Upstream {
     /// Phase 4, when no usable response came: logs the failure and types it. A connection that
     /// could not be opened is `UpstreamUnreachable` (502), one that broke before the response head
     /// or a head whose body framing is ambiguous `UpstreamProtocol` (502), no response head within
-    /// `timeout` `UpstreamTimeout` (504); a request body that failed on the client's side keeps the
+    /// `timeout` `UpstreamTimeout` (504), no free connection within `queue_timeout`
+    /// `UpstreamSaturated` (503); a request body that failed on the client's side keeps the
     /// kind it came with (`ClientBody` 400, `ClientClosed`, or a layer's own), logged as the client's.
     fn gateway_error(&self, chosen: &Chosen<'_>, failure: Failure) -> GatewayError {
         let name = chosen.name;
@@ -245,7 +556,111 @@ impl Upstream {
                     self.config.timeout
                 ))
             }
+            Failure::Saturated => {
+                tracing::warn!(upstream = %self.config.name, server = %name, queue_timeout = ?self.config.queue_timeout, "upstream saturated");
+                GatewayError::new(GatewayErrorKind::UpstreamSaturated).with_detail(format!(
+                    "{name}: no free connection (max_connections) within {:?}",
+                    self.config.queue_timeout
+                ))
+            }
         }
+    }
+}
+
+/// Whether a failed send was the connection closing or breaking (`retry_on = ["reset"]`), not the
+/// upstream breaking HTTP: a malformed response is not retried (the next server would see the same
+/// request, and it is nothing a retry cures).
+fn is_reset(err: &Error) -> bool {
+    match err {
+        Error::UpstreamConnect { .. } => true,
+        Error::UpstreamProtocol(e) => {
+            e.is_incomplete_message()
+                || e.is_closed()
+                || e.is_canceled()
+                || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+        }
+        _ => false,
+    }
+}
+
+/// The head of a request as made for a server, kept to send it again. Its extensions are not:
+/// [`upstream_request`] has used them, and only `hash_key = "client_ip"` would read them again (a
+/// retry without them is spread by weighted random among the servers not tried).
+fn head_of(req: &Request) -> http::Request<()> {
+    let mut head = http::Request::new(());
+    *head.method_mut() = req.method().clone();
+    *head.uri_mut() = req.uri().clone();
+    *head.version_mut() = req.version();
+    *head.headers_mut() = req.headers().clone();
+    head
+}
+
+/// Whether and how a request can be kept for a retry ([`Upstream::replayable`]).
+enum Replayable {
+    No,
+    Bodiless,
+    Buffered,
+}
+
+/// A request kept to be sent again: its head as made for server `made_for`, and its body.
+struct Replay {
+    head: http::Request<()>,
+    body: Option<bytes::Bytes>,
+    made_for: usize,
+}
+
+impl Replay {
+    /// The request again.
+    fn rebuild(&self) -> Request {
+        let body = self.body.clone().map_or_else(Body::empty, Body::from);
+        let head = &self.head;
+        let mut req = http::Request::new(body);
+        *req.method_mut() = head.method().clone();
+        *req.uri_mut() = head.uri().clone();
+        *req.version_mut() = head.version();
+        *req.headers_mut() = head.headers().clone();
+        req
+    }
+}
+
+/// A request made for server `from` ([`upstream_request`]) made for server `to`: the same unless
+/// their base paths differ.
+fn rebase(mut req: Request, from: &UpstreamServer, to: &UpstreamServer) -> Request {
+    if from.base_path != to.base_path {
+        let pq = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
+        let rest = pq.strip_prefix(from.base_path.as_str()).unwrap_or(pq);
+        if let Ok(uri) = Uri::try_from(format!("{}{}", to.base_path, rest)) {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
+/// A request in flight to a server (`least_requests`), until its response head or its drop.
+struct InFlight<'a> {
+    state: &'a ServerState,
+    started: u64,
+}
+
+impl<'a> InFlight<'a> {
+    fn start(state: &'a ServerState) -> Self {
+        state.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self {
+            state,
+            started: health::now_ns(),
+        }
+    }
+
+    /// The response head came: its latency goes into the server's peak-EWMA.
+    fn answered(self) {
+        self.state
+            .observe(health::now_ns().saturating_sub(self.started));
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -255,6 +670,8 @@ struct Chosen<'a> {
     pool: &'a Arc<ServerPool>,
     /// Its display name, shared with every response it answers.
     name: &'a Arc<str>,
+    state: &'a Arc<ServerState>,
+    limit: Option<&'a Arc<Semaphore>>,
 }
 
 /// Why a request got no usable response head.
@@ -268,6 +685,21 @@ pub(crate) enum Failure {
     TimedOut,
     /// The response head frames its body ambiguously (why, for the log).
     Framing(&'static str),
+    /// No free connection (`max_connections`) within `queue_timeout`.
+    Saturated,
+}
+
+impl SendError {
+    /// A one-line reason, for a health check's log.
+    pub(crate) fn describe(&self) -> String {
+        match &self.failure {
+            Failure::Send(err) => ErrorChain(err).to_string(),
+            Failure::RequestBody(err) => err.to_string(),
+            Failure::TimedOut => "timed out".to_owned(),
+            Failure::Framing(why) => (*why).to_owned(),
+            Failure::Saturated => "saturated".to_owned(),
+        }
+    }
 }
 
 /// Phase 2: the request as `server` gets it.

@@ -17,6 +17,7 @@
 //! an upstream that broke. The request head goes out only once the body's first frame (or its end) is
 //! in ([`Upload::track`]), so a body broken from its first byte never reaches the upstream at all.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -119,12 +120,15 @@ impl ServerPool {
     }
 
     /// Sends `req` on a pooled or new connection; the response's body returns the connection to the
-    /// pool when read to its end. `upload` is what [`Upload::track`] gave for `req`.
+    /// pool when read to its end. `upload` is what [`Upload::track`] gave for `req`; `lease` what
+    /// the response body holds ([`Lease`]). A request that never went out (no connection could be
+    /// opened, or a fresh one broke before taking a byte) comes back in the error, to be retried.
     pub(crate) async fn send(
         self: &Arc<Self>,
         mut req: http::Request<Body>,
         upload: Option<Arc<Upload>>,
-    ) -> Result<http::Response<Body>, Failure> {
+        lease: Lease,
+    ) -> Result<http::Response<Body>, SendError> {
         // One pooled connection at most gets a chance: a second stale one is unlikely, and a fresh
         // connection is the sure way to get the request through.
         let mut reused = true;
@@ -137,7 +141,10 @@ impl ServerPool {
                 Some(s) => s,
                 None => {
                     reused = false;
-                    self.connect().await.map_err(Failure::Send)?
+                    match self.connect().await {
+                        Ok(sender) => sender,
+                        Err(err) => return Err(SendError::unsent(Failure::Send(err), req)),
+                    }
                 }
             };
             if let Err(err) = sender.ready().await {
@@ -145,17 +152,27 @@ impl ServerPool {
                 if reused {
                     continue;
                 }
-                return Err(Failure::Send(Error::UpstreamProtocol(err)));
+                let failure = Failure::Send(Error::UpstreamProtocol(err));
+                return Err(SendError::unsent(failure, req));
             }
             match sender.try_send_request(req).await {
-                Ok(response) => return Ok(self.track(sender, response, request_done)),
+                Ok(response) => return Ok(self.track(sender, response, request_done, lease)),
                 Err(mut err) => match err.take_message() {
                     // Never written: safe to send again on a new connection.
                     Some(back) if reused => {
                         req = back;
                         reused = false;
                     }
-                    _ => return Err(send_failure(err.into_error())),
+                    Some(back) => {
+                        let failure = send_failure(err.into_error());
+                        return Err(SendError::unsent(failure, back));
+                    }
+                    None => {
+                        return Err(SendError {
+                            failure: send_failure(err.into_error()),
+                            unsent: None,
+                        })
+                    }
                 },
             }
         }
@@ -166,6 +183,7 @@ impl ServerPool {
         sender: http1::SendRequest<Body>,
         response: http::Response<Incoming>,
         request_done: Option<Arc<Upload>>,
+        lease: Lease,
     ) -> http::Response<Body> {
         if response.body().is_end_stream() {
             if request_done.as_ref().is_none_or(|d| d.is_done()) {
@@ -180,28 +198,69 @@ impl ServerPool {
                 sender: Some(sender),
                 pool,
                 request_done,
+                read_timeout: lease.read_timeout,
+                last_read: tokio::time::Instant::now(),
+                // Armed only if `read_timeout` is set (polled only then).
+                sleep: tokio::time::sleep(lease.read_timeout.unwrap_or(IDLE_TIMEOUT)),
+                _permit: lease.permit,
             })
         })
     }
 }
 
-/// A response body that gives its connection back to the pool once read to its end. Dropped before
-/// its end, it takes the connection with it (hyper closes a connection whose body was abandoned).
-struct PooledBody {
-    inner: Incoming,
-    sender: Option<http1::SendRequest<Body>>,
-    pool: Arc<ServerPool>,
-    /// Set once the request body was sent to its end; `None` for a request without a body.
-    request_done: Option<Arc<Upload>>,
+/// What a response body holds besides its connection: the server's connection permit
+/// (`max_connections`), released with the body, and `read_timeout`.
+#[derive(Default)]
+pub(crate) struct Lease {
+    pub(crate) permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    pub(crate) read_timeout: Option<Duration>,
 }
 
-impl PooledBody {
-    fn release(&mut self) {
-        if let Some(sender) = self.sender.take() {
-            // Still uploading: the connection is busy and will close when the upload ends.
-            if self.request_done.as_ref().is_none_or(|d| d.is_done()) {
-                self.pool.put_idle(sender);
-            }
+/// A send that failed, with the request if it never went out (safe to send elsewhere).
+pub(crate) struct SendError {
+    pub(crate) failure: Failure,
+    pub(crate) unsent: Option<http::Request<Body>>,
+}
+
+impl SendError {
+    fn unsent(failure: Failure, req: http::Request<Body>) -> Self {
+        Self {
+            failure,
+            unsent: Some(req),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that gives its connection back to the pool once read to its end. Dropped
+    /// before its end, it takes the connection with it (hyper closes a connection whose body was
+    /// abandoned). With `read_timeout`, a pause between two frames longer than it fails the body,
+    /// and the connection goes with it: the timer is re-armed only when it fires (from the time of
+    /// the last frame), not at every frame.
+    struct PooledBody {
+        inner: Incoming,
+        sender: Option<http1::SendRequest<Body>>,
+        pool: Arc<ServerPool>,
+        // Set once the request body was sent to its end; `None` for a request without a body.
+        request_done: Option<Arc<Upload>>,
+        read_timeout: Option<Duration>,
+        last_read: tokio::time::Instant,
+        #[pin]
+        sleep: tokio::time::Sleep,
+        _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    }
+}
+
+/// Gives `sender` back to `pool` once the request body is over (still uploading, the connection is
+/// busy and will close when the upload ends).
+fn release(
+    sender: &mut Option<http1::SendRequest<Body>>,
+    request_done: Option<&Arc<Upload>>,
+    pool: &ServerPool,
+) {
+    if let Some(sender) = sender.take() {
+        if request_done.is_none_or(|d| d.is_done()) {
+            pool.put_idle(sender);
         }
     }
 }
@@ -287,7 +346,7 @@ fn send_failure(err: hyper::Error) -> Failure {
 /// What a request body's error answers: a layer's own [`GatewayError`] as it is (a size limit, a
 /// timeout: found anywhere in the error's causes), `ClientClosed` for a client gone before the body's
 /// end, `ClientBody` for anything else (a chunked body whose framing is broken: RFC 9112 §7.1).
-fn request_body_error(err: BoxError) -> GatewayError {
+pub(crate) fn request_body_error(err: BoxError) -> GatewayError {
     if let Some(own) = GatewayError::find_in(&*err) {
         return own.clone();
     }
@@ -397,13 +456,35 @@ impl http_body::Body for PooledBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let mut this = self.project();
+        let polled = Pin::new(&mut *this.inner).poll_frame(cx);
         match &polled {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
-            Poll::Ready(Some(Err(_))) => this.sender = None,
-            _ => {}
+            Poll::Ready(None) => release(this.sender, this.request_done.as_ref(), this.pool),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => {
+                release(this.sender, this.request_done.as_ref(), this.pool);
+            }
+            Poll::Ready(Some(Err(_))) => *this.sender = None,
+            Poll::Ready(Some(Ok(_))) => {
+                if this.read_timeout.is_some() {
+                    *this.last_read = tokio::time::Instant::now();
+                }
+            }
+            Poll::Pending => {
+                if let Some(timeout) = *this.read_timeout {
+                    while this.sleep.as_mut().poll(cx).is_ready() {
+                        let deadline = *this.last_read + timeout;
+                        if tokio::time::Instant::now() >= deadline {
+                            // Never pooled: the connection goes with this body.
+                            *this.sender = None;
+                            *this.read_timeout = None;
+                            let err = GatewayError::new(GatewayErrorKind::UpstreamTimeout)
+                                .with_detail("response body paused longer than read_timeout");
+                            return Poll::Ready(Some(Err(Box::new(err))));
+                        }
+                        this.sleep.as_mut().reset(deadline);
+                    }
+                }
+            }
         }
         polled.map_err(Into::into)
     }
