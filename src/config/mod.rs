@@ -24,9 +24,9 @@ use toml::de::DeTable;
 use reader::Source;
 
 pub use model::{
-    AppConfig, Config, EndpointConfig, HandlerConfig, HostMatch, IpRange, ListenerConfig, Located,
-    Location, MiddlewareConfig, RouteConfig, ServerConfig, Settings, UpstreamConfig,
-    UpstreamServer,
+    AppConfig, CertificateFiles, Config, EndpointConfig, HandlerConfig, HostMatch, IpRange,
+    ListenerConfig, ListenerTls, Located, Location, MiddlewareConfig, RouteConfig, ServerConfig,
+    Settings, TlsVersion, UpstreamConfig, UpstreamServer,
 };
 pub use reader::{
     parse_duration, parse_size, ConfigError, ConfigErrors, Diagnostics, Table, Value,
