@@ -450,3 +450,48 @@ handler = {{ kind = "respond", body = "hello" }}
     let config = Config::parse("bad.toml", &toml, &registry).unwrap();
     assert!(Server::start(config, registry).await.is_err());
 }
+
+#[tokio::test]
+async fn a_tls_connection_released_while_idle_serves_its_next_requests_and_they_are_logged() {
+    let pki = Pki::new();
+    pki.leaf("site", &["site.test"]);
+    let log = pki.path("access.log");
+    let extra = format!(
+        r#"
+[server]
+idle_release = "0s"
+[middlewares.log]
+kind = "access_log"
+format = "json"
+path = {log:?}
+"#
+    );
+    // The log around the TLS listener: `middlewares` is the listener's, before its `.tls` table.
+    let toml = config(&pki, &["site"], "", &extra).replacen(
+        "[listeners.secure.tls]",
+        "middlewares = [\"log\"]\n[listeners.secure.tls]",
+        1,
+    );
+    let server = start_tls(&toml).await;
+    let addr = server.local_addr("secure").unwrap();
+    let s = connect(addr, pki.client(ALL, &[], true), "site.test").await.unwrap();
+    let mut sender = h1(s).await;
+    // Released the moment it is idle: each next request is read by a new hyper connection, first
+    // from what rustls decrypted while it waited.
+    for _ in 0..5 {
+        assert_eq!(h1_get(&mut sender, "site.test", "/").await.2, "hello");
+    }
+    // Lines are written by a thread: wait for all five.
+    let started = Instant::now();
+    let lines = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().count() >= 5 || started.elapsed() > Duration::from_secs(10) {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let line = lines.lines().next().expect("a log line");
+    let json: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(json["sni"], "site.test", "{line}");
+    assert_eq!(json["tls_version"], "TLSv1.3", "{line}");
+}
