@@ -129,18 +129,7 @@ impl Certificates {
         };
         for pair in files {
             match load_pair(pair) {
-                Ok((key, names)) => {
-                    let index = certificates.keys.len();
-                    certificates.keys.push(Arc::new(key));
-                    for name in names {
-                        let name = name.to_ascii_lowercase();
-                        let table = match name.strip_prefix("*.") {
-                            Some(suffix) => (&mut certificates.wildcard, suffix.into()),
-                            None => (&mut certificates.exact, name.into()),
-                        };
-                        table.0.entry(table.1).or_insert(index);
-                    }
-                }
+                Ok((key, names)) => certificates.add(key, &names),
                 Err(err) => errors.push(err),
             }
         }
@@ -148,6 +137,20 @@ impl Certificates {
             Ok(certificates)
         } else {
             Err(errors)
+        }
+    }
+
+    /// Adds a certificate serving `names` (DNS names, `*.` wildcards): after those already added.
+    fn add(&mut self, key: CertifiedKey, names: &[String]) {
+        let index = self.keys.len();
+        self.keys.push(Arc::new(key));
+        for name in names {
+            let name = name.to_ascii_lowercase();
+            let (table, name) = match name.strip_prefix("*.") {
+                Some(suffix) => (&mut self.wildcard, suffix.into()),
+                None => (&mut self.exact, name.into()),
+            };
+            table.entry(name).or_insert(index);
         }
     }
 
@@ -245,5 +248,70 @@ fn pem_error(err: rustls_pki_types::pem::Error) -> String {
             "no PEM block of the expected kind in this file".to_owned()
         }
         other => format!("not valid PEM: {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> CertifiedKey {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let der = PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        let signing = provider::default_provider()
+            .key_provider
+            .load_private_key(der)
+            .unwrap();
+        CertifiedKey::new(vec![cert.der().clone()], signing)
+    }
+
+    fn certificates(sets: &[&[&str]]) -> Certificates {
+        let mut c = Certificates {
+            keys: Vec::new(),
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+        };
+        for names in sets {
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            c.add(key(&names[0]), &names);
+        }
+        c
+    }
+
+    fn picked(c: &Certificates, sni: Option<&str>) -> usize {
+        let key = c.pick(sni).unwrap();
+        c.keys.iter().position(|k| Arc::ptr_eq(k, key)).unwrap()
+    }
+
+    #[test]
+    fn an_exact_name_wins_over_a_wildcard_and_the_first_is_the_default() {
+        let c = certificates(&[
+            &["default.test"],
+            &["*.example.test"],
+            &["api.example.test"],
+        ]);
+        assert_eq!(picked(&c, Some("api.example.test")), 2);
+        assert_eq!(picked(&c, Some("API.Example.Test.")), 2);
+        assert_eq!(picked(&c, Some("www.example.test")), 1);
+        // RFC 6125 §6.4.3: one label, and not the bare domain.
+        assert_eq!(picked(&c, Some("a.b.example.test")), 0);
+        assert_eq!(picked(&c, Some("example.test")), 0);
+        assert_eq!(picked(&c, Some("other.test")), 0);
+        assert_eq!(picked(&c, None), 0);
+    }
+
+    #[test]
+    fn the_first_certificate_listing_a_name_serves_it() {
+        let c = certificates(&[
+            &["a.test"],
+            &["b.test", "*.x.test"],
+            &["b.test", "*.x.test"],
+        ]);
+        assert_eq!(picked(&c, Some("b.test")), 1);
+        assert_eq!(picked(&c, Some("y.x.test")), 1);
     }
 }

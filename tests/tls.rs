@@ -474,7 +474,9 @@ path = {log:?}
     );
     let server = start_tls(&toml).await;
     let addr = server.local_addr("secure").unwrap();
-    let s = connect(addr, pki.client(ALL, &[], true), "site.test").await.unwrap();
+    let s = connect(addr, pki.client(ALL, &[], true), "site.test")
+        .await
+        .unwrap();
     let mut sender = h1(s).await;
     // Released the moment it is idle: each next request is read by a new hyper connection, first
     // from what rustls decrypted while it waited.

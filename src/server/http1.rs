@@ -291,10 +291,11 @@ impl ClientStream for TcpStream {
 impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
     async fn next_bytes(&mut self) -> Option<Bytes> {
         use tokio::io::AsyncReadExt;
-        // TLS cannot be peeked: read what the next record holds. A read returns at once with what
-        // rustls already holds decrypted, and otherwise waits for the socket; the bytes read go to
-        // the next hyper connection first.
-        let mut buf = [0u8; 1024];
+        // TLS cannot be peeked: read the beginning of what the next record holds. A read returns at
+        // once with what rustls already holds decrypted, and otherwise waits for the socket; the
+        // bytes read go to the next hyper connection first, which reads the rest from rustls. A small
+        // buffer: it is part of every idle TLS connection's state.
+        let mut buf = [0u8; 64];
         match self.read(&mut buf).await {
             Ok(0) | Err(_) => None,
             Ok(n) => Some(Bytes::copy_from_slice(&buf[..n])),
