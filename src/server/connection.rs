@@ -47,56 +47,14 @@ use crate::{AppService, ClientAddr, Request, Response};
 pub(super) async fn serve(
     builders: Arc<Builders>,
     mut stream: TcpStream,
-    mut service: ConnectionService,
+    service: ConnectionService,
     mut phase: watch::Receiver<Phase>,
     peer: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     if let Some(tls) = tls {
-        // The handshake is bounded like a request head: a client that stalls it, sends garbage or
-        // plain HTTP is dropped, with a debug line only (scanners do this all day).
-        let handshake = tokio::time::timeout(
-            builders.header_timeout(),
-            tokio_rustls::TlsAcceptor::from(tls).accept(stream),
-        );
-        let stream = tokio::select! {
-            accepted = handshake => match accepted {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(err)) => {
-                    tracing::debug!(client = %peer, error = %ErrorChain(&err), "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(client = %peer, "TLS handshake not done within server.header_timeout");
-                    return;
-                }
-            },
-            _ = phase.wait_for(|p| *p >= Phase::Draining) => return,
-        };
-        let (_, session) = stream.get_ref();
-        let protocol = match session.alpn_protocol() {
-            Some(b"h2") => Protocol::Http2,
-            _ => Protocol::Http1,
-        };
-        let version = match session.protocol_version() {
-            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
-            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
-            _ => "TLS",
-        };
-        service.tls = Some(TlsInfo(Arc::new(TlsDetails {
-            version,
-            sni: session.server_name().map(Box::from),
-        })));
-        return serve_protocol(
-            &builders,
-            stream,
-            protocol,
-            Bytes::new(),
-            service,
-            phase,
-            peer,
-        )
-        .await;
+        // Boxed: a plain connection's task does not carry the TLS states in its own.
+        return Box::pin(serve_tls(builders, stream, service, phase, peer, tls)).await;
     }
     // Dispatch on the first bytes instead of hyper-util's `auto`, which buffers the preface and
     // wraps every read of the connection to replay it. A client that sends nothing, or a part of the
@@ -109,6 +67,61 @@ pub(super) async fn serve(
     if let Some((protocol, replay)) = protocol {
         serve_protocol(&builders, stream, protocol, replay, service, phase, peer).await;
     }
+}
+
+/// Serves a connection of a TLS listener: the handshake, then the protocol ALPN chose.
+async fn serve_tls(
+    builders: Arc<Builders>,
+    stream: TcpStream,
+    mut service: ConnectionService,
+    mut phase: watch::Receiver<Phase>,
+    peer: SocketAddr,
+    tls: Arc<rustls::ServerConfig>,
+) {
+    // The handshake is bounded like a request head: a client that stalls it, sends garbage or
+    // plain HTTP is dropped, with a debug line only (scanners do this all day).
+    let handshake = tokio::time::timeout(
+        builders.header_timeout(),
+        tokio_rustls::TlsAcceptor::from(tls).accept(stream),
+    );
+    let stream = tokio::select! {
+        accepted = handshake => match accepted {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => {
+                tracing::debug!(client = %peer, error = %ErrorChain(&err), "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(client = %peer, "TLS handshake not done within server.header_timeout");
+                return;
+            }
+        },
+        _ = phase.wait_for(|p| *p >= Phase::Draining) => return,
+    };
+    let (_, session) = stream.get_ref();
+    let protocol = match session.alpn_protocol() {
+        Some(b"h2") => Protocol::Http2,
+        _ => Protocol::Http1,
+    };
+    let version = match session.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "TLS",
+    };
+    service.tls = Some(TlsInfo(Arc::new(TlsDetails {
+        version,
+        sni: session.server_name().map(Box::from),
+    })));
+    serve_protocol(
+        &builders,
+        stream,
+        protocol,
+        Bytes::new(),
+        service,
+        phase,
+        peer,
+    )
+    .await;
 }
 
 /// Serves a connection in `protocol`, `replay` holding bytes already read from it.
