@@ -497,3 +497,42 @@ path = {log:?}
     assert_eq!(json["sni"], "site.test", "{line}");
     assert_eq!(json["tls_version"], "TLSv1.3", "{line}");
 }
+
+#[tokio::test]
+async fn a_listener_gains_and_loses_tls_on_reload() {
+    let pki = Pki::new();
+    pki.leaf("site", &["site.test"]);
+    let tls = config(&pki, &["site"], "", "");
+    let plain = tls.replace("[listeners.secure.tls]", "").replace(
+        &tls[tls.find("certificates = ").unwrap()..tls.find("\n[listeners.plain]").unwrap()],
+        "",
+    );
+    let registry = Registry::new();
+    let server = Arc::new(
+        Server::start(
+            Config::parse("t.toml", &plain, &registry).unwrap(),
+            registry.clone(),
+        )
+        .await
+        .unwrap(),
+    );
+    let addr = server.local_addr("secure").unwrap();
+    assert_eq!(get(addr, None, "/").await.2, "hello");
+
+    server
+        .reload(Config::parse("t.toml", &tls, &registry).unwrap())
+        .await
+        .unwrap();
+    let addr = server.local_addr("secure").unwrap();
+    let s = connect(addr, pki.client(ALL, &[], true), "site.test")
+        .await
+        .unwrap();
+    assert_eq!(h1_get(&mut h1(s).await, "site.test", "/").await.2, "hello");
+
+    server
+        .reload(Config::parse("t.toml", &plain, &registry).unwrap())
+        .await
+        .unwrap();
+    let addr = server.local_addr("secure").unwrap();
+    assert_eq!(get(addr, None, "/").await.2, "hello");
+}
