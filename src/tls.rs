@@ -2,9 +2,9 @@
 //! config its connections are accepted with.
 //!
 //! The names a certificate serves are the DNS names of its subject alternative names, wildcards
-//! included; [`Certificates`] picks one per handshake by the client's SNI: an exact name first, then a
-//! wildcard covering it (one label, RFC 6125 §6.4.3), else the first certificate listed, the default
-//! for a client that sends no SNI and, as nginx's default server does, for one naming none of them.
+//! included; a listener's resolver picks one per handshake by the client's SNI: an exact name first,
+//! then a wildcard covering it (one label, RFC 6125 §6.4.3), else the first certificate listed, the
+//! default for a client that sends no SNI and, as nginx's default server does, for one naming none.
 //!
 //! The files are read by the build stage, at start and at every reload (and by `parapet check`): a
 //! reload builds a new [`rustls::ServerConfig`] which new handshakes use while open connections keep
