@@ -142,7 +142,7 @@ http {
     location /stream/ { proxy_buffering off; proxy_pass http://origin/; }
   }
   server {
-    # `listen ... http2` rather than `http2 on;` (nginx 1.25.1+): the form every nginx since 1.9.5 takes.
+    # "listen ... http2" rather than "http2 on;" (nginx 1.25.1+): the form every nginx since 1.9.5 takes.
     listen 127.0.0.1:$NGINX_TLS ssl http2 backlog=4096;
     ssl_certificate $work/tls.crt;
     ssl_certificate_key $work/tls.key;
