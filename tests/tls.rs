@@ -74,6 +74,63 @@ impl Pki {
     }
 }
 
+/// A client that sends SNI and accepts any certificate: to see which one is served to a name the
+/// certificate does not list.
+fn trusting_anything() -> Arc<rustls::ClientConfig> {
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    #[derive(Debug)]
+    struct Anything(Arc<rustls::crypto::CryptoProvider>);
+    impl ServerCertVerifier for Anything {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Anything(provider)))
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
 const ALL: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
@@ -177,10 +234,15 @@ async fn sni_picks_the_exact_then_the_wildcard_certificate_and_the_first_otherwi
         .await
         .unwrap();
     assert_eq!(peer_leaf(&s), default);
-    // A wildcard covers one label only: a deeper name gets the default, which the client refuses.
+    // A name no certificate lists gets the default (which a verifying client then refuses), and so
+    // does one a wildcard would cover only across two labels.
     assert!(connect(addr, Arc::clone(&client), "a.b.example.test")
         .await
         .is_err());
+    for name in ["a.b.example.test", "nomatch.test"] {
+        let s = connect(addr, trusting_anything(), name).await.unwrap();
+        assert_eq!(peer_leaf(&s), default, "{name}");
+    }
 
     // No SNI at all: the first certificate.
     let no_sni = pki.client(ALL, &[], false);
