@@ -598,3 +598,38 @@ async fn a_listener_gains_and_loses_tls_on_reload() {
     let addr = server.local_addr("secure").unwrap();
     assert_eq!(get(addr, None, "/").await.2, "hello");
 }
+
+#[cfg(feature = "wsgi")]
+#[tokio::test]
+async fn a_wsgi_app_sees_https_as_its_url_scheme_over_tls() {
+    let pki = Pki::new();
+    pki.leaf("site", &["site.test"]);
+    let extra = format!(
+        r#"
+[[routes]]
+path = "/py"
+app = "pep"
+[apps.pep]
+handler = {{ kind = "wsgi", app = "pep:application", pythonpath = ["{}/tests/wsgi_apps"], threads = 1 }}
+"#,
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let server = start_tls(&config(&pki, &["site"], "", &extra)).await;
+    let s = connect(
+        server.local_addr("secure").unwrap(),
+        pki.client(ALL, &[], true),
+        "site.test",
+    )
+    .await
+    .unwrap();
+    let (status, _, body) = h1_get(&mut h1(s).await, "site.test", "/py/env").await;
+    assert_eq!(status, 200, "{body}");
+    let env: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(env["wsgi.url_scheme"], "https");
+    assert_eq!(env["SERVER_PORT"], "443");
+    // The plain listener of the same gateway: http.
+    let plain = server.local_addr("plain").unwrap();
+    let env: serde_json::Value =
+        serde_json::from_str(&get(plain, None, "/py/env").await.2).unwrap();
+    assert_eq!(env["wsgi.url_scheme"], "http");
+}
