@@ -22,6 +22,10 @@
 #   gzip    a 100 kB JSON body compressed by the proxy at level 6
 #   stream  a 10 MB response body
 #   idle    bytes of RSS per idle keep-alive connection, with IDLE connections open
+#   tls     `bare` over TLS (HTTP/1.1 keep-alive, TLS 1.3, ECDSA P-256), CPU µs per request at RATE
+#           (nginx: `listen ... ssl http2` on the same certificate)
+#   handshake  CPU µs per new TLS 1.3 connection with one request each (oha --disable-keepalive), at
+#           HANDSHAKE_RATE; no session resumption (oha does not resume)
 #
 # Metrics: CPU microseconds per request at a fixed offered rate (oha -q RATE -c 64 --latency-correction;
 # the headline), closed-loop requests/s (wrk -c 64), throughput for `stream`, and RSS per idle
@@ -34,7 +38,8 @@ RATE=${RATE:-10000}          # offered rate for bare and chain
 GZIP_RATE=${GZIP_RATE:-400}  # offered rate for gzip (100 kB at level 6 costs about 1 ms of CPU)
 IDLE=${IDLE:-5000}
 IDLE_SETTLE=${IDLE_SETTLE:-2}  # seconds the idle connections sit before RSS is read
-ONLY=${ONLY:-"bare chain gzip stream idle"}   # the scenarios to run
+HANDSHAKE_RATE=${HANDSHAKE_RATE:-1000}  # offered rate of new TLS connections for `handshake`
+ONLY=${ONLY:-"bare chain gzip stream idle tls handshake"}   # the scenarios to run
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 stat="python3 $here/nginx/stat.py"
@@ -53,7 +58,7 @@ if [ -n "${PARAPET_BIN:-}" ]; then
 else
   echo "building parapet (release)..." >&2
   cargo build --release --manifest-path "$repo/Cargo.toml" -q
-  parapet="$repo/target/release/parapet"
+  parapet="${CARGO_TARGET_DIR:-$repo/target}/release/parapet"
 fi
 
 work=$(mktemp -d /tmp/parapet-bench.XXXXXX)
@@ -65,7 +70,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-read -r ORIGIN NGINX PARAPET BASE < <($stat free-ports 4)
+read -r ORIGIN NGINX PARAPET BASE NGINX_TLS PARAPET_TLS BASE_TLS < <($stat free-ports 7)
 mkdir -p "$work/www" "$work/tmp"
 python3 - "$work/www" <<'PY'
 import json, os, sys, random
@@ -78,6 +83,10 @@ data = json.dumps({"items": items}).encode()
 open(os.path.join(www, "data.json"), "wb").write(data[:100_000] if len(data) >= 100_000 else data)
 open(os.path.join(www, "big.bin"), "wb").write(os.urandom(10 * 1024 * 1024))
 PY
+
+# One certificate for both proxies' TLS listeners: ECDSA P-256, self-signed.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=localhost" \
+  -addext "subjectAltName=DNS:localhost" -keyout "$work/tls.key" -out "$work/tls.crt" 2>/dev/null
 
 common_nginx="user root; worker_processes 1; worker_rlimit_nofile 20000; error_log $work/%s-error.log warn; pid $work/%s.pid;
 events { worker_connections 16384; }"
@@ -132,16 +141,29 @@ http {
     location /gzip/ { gzip on; gzip_comp_level 6; proxy_pass http://origin/; }
     location /stream/ { proxy_buffering off; proxy_pass http://origin/; }
   }
+  server {
+    # "listen ... http2" rather than "http2 on;" (nginx 1.25.1+): the form every nginx since 1.9.5 takes.
+    listen 127.0.0.1:$NGINX_TLS ssl http2 backlog=4096;
+    ssl_certificate $work/tls.crt;
+    ssl_certificate_key $work/tls.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:1m;
+    location /bare/ { proxy_pass http://origin/; }
+  }
 }
 CONF
 
-parapet_config() { # port access-log
+parapet_config() { # port access-log tls-port
 cat <<CONF
 [server]
 workers = 1
 ${PARAPET_SERVER:-}
 [listeners.main]
 bind = "127.0.0.1:$1"
+[listeners.tls]
+bind = "127.0.0.1:$3"
+[listeners.tls.tls]
+certificates = [{ cert = "$work/tls.crt", key = "$work/tls.key" }]
 [[routes]]
 path = "/bare"
 strip_prefix = true
@@ -182,8 +204,8 @@ level = 6
 min_size = 256
 CONF
 }
-parapet_config "$PARAPET" "$work/parapet-access.log" > "$work/parapet.toml"
-parapet_config "$BASE" "$work/base-access.log" > "$work/base.toml"
+parapet_config "$PARAPET" "$work/parapet-access.log" "$PARAPET_TLS" > "$work/parapet.toml"
+parapet_config "$BASE" "$work/base-access.log" "$BASE_TLS" > "$work/base.toml"
 
 wait_port() {
   for _ in $(seq 1 200); do
@@ -196,16 +218,17 @@ wait_port() {
 nginx -p "$work" -c "$work/origin.conf" -g 'daemon off;' & pids+=($!)
 nginx -p "$work" -c "$work/proxy.conf" -g 'daemon off;' & pids+=($!); nginx_master=$!
 PARAPET_LOG=warn "$parapet" run -c "$work/parapet.toml" & pids+=($!); parapet_pid=$!
-wait_port "$ORIGIN"; wait_port "$NGINX"; wait_port "$PARAPET"
+wait_port "$ORIGIN"; wait_port "$NGINX"; wait_port "$PARAPET"; wait_port "$NGINX_TLS"; wait_port "$PARAPET_TLS"
 nginx_pids="$nginx_master $(pgrep -P "$nginx_master" | tr '\n' ' ')"
 
 declare -A PORT=([nginx]=$NGINX [parapet]=$PARAPET)
+declare -A TLS_PORT=([nginx]=$NGINX_TLS [parapet]=$PARAPET_TLS [base]=$BASE_TLS)
 declare -A PIDS=([nginx]="$nginx_pids" [parapet]="$parapet_pid")
 proxies="nginx parapet"
 if [ -n "${PARAPET_BASE:-}" ]; then
   PARAPET_LOG=warn "$PARAPET_BASE" run -c "$work/base.toml" & pids+=($!)
   PIDS[base]=$!; PORT[base]=$BASE
-  wait_port "$BASE"
+  wait_port "$BASE"; wait_port "$BASE_TLS"
   proxies="nginx base parapet"
 fi
 results="$work/results.txt"
@@ -218,6 +241,19 @@ cpu_run() { # proxy scenario path rate [header]
   before=$($stat cpu ${PIDS[$proxy]})
   timeout $((DURATION + 30)) oha -z "${DURATION}s" -q "$rate" -c 64 -w --latency-correction --no-tui \
     --output-format json "${args[@]}" "$url" > "$work/oha.json"
+  after=$($stat cpu ${PIDS[$proxy]})
+  n=$($stat oha-count "$work/oha.json")
+  echo "$scenario cpu_us_per_req $proxy $($stat div $((after - before)) "$n")" >> "$results"
+}
+
+# CPU µs per request over TLS at a fixed offered rate; extra oha arguments (--disable-keepalive: one
+# request per new connection, so per handshake).
+tls_cpu_run() { # proxy scenario rate [oha args...]
+  local proxy=$1 scenario=$2 rate=$3 before after n
+  shift 3
+  before=$($stat cpu ${PIDS[$proxy]})
+  timeout $((DURATION + 30)) oha -z "${DURATION}s" -q "$rate" -c 64 -w --latency-correction --no-tui \
+    --insecure --output-format json "$@" "https://localhost:${TLS_PORT[$proxy]}/bare/5b" > "$work/oha.json"
   after=$($stat cpu ${PIDS[$proxy]})
   n=$($stat oha-count "$work/oha.json")
   echo "$scenario cpu_us_per_req $proxy $($stat div $((after - before)) "$n")" >> "$results"
@@ -255,6 +291,7 @@ idle_run() { # proxy
 for proxy in $proxies; do
   timeout 30 oha -z 2s -c 16 --no-tui "http://127.0.0.1:${PORT[$proxy]}/bare/5b" > /dev/null
   timeout 30 oha -n 200 -c 4 --no-tui -H 'accept-encoding: gzip' "http://127.0.0.1:${PORT[$proxy]}/gzip/data.json" > /dev/null
+  timeout 30 oha -n 200 -c 4 --no-tui --insecure "https://localhost:${TLS_PORT[$proxy]}/bare/5b" > /dev/null
 done
 
 wants() { [[ " $ONLY " == *" $1 "* ]]; }
@@ -274,13 +311,15 @@ for round in $(seq 1 "$ROUNDS"); do
     if wants chain; then wrk_run "$proxy" chain /chain/5b 64 rps; fi
     if wants gzip; then wrk_run "$proxy" gzip /gzip/data.json 64 rps 'Accept-Encoding: gzip'; fi
     if wants stream; then wrk_run "$proxy" stream /stream/big.bin 4 bytes; fi
+    if wants tls; then tls_cpu_run "$proxy" tls "$RATE"; fi
+    if wants handshake; then tls_cpu_run "$proxy" handshake "$HANDSHAKE_RATE" --disable-keepalive; fi
   done
 done
 size() { curl -s -H 'accept-encoding: gzip' "http://127.0.0.1:${PORT[$1]}/gzip/data.json" | wc -c; }
 original=$(wc -c < "$work/www/data.json")
 echo
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(nginx -v 2>&1); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2); $(oha --version); $("$parapet" --version)"
-echo "rounds: $ROUNDS x ${DURATION}s, alternating $proxies; fixed rates: bare/chain $RATE req/s, gzip $GZIP_RATE req/s"
+echo "rounds: $ROUNDS x ${DURATION}s, alternating $proxies; fixed rates: bare/chain/tls $RATE req/s, gzip $GZIP_RATE req/s, handshake $HANDSHAKE_RATE conn/s"
 echo "gzip output for $original bytes of JSON: nginx $(size nginx) bytes, parapet $(size parapet) bytes"
 echo
 $stat summary "$results"

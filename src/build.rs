@@ -21,6 +21,7 @@ use crate::proxy::Upstream;
 use crate::registry::Registry;
 use crate::router::{RouteTarget, Router};
 use crate::routing::RouteTable;
+use crate::tls::ListenerTlsConfig;
 use crate::AppService;
 
 /// A built config: what the server runs on.
@@ -28,6 +29,8 @@ pub struct Gateway {
     entries: HashMap<Box<str>, AppService>,
     upstreams: BTreeMap<String, Arc<Upstream>>,
     trusted_proxies: Vec<IpRange>,
+    /// The TLS of each listener that terminates it.
+    tls: HashMap<Box<str>, Arc<ListenerTlsConfig>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -42,6 +45,9 @@ impl std::fmt::Debug for Gateway {
 /// bound or started. What `parapet check` adds to reading and validating the file.
 pub fn check(config: &Config, registry: &Registry) -> Result<(), ConfigErrors> {
     let mut errors = Vec::new();
+    for tls in config.listeners.iter().filter_map(|l| l.tls.as_ref()) {
+        errors.extend(ListenerTlsConfig::check(tls));
+    }
     for m in config.middlewares.values() {
         errors.extend(registry.check_middleware(&m.kind, &m.settings, &m.at));
     }
@@ -75,6 +81,19 @@ impl Gateway {
         reuse: Option<&Gateway>,
     ) -> Result<Gateway, ConfigErrors> {
         let mut errors = Vec::new();
+
+        // Certificates and keys are read anew at every build: a reload picks up renewed files.
+        let mut tls = HashMap::new();
+        for l in &config.listeners {
+            let Some(listener_tls) = &l.tls else { continue };
+            let previous = reuse.and_then(|g| g.tls.get(l.name.as_str()));
+            match ListenerTlsConfig::build(listener_tls, previous.map(|p| &**p)) {
+                Ok(built) => {
+                    tls.insert(l.name.as_str().into(), Arc::new(built));
+                }
+                Err(e) => errors.extend(e),
+            }
+        }
 
         // Each middleware once, shared by every chain naming it.
         let mut middlewares: HashMap<&str, Middleware> = HashMap::new();
@@ -181,12 +200,22 @@ impl Gateway {
             entries,
             upstreams,
             trusted_proxies: config.server.trusted_proxies.clone(),
+            tls,
         })
     }
 
     /// The service serving the requests of `listener`: its chain around its router.
     pub fn entry(&self, listener: &str) -> Option<&AppService> {
         self.entries.get(listener)
+    }
+
+    /// The TLS `listener` terminates, if it does.
+    pub fn tls(&self, listener: &str) -> Option<&Arc<ListenerTlsConfig>> {
+        // Most gateways terminate no TLS: no hashing then.
+        if self.tls.is_empty() {
+            return None;
+        }
+        self.tls.get(listener)
     }
 
     /// `server.trusted_proxies`: the peers whose forwarding headers are believed.

@@ -52,6 +52,7 @@ pub mod router;
 pub mod routing;
 pub mod server;
 pub mod service;
+pub mod tls;
 
 pub use config::Config;
 pub use error::Error;

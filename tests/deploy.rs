@@ -40,7 +40,9 @@ fn the_probes_point_at_the_admin_endpoints_of_the_config_the_pods_run() {
         .unwrap();
     let config = Config::parse("configmap/parapet.toml", text, &Registry::new())
         .unwrap_or_else(|e| panic!("the ConfigMap's config is invalid:\n{e}"));
-    let admin = config.admin.expect("the pods' config has an admin listener");
+    let admin = config
+        .admin
+        .expect("the pods' config has an admin listener");
 
     let container = &of_kind(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0];
     let admin_port = container["ports"]
@@ -73,7 +75,10 @@ fn the_container_config_is_valid_and_has_the_admin_listener() {
     let config = Config::load("deploy/parapet.container.toml", &Registry::new())
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.admin.unwrap().bind.port(), 9901);
-    assert!(config.listeners.iter().all(|l| l.bind.ip().is_unspecified()));
+    assert!(config
+        .listeners
+        .iter()
+        .all(|l| l.bind.ip().is_unspecified()));
 }
 
 #[test]

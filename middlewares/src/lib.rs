@@ -49,6 +49,24 @@ pub use gateway::{ErrorSource, GatewayError, GatewayErrorKind, UpstreamResponse}
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddr(pub std::net::SocketAddr);
 
+/// What a request's connection negotiated over TLS, in the request's extensions: present only for
+/// requests that came over TLS (`X-Forwarded-Proto: https`, WSGI's `wsgi.url_scheme`, the access
+/// log's `tls_version` and `sni`).
+///
+/// The server makes it once per connection, after the handshake; each request gets a clone, one
+/// reference count and the extension's own small allocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsInfo(pub std::sync::Arc<TlsDetails>);
+
+/// The contents of a [`TlsInfo`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct TlsDetails {
+    /// The protocol version, as `"TLSv1.2"` or `"TLSv1.3"` (nginx's `$ssl_protocol`).
+    pub version: &'static str,
+    /// The server name the client asked for (SNI), if it sent one.
+    pub sni: Option<Box<str>>,
+}
+
 /// The client a request is attributed to, as `server.trusted_proxies` resolves it: what an IP
 /// filter, a rate limit or an app's `REMOTE_ADDR` should use. Read it with [`ClientIp::of`].
 ///

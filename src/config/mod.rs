@@ -24,9 +24,9 @@ use toml::de::DeTable;
 use reader::Source;
 
 pub use model::{
-    AdminConfig, AppConfig, Config, EndpointConfig, HandlerConfig, HostMatch, IpRange,
-    ListenerConfig, Located, Location, MiddlewareConfig, RouteConfig, ServerConfig, Settings,
-    UpstreamConfig, UpstreamServer,
+    AdminConfig, AppConfig, CertificateFiles, Config, EndpointConfig, HandlerConfig, HostMatch,
+    IpRange, ListenerConfig, ListenerTls, Located, Location, MiddlewareConfig, RouteConfig,
+    ServerConfig, Settings, TlsVersion, UpstreamConfig, UpstreamServer,
 };
 pub use model::{Balance, Eject, Expect, HashKey, HealthCheck, RetryOn};
 pub use reader::{

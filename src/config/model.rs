@@ -332,6 +332,41 @@ pub struct ListenerConfig {
     /// [`Config::middlewares`]): they see every request of the listener, including those no route
     /// matches.
     pub middlewares: Vec<String>,
+    /// `[listeners.NAME.tls]`: TLS termination; `None` for plain HTTP.
+    pub tls: Option<ListenerTls>,
+}
+
+/// `[listeners.NAME.tls]`: the certificates a listener serves and the oldest TLS version it accepts.
+/// The files are only named here; they are read by the build stage (and by `parapet check`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// `certificates`, in file order: the first is the default.
+    pub certificates: Vec<CertificateFiles>,
+    /// `min_version`.
+    pub min_version: TlsVersion,
+}
+
+/// One `{ cert, key }` of `certificates`: PEM files, with where each is named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Where `cert` is named.
+    pub cert_at: Location,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Where `key` is named.
+    pub key_at: Location,
+}
+
+/// A TLS protocol version (`min_version`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// TLS 1.2 (RFC 5246) and 1.3: the default.
+    #[default]
+    V1_2,
+    /// TLS 1.3 only (RFC 8446).
+    V1_3,
 }
 
 /// Which hosts a route serves.

@@ -327,11 +327,80 @@ fn read_listener(name: &str, mut t: Table<'_>, chains: &Chains<'_>) -> Option<Li
         Some(v) => chains.resolve(&v),
         None => Some(Vec::new()),
     };
+    let tls = match t.get("tls") {
+        Some(v) => Some(read_listener_tls(v.table()?)?),
+        None => None,
+    };
     t.finish();
     Some(ListenerConfig {
         name: name.to_owned(),
         bind: bind?,
         middlewares: middlewares?,
+        tls,
+    })
+}
+
+/// `[listeners.NAME.tls]`. Only the shape: the files are read by the build stage.
+fn read_listener_tls(mut t: Table<'_>) -> Option<ListenerTls> {
+    let mut ok = true;
+    let mut certificates = Vec::new();
+    if let Some(v) = t.required("certificates") {
+        match v.array() {
+            Some(items) if items.is_empty() => {
+                v.error("a TLS listener needs at least one certificate");
+                ok = false;
+            }
+            Some(items) => {
+                for item in items {
+                    let Some(mut pair) = item.table() else {
+                        ok = false;
+                        continue;
+                    };
+                    let cert = pair.required("cert");
+                    let key = pair.required("key");
+                    let (cert_at, key_at) = (
+                        cert.as_ref().map(|v| v.location()),
+                        key.as_ref().map(|v| v.location()),
+                    );
+                    match (
+                        cert.and_then(|v| v.str()),
+                        key.and_then(|v| v.str()),
+                        cert_at,
+                        key_at,
+                    ) {
+                        (Some(cert), Some(key), Some(cert_at), Some(key_at)) => {
+                            certificates.push(CertificateFiles {
+                                cert: cert.into(),
+                                cert_at,
+                                key: key.into(),
+                                key_at,
+                            })
+                        }
+                        _ => ok = false,
+                    }
+                    pair.finish();
+                }
+            }
+            None => ok = false,
+        }
+    }
+    let min_version = match t.get("min_version") {
+        None => TlsVersion::default(),
+        Some(v) => match v.str()? {
+            "1.2" => TlsVersion::V1_2,
+            "1.3" => TlsVersion::V1_3,
+            other => {
+                v.error(format!(
+                    "unknown TLS version {other:?}: expected \"1.2\" or \"1.3\""
+                ));
+                return None;
+            }
+        },
+    };
+    t.finish();
+    ok.then_some(ListenerTls {
+        certificates,
+        min_version,
     })
 }
 

@@ -27,7 +27,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::Version;
 use parapet_middlewares::{
-    Body, ClientIp, ErrorChain, GatewayError, GatewayErrorKind, UpstreamResponse,
+    Body, ClientIp, ErrorChain, GatewayError, GatewayErrorKind, TlsInfo, UpstreamResponse,
 };
 
 mod balance;
@@ -743,7 +743,9 @@ fn upstream_request(server: &UpstreamServer, req: Request) -> Result<Request, Ga
     let peer_trusted = ClientIp::of(&parts.extensions).is_some_and(|c| c.peer_trusted);
     let headers = &mut parts.headers;
     remove_hop_by_hop(headers);
-    set_forwarded(headers, peer, peer_trusted, original_host.as_ref());
+    // The connection's fact, set once per TLS connection (`TlsInfo`): no URI is rebuilt for it.
+    let tls = parts.extensions.get::<TlsInfo>().is_some();
+    set_forwarded(headers, peer, peer_trusted, original_host.as_ref(), tls);
     let host = original_host.or_else(|| HeaderValue::from_str(server.authority.as_str()).ok());
     if let Some(host) = host {
         headers.insert(header::HOST, host);
@@ -781,9 +783,9 @@ fn upstream_response(name: &Arc<str>, response: Response) -> Result<Response, Fa
 }
 
 /// The scheme the client spoke to parapet, as `X-Forwarded-Proto` tells it: the one place that
-/// decides it (plain HTTP until listeners speak TLS).
-fn client_scheme() -> HeaderValue {
-    HeaderValue::from_static("http")
+/// decides it: `https` for a request that came over TLS (the connection set its [`TlsInfo`]).
+fn client_scheme(tls: bool) -> HeaderValue {
+    HeaderValue::from_static(if tls { "https" } else { "http" })
 }
 
 /// Sets the forwarding headers. What a client says about earlier hops is believed only from a peer
@@ -801,6 +803,7 @@ fn set_forwarded(
     peer: Option<IpAddr>,
     peer_trusted: bool,
     host: Option<&HeaderValue>,
+    tls: bool,
 ) {
     if let Some(peer) = peer {
         // The address is formatted on the stack: the header value is the only allocation.
@@ -832,7 +835,7 @@ fn set_forwarded(
         headers.remove(&X_FORWARDED_FOR);
     }
     if !peer_trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO.clone(), client_scheme());
+        headers.insert(X_FORWARDED_PROTO.clone(), client_scheme(tls));
     }
     if !peer_trusted || !headers.contains_key(&X_FORWARDED_HOST) {
         match host {
@@ -876,7 +879,13 @@ mod tests {
         h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
         h.append("x-forwarded-for", HeaderValue::from_static("2.2.2.2"));
         let host = HeaderValue::from_static("example.com");
-        set_forwarded(&mut h, Some("10.0.0.9".parse().unwrap()), true, Some(&host));
+        set_forwarded(
+            &mut h,
+            Some("10.0.0.9".parse().unwrap()),
+            true,
+            Some(&host),
+            false,
+        );
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "example.com");
@@ -897,6 +906,7 @@ mod tests {
             Some("::ffff:10.0.0.9".parse().unwrap()),
             false,
             Some(&host),
+            false,
         );
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-for"], "10.0.0.9");
@@ -913,7 +923,7 @@ mod tests {
         h.insert("x-forwarded-host", HeaderValue::from_static("www.example"));
         h.insert("forwarded", HeaderValue::from_static("for=1.1.1.1"));
         h.insert("x-real-ip", HeaderValue::from_static("1.1.1.1"));
-        set_forwarded(&mut h, Some("10.0.0.9".parse().unwrap()), true, None);
+        set_forwarded(&mut h, Some("10.0.0.9".parse().unwrap()), true, None, false);
         assert_eq!(h["x-forwarded-for"], "10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "www.example");

@@ -99,22 +99,30 @@ impl AcceptLoop {
         let _ = stream.set_nodelay(true);
         #[cfg(not(target_os = "linux"))]
         let _ = SockRef::from(&stream).set_tcp_keepalive(&tcp_keepalive());
+        let gateway = self.gateway.load();
+        // The TLS config current at the accept: a reload's new certificates reach new handshakes.
+        let tls = gateway
+            .tls(&self.name)
+            .map(|tls| Arc::clone(tls.server_config()));
         let service = ConnectionService {
             gateway: Arc::clone(&self.gateway),
             // If a reload removes this listener, this connection finishes on the config it began with.
-            fallback: self.gateway.load().entry(&self.name).cloned(),
+            fallback: gateway.entry(&self.name).cloned(),
             retired: Arc::clone(&self.retired),
             listener: Arc::clone(&self.name),
             client: ClientAddr(peer),
             max_uri_length: self.builders.max_uri_length(),
             quiet: None,
+            tls: None,
         };
+        drop(gateway);
         let conn = connection::serve(
             Arc::clone(&self.builders),
             stream,
             service,
             self.phase.clone(),
             peer,
+            tls,
         );
         let open = self.open.clone();
         open.inc();

@@ -24,31 +24,38 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use parapet_middlewares::host::report_final_status;
 use parapet_middlewares::ErrorChain;
-use parapet_middlewares::{GatewayError, GatewayErrorKind};
+use parapet_middlewares::{GatewayError, GatewayErrorKind, TlsDetails, TlsInfo};
 use pin_project_lite::pin_project;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::accept::{sniff, ConnectionLimit, Protocol};
-use super::http1::{self, Alarm, Clock, ConnIo, Quiet, ServedBody};
+use super::http1::{self, Alarm, ClientStream, Clock, ConnIo, Quiet, ServedBody};
 use super::Phase;
 use crate::build::Gateway;
 use crate::config::ServerConfig;
 use crate::service::AppFuture;
 use crate::{AppService, ClientAddr, Request, Response};
 
-/// Serves an accepted connection in the protocol its first bytes tell, until it ends.
+/// Serves an accepted connection until it ends: over TLS if its listener terminates TLS (`tls`),
+/// then in the protocol ALPN chose; in plain HTTP, in the protocol its first bytes tell.
 pub(super) async fn serve(
     builders: Arc<Builders>,
     mut stream: TcpStream,
-    mut service: ConnectionService,
+    service: ConnectionService,
     mut phase: watch::Receiver<Phase>,
     peer: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) {
+    if let Some(tls) = tls {
+        // Boxed: a plain connection's task does not carry the TLS states in its own.
+        return Box::pin(serve_tls(builders, stream, service, phase, peer, tls)).await;
+    }
     // Dispatch on the first bytes instead of hyper-util's `auto`, which buffers the preface and
     // wraps every read of the connection to replay it. A client that sends nothing, or a part of the
     // HTTP/2 preface and no more, is dropped after `server.header_timeout`, or as soon as its
@@ -57,14 +64,81 @@ pub(super) async fn serve(
         p = tokio::time::timeout(builders.header_timeout(), sniff(&mut stream)) => p.ok().flatten(),
         _ = phase.wait_for(|p| *p >= Phase::Draining) => None,
     };
+    if let Some((protocol, replay)) = protocol {
+        serve_protocol(&builders, stream, protocol, replay, service, phase, peer).await;
+    }
+}
+
+/// Serves a connection of a TLS listener: the handshake, then the protocol ALPN chose.
+async fn serve_tls(
+    builders: Arc<Builders>,
+    stream: TcpStream,
+    mut service: ConnectionService,
+    mut phase: watch::Receiver<Phase>,
+    peer: SocketAddr,
+    tls: Arc<rustls::ServerConfig>,
+) {
+    // The handshake is bounded like a request head: a client that stalls it, sends garbage or
+    // plain HTTP is dropped, with a debug line only (scanners do this all day).
+    let handshake = tokio::time::timeout(
+        builders.header_timeout(),
+        tokio_rustls::TlsAcceptor::from(tls).accept(stream),
+    );
+    let stream = tokio::select! {
+        accepted = handshake => match accepted {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => {
+                tracing::debug!(client = %peer, error = %ErrorChain(&err), "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(client = %peer, "TLS handshake not done within server.header_timeout");
+                return;
+            }
+        },
+        _ = phase.wait_for(|p| *p >= Phase::Draining) => return,
+    };
+    let (_, session) = stream.get_ref();
+    let protocol = match session.alpn_protocol() {
+        Some(b"h2") => Protocol::Http2,
+        _ => Protocol::Http1,
+    };
+    let version = match session.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+        _ => "TLS",
+    };
+    service.tls = Some(TlsInfo(Arc::new(TlsDetails {
+        version,
+        sni: session.server_name().map(Box::from),
+    })));
+    serve_protocol(
+        &builders,
+        stream,
+        protocol,
+        Bytes::new(),
+        service,
+        phase,
+        peer,
+    )
+    .await;
+}
+
+/// Serves a connection in `protocol`, `replay` holding bytes already read from it.
+async fn serve_protocol<S: ClientStream>(
+    builders: &Builders,
+    stream: S,
+    protocol: Protocol,
+    replay: Bytes,
+    mut service: ConnectionService,
+    mut phase: watch::Receiver<Phase>,
+    peer: SocketAddr,
+) {
     match protocol {
-        Some((Protocol::Http1, replay)) => {
-            Box::pin(http1::serve(
-                &builders, stream, replay, service, phase, peer,
-            ))
-            .await
+        Protocol::Http1 => {
+            Box::pin(http1::serve(builders, stream, replay, service, phase, peer)).await
         }
-        Some((Protocol::Http2, replay)) => {
+        Protocol::Http2 => {
             let quiet = Arc::new(Quiet::default());
             service.quiet = Some(Arc::clone(&quiet));
             let io = ConnIo::new(stream, replay, Arc::clone(&quiet));
@@ -78,7 +152,6 @@ pub(super) async fn serve(
             };
             Box::pin(drive(conn, &mut phase, peer)).await;
         }
-        None => {}
     }
 }
 
@@ -190,16 +263,16 @@ fn h2_builder(server: &ServerConfig) -> hyper::server::conn::http2::Builder<Toki
     h2
 }
 
-type H2Connection =
-    hyper::server::conn::http2::Connection<ConnIo, ConnectionService, TokioExecutor>;
+type H2Connection<S> =
+    hyper::server::conn::http2::Connection<ConnIo<S>, ConnectionService, TokioExecutor>;
 
 pin_project! {
     /// An HTTP/2 connection and its clock: closed when it has had no stream open for
     /// `server.header_timeout` (a preface that never completes, a connection that opens no stream,
     /// an idle one alike), or stalled for `server.body_timeout`.
-    struct H2Conn {
+    struct H2Conn<S: ClientStream> {
         #[pin]
-        conn: H2Connection,
+        conn: H2Connection<S>,
         quiet: Arc<Quiet>,
         clock: Clock,
         header_timeout: Duration,
@@ -209,7 +282,7 @@ pin_project! {
     }
 }
 
-impl Future for H2Conn {
+impl<S: ClientStream> Future for H2Conn<S> {
     type Output = Result<(), hyper::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -243,7 +316,7 @@ impl Future for H2Conn {
     }
 }
 
-impl Graceful for H2Conn {
+impl<S: ClientStream> Graceful for H2Conn<S> {
     fn graceful(self: Pin<&mut Self>) {
         self.project().conn.graceful_shutdown()
     }
@@ -328,6 +401,8 @@ pub(crate) struct ConnectionService {
     /// Requests in flight and request bodies, for the connection's clock (and HTTP/1.1's idle
     /// release).
     pub(super) quiet: Option<Arc<http1::Quiet>>,
+    /// What the connection negotiated, over TLS: a clone goes with each request.
+    pub(super) tls: Option<TlsInfo>,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
@@ -346,6 +421,10 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
         }
         let mut req: Request = req.map(|body| http1::client_body(body, self.quiet.as_ref()));
         req.extensions_mut().insert(self.client);
+        if let Some(tls) = &self.tls {
+            // One reference count and the extension's own small allocation, TLS requests only.
+            req.extensions_mut().insert(tls.clone());
+        }
         // The gateway current at this request: a reload in between reaches this connection now,
         // and this request keeps the one it started with.
         let gateway = self.gateway.load();

@@ -269,17 +269,51 @@ impl Drop for ClientBody {
     }
 }
 
-/// A client connection's socket as hyper's connection (HTTP/1.1 or HTTP/2) sees it.
-pub(crate) struct ConnIo {
-    stream: TcpStream,
+/// A client connection's byte stream: the TCP socket, or TLS over it.
+pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Waits, while the connection is released idle, for the client's next bytes: `None` if the
+    /// client closed; else the bytes that had to be read to tell, to be read again first. Dropping
+    /// the future loses nothing.
+    fn next_bytes(&mut self) -> impl Future<Output = Option<Bytes>> + Send;
+}
+
+impl ClientStream for TcpStream {
+    async fn next_bytes(&mut self) -> Option<Bytes> {
+        self.readable().await.ok()?;
+        // A client that closed is done: no hyper connection (and buffers) just to read its EOF.
+        match self.peek(&mut [0u8; 1]).await {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(Bytes::new()),
+        }
+    }
+}
+
+impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
+    async fn next_bytes(&mut self) -> Option<Bytes> {
+        use tokio::io::AsyncReadExt;
+        // TLS cannot be peeked: read the beginning of what the next record holds. A read returns at
+        // once with what rustls already holds decrypted, and otherwise waits for the socket; the
+        // bytes read go to the next hyper connection first, which reads the rest from rustls. A small
+        // buffer: it is part of every idle TLS connection's state.
+        let mut buf = [0u8; 64];
+        match self.read(&mut buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => Some(Bytes::copy_from_slice(&buf[..n])),
+        }
+    }
+}
+
+/// A client connection's stream as hyper's connection (HTTP/1.1 or HTTP/2) sees it.
+pub(crate) struct ConnIo<S = TcpStream> {
+    stream: S,
     /// Bytes read before hyper's connection parsed them (by a released hyper connection, or by the
     /// sniff of a preface that came in pieces): read again first.
     replay: Bytes,
     quiet: Arc<Quiet>,
 }
 
-impl ConnIo {
-    pub(super) fn new(stream: TcpStream, replay: Bytes, quiet: Arc<Quiet>) -> Self {
+impl<S> ConnIo<S> {
+    pub(super) fn new(stream: S, replay: Bytes, quiet: Arc<Quiet>) -> Self {
         Self {
             stream,
             replay,
@@ -288,7 +322,7 @@ impl ConnIo {
     }
 }
 
-impl hyper::rt::Read for ConnIo {
+impl<S: AsyncRead + Unpin> hyper::rt::Read for ConnIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -330,7 +364,7 @@ impl hyper::rt::Read for ConnIo {
     }
 }
 
-impl hyper::rt::Write for ConnIo {
+impl<S: AsyncWrite + Unpin> hyper::rt::Write for ConnIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -373,7 +407,7 @@ impl hyper::rt::Write for ConnIo {
     }
 }
 
-type Connection = http1::Connection<ConnIo, ConnectionService>;
+type Connection<S> = http1::Connection<ConnIo<S>, ConnectionService>;
 
 /// How often a connection's clock ticks: its one timer, re-armed once a tick, never per request.
 const TICK: Duration = Duration::from_secs(1);
@@ -481,9 +515,9 @@ impl Clock {
 // Moved out once per hyper connection and never stored: boxing the parts would allocate at every
 // release to save a copy of some 200 bytes.
 #[allow(clippy::large_enum_variant)]
-enum Exit {
+enum Exit<S> {
     /// Released while idle: the socket, the service and any bytes read ahead, back from hyper.
-    Released(http1::Parts<ConnIo, ConnectionService>),
+    Released(http1::Parts<ConnIo<S>, ConnectionService>),
     /// The connection closed or failed.
     Closed,
     /// No request head completed within `server.header_timeout`.
@@ -493,8 +527,8 @@ enum Exit {
 }
 
 /// Polls a hyper connection; releases it when it has been idle for `release_after`.
-struct ReleasableConn<'a> {
-    conn: Option<Box<Connection>>,
+struct ReleasableConn<'a, S: ClientStream> {
+    conn: Option<Box<Connection<S>>>,
     quiet: &'a Quiet,
     clock: &'a mut Clock,
     /// `server.idle_release`, in ticks; 0 releases the moment the connection is idle.
@@ -506,8 +540,8 @@ struct ReleasableConn<'a> {
     releasing: bool,
 }
 
-impl Future for ReleasableConn<'_> {
-    type Output = Result<Exit, hyper::Error>;
+impl<S: ClientStream> Future for ReleasableConn<'_, S> {
+    type Output = Result<Exit<S>, hyper::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
@@ -555,16 +589,16 @@ impl Future for ReleasableConn<'_> {
 }
 
 /// Idle: hyper closes an idle connection at once, leaving the socket to us.
-fn release(conn: &mut Connection, releasing: &mut bool) {
+fn release<S: ClientStream>(conn: &mut Connection<S>, releasing: &mut bool) {
     *releasing = true;
     Pin::new(conn).graceful_shutdown();
 }
 
 /// Serves an HTTP/1.1 connection until it closes, releasing hyper's connection (and its buffers)
 /// whenever it is idle; `replay` holds bytes already read from it.
-pub(crate) async fn serve(
+pub(crate) async fn serve<S: ClientStream>(
     builders: &Builders,
-    stream: TcpStream,
+    stream: S,
     replay: Bytes,
     mut service: ConnectionService,
     mut phase: watch::Receiver<Phase>,
@@ -626,14 +660,14 @@ pub(crate) async fn serve(
             .timer
             .as_mut()
             .reset(since + builders.header_timeout().saturating_sub(waited));
-        let readable = tokio::select! {
-            r = io.stream.readable() => r.is_ok(),
-            _ = clock.timer.as_mut() => false,
-            _ = phase.wait_for(|p| *p >= Phase::Draining) => false,
+        let next = tokio::select! {
+            next = io.stream.next_bytes() => next,
+            _ = clock.timer.as_mut() => None,
+            _ = phase.wait_for(|p| *p >= Phase::Draining) => None,
         };
-        // A client that closed is done: no hyper connection (and buffers) just to read its EOF.
-        if !readable || matches!(io.stream.peek(&mut [0u8; 1]).await, Ok(0) | Err(_)) {
-            return;
+        match next {
+            Some(bytes) => io.replay = bytes,
+            None => return,
         }
         // The wait counts toward the head timeout: the next head is due as if never released.
         let idle = u32::try_from(since.elapsed().as_secs()).unwrap_or(u32::MAX);
@@ -645,7 +679,7 @@ pub(crate) async fn serve(
     }
 }
 
-impl Graceful for ReleasableConn<'_> {
+impl<S: ClientStream> Graceful for ReleasableConn<'_, S> {
     /// Finish the request in flight, then close; an idle connection closes now.
     fn graceful(self: Pin<&mut Self>) {
         if let Some(conn) = self.get_mut().conn.as_mut() {

@@ -11,7 +11,8 @@
 //! the status **as sent to the client**, the body bytes actually sent, the duration to the last byte,
 //! the user agent and referer; `json` adds the upstream's address and own status where there was one,
 //! and which side an error came from (`"error_by": "gateway"` for parapet's own 404/502/504/500,
-//! `"upstream"` for an upstream's own error status).
+//! `"upstream"` for an upstream's own error status), and for a request over TLS the protocol version
+//! (`"tls_version": "TLSv1.3"`) and the name the client asked for (`"sni"`), `null` otherwise.
 //!
 //! When the line is written:
 //!
@@ -46,7 +47,7 @@ pub use sink::{Sink, Target};
 
 use crate::host::PanicSignal;
 use crate::intercept::{Intercept, InterceptLayer, Interceptor};
-use crate::{Body, BoxError, ClientAddr, GatewayError, UpstreamResponse};
+use crate::{Body, BoxError, ClientAddr, GatewayError, TlsInfo, UpstreamResponse};
 
 /// The settings of an `access_log` layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,6 +129,7 @@ impl Interceptor for AccessLog {
             start: Instant::now(),
             time: SystemTime::now(),
             remote: req.extensions().get::<ClientAddr>().copied(),
+            tls: req.extensions().get::<TlsInfo>().cloned(),
             panic: req.extensions().get::<PanicSignal>().cloned(),
             method: req.method().clone(),
             uri: req.uri().clone(),
@@ -180,6 +182,8 @@ pub struct Record {
     start: Instant,
     time: SystemTime,
     remote: Option<ClientAddr>,
+    /// What the connection negotiated, over TLS.
+    tls: Option<TlsInfo>,
     /// The signal of the nearest panic-catcher outside this log, if any.
     panic: Option<PanicSignal>,
     method: Method,
@@ -302,6 +306,16 @@ impl Record {
                         Some(v) => format::json_str(out, &String::from_utf8_lossy(v.as_bytes())),
                         None => out.push_str("null"),
                     }
+                }
+                match &self.tls {
+                    Some(TlsInfo(tls)) => {
+                        let _ = write!(out, ",\"tls_version\":\"{}\",\"sni\":", tls.version);
+                        match &tls.sni {
+                            Some(sni) => format::json_str(out, sni),
+                            None => out.push_str("null"),
+                        }
+                    }
+                    None => out.push_str(",\"tls_version\":null,\"sni\":null"),
                 }
                 match &self.upstream {
                     Some(u) => {

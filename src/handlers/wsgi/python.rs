@@ -16,7 +16,9 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body::{Body as HttpBody, Frame};
 use http_body_util::BodyExt;
-use parapet_middlewares::{Body, BoxError, ClientAddr, ClientIp, GatewayError, GatewayErrorKind};
+use parapet_middlewares::{
+    Body, BoxError, ClientAddr, ClientIp, GatewayError, GatewayErrorKind, TlsInfo,
+};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTraceback, PyTuple};
@@ -550,7 +552,12 @@ fn environ<'py>(
         _ => "HTTP/1.1",
     };
     env.set_item("SERVER_PROTOCOL", protocol)?;
-    let scheme = parts.uri.scheme_str().unwrap_or("http");
+    // Over TLS, the connection said so once (`TlsInfo`); an HTTP/2 request's URI carries `:scheme`.
+    let scheme = if parts.extensions.get::<TlsInfo>().is_some() {
+        "https"
+    } else {
+        parts.uri.scheme_str().unwrap_or("http")
+    };
     let host = parts
         .uri
         .authority()
