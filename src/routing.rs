@@ -64,7 +64,14 @@ impl<T> PathTable<T> {
 pub fn prefix_matches(prefix: &str, path: &str) -> bool {
     match path.strip_prefix(prefix) {
         None => false,
-        Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
+        // A `;` starts a segment's parameters (RFC 3986 §3.3), which servers such as Tomcat strip:
+        // `/admin;x/secret` is `/admin/secret` to them, so it is under `/admin` here too.
+        Some(rest) => {
+            rest.is_empty()
+                || prefix.ends_with('/')
+                || rest.starts_with('/')
+                || rest.starts_with(';')
+        }
     }
 }
 
@@ -189,6 +196,9 @@ pub fn normalize_path(path: &str) -> Result<std::borrow::Cow<'_, str>, PathError
     let mut out: Option<Vec<u8>> = None;
     // The current segment, decoded: its length and how many of its characters are dots.
     let (mut seg_len, mut seg_dots) = (0usize, 0usize);
+    // Past a `;` in the current segment: its parameters, which servers such as Tomcat strip, so
+    // `..;x` is `..` to them and counts as a dot segment here.
+    let mut in_params = false;
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -203,7 +213,7 @@ pub fn normalize_path(path: &str) -> Result<std::borrow::Cow<'_, str>, PathError
                 } else if let Some(out) = &mut out {
                     out.push(b'/');
                 }
-                (seg_len, seg_dots) = (0, 0);
+                (seg_len, seg_dots, in_params) = (0, 0, false);
                 i += 1;
                 continue;
             }
@@ -236,20 +246,25 @@ pub fn normalize_path(path: &str) -> Result<std::borrow::Cow<'_, str>, PathError
                         }
                     }
                 }
-                seg_len += 1;
-                seg_dots += usize::from(decoded == b'.');
+                if !in_params {
+                    seg_len += 1;
+                    seg_dots += usize::from(decoded == b'.');
+                }
                 i += 3;
                 continue;
             }
             b'\\' => return Err(PathError::Backslash),
             0 => return Err(PathError::Nul),
+            b';' => in_params = true,
             _ => {}
         }
         if let Some(out) = &mut out {
             out.push(b);
         }
-        seg_len += 1;
-        seg_dots += usize::from(b == b'.');
+        if !in_params {
+            seg_len += 1;
+            seg_dots += usize::from(b == b'.');
+        }
         i += 1;
     }
     if seg_len != 0 && seg_len == seg_dots && seg_len <= 2 {

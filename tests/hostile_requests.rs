@@ -617,3 +617,64 @@ fn trusted_proxies_default_to_none() {
     .unwrap();
     assert!(config.server.trusted_proxies.is_empty());
 }
+
+/// A listener with `/admin` and `/` answered by two handlers that say which one answered.
+async fn two_routes() -> parapet::Server {
+    start(
+        r#"
+[listeners.main]
+bind = "127.0.0.1:0"
+[[routes]]
+path = "/admin"
+app = "admin"
+[[routes]]
+app = "public"
+[apps.admin]
+handler = { kind = "respond", body = "admin" }
+[apps.public]
+handler = { kind = "respond", body = "public" }
+"#,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn nothing_pipelined_after_a_refused_request_is_served() {
+    let server = two_routes().await;
+    let addr = server.local_addr("main").unwrap();
+    for first in [
+        "GET /a/../b HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+        "GET /%2F HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        // No `Connection: close` anywhere: parapet closes after its own refusal.
+        let answer = raw_request(
+            addr,
+            format!("{first}GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{first:?}: {answer}");
+        assert_eq!(
+            answer.matches("HTTP/1.1 ").count(),
+            1,
+            "{first:?}: {answer}"
+        );
+        assert!(!answer.contains("public"), "{first:?}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn path_parameters_cannot_dodge_a_route_prefix() {
+    let server = two_routes().await;
+    let addr = server.local_addr("main").unwrap();
+    // Tomcat and Spring strip `;params`: to them these are /admin/secret, so they are /admin here.
+    for path in ["/admin;/secret", "/admin;x=1/secret"] {
+        let (status, _, body) = get(addr, None, path).await;
+        assert_eq!((status, body.as_str()), (200, "admin"), "{path}");
+    }
+    for path in ["/public/..;/admin/secret", "/public/.;x/admin", "/x/..;"] {
+        assert_eq!(get(addr, None, path).await.0, 400, "{path}");
+    }
+    // A `;` inside a segment is no dot segment.
+    assert_eq!(get(addr, None, "/a;b/..c").await.2, "public");
+}

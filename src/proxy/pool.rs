@@ -389,7 +389,13 @@ impl TrackedBody {
         match polled {
             Some(Ok(frame)) => self.first = Some(frame),
             Some(Err(err)) => return Err(request_body_error(err)),
-            None => {}
+            // Already over (`0\r\n\r\n` at once): hyper will not poll it again, so it is done
+            // now, or its connection would never go back to the pool.
+            None => {
+                if !self.upload.done.swap(true, Ordering::Release) {
+                    self.upload.finished.notify_one();
+                }
+            }
         }
         Ok(())
     }

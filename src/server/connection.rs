@@ -139,7 +139,7 @@ async fn serve_protocol<S: ClientStream>(
             Box::pin(http1::serve(builders, stream, replay, service, phase, peer)).await
         }
         Protocol::Http2 => {
-            let quiet = Arc::new(Quiet::default());
+            let quiet = Arc::new(Quiet::unlimited());
             service.quiet = Some(Arc::clone(&quiet));
             let io = ConnIo::new(stream, replay, Arc::clone(&quiet));
             let conn = H2Conn {
@@ -419,8 +419,8 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
                 guard: self.quiet.as_ref().map(http1::Quiet::start),
             };
         }
+        // `admit`, below, puts the client's address in the extensions.
         let mut req: Request = req.map(|body| http1::client_body(body, self.quiet.as_ref()));
-        req.extensions_mut().insert(self.client);
         if let Some(tls) = &self.tls {
             // One reference count and the extension's own small allocation, TLS requests only.
             req.extensions_mut().insert(tls.clone());
@@ -475,8 +475,11 @@ impl Future for DispatchFuture {
         let Ok(mut response) = response;
         report_final_status(&response);
         // The last request `max_requests_per_connection` allows: the response says the connection
-        // closes, and hyper closes it once the response is out (RFC 9112 §9.6).
-        if guard.as_ref().is_some_and(http1::InFlight::is_last) {
+        // closes, and hyper closes it once the response is out (RFC 9112 §9.6). So does parapet's
+        // refusal of a malformed or oversized request: what follows it on the connection (a
+        // pipelined request, the rest of a body) cannot be trusted to be framed as the client meant
+        // (nginx closes after these too).
+        if guard.as_ref().is_some_and(http1::InFlight::is_last) || refuses_connection(&response) {
             response.headers_mut().insert(
                 http::header::CONNECTION,
                 http::HeaderValue::from_static("close"),
@@ -485,6 +488,16 @@ impl Future for DispatchFuture {
         // The request stays in flight until hyper is done with the body.
         Poll::Ready(Ok(response.map(|body| ServedBody::new(body, guard))))
     }
+}
+
+/// Whether `response` is parapet's own refusal of the client's request (400, 408, 413, 414, 431
+/// with a downstream gateway error), after which the connection closes.
+fn refuses_connection(response: &Response) -> bool {
+    matches!(response.status().as_u16(), 400 | 408 | 413 | 414 | 431)
+        && response
+            .extensions()
+            .get::<GatewayError>()
+            .is_some_and(|e| e.kind().source() == parapet_middlewares::ErrorSource::Downstream)
 }
 
 /// The length of a request target as the client sent it: the path and query, and the authority of an

@@ -84,6 +84,17 @@ pub(crate) struct Quiet {
 }
 
 impl Quiet {
+    /// The state of a connection with no limit on its requests (HTTP/2: streams are limited by
+    /// `max_streams` instead, and a response must not say `Connection: close`, RFC 9113 §8.2.2).
+    pub(crate) fn unlimited() -> Quiet {
+        Quiet {
+            max_requests: u64::MAX,
+            ..Quiet::default()
+        }
+    }
+}
+
+impl Quiet {
     /// Counts a request in flight until the returned guard is dropped.
     pub(crate) fn start(self: &Arc<Self>) -> InFlight {
         // Only the connection's task counts: no read-modify-write needed.
