@@ -44,6 +44,9 @@ pub fn check(config: &Config, registry: &Registry) -> Result<(), ConfigErrors> {
     for m in config.middlewares.values() {
         errors.extend(registry.check_middleware(&m.kind, &m.settings, &m.at));
     }
+    for u in config.upstreams.values() {
+        errors.extend(Upstream::check(u).err());
+    }
     for app in config.apps.values() {
         if let EndpointConfig::Handler(h) = &app.endpoint {
             errors.extend(registry.check_handler(&h.kind, &h.settings, &h.at));
@@ -85,20 +88,23 @@ impl Gateway {
             }
         }
 
-        let upstreams: BTreeMap<String, Arc<Upstream>> = config
-            .upstreams
-            .iter()
-            .map(|(name, cfg)| {
-                let kept = reuse
-                    .and_then(|g| g.upstreams.get(name))
-                    .filter(|u| **u.config() == **cfg);
-                let upstream = match kept {
-                    Some(u) => Arc::clone(u),
-                    None => Upstream::new(Arc::clone(cfg)),
-                };
-                (name.clone(), upstream)
-            })
-            .collect();
+        let mut upstreams: BTreeMap<String, Arc<Upstream>> = BTreeMap::new();
+        for (name, cfg) in &config.upstreams {
+            let kept = reuse
+                .and_then(|g| g.upstreams.get(name))
+                .filter(|u| **u.config() == **cfg);
+            match kept {
+                Some(u) => {
+                    upstreams.insert(name.clone(), Arc::clone(u));
+                }
+                None => match Upstream::new(Arc::clone(cfg)) {
+                    Ok(u) => {
+                        upstreams.insert(name.clone(), u);
+                    }
+                    Err(e) => errors.push(e),
+                },
+            }
+        }
 
         let mut apps: BTreeMap<&str, AppService> = BTreeMap::new();
         // Handlers learn where they are mounted (a WSGI app's SCRIPT_NAME); upstreams need not.
@@ -110,7 +116,11 @@ impl Gateway {
         };
         for (name, app) in &config.apps {
             let endpoint = match &app.endpoint {
-                EndpointConfig::Upstream(u) => upstreams[u].service(),
+                EndpointConfig::Upstream(u) => match upstreams.get(u) {
+                    Some(upstream) => upstream.service(),
+                    // Failed to build: reported there.
+                    None => continue,
+                },
                 EndpointConfig::Handler(h) => {
                     match registry.build_handler(&h.kind, &h.settings, &h.at) {
                         Ok(service) => service,

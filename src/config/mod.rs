@@ -26,7 +26,7 @@ use reader::Source;
 pub use model::{
     AppConfig, Config, EndpointConfig, HandlerConfig, HostMatch, IpRange, ListenerConfig, Located,
     Location, MiddlewareConfig, RouteConfig, ServerConfig, Settings, UpstreamConfig,
-    UpstreamServer,
+    UpstreamProtocol, UpstreamServer, UpstreamTls,
 };
 pub use reader::{
     parse_duration, parse_size, ConfigError, ConfigErrors, Diagnostics, Table, Value,

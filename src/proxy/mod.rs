@@ -6,8 +6,9 @@
 //! 1. `Upstream::choose_server`: which of the upstream's servers takes the request (round robin);
 //! 2. `upstream_request`: the request as the server gets it: origin-form target with the server's
 //!    base path, hop-by-hop headers removed, forwarding headers set (believed only from a trusted
-//!    proxy), `Host` kept, HTTP/1.1;
-//! 3. `Upstream::send`: over the server's pool of kept-alive connections (`pool`), bounded by
+//!    proxy), `Host` kept, HTTP/1.1 (`te: trailers` kept for a server that may speak HTTP/2);
+//! 3. `Upstream::send`: over the server's pool of kept-alive connections (`pool`: HTTP/1.1, or one
+//!    multiplexed HTTP/2 connection; over TLS for `https://` servers, `tls`), bounded by
 //!    `connect_timeout`, and by `timeout` from the end of the request body until the response head
 //!    arrives;
 //! 4. `upstream_response` or `Upstream::gateway_error`: the answer, with hop-by-hop headers removed
@@ -28,10 +29,11 @@ use http::Version;
 use parapet_middlewares::{ClientIp, ErrorChain, GatewayError, GatewayErrorKind, UpstreamResponse};
 
 mod pool;
+mod tls;
 
-use pool::{ServerPool, Upload};
+use pool::{ServerPool, Transport, Upload};
 
-use crate::config::{UpstreamConfig, UpstreamServer};
+use crate::config::{ConfigError, UpstreamConfig, UpstreamServer};
 use crate::{AppService, ClientAddr, Error, Request, Response};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -100,30 +102,59 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// Builds the upstream and its servers' (empty) connection pools.
-    pub fn new(config: Arc<UpstreamConfig>) -> Arc<Self> {
+    /// Builds the upstream and its servers' (empty) connection pools, with its TLS client config if
+    /// it has `https://` servers (`tls.ca` read now: an unusable one is an error at `ca`).
+    pub fn new(config: Arc<UpstreamConfig>) -> Result<Arc<Self>, ConfigError> {
         let names = config
             .servers
             .iter()
             .map(|s| Arc::from(s.to_string()))
             .collect();
-        let pools = config
-            .servers
-            .iter()
-            .map(|s| {
-                ServerPool::new(
-                    s.authority.to_string(),
-                    config.connect_timeout,
-                    config.max_idle,
-                )
-            })
-            .collect();
-        Arc::new(Self {
+        let connector = tls::client_config(&config, false)?.map(tokio_rustls::TlsConnector::from);
+        let mut pools = Vec::with_capacity(config.servers.len());
+        for s in &config.servers {
+            let https = s.scheme == http::uri::Scheme::HTTPS;
+            let tls = match &connector {
+                Some(connector) if https => {
+                    Some((connector.clone(), tls::server_name(&config, s)?))
+                }
+                _ => None,
+            };
+            // Without a port in the URL, the scheme's (RFC 9110 §4.2).
+            let port = s
+                .authority
+                .port_u16()
+                .unwrap_or(if https { 443 } else { 80 });
+            let transport = Transport {
+                tls,
+                protocol: config.protocol,
+                scheme: s.scheme.clone(),
+            };
+            pools.push(ServerPool::new(
+                format!("{}:{port}", s.authority.host()),
+                config.connect_timeout,
+                config.max_idle,
+                transport,
+            ));
+        }
+        Ok(Arc::new(Self {
             config,
             names,
             pools,
             next: AtomicUsize::new(0),
-        })
+        }))
+    }
+
+    /// What building this upstream would refuse, without building it: a `tls.ca` that cannot be
+    /// used, a server name TLS cannot verify. Reads files; opens, binds and starts nothing.
+    pub fn check(config: &UpstreamConfig) -> Result<(), ConfigError> {
+        tls::client_config(config, true)?;
+        for s in &config.servers {
+            if s.scheme == http::uri::Scheme::HTTPS {
+                tls::server_name(config, s)?;
+            }
+        }
+        Ok(())
     }
 
     /// The config this upstream was built from.
@@ -143,7 +174,7 @@ impl Upstream {
     /// Proxies one request: the four phases of the module docs.
     async fn forward(self: Arc<Self>, req: Request) -> Response {
         let chosen = self.choose_server();
-        let req = match upstream_request(chosen.server, req) {
+        let req = match upstream_request(chosen.server, req, chosen.pool.may_h2()) {
             Ok(req) => req,
             Err(err) => return err.into_response(),
         };
@@ -280,8 +311,16 @@ pub(crate) enum Failure {
 ///   ([`set_forwarded`]).
 /// - `Host` is the host the request was routed by: the URI's authority if it has one (HTTP/2 clients
 ///   send no `Host`; RFC 9112 §3.2.2), else its `Host`, else the server's authority.
-/// - The version is HTTP/1.1, whatever the client spoke: the upstream connection is HTTP/1.1.
-fn upstream_request(server: &UpstreamServer, req: Request) -> Result<Request, GatewayError> {
+/// - The version is HTTP/1.1, whatever the client spoke (the pool makes the request HTTP/2 if the
+///   connection is).
+/// - `te: trailers` is kept when the server may speak HTTP/2 (`may_h2`): RFC 9113 §8.2.2 allows it
+///   there, and gRPC servers require it to know the client reads trailers; every other `TE` value
+///   is hop-by-hop (RFC 9110 §10.1.4).
+fn upstream_request(
+    server: &UpstreamServer,
+    req: Request,
+    may_h2: bool,
+) -> Result<Request, GatewayError> {
     let (mut parts, body) = req.into_parts();
     // The host the request was routed by: a URI authority (HTTP/2, absolute form) wins over
     // `Host` (RFC 9112 §3.2.2), as in the router, so the upstream is told the same site.
@@ -310,7 +349,20 @@ fn upstream_request(server: &UpstreamServer, req: Request) -> Result<Request, Ga
     // Nothing vouches for a request that did not come through parapet's server.
     let peer_trusted = ClientIp::of(&parts.extensions).is_some_and(|c| c.peer_trusted);
     let headers = &mut parts.headers;
+    let te_trailers = may_h2
+        && headers.get_all(header::TE).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',').any(|t| {
+                    t.split(';')
+                        .next()
+                        .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+                })
+            })
+        });
     remove_hop_by_hop(headers);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     set_forwarded(headers, peer, peer_trusted, original_host.as_ref());
     let host = original_host.or_else(|| HeaderValue::from_str(server.authority.as_str()).ok());
     if let Some(host) = host {
