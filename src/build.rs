@@ -92,7 +92,7 @@ impl Gateway {
         for (name, cfg) in &config.upstreams {
             let kept = reuse
                 .and_then(|g| g.upstreams.get(name))
-                .filter(|u| **u.config() == **cfg);
+                .filter(|u| **u.config() == **cfg && u.ca_file_unchanged());
             match kept {
                 Some(u) => {
                     upstreams.insert(name.clone(), Arc::clone(u));

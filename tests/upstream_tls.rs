@@ -448,3 +448,53 @@ tls = { server_name = "not a name", verify = "no", extra = 1 }
         "{errs:#?}"
     );
 }
+
+#[tokio::test]
+async fn a_replaced_ca_file_is_read_again_by_a_reload() {
+    let (right, wrong) = (Ca::new(), Ca::new());
+    let up = tls_upstream(right.issue(&["127.0.0.1"]), &[], false).await;
+    let ca_path = wrong.write();
+    let toml = config(
+        &format!("https://{}", up.addr),
+        &format!("tls = {{ ca = \"{ca_path}\" }}"),
+    );
+    let registry = Registry::new();
+    let parsed = parapet::Config::parse("t.toml", &toml, &registry).unwrap();
+    let server = Arc::new(
+        parapet::Server::start(parsed, registry.clone())
+            .await
+            .unwrap(),
+    );
+    let addr = server.local_addr("main").unwrap();
+    assert_eq!(get(addr, None, "/").await.0, 502);
+
+    // The same config text, the CA file replaced (as a certificate rotation does).
+    std::fs::write(&ca_path, &right.pem).unwrap();
+    let same = parapet::Config::parse("t.toml", &toml, &registry).unwrap();
+    server.reload(same).await.unwrap();
+    let (status, _, body) = get(addr, None, "/").await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn auto_over_tls_falls_back_to_pooled_http1_when_alpn_chooses_it() {
+    let ca = Ca::new();
+    let up = tls_upstream(ca.issue(&["127.0.0.1"]), &[b"http/1.1"], false).await;
+    let tls = format!("tls = {{ ca = \"{}\" }}", ca.write());
+    let server = start(&config(&format!("https://{}", up.addr), &tls)).await;
+    let addr = server.local_addr("main").unwrap();
+    let requests: Vec<_> = (0..16)
+        .map(|_| tokio::spawn(async move { get(addr, None, "/").await }))
+        .collect();
+    for request in requests {
+        let (status, _, body) = request.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with("HTTP/1.1 / "), "{body}");
+    }
+    // Sequential requests then reuse the pooled connections: no new handshake.
+    let opened = up.connections.load(Ordering::SeqCst);
+    for _ in 0..8 {
+        assert_eq!(get(addr, None, "/").await.0, 200);
+    }
+    assert_eq!(up.connections.load(Ordering::SeqCst), opened);
+}

@@ -91,6 +91,8 @@ pub struct Upstream {
     names: Vec<Arc<str>>,
     pools: Vec<Arc<ServerPool>>,
     next: AtomicUsize,
+    /// The `tls.ca` file's contents as built with, to tell on reload whether it was replaced.
+    ca_file: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -137,12 +139,23 @@ impl Upstream {
                 transport,
             ));
         }
+        let ca_file = config.tls.ca.as_ref().and_then(|p| std::fs::read(p).ok());
         Ok(Arc::new(Self {
             config,
             names,
             pools,
             next: AtomicUsize::new(0),
+            ca_file,
         }))
+    }
+
+    /// Whether the `tls.ca` file (if any) still holds what this upstream was built with: a reload
+    /// keeps an unchanged upstream only if so, so a replaced CA file is picked up by a reload.
+    pub fn ca_file_unchanged(&self) -> bool {
+        match &self.config.tls.ca {
+            None => true,
+            Some(path) => std::fs::read(path).ok() == self.ca_file,
+        }
     }
 
     /// What building this upstream would refuse, without building it: a `tls.ca` that cannot be
