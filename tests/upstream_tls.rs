@@ -498,3 +498,55 @@ async fn auto_over_tls_falls_back_to_pooled_http1_when_alpn_chooses_it() {
     }
     assert_eq!(up.connections.load(Ordering::SeqCst), opened);
 }
+
+#[tokio::test]
+async fn a_closed_h2_connection_is_replaced_by_a_new_one() {
+    // An h2c upstream that closes each connection once it has answered one request.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let (closed_tx, mut closed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            counted.fetch_add(1, Ordering::SeqCst);
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let (answered_tx, answered_rx) = tokio::sync::oneshot::channel::<()>();
+                let answered_tx = Arc::new(Mutex::new(Some(answered_tx)));
+                let service = hyper::service::service_fn(move |req| {
+                    let answered_tx = answered_tx.clone();
+                    async move {
+                        let response = echo(req).await;
+                        if let Some(tx) = answered_tx.lock().unwrap().take() {
+                            let _ = tx.send(());
+                        }
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = answered_rx => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+                let _ = closed_tx.send(());
+            });
+        }
+    });
+    let server = start(&config(&format!("http://{addr}"), "protocol = \"h2\"")).await;
+    let parapet = server.local_addr("main").unwrap();
+    for round in 1..=3 {
+        let (status, _, body) = get(parapet, None, "/").await;
+        assert_eq!(status, 200, "round {round}: {body}");
+        closed_rx.recv().await.unwrap();
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 3);
+}
