@@ -303,6 +303,17 @@ async fn protocol_chooses_what_alpn_offers_over_tls() {
 }
 
 #[tokio::test]
+async fn protocol_h2_over_tls_without_alpn_speaks_http2_anyway() {
+    let ca = Ca::new();
+    let up = tls_upstream(ca.issue(&["127.0.0.1"]), &[], true).await;
+    let extra = format!("protocol = \"h2\"\ntls = {{ ca = \"{}\" }}", ca.write());
+    let server = start(&config(&format!("https://{}", up.addr), &extra)).await;
+    let (status, _, body) = get(server.local_addr("main").unwrap(), None, "/").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("HTTP/2.0 "), "{body}");
+}
+
+#[tokio::test]
 async fn h2c_prior_knowledge_carries_a_grpc_like_exchange_with_trailers_both_ways() {
     let up = h2c_upstream().await;
     let server = start(&config(&format!("http://{}", up.addr), "protocol = \"h2\"")).await;
@@ -491,6 +502,15 @@ async fn auto_over_tls_falls_back_to_pooled_http1_when_alpn_chooses_it() {
         assert_eq!(status, 200, "{body}");
         assert!(body.starts_with("HTTP/1.1 / "), "{body}");
     }
+    // `te: trailers` is for HTTP/2 only: over HTTP/1.1 it would need `Connection: TE`.
+    let req = Request::get(format!("http://{addr}/"))
+        .header("te", "trailers")
+        .body(Body::empty())
+        .unwrap();
+    let response = h2c_client().request(req).await.unwrap();
+    let text = String::from_utf8_lossy(&response.into_body().collect().await.unwrap().to_bytes())
+        .into_owned();
+    assert!(text.starts_with("HTTP/1.1 / te= "), "{text}");
     // Sequential requests then reuse the pooled connections: no new handshake.
     let opened = up.connections.load(Ordering::SeqCst);
     for _ in 0..8 {

@@ -198,7 +198,12 @@ impl ServerPool {
                     server: self.authority.clone(),
                     source,
                 })?;
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            // A server that takes part in no ALPN gets what `protocol` says: `h2` is then spoken
+            // as prior knowledge, as over plain TCP.
+            let h2 = match tls.get_ref().1.alpn_protocol() {
+                Some(chosen) => chosen == b"h2",
+                None => self.transport.protocol == UpstreamProtocol::H2,
+            };
             Ok((Io::Tls(Box::new(tls)), h2))
         };
         let (io, h2) = tokio::time::timeout(self.connect_timeout, connecting)
