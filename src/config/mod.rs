@@ -26,7 +26,7 @@ use reader::Source;
 pub use model::{
     AdminConfig, AppConfig, Config, EndpointConfig, HandlerConfig, HostMatch, IpRange,
     ListenerConfig, Located, Location, MiddlewareConfig, RouteConfig, ServerConfig, Settings,
-    UpstreamConfig, UpstreamServer,
+    UpstreamConfig, UpstreamProtocol, UpstreamServer, UpstreamTls,
 };
 pub use model::{Balance, Eject, Expect, HashKey, HealthCheck, RetryOn};
 pub use reader::{
