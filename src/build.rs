@@ -51,6 +51,9 @@ pub fn check(config: &Config, registry: &Registry) -> Result<(), ConfigErrors> {
     for m in config.middlewares.values() {
         errors.extend(registry.check_middleware(&m.kind, &m.settings, &m.at));
     }
+    for u in config.upstreams.values() {
+        errors.extend(Upstream::check(u).err());
+    }
     for app in config.apps.values() {
         if let EndpointConfig::Handler(h) = &app.endpoint {
             errors.extend(registry.check_handler(&h.kind, &h.settings, &h.at));
@@ -106,19 +109,23 @@ impl Gateway {
             }
         }
 
-        let upstreams: BTreeMap<String, Arc<Upstream>> = config
-            .upstreams
-            .iter()
-            .map(|(name, cfg)| {
-                let previous = reuse.and_then(|g| g.upstreams.get(name));
-                let upstream = match previous {
-                    Some(u) if **u.config() == **cfg => Arc::clone(u),
-                    // Servers whose address is unchanged keep their state (and pools).
-                    _ => Upstream::new(Arc::clone(cfg), previous.map(|u| &**u)),
-                };
-                (name.clone(), upstream)
-            })
-            .collect();
+        let mut upstreams: BTreeMap<String, Arc<Upstream>> = BTreeMap::new();
+        for (name, cfg) in &config.upstreams {
+            let previous = reuse.and_then(|g| g.upstreams.get(name));
+            let built = match previous {
+                // Unchanged, and so is its CA file: kept whole.
+                Some(u) if **u.config() == **cfg && u.ca_file_unchanged() => Ok(Arc::clone(u)),
+                // Servers whose address is unchanged keep their state (and pools, if made the
+                // same way).
+                _ => Upstream::new(Arc::clone(cfg), previous.map(|u| &**u)),
+            };
+            match built {
+                Ok(u) => {
+                    upstreams.insert(name.clone(), u);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
 
         let mut apps: BTreeMap<&str, AppService> = BTreeMap::new();
         // Handlers learn where they are mounted (a WSGI app's SCRIPT_NAME); upstreams need not.
@@ -130,7 +137,11 @@ impl Gateway {
         };
         for (name, app) in &config.apps {
             let endpoint = match &app.endpoint {
-                EndpointConfig::Upstream(u) => upstreams[u].service(),
+                EndpointConfig::Upstream(u) => match upstreams.get(u) {
+                    Some(upstream) => upstream.service(),
+                    // Failed to build: reported there.
+                    None => continue,
+                },
                 EndpointConfig::Handler(h) => {
                     match registry.build_handler(&h.kind, &h.settings, &h.at) {
                         Ok(service) => service,

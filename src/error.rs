@@ -53,6 +53,15 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The TLS handshake with an `https://` upstream server failed: its certificate not trusted or
+    /// not for the name verified, no protocol in common, or the connection broken mid-handshake.
+    #[error("TLS handshake with {server} failed")]
+    UpstreamTls {
+        /// The server, as `host:port`.
+        server: String,
+        /// Why (a `rustls::Error` inside, for a refused certificate).
+        source: std::io::Error,
+    },
     /// The upstream connection failed before the response head arrived.
     #[error("the connection to the upstream failed before its response head")]
     UpstreamProtocol(#[source] hyper::Error),

@@ -60,8 +60,11 @@ impl Labeled {
         self.hits.load(Ordering::SeqCst)
     }
 
-    fn kill(&self) {
+    /// Stops the server and waits until it has: the listener task is cancelled, and the connections
+    /// it held are aborted with it, so no request already queued on one is still counted after.
+    async fn kill(&mut self) {
         self.task.abort();
+        let _ = (&mut self.task).await;
     }
 }
 
@@ -204,7 +207,7 @@ async fn hash_keeps_a_key_on_its_server_and_a_new_server_moves_about_a_quarter_o
 #[tokio::test]
 async fn no_get_fails_when_a_server_dies_under_load() {
     let a = Labeled::start("a", 200, Duration::ZERO).await;
-    let b = Labeled::start("b", 200, Duration::ZERO).await;
+    let mut b = Labeled::start("b", 200, Duration::ZERO).await;
     let c = Labeled::start("c", 200, Duration::ZERO).await;
     let servers = [url(a.addr), url(b.addr), url(c.addr)];
     let server = start(&config(&servers, "")).await;
@@ -238,7 +241,7 @@ async fn no_get_fails_when_a_server_dies_under_load() {
         assert!(Instant::now() < deadline, "clients stalled");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    b.kill();
+    b.kill().await;
     let at_kill = b.hits();
     let mut failed = Vec::new();
     while let Some(f) = clients.join_next().await {

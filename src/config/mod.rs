@@ -26,7 +26,8 @@ use reader::Source;
 pub use model::{
     AdminConfig, AppConfig, CertificateFiles, Config, EndpointConfig, HandlerConfig, HostMatch,
     IpRange, ListenerConfig, ListenerTls, Located, Location, MiddlewareConfig, RouteConfig,
-    ServerConfig, Settings, TlsVersion, UpstreamConfig, UpstreamServer,
+    ServerConfig, Settings, TlsVersion, UpstreamConfig, UpstreamProtocol, UpstreamServer,
+    UpstreamTls,
 };
 pub use model::{Balance, Eject, Expect, HashKey, HealthCheck, RetryOn};
 pub use reader::{

@@ -434,7 +434,7 @@ impl PartialEq for HandlerConfig {
 /// One server of an upstream: where to connect, and the path prefix to put before request paths.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct UpstreamServer {
-    /// `http` (TLS to upstreams comes later).
+    /// `http`, or `https` for a server spoken to over TLS (the upstream's `tls` settings).
     pub scheme: Scheme,
     /// `host:port`.
     pub authority: Authority,
@@ -480,6 +480,10 @@ pub struct UpstreamConfig {
     pub health: Option<HealthCheck>,
     /// `eject`: passive ejection, `None` when `failures = 0`.
     pub eject: Option<Eject>,
+    /// `protocol`: the HTTP version spoken to the servers, default `auto`.
+    pub protocol: UpstreamProtocol,
+    /// `tls`: how `https://` servers are verified; the defaults when absent.
+    pub tls: UpstreamTls,
 }
 
 /// `balance` (and `hash_key`): how an upstream spreads requests over its servers.
@@ -555,6 +559,61 @@ pub struct Eject {
     pub failures: u32,
     /// `duration` of the first ejection, default 30s; doubled for each ejection following soon after.
     pub duration: Duration,
+}
+
+/// `protocol` of an upstream: the HTTP version spoken to its servers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum UpstreamProtocol {
+    /// `"http1"`: HTTP/1.1 only (over TLS, ALPN offers `http/1.1` alone).
+    Http1,
+    /// `"h2"`: HTTP/2 only: over TLS, ALPN offers `h2` alone; over plain TCP, prior knowledge (h2c,
+    /// RFC 9113 §3.3), as gRPC backends speak it.
+    H2,
+    /// `"auto"` (default): over TLS, ALPN offers `h2` and `http/1.1` and the server chooses; over
+    /// plain TCP, HTTP/1.1.
+    #[default]
+    Auto,
+}
+
+/// `tls = { ca, server_name, verify }` of an upstream: how its `https://` servers are verified.
+#[derive(Clone, Debug)]
+pub struct UpstreamTls {
+    /// `ca`: a PEM file of the CA certificates trusted instead of the system's roots.
+    pub ca: Option<PathBuf>,
+    /// `server_name`: the name sent as SNI and verified in the certificate; default each URL's host
+    /// (an IP address is verified as an IP address).
+    pub server_name: Option<String>,
+    /// `verify` (default true): `false` accepts any certificate (warned about at load).
+    pub verify: bool,
+    /// Where `ca` is written (else where the `tls` table or the upstream is), for build errors.
+    pub at: Location,
+}
+
+impl Default for UpstreamTls {
+    fn default() -> Self {
+        Self {
+            ca: None,
+            server_name: None,
+            verify: true,
+            at: Location::default(),
+        }
+    }
+}
+
+// Equal when the settings are, wherever they are written: a reload that only moves lines keeps the
+// upstream and its pools.
+impl PartialEq for UpstreamTls {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.ca, &self.server_name, self.verify) == (&other.ca, &other.server_name, other.verify)
+    }
+}
+
+impl Eq for UpstreamTls {}
+
+impl std::hash::Hash for UpstreamTls {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (&self.ca, &self.server_name, self.verify).hash(state);
+    }
 }
 
 #[cfg(test)]

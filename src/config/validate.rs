@@ -523,6 +523,8 @@ fn read_upstream(name: &str, mut t: Table<'_>) -> Option<UpstreamConfig> {
             (failures > 0).then_some(Eject { failures, duration })
         }
     };
+    let protocol = read_upstream_protocol(&mut t);
+    let tls = read_upstream_tls(&mut t, &servers);
     t.finish();
     (ok && !servers.is_empty()).then(|| UpstreamConfig {
         name: name.to_owned(),
@@ -538,6 +540,8 @@ fn read_upstream(name: &str, mut t: Table<'_>) -> Option<UpstreamConfig> {
         read_timeout,
         health,
         eject,
+        protocol,
+        tls,
     })
 }
 
@@ -619,24 +623,79 @@ fn read_upstream_server(item: &Value<'_>) -> Option<UpstreamServer> {
     }
 }
 
-/// Parses `http://host:port[/base]`.
+/// `protocol = "http1" | "h2" | "auto"` of an upstream.
+fn read_upstream_protocol(t: &mut Table<'_>) -> UpstreamProtocol {
+    let Some(v) = t.get("protocol") else {
+        return UpstreamProtocol::Auto;
+    };
+    match v.str() {
+        Some("http1") => UpstreamProtocol::Http1,
+        Some("h2") => UpstreamProtocol::H2,
+        Some("auto") => UpstreamProtocol::Auto,
+        Some(other) => {
+            v.error(format!(
+                "unknown protocol {other:?}: expected \"http1\", \"h2\" or \"auto\""
+            ));
+            UpstreamProtocol::Auto
+        }
+        None => UpstreamProtocol::Auto,
+    }
+}
+
+/// `tls = { ca, server_name, verify }` of an upstream; the defaults when absent. The CA file is read
+/// at build time, where its errors point at `ca`.
+fn read_upstream_tls(t: &mut Table<'_>, servers: &[UpstreamServer]) -> UpstreamTls {
+    let mut tls = UpstreamTls {
+        at: t.location(),
+        ..UpstreamTls::default()
+    };
+    let Some(v) = t.get("tls") else {
+        return tls;
+    };
+    let Some(mut table) = v.table() else {
+        return tls;
+    };
+    if !servers.is_empty() && !servers.iter().any(|s| s.scheme == Scheme::HTTPS) {
+        v.error("`tls` applies to https:// servers, and this upstream has none");
+    }
+    tls.at = table.location();
+    if let Some(ca) = table.get("ca") {
+        if let Some(path) = ca.str() {
+            tls.ca = Some(path.into());
+            tls.at = ca.location();
+        }
+    }
+    if let Some(name) = table.get("server_name") {
+        if let Some(s) = name.str() {
+            match rustls_pki_types::ServerName::try_from(s) {
+                Ok(_) => tls.server_name = Some(s.to_owned()),
+                Err(_) => name.error(format!(
+                    "invalid server_name {s:?}: expected a DNS name or an IP address"
+                )),
+            }
+        }
+    }
+    if let Some(verify) = table.bool("verify") {
+        tls.verify = verify;
+    }
+    table.finish();
+    tls
+}
+
+/// Parses `http://host:port[/base]` or `https://host:port[/base]`.
 fn parse_upstream_server(s: &str) -> Result<UpstreamServer, String> {
     let uri: Uri = s
         .parse()
         .map_err(|_| format!("invalid URL {s:?}: expected one like \"http://127.0.0.1:9000\""))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-                "{s:?}: https upstreams are not supported yet; use http://"
-            ))
-        }
+    let scheme = match uri.scheme_str() {
+        Some("http") => Scheme::HTTP,
+        Some("https") => Scheme::HTTPS,
         _ => {
             return Err(format!(
                 "invalid URL {s:?}: expected one like \"http://127.0.0.1:9000\""
             ))
         }
-    }
+    };
     let authority = uri
         .authority()
         .filter(|a| !a.host().is_empty())
@@ -652,7 +711,7 @@ fn parse_upstream_server(s: &str) -> Result<UpstreamServer, String> {
     }
     let base_path = uri.path().trim_end_matches('/').to_owned();
     Ok(UpstreamServer {
-        scheme: Scheme::HTTP,
+        scheme,
         authority,
         base_path,
         weight: 1,

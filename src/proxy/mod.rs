@@ -7,8 +7,9 @@
 //!    among the servers up by `health.rs`; again on another server when a retry is allowed);
 //! 2. `upstream_request`: the request as the server gets it: origin-form target with the server's
 //!    base path, hop-by-hop headers removed, forwarding headers set (believed only from a trusted
-//!    proxy), `Host` kept, HTTP/1.1;
-//! 3. `Upstream::send`: over the server's pool of kept-alive connections (`pool`), bounded by
+//!    proxy), `Host` kept, HTTP/1.1 (`te: trailers` kept for a server that may speak HTTP/2);
+//! 3. `Upstream::send`: over the server's pool of kept-alive connections (`pool`: HTTP/1.1, or one
+//!    multiplexed HTTP/2 connection; over TLS for `https://` servers, `tls`), bounded by
 //!    `connect_timeout`, and by `timeout` from the end of the request body until the response head
 //!    arrives;
 //! 4. `upstream_response` or `Upstream::gateway_error`: the answer, with hop-by-hop headers removed
@@ -33,13 +34,14 @@ use parapet_middlewares::{
 mod balance;
 mod health;
 mod pool;
+mod tls;
 
 use balance::Balancer;
 use health::ServerState;
-use pool::{Lease, SendError, ServerPool, Upload};
+use pool::{Lease, SendError, ServerPool, Transport, Upload};
 use tokio::sync::Semaphore;
 
-use crate::config::{UpstreamConfig, UpstreamServer};
+use crate::config::{ConfigError, UpstreamConfig, UpstreamServer};
 use crate::{AppService, ClientAddr, Error, Request, Response};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -99,6 +101,8 @@ pub struct Upstream {
     /// Retries still allowed, in thousandths: each request adds [`BUDGET_PER_REQUEST`], each retry
     /// takes 1000, at most [`BUDGET_RESERVE`] kept.
     budget: AtomicI64,
+    /// The `tls.ca` file's contents as built with, to tell on reload whether it was replaced.
+    ca_file: Option<Vec<u8>>,
 }
 
 /// One server of an upstream as built.
@@ -133,60 +137,111 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// Builds the upstream; a server of `previous` (the same upstream in the config before a
-    /// reload) with the same address keeps its state, and its pool if the pool's settings are the
-    /// same, and its connection limit if `max_connections` is. Starts the health checks, if any.
-    pub fn new(config: Arc<UpstreamConfig>, previous: Option<&Upstream>) -> Arc<Self> {
-        let servers = config
-            .servers
-            .iter()
-            .map(|s| {
-                let kept = previous.and_then(|p| {
-                    p.config
-                        .servers
-                        .iter()
-                        .position(|o| o.scheme == s.scheme && o.authority == s.authority)
-                        .map(|i| (p, &p.servers[i]))
-                });
-                let name: Arc<str> = Arc::from(s.to_string());
-                let state = kept.map_or_else(
-                    || ServerState::new(Arc::clone(&name)),
-                    |(_, k)| Arc::clone(&k.state),
-                );
-                let same_pool = |p: &Upstream| {
-                    p.config.connect_timeout == config.connect_timeout
-                        && p.config.max_idle == config.max_idle
-                };
-                let pool = match kept {
-                    Some((p, k)) if same_pool(p) => Arc::clone(&k.pool),
-                    _ => ServerPool::new(
-                        s.authority.to_string(),
+    /// Builds the upstream, with its TLS client config if it has `https://` servers (`tls.ca` read
+    /// now: an unusable one is an error at `ca`); a server of `previous` (the same upstream in the
+    /// config before a reload) with the same address keeps its state, and its pool if the pool's
+    /// settings are the same, and its connection limit if `max_connections` is. Starts the health
+    /// checks, if any.
+    pub fn new(
+        config: Arc<UpstreamConfig>,
+        previous: Option<&Upstream>,
+    ) -> Result<Arc<Self>, ConfigError> {
+        let connector = tls::client_config(&config, false)?.map(tokio_rustls::TlsConnector::from);
+        // A pool is kept only if its connections would be made the same way: the TLS settings
+        // and the CA file's contents (`ca_file_unchanged`) as well as the pool's own.
+        let same_pool = |p: &Upstream| {
+            p.config.connect_timeout == config.connect_timeout
+                && p.config.max_idle == config.max_idle
+                && p.config.protocol == config.protocol
+                && p.config.tls == config.tls
+                && p.ca_file_unchanged()
+        };
+        let mut servers = Vec::with_capacity(config.servers.len());
+        for s in &config.servers {
+            let kept = previous.and_then(|p| {
+                p.config
+                    .servers
+                    .iter()
+                    .position(|o| o.scheme == s.scheme && o.authority == s.authority)
+                    .map(|i| (p, &p.servers[i]))
+            });
+            let name: Arc<str> = Arc::from(s.to_string());
+            let state = kept.map_or_else(
+                || ServerState::new(Arc::clone(&name)),
+                |(_, k)| Arc::clone(&k.state),
+            );
+            let pool = match kept {
+                Some((p, k)) if same_pool(p) => Arc::clone(&k.pool),
+                _ => {
+                    let https = s.scheme == http::uri::Scheme::HTTPS;
+                    let tls = match &connector {
+                        Some(connector) if https => {
+                            Some((connector.clone(), tls::server_name(&config, s)?))
+                        }
+                        _ => None,
+                    };
+                    // Without a port in the URL, the scheme's (RFC 9110 §4.2).
+                    let port = s
+                        .authority
+                        .port_u16()
+                        .unwrap_or(if https { 443 } else { 80 });
+                    let transport = Transport {
+                        tls,
+                        protocol: config.protocol,
+                        scheme: s.scheme.clone(),
+                    };
+                    ServerPool::new(
+                        format!("{}:{port}", s.authority.host()),
                         config.connect_timeout,
                         config.max_idle,
-                    ),
-                };
-                let limit = match kept {
-                    Some((p, k)) if p.config.max_connections == config.max_connections => {
-                        k.limit.clone()
-                    }
-                    _ => config.max_connections.map(|n| Arc::new(Semaphore::new(n))),
-                };
-                Server {
-                    name,
-                    state,
-                    pool,
-                    limit,
+                        transport,
+                    )
                 }
-            })
-            .collect();
+            };
+            let limit = match kept {
+                Some((p, k)) if p.config.max_connections == config.max_connections => {
+                    k.limit.clone()
+                }
+                _ => config.max_connections.map(|n| Arc::new(Semaphore::new(n))),
+            };
+            servers.push(Server {
+                name,
+                state,
+                pool,
+                limit,
+            });
+        }
+        let ca_file = config.tls.ca.as_ref().and_then(|p| std::fs::read(p).ok());
         let upstream = Arc::new(Self {
             balancer: Balancer::new(&config.balance, &config.servers),
             config,
             servers,
             budget: AtomicI64::new(BUDGET_RESERVE),
+            ca_file,
         });
         health::spawn_checks(&upstream);
-        upstream
+        Ok(upstream)
+    }
+
+    /// Whether the `tls.ca` file (if any) still holds what this upstream was built with: a reload
+    /// keeps an unchanged upstream only if so, so a replaced CA file is picked up by a reload.
+    pub fn ca_file_unchanged(&self) -> bool {
+        match &self.config.tls.ca {
+            None => true,
+            Some(path) => std::fs::read(path).ok() == self.ca_file,
+        }
+    }
+
+    /// What building this upstream would refuse, without building it: a `tls.ca` that cannot be
+    /// used, a server name TLS cannot verify. Reads files; opens, binds and starts nothing.
+    pub fn check(config: &UpstreamConfig) -> Result<(), ConfigError> {
+        tls::client_config(config, true)?;
+        for s in &config.servers {
+            if s.scheme == http::uri::Scheme::HTTPS {
+                tls::server_name(config, s)?;
+            }
+        }
+        Ok(())
     }
 
     /// The config this upstream was built from.
@@ -221,7 +276,7 @@ impl Upstream {
             let req = match from {
                 // The request was made for another server: rebased on this one's path.
                 Some(prev) => rebase(pending, &self.config.servers[prev], chosen.server),
-                None => match upstream_request(chosen.server, pending) {
+                None => match upstream_request(chosen.server, pending, chosen.pool.may_h2()) {
                     Ok(req) => req,
                     Err(err) => return err.into_response(),
                 },
@@ -712,8 +767,16 @@ impl SendError {
 ///   ([`set_forwarded`]).
 /// - `Host` is the host the request was routed by: the URI's authority if it has one (HTTP/2 clients
 ///   send no `Host`; RFC 9112 §3.2.2), else its `Host`, else the server's authority.
-/// - The version is HTTP/1.1, whatever the client spoke: the upstream connection is HTTP/1.1.
-fn upstream_request(server: &UpstreamServer, req: Request) -> Result<Request, GatewayError> {
+/// - The version is HTTP/1.1, whatever the client spoke (the pool makes the request HTTP/2 if the
+///   connection is).
+/// - `te: trailers` is kept when the server may speak HTTP/2 (`may_h2`): RFC 9113 §8.2.2 allows it
+///   there, and gRPC servers require it to know the client reads trailers; every other `TE` value
+///   is hop-by-hop (RFC 9110 §10.1.4).
+fn upstream_request(
+    server: &UpstreamServer,
+    req: Request,
+    may_h2: bool,
+) -> Result<Request, GatewayError> {
     let (mut parts, body) = req.into_parts();
     // The host the request was routed by: a URI authority (HTTP/2, absolute form) wins over
     // `Host` (RFC 9112 §3.2.2), as in the router, so the upstream is told the same site.
@@ -742,7 +805,20 @@ fn upstream_request(server: &UpstreamServer, req: Request) -> Result<Request, Ga
     // Nothing vouches for a request that did not come through parapet's server.
     let peer_trusted = ClientIp::of(&parts.extensions).is_some_and(|c| c.peer_trusted);
     let headers = &mut parts.headers;
+    let te_trailers = may_h2
+        && headers.get_all(header::TE).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',').any(|t| {
+                    t.split(';')
+                        .next()
+                        .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+                })
+            })
+        });
     remove_hop_by_hop(headers);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     // The connection's fact, set once per TLS connection (`TlsInfo`): no URI is rebuilt for it.
     let tls = parts.extensions.get::<TlsInfo>().is_some();
     set_forwarded(headers, peer, peer_trusted, original_host.as_ref(), tls);

@@ -1,4 +1,5 @@
-//! A connection pool for one upstream server: HTTP/1.1 connections kept alive and reused.
+//! A connection pool for one upstream server: HTTP/1.1 connections kept alive and reused, or one
+//! HTTP/2 connection shared by every request.
 //!
 //! Leaner than hyper-util's general-purpose client, for the proxy's one job: a checkout pops an idle
 //! connection (or opens one), the request is sent on it, and the connection goes back to the pool
@@ -6,6 +7,12 @@
 //! searched: each server has its own pool. A connection that dies while idle is noticed at checkout;
 //! a request that a stale connection could not take (it was never written) is retried once on a new
 //! connection, which is what makes reuse safe for every method.
+//!
+//! An HTTP/2 connection (`protocol = "h2"`, or `auto` over TLS when the server's ALPN chose `h2`) is
+//! multiplexed: the pool keeps one, whose `SendRequest` is cloned for each request, and opens a new
+//! one when it closes or fails. Connections are opened one at a time, so a burst of requests to a
+//! server without a connection yet shares the one being opened rather than opening one each. Over
+//! TLS (`https://`), the handshake is part of connecting, bounded by `connect_timeout` with it.
 //!
 //! A request body is sent through an [`Upload`], which tells the pool when the body has gone (a
 //! connection takes its next request only then) and tells the proxy's send phase the same, for
@@ -27,10 +34,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use parapet_middlewares::{Body, BoxError, GatewayError, GatewayErrorKind};
+use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
+
+use crate::config::UpstreamProtocol;
 
 use super::Failure;
 use crate::Error;
@@ -44,6 +54,33 @@ struct Idle {
     since: Instant,
 }
 
+/// How a pool's connections are made: over TLS or not, and which HTTP version they speak.
+pub(crate) struct Transport {
+    /// For an `https://` server: the upstream's TLS config and the name verified and sent as SNI.
+    pub(crate) tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+    /// The upstream's `protocol`.
+    pub(crate) protocol: UpstreamProtocol,
+    /// The server's scheme, for the `:scheme` of HTTP/2 requests.
+    pub(crate) scheme: http::uri::Scheme,
+}
+
+impl Transport {
+    /// Whether the server may speak HTTP/2: prior knowledge, or ALPN over TLS.
+    pub(crate) fn may_h2(&self) -> bool {
+        match self.protocol {
+            UpstreamProtocol::H2 => true,
+            UpstreamProtocol::Auto => self.tls.is_some(),
+            UpstreamProtocol::Http1 => false,
+        }
+    }
+}
+
+/// A new connection, as its protocol turned out.
+enum Conn {
+    H1(http1::SendRequest<Body>),
+    H2(http2::SendRequest<Body>),
+}
+
 /// The pool of one server.
 pub(crate) struct ServerPool {
     /// `host:port`, as connected to.
@@ -52,16 +89,38 @@ pub(crate) struct ServerPool {
     /// At most this many idle connections are kept; more are closed when their response ends.
     max_idle: usize,
     idle: Mutex<Vec<Idle>>,
+    transport: Transport,
+    /// The server speaks HTTP/2 (so far as the last connection told): requests go to `h2`. Set from
+    /// the start for `protocol = "h2"`, and for `auto` over TLS until ALPN says otherwise.
+    speaks_h2: AtomicBool,
+    /// The shared HTTP/2 connection, if open.
+    h2: Mutex<Option<http2::SendRequest<Body>>>,
+    /// Held while an HTTP/2 connection is being opened: one at a time.
+    h2_connecting: tokio::sync::Mutex<()>,
 }
 
 impl ServerPool {
-    pub(crate) fn new(authority: String, connect_timeout: Duration, max_idle: usize) -> Arc<Self> {
+    pub(crate) fn new(
+        authority: String,
+        connect_timeout: Duration,
+        max_idle: usize,
+        transport: Transport,
+    ) -> Arc<Self> {
         Arc::new(Self {
             authority,
             connect_timeout,
             max_idle,
             idle: Mutex::new(Vec::new()),
+            speaks_h2: AtomicBool::new(transport.may_h2()),
+            transport,
+            h2: Mutex::new(None),
+            h2_connecting: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Whether the server may speak HTTP/2 (see [`Transport::may_h2`]).
+    pub(crate) fn may_h2(&self) -> bool {
+        self.transport.may_h2()
     }
 
     fn pop_idle(&self) -> Option<http1::SendRequest<Body>> {
@@ -87,36 +146,220 @@ impl ServerPool {
         }
     }
 
-    async fn connect(&self) -> Result<http1::SendRequest<Body>, Error> {
-        let stream =
-            tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.authority))
+    /// The shared HTTP/2 connection, if open.
+    fn shared_h2(&self) -> Option<http2::SendRequest<Body>> {
+        let mut h2 = self.h2.lock().unwrap_or_else(|e| e.into_inner());
+        match h2.as_ref() {
+            Some(sender) if !sender.is_closed() => Some(sender.clone()),
+            Some(_) => {
+                *h2 = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// The shared HTTP/2 connection, opened if there is none (one opening at a time). `None` if the
+    /// server turned out (or was learnt meanwhile) to speak HTTP/1.1 only: the connection opened,
+    /// if any, is then in the idle pool.
+    async fn h2_sender(&self) -> Result<Option<http2::SendRequest<Body>>, Error> {
+        if let Some(sender) = self.shared_h2() {
+            return Ok(Some(sender));
+        }
+        let _opening = self.h2_connecting.lock().await;
+        if let Some(sender) = self.shared_h2() {
+            return Ok(Some(sender));
+        }
+        if !self.speaks_h2.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        match self.connect().await? {
+            Conn::H2(sender) => Ok(Some(sender)),
+            Conn::H1(sender) => {
+                self.put_idle(sender);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Opens a connection: TCP (and TLS over `https://`) within `connect_timeout`, then HTTP/2 if
+    /// ALPN chose `h2` or `protocol = "h2"` says so over plain TCP, else HTTP/1.1. What it turned
+    /// out to speak is learnt for the next requests; an HTTP/2 connection becomes the shared one.
+    async fn connect(&self) -> Result<Conn, Error> {
+        let connecting = async {
+            let stream = self.connect_tcp().await?;
+            let Some((connector, name)) = &self.transport.tls else {
+                let h2 = self.transport.protocol == UpstreamProtocol::H2;
+                return Ok::<_, Error>((Io::Plain(stream), h2));
+            };
+            let tls = connector
+                .connect(name.clone(), stream)
                 .await
-                .map_err(|_| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("no connection within {:?}", self.connect_timeout),
-                    )
-                })
-                .and_then(|connected| connected)
-                .map_err(|source| Error::UpstreamConnect {
+                .map_err(|source| Error::UpstreamTls {
                     server: self.authority.clone(),
                     source,
                 })?;
+            // A server that takes part in no ALPN gets what `protocol` says: `h2` is then spoken
+            // as prior knowledge, as over plain TCP.
+            let h2 = match tls.get_ref().1.alpn_protocol() {
+                Some(chosen) => chosen == b"h2",
+                None => self.transport.protocol == UpstreamProtocol::H2,
+            };
+            Ok((Io::Tls(Box::new(tls)), h2))
+        };
+        let (io, h2) = tokio::time::timeout(self.connect_timeout, connecting)
+            .await
+            .map_err(|_| Error::UpstreamConnect {
+                server: self.authority.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {:?}", self.connect_timeout),
+                ),
+            })??;
+        self.speaks_h2.store(h2, Ordering::Relaxed);
+        let conn = match io {
+            Io::Plain(stream) => self.handshake(stream, h2).await?,
+            Io::Tls(stream) => self.handshake(*stream, h2).await?,
+        };
+        if let Conn::H2(sender) = &conn {
+            *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());
+        }
+        Ok(conn)
+    }
+
+    /// The HTTP handshake on a new connection; its connection task spawned.
+    async fn handshake<T>(&self, io: T, h2: bool) -> Result<Conn, Error>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let authority = self.authority.clone();
+        let ended = move |err: hyper::Error| {
+            tracing::debug!(upstream = %authority, error = %parapet_middlewares::ErrorChain(&err), "upstream connection ended with an error");
+        };
+        if h2 {
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                // A server gone silent is noticed even while no request waits on it.
+                .keep_alive_interval(H2_PING_INTERVAL)
+                .keep_alive_timeout(H2_PING_TIMEOUT)
+                .keep_alive_while_idle(true)
+                .handshake(TokioIo::new(io))
+                .await
+                .map_err(Error::UpstreamProtocol)?;
+            tokio::spawn(async move {
+                if let Err(err) = conn.await {
+                    ended(err);
+                }
+            });
+            return Ok(Conn::H2(sender));
+        }
+        let (sender, conn) = http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(Error::UpstreamProtocol)?;
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                ended(err);
+            }
+        });
+        Ok(Conn::H1(sender))
+    }
+
+    async fn connect_tcp(&self) -> Result<TcpStream, Error> {
+        let stream = TcpStream::connect(&self.authority)
+            .await
+            .map_err(|source| Error::UpstreamConnect {
+                server: self.authority.clone(),
+                source,
+            })?;
         let _ = stream.set_nodelay(true);
         // A server that vanished while its response is awaited or read is noticed (see
         // `server::accept::tcp_keepalive`); set per connection, and connections are reused.
         let _ = socket2::SockRef::from(&stream)
             .set_tcp_keepalive(&crate::server::accept::tcp_keepalive());
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(Error::UpstreamProtocol)?;
-        let authority = self.authority.clone();
-        tokio::spawn(async move {
-            if let Err(err) = conn.await {
-                tracing::debug!(upstream = %authority, error = %parapet_middlewares::ErrorChain(&err), "upstream connection ended with an error");
+        Ok(stream)
+    }
+
+    /// Sends `req` on the shared HTTP/2 connection `sender`; a request the connection could not
+    /// take (it closed meanwhile: never sent) goes once on a new connection. The target becomes
+    /// absolute and `Host` becomes `:authority` (RFC 9113 §8.3.1).
+    async fn send_h2(
+        self: &Arc<Self>,
+        mut sender: http2::SendRequest<Body>,
+        req: http::Request<Body>,
+        lease: Lease,
+    ) -> Result<http::Response<Body>, SendError> {
+        let mut req = self.h2_request(req).map_err(|failure| SendError {
+            failure,
+            unsent: None,
+        })?;
+        let mut fresh = false;
+        loop {
+            match sender.try_send_request(req).await {
+                Ok(response) => return Ok(self.track(None, response, None, lease)),
+                Err(mut err) => match err.take_message() {
+                    Some(back) if !fresh => {
+                        req = back;
+                        fresh = true;
+                        self.forget_h2(&sender);
+                        sender = match self.h2_sender().await {
+                            Ok(Some(sender)) => sender,
+                            Ok(None) => {
+                                let failure =
+                                    Failure::Send(Error::UpstreamProtocol(err.into_error()));
+                                return Err(SendError::unsent(failure, origin_request(req)));
+                            }
+                            Err(err) => {
+                                let failure = Failure::Send(err);
+                                return Err(SendError::unsent(failure, origin_request(req)));
+                            }
+                        };
+                    }
+                    // Never sent, twice: handed back for another server.
+                    Some(back) => {
+                        let failure = send_failure(err.into_error());
+                        return Err(SendError::unsent(failure, origin_request(back)));
+                    }
+                    None => {
+                        return Err(SendError {
+                            failure: send_failure(err.into_error()),
+                            unsent: None,
+                        })
+                    }
+                },
             }
-        });
-        Ok(sender)
+        }
+    }
+
+    /// Drops the shared HTTP/2 connection if it is `failed` (closed), so the next request opens one.
+    fn forget_h2(&self, failed: &http2::SendRequest<Body>) {
+        let mut h2 = self.h2.lock().unwrap_or_else(|e| e.into_inner());
+        if failed.is_closed() && h2.as_ref().is_some_and(|s| s.is_closed()) {
+            *h2 = None;
+        }
+    }
+
+    /// `req` (origin form, with `Host`) as an HTTP/2 request: the absolute target whose authority
+    /// is the `Host` it carried (else the server's), since `:authority` replaces `Host` in HTTP/2
+    /// (RFC 9113 §8.3.1).
+    fn h2_request(&self, req: http::Request<Body>) -> Result<http::Request<Body>, Failure> {
+        let (mut parts, body) = req.into_parts();
+        let host = parts.headers.remove(http::header::HOST);
+        let authority = host
+            .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+            .or_else(|| http::uri::Authority::try_from(self.authority.as_str()).ok());
+        let pq = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(self.transport.scheme.clone());
+        uri.authority = authority;
+        uri.path_and_query = Some(pq);
+        parts.uri = http::Uri::from_parts(uri)
+            .map_err(|_| Failure::Framing("request target cannot be sent over HTTP/2"))?;
+        parts.version = http::Version::HTTP_2;
+        Ok(http::Request::from_parts(parts, body))
     }
 
     /// Sends `req` on a pooled or new connection; the response's body returns the connection to the
@@ -135,6 +378,18 @@ impl ServerPool {
         // A connection takes its next request only once this one's body is sent, whatever the
         // response did: an upstream may answer (a 401, a 413) before reading the whole upload.
         let request_done = upload;
+        if self.speaks_h2.load(Ordering::Relaxed) {
+            match self.h2_sender().await {
+                Ok(Some(sender)) => return self.send_h2(sender, req, lease).await,
+                // Learnt to speak HTTP/1.1 only: on below.
+                Ok(None) => {}
+                Err(err) => return Err(SendError::unsent(Failure::Send(err), req)),
+            }
+        }
+        // Kept for HTTP/2 only (see `upstream_request`): over HTTP/1.1 `TE` would need a
+        // `Connection: TE` too (RFC 9110 §10.1.4). Removed whatever this server's protocol: a
+        // request retried from a server that may speak HTTP/2 can carry it.
+        req.headers_mut().remove(http::header::TE);
         loop {
             let idle = if reused { self.pop_idle() } else { None };
             let mut sender = match idle {
@@ -142,7 +397,9 @@ impl ServerPool {
                 None => {
                     reused = false;
                     match self.connect().await {
-                        Ok(sender) => sender,
+                        Ok(Conn::H1(sender)) => sender,
+                        // ALPN chose HTTP/2 where HTTP/1.1 was expected (the server changed).
+                        Ok(Conn::H2(sender)) => return self.send_h2(sender, req, lease).await,
                         Err(err) => return Err(SendError::unsent(Failure::Send(err), req)),
                     }
                 }
@@ -156,7 +413,7 @@ impl ServerPool {
                 return Err(SendError::unsent(failure, req));
             }
             match sender.try_send_request(req).await {
-                Ok(response) => return Ok(self.track(sender, response, request_done, lease)),
+                Ok(response) => return Ok(self.track(Some(sender), response, request_done, lease)),
                 Err(mut err) => match err.take_message() {
                     // Never written: safe to send again on a new connection.
                     Some(back) if reused => {
@@ -178,16 +435,21 @@ impl ServerPool {
         }
     }
 
+    /// The response as the client gets it: its body holds the `lease` (and, for HTTP/1.1, the
+    /// connection `sender`, pooled again at the body's end) until it ends. An HTTP/2 response
+    /// (`sender` `None`) holds no connection: its stream ends with the body.
     fn track(
         self: &Arc<Self>,
-        sender: http1::SendRequest<Body>,
+        sender: Option<http1::SendRequest<Body>>,
         response: http::Response<Incoming>,
         request_done: Option<Arc<Upload>>,
         lease: Lease,
     ) -> http::Response<Body> {
         if response.body().is_end_stream() {
-            if request_done.as_ref().is_none_or(|d| d.is_done()) {
-                self.put_idle(sender);
+            if let Some(sender) = sender {
+                if request_done.as_ref().is_none_or(|d| d.is_done()) {
+                    self.put_idle(sender);
+                }
             }
             return response.map(Body::from);
         }
@@ -195,7 +457,7 @@ impl ServerPool {
         response.map(|inner| {
             Body::new(PooledBody {
                 inner,
-                sender: Some(sender),
+                sender,
                 pool,
                 request_done,
                 read_timeout: lease.read_timeout,
@@ -206,6 +468,35 @@ impl ServerPool {
             })
         })
     }
+}
+
+/// A request made HTTP/2 by [`ServerPool::h2_request`] back as `send` was given it (origin form, with
+/// `Host`): one handed back unsent may go to another server, over either protocol.
+fn origin_request(req: http::Request<Body>) -> http::Request<Body> {
+    let (mut parts, body) = req.into_parts();
+    if let Some(host) = parts
+        .uri
+        .authority()
+        .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+    {
+        parts.headers.insert(http::header::HOST, host);
+    }
+    if let Some(pq) = parts.uri.path_and_query().cloned() {
+        parts.uri = http::Uri::from(pq);
+    }
+    parts.version = http::Version::HTTP_11;
+    http::Request::from_parts(parts, body)
+}
+
+/// How often an idle HTTP/2 upstream connection is pinged, and how long its answer may take before
+/// the connection is closed (RFC 9113 §6.7).
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A connection's stream before the HTTP handshake.
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 /// What a response body holds besides its connection: the server's connection permit
@@ -236,7 +527,8 @@ pin_project_lite::pin_project! {
     /// before its end, it takes the connection with it (hyper closes a connection whose body was
     /// abandoned). With `read_timeout`, a pause between two frames longer than it fails the body,
     /// and the connection goes with it: the timer is re-armed only when it fires (from the time of
-    /// the last frame), not at every frame.
+    /// the last frame), not at every frame. An HTTP/2 response's body holds no connection
+    /// (`sender` is `None`; dropped early, its stream is reset), only its lease.
     struct PooledBody {
         inner: Incoming,
         sender: Option<http1::SendRequest<Body>>,
