@@ -13,7 +13,10 @@
 //! - [`intercept`]: start_response interception, the small abstraction the layers share to see the
 //!   request and rewrite the response head before any body byte is sent.
 //!
-//! And one module per layer: [`access_log`], [`body_limit`], [`compress`], [`errors`], [`headers`].
+//! - [`guard`]: interceptors that may answer a request themselves (a preflight, a 403, a 429).
+//!
+//! And one module per layer: [`access_log`], [`body_limit`], [`compress`], [`errors`], [`headers`],
+//! [`request_id`].
 //!
 //! What the layers need from the server that runs them (reporting the final status, flushing and
 //! reopening the access logs, the client's address, signalling the panics it catches) is one
@@ -37,9 +40,11 @@ pub mod compress;
 mod error;
 pub mod errors;
 pub mod gateway;
+pub mod guard;
 pub mod headers;
 pub mod host;
 pub mod intercept;
+pub mod request_id;
 
 pub use body::Body;
 pub use error::{Error, ErrorChain};

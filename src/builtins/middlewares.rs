@@ -1,4 +1,5 @@
-//! The built-in middleware kinds: `access_log`, `body_limit`, `compress`, `errors` and `headers`.
+//! The built-in middleware kinds: `access_log`, `body_limit`, `compress`, `errors` and `headers`
+//! (the catalogue's, `request_id` and the others, are in `catalogue.rs`).
 //!
 //! Each reads its table into typed settings (pure), checks what can be checked without side effects
 //! (a directory exists, a page is readable), and builds its layer (the access log's file opened and
@@ -36,6 +37,7 @@ pub(super) fn register(registry: &mut Registry) {
                 h.response.clone(),
             )))
         });
+    super::catalogue::register(registry);
 }
 
 /// The settings of an `access_log`: the format, and where lines go (located, for errors opening it).

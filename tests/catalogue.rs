@@ -1,0 +1,160 @@
+//! The middleware catalogue over real sockets: `request_id`, `cors`, `ip_filter`, `rate_limit`, each
+//! alone and composed.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use http::Request;
+use parapet::Body;
+
+/// `[middlewares.log]`: a json access log written to `path`.
+fn json_log(path: &Path) -> String {
+    format!(
+        "[middlewares.log]\nkind = \"access_log\"\nformat = \"json\"\npath = \"{}\"\n",
+        path.display()
+    )
+}
+
+/// The log's lines once `n` are there (lines are written when responses end, by a writer thread).
+async fn log_lines(path: &Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        parapet_middlewares::host::flush_all();
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<_> = text.lines().map(str::to_owned).collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {n} log lines, have:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn json(line: &str) -> serde_json::Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("unparseable line {line:?}: {e}"))
+}
+
+/// An upstream echoing the request headers it got as `x-got-NAME` response headers.
+async fn echoing_upstream() -> std::net::SocketAddr {
+    upstream(|req| async move {
+        let mut res = text(200, "ok");
+        for name in ["x-request-id", "traceparent", "authorization"] {
+            if let Some(v) = req.headers().get(name) {
+                res.headers_mut().insert(
+                    format!("x-got-{name}").parse::<http::HeaderName>().unwrap(),
+                    v.clone(),
+                );
+            }
+        }
+        res
+    })
+    .await
+}
+
+fn app_config(up: std::net::SocketAddr, chain: &str, extra: &str) -> String {
+    format!(
+        r#"
+[listeners.main]
+bind = "127.0.0.1:0"
+[[routes]]
+app = "app"
+[apps.app]
+middlewares = {chain}
+upstream = "up"
+[upstreams.up]
+servers = ["http://{up}"]
+{extra}
+"#
+    )
+}
+
+fn log_path() -> PathBuf {
+    temp_dir().join("access.log")
+}
+
+#[tokio::test]
+async fn request_id_keeps_a_valid_id_makes_one_otherwise_and_the_log_writes_it() {
+    let up = echoing_upstream().await;
+    let path = log_path();
+    let server = start(&app_config(
+        up,
+        r#"["log", "rid"]"#,
+        &format!(
+            "{}\n[middlewares.rid]\nkind = \"request_id\"\n",
+            json_log(&path)
+        ),
+    ))
+    .await;
+    let addr = server.local_addr("main").unwrap();
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (status, headers, _) = send(
+        Request::get(format!("http://{addr}/a"))
+            .header("x-request-id", "given-1")
+            .header("traceparent", tp)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-request-id"], "given-1");
+    assert_eq!(headers["x-got-x-request-id"], "given-1");
+    assert_eq!(headers["x-got-traceparent"], tp);
+    let (_, headers, _) = send(
+        Request::get(format!("http://{addr}/b"))
+            .header("x-request-id", "not valid")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    let made = headers["x-request-id"].to_str().unwrap().to_owned();
+    assert_ne!(made, "not valid");
+    assert_eq!(headers["x-got-x-request-id"], &made[..]);
+    let lines = log_lines(&path, 2).await;
+    assert_eq!(json(&lines[0])["request_id"], "given-1");
+    assert_eq!(json(&lines[1])["request_id"], &made[..]);
+}
+
+#[tokio::test]
+async fn request_id_outside_a_combined_log_ends_its_lines_with_the_id() {
+    let up = echoing_upstream().await;
+    let path = log_path();
+    let server = start(&app_config(
+        up,
+        r#"["rid", "log"]"#,
+        &format!(
+            "[middlewares.log]\nkind = \"access_log\"\npath = \"{}\"\n[middlewares.rid]\nkind = \"request_id\"\nheader = \"x-trace-id\"\n",
+            path.display()
+        ),
+    ))
+    .await;
+    let addr = server.local_addr("main").unwrap();
+    let (_, headers, _) = send(
+        Request::get(format!("http://{addr}/c"))
+            .header("x-trace-id", "t-42")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(headers["x-trace-id"], "t-42");
+    let lines = log_lines(&path, 1).await;
+    assert!(lines[0].ends_with(" \"t-42\""), "{}", lines[0]);
+}
+
+#[tokio::test]
+async fn request_id_refuses_an_invalid_header_name() {
+    let err = parapet::Config::parse(
+        "t.toml",
+        "[middlewares.rid]\nkind = \"request_id\"\nheader = \"bad header\"\n",
+        &parapet::Registry::new(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("middlewares.rid.header"), "{err}");
+    assert!(err.contains("invalid header name"), "{err}");
+}
