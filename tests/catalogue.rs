@@ -158,3 +158,82 @@ async fn request_id_refuses_an_invalid_header_name() {
     assert!(err.contains("middlewares.rid.header"), "{err}");
     assert!(err.contains("invalid header name"), "{err}");
 }
+
+const CORS: &str = r#"
+[middlewares.browser]
+kind = "cors"
+origins = ["https://app.example.com"]
+methods = ["GET", "POST"]
+headers = ["content-type"]
+credentials = true
+max_age = "10m"
+"#;
+
+#[tokio::test]
+async fn cors_answers_a_preflight_itself_and_decorates_actual_requests() {
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = hits.clone();
+    let up = upstream(move |_req| {
+        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async { text(200, "ok") }
+    })
+    .await;
+    let server = start(&app_config(up, r#"["browser"]"#, CORS)).await;
+    let addr = server.local_addr("main").unwrap();
+    let (status, headers, _) = send(
+        Request::options(format!("http://{addr}/api"))
+            .header("origin", "https://app.example.com")
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert_eq!(headers["access-control-allow-credentials"], "true");
+    assert_eq!(headers["access-control-allow-methods"], "GET, POST");
+    assert_eq!(headers["access-control-allow-headers"], "content-type");
+    assert_eq!(headers["access-control-max-age"], "600");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    let (status, headers, body) = send(
+        Request::get(format!("http://{addr}/api"))
+            .header("origin", "https://app.example.com")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, &body[..]), (200, "ok"));
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert_eq!(headers["vary"], "origin");
+
+    let (_, headers, _) = send(
+        Request::get(format!("http://{addr}/api"))
+            .header("origin", "https://evil.example")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert!(headers.get("access-control-allow-origin").is_none());
+    assert_eq!(headers["vary"], "origin");
+}
+
+#[tokio::test]
+async fn cors_refuses_an_origin_with_a_path_at_its_place() {
+    let err = parapet::Config::parse(
+        "t.toml",
+        "[middlewares.c]\nkind = \"cors\"\norigins = [\"https://a.example/x\"]\n",
+        &parapet::Registry::new(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("middlewares.c.origins[0]"), "{err}");
+    assert!(err.contains("invalid origin"), "{err}");
+}

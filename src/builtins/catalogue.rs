@@ -3,7 +3,8 @@
 //! As the other built-in kinds: parse (pure, errors located at their key), check (no side effects),
 //! build (the layer).
 
-use http::HeaderName;
+use http::{HeaderName, Method};
+use parapet_middlewares::cors::{CorsConfig, CorsLayer};
 use parapet_middlewares::request_id::RequestIdLayer;
 
 use crate::chain::Middleware;
@@ -14,11 +15,15 @@ use super::no_check;
 
 /// Registers the catalogue's kinds.
 pub(super) fn register(registry: &mut Registry) {
-    registry.register_middleware_kind("request_id", request_id, no_check, |r: &RequestId, _| {
-        Ok(Middleware::from_layer(RequestIdLayer::new(
-            r.header.clone(),
-        )))
-    });
+    registry
+        .register_middleware_kind("request_id", request_id, no_check, |r: &RequestId, _| {
+            Ok(Middleware::from_layer(RequestIdLayer::new(
+                r.header.clone(),
+            )))
+        })
+        .register_middleware_kind("cors", cors, no_check, |c: &CorsConfig, _| {
+            Ok(Middleware::from_layer(CorsLayer::new(c.clone())))
+        });
 }
 
 /// The settings of a `request_id` layer.
@@ -46,4 +51,98 @@ fn header_name(v: &Value<'_>) -> Option<HeaderName> {
             None
         }
     }
+}
+
+/// A list of strings at `key` (`None` if absent), each checked by `valid` (an error message if
+/// not); `None` outside if any is wrong, each reported at its place.
+fn checked_list(
+    t: &mut Table<'_>,
+    key: &str,
+    valid: impl Fn(&str) -> Result<(), String>,
+) -> Option<Option<Vec<String>>> {
+    let Some(v) = t.get(key) else {
+        return Some(None);
+    };
+    let items = v.str_list()?;
+    let mut ok = true;
+    let mut out = Vec::with_capacity(items.len());
+    for (s, item) in items {
+        match valid(s) {
+            Ok(()) => out.push(s.to_owned()),
+            Err(msg) => {
+                item.error(msg);
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(Some(out))
+}
+
+fn valid_header_name(s: &str) -> Result<(), String> {
+    HeaderName::from_bytes(s.as_bytes())
+        .map(drop)
+        .map_err(|_| format!("invalid header name {s:?}"))
+}
+
+/// An origin as a browser sends it (Fetch §3.1, RFC 6454 §6.2): `scheme://host[:port]`, no path.
+fn valid_origin(s: &str) -> Result<(), String> {
+    let ok = s == "*"
+        || s.split_once("://").is_some_and(|(scheme, rest)| {
+            !scheme.is_empty()
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+                && !rest.is_empty()
+                && !rest.contains(['/', '?', '#', ' ', ','])
+                && http::HeaderValue::from_str(s).is_ok()
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid origin {s:?}: expected \"*\" or \"scheme://host[:port]\" without a path, like \"https://app.example.com\""
+        ))
+    }
+}
+
+fn cors(t: &mut Table<'_>) -> Option<CorsConfig> {
+    let mut config = CorsConfig::default();
+    // Every key is read before giving up, so that every error is reported.
+    let origins = checked_list(t, "origins", valid_origin);
+    let methods = checked_list(t, "methods", |s| {
+        if s == "*" || Method::from_bytes(s.as_bytes()).is_ok() {
+            Ok(())
+        } else {
+            Err(format!("invalid method {s:?}"))
+        }
+    });
+    let headers = checked_list(t, "headers", |s| {
+        if s == "*" {
+            Ok(())
+        } else {
+            valid_header_name(s)
+        }
+    });
+    let expose = checked_list(t, "expose", valid_header_name);
+    let credentials = t.get("credentials").map(|v| v.bool());
+    let max_age = t.get("max_age").map(|v| v.duration());
+    if let Some(origins) = origins? {
+        config.origins = origins;
+    }
+    if let Some(methods) = methods? {
+        config.methods = methods;
+    }
+    if let Some(headers) = headers? {
+        config.headers = headers;
+    }
+    if let Some(expose) = expose? {
+        config.expose = expose;
+    }
+    if let Some(credentials) = credentials {
+        config.credentials = credentials?;
+    }
+    if let Some(max_age) = max_age {
+        config.max_age = Some(max_age?);
+    }
+    Some(config)
 }
