@@ -237,3 +237,73 @@ async fn cors_refuses_an_origin_with_a_path_at_its_place() {
     assert!(err.contains("middlewares.c.origins[0]"), "{err}");
     assert!(err.contains("invalid origin"), "{err}");
 }
+
+async fn get_with(
+    addr: std::net::SocketAddr,
+    headers: &[(&str, &str)],
+) -> (u16, http::HeaderMap, String) {
+    let mut req = Request::get(format!("http://{addr}/x"));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    send(req.body(Body::empty()).unwrap()).await
+}
+
+#[tokio::test]
+async fn ip_filter_refuses_the_peer_outside_allow_or_inside_deny_with_403() {
+    let up = upstream(|_req| async { text(200, "ok") }).await;
+    for (lists, expected) in [
+        ("allow = [\"10.0.0.0/8\"]", 403),
+        ("allow = [\"127.0.0.1\"]", 200),
+        ("allow = [\"127.0.0.0/8\"]\ndeny = [\"127.0.0.1\"]", 403),
+        ("deny = [\"10.0.0.0/8\"]", 200),
+    ] {
+        let server = start(&app_config(
+            up,
+            r#"["office"]"#,
+            &format!("[middlewares.office]\nkind = \"ip_filter\"\n{lists}\n"),
+        ))
+        .await;
+        let addr = server.local_addr("main").unwrap();
+        assert_eq!(get_with(addr, &[]).await.0, expected, "{lists}");
+    }
+}
+
+#[tokio::test]
+async fn ip_filter_judges_the_client_a_trusted_proxy_vouches_for() {
+    let up = upstream(|_req| async { text(200, "ok") }).await;
+    let config = app_config(
+        up,
+        r#"["office"]"#,
+        "[middlewares.office]\nkind = \"ip_filter\"\nallow = [\"203.0.113.0/24\"]\n",
+    )
+    .replace(
+        "[listeners.main]",
+        "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n[listeners.main]",
+    );
+    let server = start(&config).await;
+    let addr = server.local_addr("main").unwrap();
+    assert_eq!(
+        get_with(addr, &[("x-forwarded-for", "203.0.113.5")])
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        get_with(addr, &[("x-forwarded-for", "10.0.0.1")]).await.0,
+        403
+    );
+    assert_eq!(get_with(addr, &[]).await.0, 403);
+}
+
+#[tokio::test]
+async fn ip_filter_refuses_a_block_with_host_bits_at_its_place() {
+    let err = parapet::Config::parse(
+        "t.toml",
+        "[middlewares.f]\nkind = \"ip_filter\"\ndeny = [\"10.0.0.0/8\", \"10.0.0.1/8\"]\n",
+        &parapet::Registry::new(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("middlewares.f.deny[1]"), "{err}");
+}

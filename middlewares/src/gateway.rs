@@ -59,6 +59,10 @@ pub enum GatewayErrorKind {
     /// The client closed its connection before the end of its request body: 400 if it still reads;
     /// usually no answer can reach it, and the access log says 499 `client_closed`.
     ClientClosed,
+    /// The client's address is not admitted by an `ip_filter`: 403 (RFC 9110 §15.5.4).
+    Forbidden,
+    /// The client went over a `rate_limit`: 429 (RFC 6585 §4).
+    TooManyRequests,
     /// The upstream refused the connection or could not be reached: 502.
     UpstreamUnreachable,
     /// The upstream broke the HTTP protocol or closed before its response head: 502.
@@ -85,6 +89,8 @@ impl GatewayErrorKind {
                 StatusCode::BAD_GATEWAY
             }
             GatewayErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            GatewayErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            GatewayErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             GatewayErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -99,7 +105,9 @@ impl GatewayErrorKind {
             | GatewayErrorKind::PayloadTooLarge
             | GatewayErrorKind::UriTooLong
             | GatewayErrorKind::ClientBody
-            | GatewayErrorKind::ClientClosed => ErrorSource::Downstream,
+            | GatewayErrorKind::ClientClosed
+            | GatewayErrorKind::Forbidden
+            | GatewayErrorKind::TooManyRequests => ErrorSource::Downstream,
             GatewayErrorKind::UpstreamUnreachable
             | GatewayErrorKind::UpstreamProtocol
             | GatewayErrorKind::UpstreamTimeout => ErrorSource::Upstream,
@@ -118,6 +126,8 @@ impl GatewayErrorKind {
             GatewayErrorKind::UriTooLong => "uri_too_long",
             GatewayErrorKind::ClientBody => "client_body",
             GatewayErrorKind::ClientClosed => "client_closed",
+            GatewayErrorKind::Forbidden => "forbidden",
+            GatewayErrorKind::TooManyRequests => "too_many_requests",
             GatewayErrorKind::UpstreamUnreachable => "upstream_unreachable",
             GatewayErrorKind::UpstreamProtocol => "upstream_protocol",
             GatewayErrorKind::UpstreamTimeout => "upstream_timeout",

@@ -16,7 +16,7 @@
 //! - [`guard`]: interceptors that may answer a request themselves (a preflight, a 403, a 429).
 //!
 //! And one module per layer: [`access_log`], [`body_limit`], [`compress`], [`errors`], [`headers`],
-//! [`request_id`], [`cors`].
+//! [`request_id`], [`cors`], [`ip_filter`].
 //!
 //! What the layers need from the server that runs them (reporting the final status, flushing and
 //! reopening the access logs, the client's address, signalling the panics it catches) is one
@@ -45,6 +45,8 @@ pub mod guard;
 pub mod headers;
 pub mod host;
 pub mod intercept;
+pub mod ip;
+pub mod ip_filter;
 pub mod request_id;
 
 pub use body::Body;

@@ -5,6 +5,8 @@
 
 use http::{HeaderName, Method};
 use parapet_middlewares::cors::{CorsConfig, CorsLayer};
+use parapet_middlewares::ip::IpRange;
+use parapet_middlewares::ip_filter::IpFilterLayer;
 use parapet_middlewares::request_id::RequestIdLayer;
 
 use crate::chain::Middleware;
@@ -23,6 +25,12 @@ pub(super) fn register(registry: &mut Registry) {
         })
         .register_middleware_kind("cors", cors, no_check, |c: &CorsConfig, _| {
             Ok(Middleware::from_layer(CorsLayer::new(c.clone())))
+        })
+        .register_middleware_kind("ip_filter", ip_filter, no_check, |f: &IpFilter, _| {
+            Ok(Middleware::from_layer(IpFilterLayer::new(
+                f.allow.clone(),
+                f.deny.clone(),
+            )))
         });
 }
 
@@ -145,4 +153,39 @@ fn cors(t: &mut Table<'_>) -> Option<CorsConfig> {
         config.max_age = Some(max_age?);
     }
     Some(config)
+}
+
+/// The settings of an `ip_filter` layer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IpFilter {
+    /// `allow`: the blocks admitted (every address if empty).
+    pub allow: Vec<IpRange>,
+    /// `deny`: the blocks refused, whatever `allow` says.
+    pub deny: Vec<IpRange>,
+}
+
+fn ip_filter(t: &mut Table<'_>) -> Option<IpFilter> {
+    let mut ranges = |key: &str| -> Option<Vec<IpRange>> {
+        let Some(v) = t.get(key) else {
+            return Some(Vec::new());
+        };
+        let mut ok = true;
+        let mut out = Vec::new();
+        for (s, item) in v.str_list()? {
+            match s.parse::<IpRange>() {
+                Ok(range) => out.push(range),
+                Err(msg) => {
+                    item.error(msg);
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    };
+    let allow = ranges("allow");
+    let deny = ranges("deny");
+    Some(IpFilter {
+        allow: allow?,
+        deny: deny?,
+    })
 }
