@@ -307,3 +307,79 @@ async fn ip_filter_refuses_a_block_with_host_bits_at_its_place() {
     .to_string();
     assert!(err.contains("middlewares.f.deny[1]"), "{err}");
 }
+
+fn limited(up: std::net::SocketAddr, rate: &str, generation: &str) -> String {
+    app_config(
+        up,
+        r#"["tag", "quota"]"#,
+        &format!(
+            "[middlewares.quota]\nkind = \"rate_limit\"\nrate = \"{rate}\"\nburst = 2\nkey = \"header:x-api-key\"\n[middlewares.tag]\nkind = \"headers\"\nresponse.set = {{ \"x-generation\" = \"{generation}\" }}\n"
+        ),
+    )
+}
+
+#[tokio::test]
+async fn rate_limit_answers_429_beyond_the_burst_and_keeps_its_counts_across_a_reload() {
+    let up = upstream(|_req| async { text(200, "ok") }).await;
+    // A key no other test uses: limiters are shared by instance and settings in the process.
+    let key = [("x-api-key", "reload-test")];
+    let registry = parapet::Registry::new();
+    let config = parapet::Config::parse("test.toml", &limited(up, "1/h", "1"), &registry).unwrap();
+    let server = std::sync::Arc::new(parapet::Server::start(config, registry).await.unwrap());
+    let addr = server.local_addr("main").unwrap();
+    let (status, headers, _) = get_with(addr, &key).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["ratelimit-limit"], "2");
+    assert_eq!(headers["ratelimit-remaining"], "1");
+    assert_eq!(get_with(addr, &key).await.0, 200);
+
+    // A reload that keeps the instance's settings keeps its counts.
+    server
+        .reload(
+            parapet::Config::parse(
+                "test.toml",
+                &limited(up, "1/h", "2"),
+                &parapet::Registry::new(),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let (status, headers, _) = get_with(addr, &key).await;
+    assert_eq!(headers["x-generation"], "2");
+    assert_eq!(status, 429);
+    assert_eq!(headers["retry-after"], "3600");
+    assert_eq!(headers["ratelimit-remaining"], "0");
+    // Another key is counted apart.
+    assert_eq!(
+        get_with(addr, &[("x-api-key", "reload-test-2")]).await.0,
+        200
+    );
+
+    // One that changes them starts afresh.
+    server
+        .reload(
+            parapet::Config::parse(
+                "test.toml",
+                &limited(up, "2/h", "3"),
+                &parapet::Registry::new(),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(get_with(addr, &key).await.0, 200);
+}
+
+#[tokio::test]
+async fn rate_limit_refuses_a_malformed_rate_at_its_place() {
+    let err = parapet::Config::parse(
+        "t.toml",
+        "[middlewares.q]\nkind = \"rate_limit\"\nrate = \"100/d\"\nkey = \"cookie\"\n",
+        &parapet::Registry::new(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("middlewares.q.rate"), "{err}");
+    assert!(err.contains("middlewares.q.key"), "{err}");
+}

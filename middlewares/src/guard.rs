@@ -67,6 +67,11 @@ impl<G> GuardLayer<G> {
     pub fn new(guard: G) -> Self {
         Self { guard }
     }
+
+    /// The guard this layer applies.
+    pub fn guard(&self) -> &G {
+        &self.guard
+    }
 }
 
 impl<G: Clone, S> Layer<S> for GuardLayer<G> {

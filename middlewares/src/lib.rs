@@ -16,7 +16,7 @@
 //! - [`guard`]: interceptors that may answer a request themselves (a preflight, a 403, a 429).
 //!
 //! And one module per layer: [`access_log`], [`body_limit`], [`compress`], [`errors`], [`headers`],
-//! [`request_id`], [`cors`], [`ip_filter`].
+//! [`request_id`], [`cors`], [`ip_filter`], [`rate_limit`].
 //!
 //! What the layers need from the server that runs them (reporting the final status, flushing and
 //! reopening the access logs, the client's address, signalling the panics it catches) is one
@@ -47,6 +47,7 @@ pub mod host;
 pub mod intercept;
 pub mod ip;
 pub mod ip_filter;
+pub mod rate_limit;
 pub mod request_id;
 
 pub use body::Body;

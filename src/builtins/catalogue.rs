@@ -7,6 +7,7 @@ use http::{HeaderName, Method};
 use parapet_middlewares::cors::{CorsConfig, CorsLayer};
 use parapet_middlewares::ip::IpRange;
 use parapet_middlewares::ip_filter::IpFilterLayer;
+use parapet_middlewares::rate_limit::{RateKey, RateLimitConfig, RateLimitLayer};
 use parapet_middlewares::request_id::RequestIdLayer;
 
 use crate::chain::Middleware;
@@ -31,7 +32,19 @@ pub(super) fn register(registry: &mut Registry) {
                 f.allow.clone(),
                 f.deny.clone(),
             )))
-        });
+        })
+        .register_middleware_kind(
+            "rate_limit",
+            rate_limit,
+            no_check,
+            |r: &RateLimitConfig, at| {
+                // Keyed by the instance's place: a reload keeping it keeps its counts.
+                Ok(Middleware::from_layer(RateLimitLayer::shared(
+                    &at.key,
+                    r.clone(),
+                )))
+            },
+        );
 }
 
 /// The settings of a `request_id` layer.
@@ -187,5 +200,56 @@ fn ip_filter(t: &mut Table<'_>) -> Option<IpFilter> {
     Some(IpFilter {
         allow: allow?,
         deny: deny?,
+    })
+}
+
+fn rate_limit(t: &mut Table<'_>) -> Option<RateLimitConfig> {
+    let rate = t.required("rate").and_then(|v| {
+        let s = v.str()?;
+        let parsed = s.split_once('/').and_then(|(n, unit)| {
+            let n = n.trim().parse::<u64>().ok().filter(|n| *n > 0)?;
+            let per = match unit.trim() {
+                "s" => 1,
+                "m" => 60,
+                "h" => 3600,
+                _ => return None,
+            };
+            Some((n, std::time::Duration::from_secs(per)))
+        });
+        if parsed.is_none() {
+            v.error(format!(
+                "invalid rate {s:?}: expected \"N/s\", \"N/m\" or \"N/h\" with N at least 1, like \"100/s\""
+            ));
+        }
+        parsed
+    });
+    let burst = match t.get("burst") {
+        None => Some(1),
+        Some(v) => v.int_in(1..=1_000_000_000).map(|n| n as u64),
+    };
+    let key = match t.get("key") {
+        None => Some(RateKey::ClientIp),
+        Some(v) => v.str().and_then(|s| {
+            let key = match s.strip_prefix("header:") {
+                _ if s == "client_ip" => Some(RateKey::ClientIp),
+                Some(name) => HeaderName::from_bytes(name.as_bytes())
+                    .ok()
+                    .map(RateKey::Header),
+                None => None,
+            };
+            if key.is_none() {
+                v.error(format!(
+                    "invalid key {s:?}: expected \"client_ip\" or \"header:NAME\" with a header name"
+                ));
+            }
+            key
+        }),
+    };
+    let (count, per) = rate?;
+    Some(RateLimitConfig {
+        count,
+        per,
+        burst: burst?,
+        key: key?,
     })
 }
