@@ -383,3 +383,81 @@ async fn rate_limit_refuses_a_malformed_rate_at_its_place() {
     assert!(err.contains("middlewares.q.rate"), "{err}");
     assert!(err.contains("middlewares.q.key"), "{err}");
 }
+
+#[tokio::test]
+async fn an_inner_layers_403_and_429_pass_out_through_cors_request_id_and_the_access_log() {
+    let up = upstream(|_req| async { text(200, "ok") }).await;
+    let path = log_path();
+    let server = start(&format!(
+        r#"
+[listeners.main]
+bind = "127.0.0.1:0"
+[[routes]]
+path = "/denied"
+app = "denied"
+[[routes]]
+app = "limited"
+[apps.denied]
+middlewares = ["browser", "rid", "log", "office", "quota"]
+upstream = "up"
+[apps.limited]
+middlewares = ["browser", "rid", "log", "open", "quota"]
+upstream = "up"
+[upstreams.up]
+servers = ["http://{up}"]
+[middlewares.rid]
+kind = "request_id"
+[middlewares.office]
+kind = "ip_filter"
+allow = ["10.0.0.0/8"]
+[middlewares.open]
+kind = "ip_filter"
+deny = ["10.0.0.0/8"]
+[middlewares.quota]
+kind = "rate_limit"
+rate = "1/h"
+burst = 1
+key = "header:x-composition-key"
+{CORS}
+{log}
+"#,
+        log = json_log(&path)
+    ))
+    .await;
+    let addr = server.local_addr("main").unwrap();
+    let send_from_page = |path: &'static str| async move {
+        send(
+            Request::get(format!("http://{addr}{path}"))
+                .header("origin", "https://app.example.com")
+                .header("x-composition-key", "composition")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    };
+    let mut ids = Vec::new();
+    for (path, status) in [("/denied", 403), ("/open", 200), ("/open", 429)] {
+        let (got, headers, _) = send_from_page(path).await;
+        assert_eq!(got, status, "{path}");
+        assert_eq!(
+            headers["access-control-allow-origin"],
+            "https://app.example.com"
+        );
+        assert_eq!(headers["access-control-allow-credentials"], "true");
+        ids.push(headers["x-request-id"].to_str().unwrap().to_owned());
+        if status == 429 {
+            assert!(headers.contains_key("retry-after"));
+        }
+    }
+    let lines = log_lines(&path, 3).await;
+    for (line, (status, error)) in lines.iter().zip([
+        (403, serde_json::json!("forbidden")),
+        (200, serde_json::Value::Null),
+        (429, serde_json::json!("too_many_requests")),
+    ]) {
+        let line = json(line);
+        assert_eq!(line["status"], status);
+        assert_eq!(line["error"], error);
+        assert!(ids.contains(&line["request_id"].as_str().unwrap().to_owned()));
+    }
+}
