@@ -461,3 +461,70 @@ key = "header:x-composition-key"
         assert!(ids.contains(&line["request_id"].as_str().unwrap().to_owned()));
     }
 }
+
+/// `alice:s3cret`, bcrypt at cost 4 (fast, for tests).
+const HTPASSWD: &str =
+    "# test users\nalice:$2b$04$5SIef7Yjo0IyerS1kAo2yuhY82HkhfSSR.AwhZHW/betGmDSPuY6m\n";
+
+#[tokio::test]
+async fn basic_auth_asks_for_credentials_and_does_not_forward_them() {
+    let up = echoing_upstream().await;
+    let dir = temp_dir();
+    let users = dir.join("htpasswd");
+    std::fs::write(&users, HTPASSWD).unwrap();
+    let server = start(&app_config(
+        up,
+        r#"["admin_auth"]"#,
+        &format!(
+            "[middlewares.admin_auth]\nkind = \"basic_auth\"\nrealm = \"admin\"\nusers = \"{}\"\n",
+            users.display()
+        ),
+    ))
+    .await;
+    let addr = server.local_addr("main").unwrap();
+    let (status, headers, _) = get_with(addr, &[]).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        headers["www-authenticate"],
+        "Basic realm=\"admin\", charset=\"UTF-8\""
+    );
+    // alice:wrong
+    let (status, _, _) = get_with(addr, &[("authorization", "Basic YWxpY2U6d3Jvbmc=")]).await;
+    assert_eq!(status, 401);
+    // alice:s3cret, twice (the second from the cache).
+    for _ in 0..2 {
+        let (status, headers, body) =
+            get_with(addr, &[("authorization", "Basic YWxpY2U6czNjcmV0")]).await;
+        assert_eq!((status, &body[..]), (200, "ok"));
+        assert!(headers.get("x-got-authorization").is_none());
+    }
+}
+
+#[tokio::test]
+async fn basic_auth_refuses_a_file_that_is_not_bcrypt_at_check() {
+    let dir = temp_dir();
+    let users = dir.join("htpasswd");
+    std::fs::write(&users, "alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n").unwrap();
+    let registry = parapet::Registry::new();
+    let config = parapet::Config::parse(
+        "t.toml",
+        &app_config(
+            "127.0.0.1:9".parse().unwrap(),
+            r#"["a"]"#,
+            &format!(
+                "[middlewares.a]\nkind = \"basic_auth\"\nusers = \"{}\"\n",
+                users.display()
+            ),
+        ),
+        &registry,
+    );
+    let err = match config {
+        Err(e) => e.to_string(),
+        Ok(c) => parapet::build::check(&c, &registry)
+            .err()
+            .expect("a non-bcrypt file is refused")
+            .to_string(),
+    };
+    assert!(err.contains("middlewares.a.users"), "{err}");
+    assert!(err.contains("not bcrypt"), "{err}");
+}

@@ -59,6 +59,8 @@ pub enum GatewayErrorKind {
     /// The client closed its connection before the end of its request body: 400 if it still reads;
     /// usually no answer can reach it, and the access log says 499 `client_closed`.
     ClientClosed,
+    /// The request carries no valid credentials for a `basic_auth`: 401 (RFC 9110 §15.5.2).
+    Unauthorized,
     /// The client's address is not admitted by an `ip_filter`: 403 (RFC 9110 §15.5.4).
     Forbidden,
     /// The client went over a `rate_limit`: 429 (RFC 6585 §4).
@@ -89,6 +91,7 @@ impl GatewayErrorKind {
                 StatusCode::BAD_GATEWAY
             }
             GatewayErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            GatewayErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             GatewayErrorKind::Forbidden => StatusCode::FORBIDDEN,
             GatewayErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             GatewayErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -106,6 +109,7 @@ impl GatewayErrorKind {
             | GatewayErrorKind::UriTooLong
             | GatewayErrorKind::ClientBody
             | GatewayErrorKind::ClientClosed
+            | GatewayErrorKind::Unauthorized
             | GatewayErrorKind::Forbidden
             | GatewayErrorKind::TooManyRequests => ErrorSource::Downstream,
             GatewayErrorKind::UpstreamUnreachable
@@ -126,6 +130,7 @@ impl GatewayErrorKind {
             GatewayErrorKind::UriTooLong => "uri_too_long",
             GatewayErrorKind::ClientBody => "client_body",
             GatewayErrorKind::ClientClosed => "client_closed",
+            GatewayErrorKind::Unauthorized => "unauthorized",
             GatewayErrorKind::Forbidden => "forbidden",
             GatewayErrorKind::TooManyRequests => "too_many_requests",
             GatewayErrorKind::UpstreamUnreachable => "upstream_unreachable",

@@ -16,7 +16,7 @@
 //! - [`guard`]: interceptors that may answer a request themselves (a preflight, a 403, a 429).
 //!
 //! And one module per layer: [`access_log`], [`body_limit`], [`compress`], [`errors`], [`headers`],
-//! [`request_id`], [`cors`], [`ip_filter`], [`rate_limit`].
+//! [`request_id`], [`cors`], [`ip_filter`], [`rate_limit`], [`basic_auth`].
 //!
 //! What the layers need from the server that runs them (reporting the final status, flushing and
 //! reopening the access logs, the client's address, signalling the panics it catches) is one
@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 pub mod access_log;
+pub mod basic_auth;
 pub mod body;
 pub mod body_limit;
 pub mod compress;

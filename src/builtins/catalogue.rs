@@ -4,6 +4,7 @@
 //! build (the layer).
 
 use http::{HeaderName, Method};
+use parapet_middlewares::basic_auth::{htpasswd, BasicAuthLayer};
 use parapet_middlewares::cors::{CorsConfig, CorsLayer};
 use parapet_middlewares::ip::IpRange;
 use parapet_middlewares::ip_filter::IpFilterLayer;
@@ -11,7 +12,7 @@ use parapet_middlewares::rate_limit::{RateKey, RateLimitConfig, RateLimitLayer};
 use parapet_middlewares::request_id::RequestIdLayer;
 
 use crate::chain::Middleware;
-use crate::config::{Table, Value};
+use crate::config::{ConfigError, Located, Table, Value};
 use crate::registry::Registry;
 
 use super::no_check;
@@ -42,6 +43,17 @@ pub(super) fn register(registry: &mut Registry) {
                 Ok(Middleware::from_layer(RateLimitLayer::shared(
                     &at.key,
                     r.clone(),
+                )))
+            },
+        )
+        .register_middleware_kind(
+            "basic_auth",
+            basic_auth,
+            |b: &BasicAuth, _| read_users(&b.users).err().into_iter().collect(),
+            |b: &BasicAuth, _| {
+                let users = read_users(&b.users).map_err(|e| vec![e])?;
+                Ok(Middleware::from_layer(BasicAuthLayer::new(
+                    &b.realm, users, b.forward,
                 )))
             },
         );
@@ -251,5 +263,50 @@ fn rate_limit(t: &mut Table<'_>) -> Option<RateLimitConfig> {
         per,
         burst: burst?,
         key: key?,
+    })
+}
+
+/// The settings of a `basic_auth` layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BasicAuth {
+    /// `realm` (default `"parapet"`).
+    pub realm: String,
+    /// `users`: the htpasswd file, read when the config is built.
+    pub users: Located<std::path::PathBuf>,
+    /// `forward`: whether `Authorization` goes on upstream (default false).
+    pub forward: bool,
+}
+
+fn basic_auth(t: &mut Table<'_>) -> Option<BasicAuth> {
+    let realm = match t.get("realm") {
+        None => Some("parapet".to_owned()),
+        Some(v) => v.str().map(str::to_owned),
+    };
+    let users = t.required("users").and_then(|v| {
+        v.str().map(|s| Located {
+            value: std::path::PathBuf::from(s),
+            at: v.location(),
+        })
+    });
+    let forward = match t.get("forward") {
+        None => Some(false),
+        Some(v) => v.bool(),
+    };
+    Some(BasicAuth {
+        realm: realm?,
+        users: users?,
+        forward: forward?,
+    })
+}
+
+/// Reads and parses an htpasswd file, the error at the `users` key.
+fn read_users(path: &Located<std::path::PathBuf>) -> Result<Vec<(String, String)>, ConfigError> {
+    let text = std::fs::read_to_string(&path.value).map_err(|e| {
+        path.at
+            .error(format!("cannot read htpasswd file {:?}: {e}", path.value))
+    })?;
+    htpasswd(&text).map_err(|e| {
+        path.at
+            .error(format!("htpasswd file {:?}: {e}", path.value))
     })
 }
