@@ -528,3 +528,40 @@ async fn basic_auth_refuses_a_file_that_is_not_bcrypt_at_check() {
     assert!(err.contains("middlewares.a.users"), "{err}");
     assert!(err.contains("not bcrypt"), "{err}");
 }
+
+#[tokio::test]
+async fn rewrite_changes_the_forwarded_path_and_refuses_a_result_with_dot_segments() {
+    let up = upstream(|req| async move { text(200, req.uri().to_string()) }).await;
+    let server = start(&app_config(
+        up,
+        r#"["v1", "escape"]"#,
+        r#"
+[middlewares.v1]
+kind = "rewrite"
+path = { regex = "^/v1/(.*)$", to = "/api/$1" }
+[middlewares.escape]
+kind = "rewrite"
+path = { regex = "^/up/(.*)$", to = "/../$1" }
+"#,
+    ))
+    .await;
+    let addr = server.local_addr("main").unwrap();
+    assert_eq!(
+        get(addr, None, "/v1/users/7?page=2").await.2,
+        "/api/users/7?page=2"
+    );
+    assert_eq!(get(addr, None, "/other").await.2, "/other");
+    assert_eq!(get(addr, None, "/up/etc/passwd").await.0, 400);
+}
+
+#[tokio::test]
+async fn rewrite_refuses_an_invalid_regex_at_its_place() {
+    let err = parapet::Config::parse(
+        "t.toml",
+        "[middlewares.r]\nkind = \"rewrite\"\npath = { regex = \"^/(\", to = \"/\" }\n",
+        &parapet::Registry::new(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("middlewares.r.path.regex"), "{err}");
+}

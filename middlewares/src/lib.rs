@@ -16,7 +16,7 @@
 //! - [`guard`]: interceptors that may answer a request themselves (a preflight, a 403, a 429).
 //!
 //! And one module per layer: [`access_log`], [`body_limit`], [`compress`], [`errors`], [`headers`],
-//! [`request_id`], [`cors`], [`ip_filter`], [`rate_limit`], [`basic_auth`].
+//! [`request_id`], [`cors`], [`ip_filter`], [`rate_limit`], [`basic_auth`], [`rewrite`].
 //!
 //! What the layers need from the server that runs them (reporting the final status, flushing and
 //! reopening the access logs, the client's address, signalling the panics it catches) is one
@@ -50,6 +50,7 @@ pub mod ip;
 pub mod ip_filter;
 pub mod rate_limit;
 pub mod request_id;
+pub mod rewrite;
 
 pub use body::Body;
 pub use error::{Error, ErrorChain};

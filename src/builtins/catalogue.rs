@@ -10,6 +10,7 @@ use parapet_middlewares::ip::IpRange;
 use parapet_middlewares::ip_filter::IpFilterLayer;
 use parapet_middlewares::rate_limit::{RateKey, RateLimitConfig, RateLimitLayer};
 use parapet_middlewares::request_id::RequestIdLayer;
+use parapet_middlewares::rewrite::{Regex, RewriteLayer};
 
 use crate::chain::Middleware;
 use crate::config::{ConfigError, Located, Table, Value};
@@ -56,7 +57,15 @@ pub(super) fn register(registry: &mut Registry) {
                     &b.realm, users, b.forward,
                 )))
             },
-        );
+        )
+        .register_middleware_kind("rewrite", rewrite, no_check, |r: &Rewrite, at| {
+            // Compiled once already by the parse step: it cannot fail here.
+            let regex = Regex::new(&r.regex).map_err(|e| vec![at.error(e.to_string())])?;
+            Ok(Middleware::from_layer(RewriteLayer::new(
+                regex,
+                r.to.clone(),
+            )))
+        });
 }
 
 /// The settings of a `request_id` layer.
@@ -309,4 +318,37 @@ fn read_users(path: &Located<std::path::PathBuf>) -> Result<Vec<(String, String)
         path.at
             .error(format!("htpasswd file {:?}: {e}", path.value))
     })
+}
+
+/// The settings of a `rewrite` layer: `path = { regex, to }`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rewrite {
+    /// `path.regex`, checked to compile.
+    pub regex: String,
+    /// `path.to`, with `$1`... for the groups.
+    pub to: String,
+}
+
+fn rewrite(t: &mut Table<'_>) -> Option<Rewrite> {
+    let mut path = t.required("path")?.table()?;
+    let rule = regex_rule(&mut path);
+    path.finish();
+    let (regex, to) = rule?;
+    Some(Rewrite { regex, to })
+}
+
+/// A `{ regex, to }` table: the regex compiled (its error at `regex`) and `to`.
+pub(super) fn regex_rule(t: &mut Table<'_>) -> Option<(String, String)> {
+    let regex = t.required("regex").and_then(|v| {
+        let s = v.str()?;
+        match Regex::new(s) {
+            Ok(_) => Some(s.to_owned()),
+            Err(e) => {
+                v.error(format!("invalid regex {s:?}: {e}"));
+                None
+            }
+        }
+    });
+    let to = t.required("to").and_then(|v| v.str().map(str::to_owned));
+    Some((regex?, to?))
 }
