@@ -565,3 +565,30 @@ async fn rewrite_refuses_an_invalid_regex_at_its_place() {
     .to_string();
     assert!(err.contains("middlewares.r.path.regex"), "{err}");
 }
+
+#[tokio::test]
+async fn headers_response_replace_rewrites_an_upstreams_location() {
+    let up = upstream(|_req| async {
+        let mut res = text(302, "");
+        res.headers_mut().insert(
+            "location",
+            "http://backend:8080/login?next=%2F".parse().unwrap(),
+        );
+        res
+    })
+    .await;
+    let server = start(&app_config(
+        up,
+        r#"["fix"]"#,
+        r#"
+[middlewares.fix]
+kind = "headers"
+response.replace = { "location" = { regex = "^http://backend:8080/(.*)$", to = "https://example.com/$1" } }
+"#,
+    ))
+    .await;
+    let addr = server.local_addr("main").unwrap();
+    let (status, headers, _) = get(addr, None, "/").await;
+    assert_eq!(status, 302);
+    assert_eq!(headers["location"], "https://example.com/login?next=%2F");
+}
