@@ -592,3 +592,65 @@ response.replace = { "location" = { regex = "^http://backend:8080/(.*)$", to = "
     assert_eq!(status, 302);
     assert_eq!(headers["location"], "https://example.com/login?next=%2F");
 }
+
+#[tokio::test]
+async fn forward_auth_lets_a_2xx_through_with_copied_headers_and_returns_any_other_answer() {
+    let auth = upstream(|req| async move {
+        assert_eq!(req.headers()["x-forwarded-uri"], "/x");
+        assert_eq!(req.headers()["x-forwarded-for"], "127.0.0.1");
+        if req
+            .headers()
+            .get("cookie")
+            .is_some_and(|c| c == "session=ok")
+        {
+            let mut res = text(200, "");
+            res.headers_mut().insert("x-user", "alice".parse().unwrap());
+            res
+        } else {
+            let mut res = text(302, "to the login page");
+            res.headers_mut()
+                .insert("location", "https://sso.example/login".parse().unwrap());
+            res
+        }
+    })
+    .await;
+    let up = upstream(|req| async move {
+        let user = req
+            .headers()
+            .get("x-user")
+            .map(|v| v.to_str().unwrap().to_owned());
+        text(200, format!("hello {}", user.unwrap_or_default()))
+    })
+    .await;
+    let server = start(&app_config(
+        up,
+        r#"["sso"]"#,
+        &format!(
+            "[middlewares.sso]\nkind = \"forward_auth\"\nurl = \"http://{auth}/auth\"\ncopy_headers = [\"x-user\"]\n"
+        ),
+    ))
+    .await;
+    let addr = server.local_addr("main").unwrap();
+    let (status, _, body) =
+        get_with(addr, &[("cookie", "session=ok"), ("x-user", "mallory")]).await;
+    assert_eq!((status, &body[..]), (200, "hello alice"));
+    let (status, headers, body) = get_with(addr, &[("x-user", "mallory")]).await;
+    assert_eq!((status, &body[..]), (302, "to the login page"));
+    assert_eq!(headers["location"], "https://sso.example/login");
+}
+
+#[tokio::test]
+async fn forward_auth_answers_502_when_the_service_is_down() {
+    let up = upstream(|_req| async { text(200, "secret") }).await;
+    let dead = dead_address().await;
+    let server = start(&app_config(
+        up,
+        r#"["sso"]"#,
+        &format!("[middlewares.sso]\nkind = \"forward_auth\"\nurl = \"http://{dead}/auth\"\n"),
+    ))
+    .await;
+    let addr = server.local_addr("main").unwrap();
+    let (status, _, body) = get_with(addr, &[]).await;
+    assert_eq!(status, 502);
+    assert!(!body.contains("secret"));
+}

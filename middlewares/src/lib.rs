@@ -16,7 +16,8 @@
 //! - [`guard`]: interceptors that may answer a request themselves (a preflight, a 403, a 429).
 //!
 //! And one module per layer: [`access_log`], [`body_limit`], [`compress`], [`errors`], [`headers`],
-//! [`request_id`], [`cors`], [`ip_filter`], [`rate_limit`], [`basic_auth`], [`rewrite`].
+//! [`request_id`], [`cors`], [`ip_filter`], [`rate_limit`], [`basic_auth`], [`rewrite`],
+//! [`forward_auth`].
 //!
 //! What the layers need from the server that runs them (reporting the final status, flushing and
 //! reopening the access logs, the client's address, signalling the panics it catches) is one
@@ -41,6 +42,7 @@ pub mod compress;
 pub mod cors;
 mod error;
 pub mod errors;
+pub mod forward_auth;
 pub mod gateway;
 pub mod guard;
 pub mod headers;

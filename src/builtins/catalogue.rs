@@ -1,4 +1,5 @@
-//! The middleware catalogue's kinds: `request_id`, `cors`, `ip_filter`, `rate_limit`.
+//! The middleware catalogue's kinds: `request_id`, `cors`, `ip_filter`, `rate_limit`, `basic_auth`,
+//! `forward_auth`, `rewrite`.
 //!
 //! As the other built-in kinds: parse (pure, errors located at their key), check (no side effects),
 //! build (the layer).
@@ -6,6 +7,7 @@
 use http::{HeaderName, Method};
 use parapet_middlewares::basic_auth::{htpasswd, BasicAuthLayer};
 use parapet_middlewares::cors::{CorsConfig, CorsLayer};
+use parapet_middlewares::forward_auth::{ForwardAuthConfig, ForwardAuthLayer};
 use parapet_middlewares::ip::IpRange;
 use parapet_middlewares::ip_filter::IpFilterLayer;
 use parapet_middlewares::rate_limit::{RateKey, RateLimitConfig, RateLimitLayer};
@@ -57,6 +59,12 @@ pub(super) fn register(registry: &mut Registry) {
                     &b.realm, users, b.forward,
                 )))
             },
+        )
+        .register_middleware_kind(
+            "forward_auth",
+            forward_auth,
+            no_check,
+            |f: &ForwardAuthConfig, _| Ok(Middleware::from_layer(ForwardAuthLayer::new(f.clone()))),
         )
         .register_middleware_kind("rewrite", rewrite, no_check, |r: &Rewrite, at| {
             // Compiled once already by the parse step: it cannot fail here.
@@ -351,4 +359,36 @@ pub(super) fn regex_rule(t: &mut Table<'_>) -> Option<(String, String)> {
     });
     let to = t.required("to").and_then(|v| v.str().map(str::to_owned));
     Some((regex?, to?))
+}
+
+fn forward_auth(t: &mut Table<'_>) -> Option<ForwardAuthConfig> {
+    let url = t.required("url").and_then(|v| {
+        let s = v.str()?;
+        match s.parse::<http::Uri>() {
+            Ok(url) if url.scheme_str() == Some("http") && url.host().is_some_and(|h| !h.is_empty()) => {
+                Some(url)
+            }
+            _ => {
+                v.error(format!(
+                    "invalid url {s:?}: expected \"http://host[:port]/path\" (the service is asked over plain HTTP)"
+                ));
+                None
+            }
+        }
+    });
+    let copy_headers = checked_list(t, "copy_headers", valid_header_name).map(|list| {
+        list.unwrap_or_default()
+            .iter()
+            .filter_map(|s| HeaderName::from_bytes(s.as_bytes()).ok())
+            .collect()
+    });
+    let timeout = match t.get("timeout") {
+        None => Some(std::time::Duration::from_secs(5)),
+        Some(v) => v.duration(),
+    };
+    Some(ForwardAuthConfig {
+        url: url?,
+        copy_headers: copy_headers?,
+        timeout: timeout?,
+    })
 }

@@ -2,7 +2,7 @@
 //!
 //! Handlers: `respond`, `static`, `redirect`, `echo` ([`crate::handlers`]). Middlewares:
 //! `access_log`, `compress`, `errors`, `headers` ([`middlewares`]); `request_id`, `cors`,
-//! `ip_filter`, `rate_limit` ([`catalogue`]). Each is registered by its three
+//! `ip_filter`, `rate_limit`, `basic_auth`, `forward_auth`, `rewrite` ([`catalogue`]). Each is registered by its three
 //! steps: parse (the table into typed settings), check (without side effects) and build.
 
 pub mod catalogue;
