@@ -521,8 +521,7 @@ async fn basic_auth_refuses_a_file_that_is_not_bcrypt_at_check() {
     let err = match config {
         Err(e) => e.to_string(),
         Ok(c) => parapet::build::check(&c, &registry)
-            .err()
-            .expect("a non-bcrypt file is refused")
+            .expect_err("a non-bcrypt file is refused")
             .to_string(),
     };
     assert!(err.contains("middlewares.a.users"), "{err}");

@@ -50,6 +50,8 @@ pub trait Guard: Clone + Send + Sync + 'static {
 
     /// Called before the inner service sees the request: `Ok` passes it on (possibly rewritten),
     /// `Err` is the answer, sent without calling the inner service.
+    // The answer is moved once into the future: boxing it would cost an allocation per refusal.
+    #[allow(clippy::result_large_err)]
     fn request(&self, req: &mut Request<Body>) -> Result<Self::State, Response<Body>>;
 
     /// Called with the inner service's response before any of it is sent.

@@ -169,11 +169,12 @@ mod tests {
             Ok::<_, Infallible>(res)
         });
         let mut response = HeaderOps::default();
+        let regex = regex::Regex::new("^http://backend:8080/(.*)$").unwrap();
         for name in ["location", "link"] {
             response.replace.push((
                 name.parse().unwrap(),
                 Replace {
-                    regex: regex::Regex::new("^http://backend:8080/(.*)$").unwrap(),
+                    regex: regex.clone(),
                     to: "https://example.com/$1".into(),
                 },
             ));
