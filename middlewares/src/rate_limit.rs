@@ -22,7 +22,7 @@
 //! `too_many_requests`; it never reaches the app.
 //!
 //! **The key.** `client_ip` is the client as `server.trusted_proxies` resolves it
-//! ([`ClientIp`](crate::ClientIp)). `header:NAME` is the value of that request header; a request
+//! ([`ClientIp`]). `header:NAME` is the value of that request header; a request
 //! without it is keyed by its client address.
 //!
 //! **Memory** is bounded: the keys live in [`SHARDS`] shards (a read-write lock each, taken for
