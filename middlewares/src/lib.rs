@@ -11,9 +11,9 @@
 //! - [`Error`]: the errors the layers end a response body with (a panic caught in a body, a failing
 //!   compressor);
 //! - [`intercept`]: start_response interception, the small abstraction the layers share to see the
-//!   request and rewrite the response head before any body byte is sent.
-//!
-//! - [`guard`]: interceptors that may answer a request themselves (a preflight, a 403, a 429).
+//!   request and rewrite the response head before any body byte is sent;
+//! - [`guard`]: interceptors that may answer a request themselves (a preflight, a 403, a 429);
+//! - [`ip`]: blocks of IP addresses (CIDR), as `trusted_proxies` and `ip_filter` name them.
 //!
 //! And one module per layer: [`access_log`], [`body_limit`], [`compress`], [`errors`], [`headers`],
 //! [`request_id`], [`cors`], [`ip_filter`], [`rate_limit`], [`basic_auth`], [`rewrite`],
