@@ -7,6 +7,13 @@
 //! median of several rounds, alternated A B A B. The upstream's response is 5 bytes of text/plain, below
 //! `min_size`, so `compress` negotiates but does not compress (the CPU of compression is the `gzip`
 //! scenario of the nginx benchmark, benches/nginx.sh).
+//!
+//! Then each layer of the middleware catalogue alone, on its pass-through path (the request goes on),
+//! against the bare proxy: `request_id` (an id made per request), `cors` (an allowed `Origin`),
+//! `ip_filter` (the client in `allow`), `rate_limit` (a limit never reached), `basic_auth` (a user
+//! and password already verified: the cache, not bcrypt), `rewrite` (a rule that does not match),
+//! `headers` with `response.replace` (no `Location` to rewrite), and `forward_auth` (asked of the
+//! bench's own upstream, which answers 200: a loopback round trip per request).
 
 mod support;
 
@@ -46,7 +53,57 @@ static GLOBAL: Counting = Counting;
 const REQUESTS: u64 = 20_000;
 const ROUNDS: usize = 5;
 
+/// `alice:s3cret`, bcrypt at cost 4.
+const HTPASSWD: &str = "alice:$2b$04$5SIef7Yjo0IyerS1kAo2yuhY82HkhfSSR.AwhZHW/betGmDSPuY6m\n";
+
+/// The catalogue's layers, each measured alone: (name in the report, the chain).
+const CATALOGUE: [(&str, &str); 8] = [
+    ("request_id", r#"["rid"]"#),
+    ("cors", r#"["browser"]"#),
+    ("ip_filter", r#"["office"]"#),
+    ("rate_limit", r#"["quota"]"#),
+    ("basic_auth", r#"["users"]"#),
+    ("rewrite", r#"["v1"]"#),
+    ("headers.replace", r#"["fix"]"#),
+    ("forward_auth", r#"["sso"]"#),
+];
+
 fn config(up: std::net::SocketAddr, chain: &str, log: &std::path::Path) -> String {
+    let htpasswd = log.with_file_name("htpasswd");
+    format!(
+        r#"{}
+[middlewares.rid]
+kind = "request_id"
+[middlewares.browser]
+kind = "cors"
+origins = ["https://app.example.com"]
+credentials = true
+[middlewares.office]
+kind = "ip_filter"
+allow = ["127.0.0.0/8"]
+[middlewares.quota]
+kind = "rate_limit"
+rate = "1000000000/s"
+burst = 1000000000
+[middlewares.users]
+kind = "basic_auth"
+users = "{}"
+[middlewares.v1]
+kind = "rewrite"
+path = {{ regex = "^/v1/(.*)$", to = "/api/$1" }}
+[middlewares.fix]
+kind = "headers"
+response.replace = {{ "location" = {{ regex = "^http://backend/(.*)$", to = "https://example.com/$1" }} }}
+[middlewares.sso]
+kind = "forward_auth"
+url = "http://{up}/auth"
+"#,
+        base_config(up, chain, log),
+        htpasswd.display()
+    )
+}
+
+fn base_config(up: std::net::SocketAddr, chain: &str, log: &std::path::Path) -> String {
     format!(
         r#"
 [listeners.main]
@@ -88,6 +145,8 @@ async fn run(gateway: &Gateway) -> Sample {
             .header("host", "bench.local")
             .header("accept-encoding", "gzip")
             .header("user-agent", "bench")
+            .header("origin", "https://app.example.com")
+            .header("authorization", "Basic YWxpY2U6czNjcmV0")
             .body(Body::empty())
             .unwrap();
         req.extensions_mut().insert(client);
@@ -101,6 +160,15 @@ async fn run(gateway: &Gateway) -> Sample {
         bytes: (BYTES.load(Ordering::Relaxed) - b0) as f64 / REQUESTS as f64,
         micros: elapsed.as_secs_f64() * 1e6 / REQUESTS as f64,
     }
+}
+
+/// Median allocations, bytes and µs per request of a series.
+fn summary(s: &[Sample]) -> (f64, f64, f64) {
+    (
+        median(s.iter().map(|x| x.allocs).collect()),
+        median(s.iter().map(|x| x.bytes).collect()),
+        median(s.iter().map(|x| x.micros).collect()),
+    )
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -118,6 +186,7 @@ fn main() {
         let dir = std::env::temp_dir().join(format!("parapet-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join("access.log");
+        std::fs::write(dir.join("htpasswd"), HTPASSWD).unwrap();
         let registry = Registry::new();
         let bare = Config::parse("bare.toml", &config(up, "[]", &log), &registry).unwrap();
         let chain = Config::parse(
@@ -154,6 +223,26 @@ fn main() {
             ct - bt,
             ct / bt
         );
+
+        // Each catalogue layer alone against the bare proxy, alternated the same way.
+        for (name, chain) in CATALOGUE {
+            let layer = Config::parse("layer.toml", &config(up, chain, &log), &registry).unwrap();
+            let layer = Gateway::build(&layer, &registry, None).unwrap();
+            run(&layer).await;
+            let (mut b, mut l) = (Vec::new(), Vec::new());
+            for _ in 0..ROUNDS {
+                b.push(run(&bare).await);
+                l.push(run(&layer).await);
+            }
+            let (ba, _, bt) = summary(&b);
+            let (la, lb, lt) = summary(&l);
+            println!(
+                "{name:<16} {:+6.2} allocations, {:+6.0} bytes ({lb:.0} in all), {:+6.2} µs per request",
+                la - ba,
+                lb - summary(&b).1,
+                lt - bt
+            );
+        }
         let _ = std::fs::remove_dir_all(&dir);
     });
 }

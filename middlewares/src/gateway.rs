@@ -59,6 +59,12 @@ pub enum GatewayErrorKind {
     /// The client closed its connection before the end of its request body: 400 if it still reads;
     /// usually no answer can reach it, and the access log says 499 `client_closed`.
     ClientClosed,
+    /// The request carries no valid credentials for a `basic_auth`: 401 (RFC 9110 §15.5.2).
+    Unauthorized,
+    /// The client's address is not admitted by an `ip_filter`: 403 (RFC 9110 §15.5.4).
+    Forbidden,
+    /// The client went over a `rate_limit`: 429 (RFC 6585 §4).
+    TooManyRequests,
     /// The upstream refused the connection or could not be reached: 502.
     UpstreamUnreachable,
     /// The upstream broke the HTTP protocol or closed before its response head: 502.
@@ -89,6 +95,9 @@ impl GatewayErrorKind {
             }
             GatewayErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayErrorKind::UpstreamSaturated => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            GatewayErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            GatewayErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             GatewayErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -103,7 +112,10 @@ impl GatewayErrorKind {
             | GatewayErrorKind::PayloadTooLarge
             | GatewayErrorKind::UriTooLong
             | GatewayErrorKind::ClientBody
-            | GatewayErrorKind::ClientClosed => ErrorSource::Downstream,
+            | GatewayErrorKind::ClientClosed
+            | GatewayErrorKind::Unauthorized
+            | GatewayErrorKind::Forbidden
+            | GatewayErrorKind::TooManyRequests => ErrorSource::Downstream,
             GatewayErrorKind::UpstreamUnreachable
             | GatewayErrorKind::UpstreamProtocol
             | GatewayErrorKind::UpstreamTimeout
@@ -123,6 +135,9 @@ impl GatewayErrorKind {
             GatewayErrorKind::UriTooLong => "uri_too_long",
             GatewayErrorKind::ClientBody => "client_body",
             GatewayErrorKind::ClientClosed => "client_closed",
+            GatewayErrorKind::Unauthorized => "unauthorized",
+            GatewayErrorKind::Forbidden => "forbidden",
+            GatewayErrorKind::TooManyRequests => "too_many_requests",
             GatewayErrorKind::UpstreamUnreachable => "upstream_unreachable",
             GatewayErrorKind::UpstreamProtocol => "upstream_protocol",
             GatewayErrorKind::UpstreamTimeout => "upstream_timeout",

@@ -8,8 +8,10 @@
 //! request.set = { "x-edge" = "parapet" }
 //! ```
 //!
-//! On each side the operations run in the order remove, set, add: `set` replaces every value of a
-//! header, `add` appends one more. Response operations apply to every response, parapet's own 404 and
+//! On each side the operations run in the order remove, set, add, replace: `set` replaces every
+//! value of a header, `add` appends one more, `replace` rewrites each value of a header by a regex
+//! (`response.replace = { "location" = { regex = "^http://backend:8080/(.*)$", to = "https://example.com/$1" } }`:
+//! Traefik's most asked-for rewrite, an upstream's `Location` pointing at itself). Response operations apply to every response, parapet's own 404 and
 //! 502 included.
 //!
 //! ```
@@ -37,15 +39,37 @@ pub struct HeaderOps {
     pub set: Vec<(HeaderName, HeaderValue)>,
     /// Headers added beside any value.
     pub add: Vec<(HeaderName, HeaderValue)>,
+    /// Headers whose values are rewritten by a regex.
+    pub replace: Vec<(HeaderName, Replace)>,
 }
+
+/// A value rewrite: the first match of `regex` replaced by `to` (`$1` the first group).
+#[derive(Clone, Debug)]
+pub struct Replace {
+    /// What is matched in the value.
+    pub regex: regex::Regex,
+    /// What replaces it.
+    pub to: String,
+}
+
+impl PartialEq for Replace {
+    fn eq(&self, other: &Self) -> bool {
+        self.regex.as_str() == other.regex.as_str() && self.to == other.to
+    }
+}
+
+impl Eq for Replace {}
 
 impl HeaderOps {
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
+        self.remove.is_empty()
+            && self.set.is_empty()
+            && self.add.is_empty()
+            && self.replace.is_empty()
     }
 
-    /// Applies the operations: remove, then set, then add.
+    /// Applies the operations: remove, then set, then add, then replace.
     pub fn apply(&self, headers: &mut HeaderMap) {
         for name in &self.remove {
             headers.remove(name);
@@ -55,6 +79,20 @@ impl HeaderOps {
         }
         for (name, value) in &self.add {
             headers.append(name.clone(), value.clone());
+        }
+        for (name, rule) in &self.replace {
+            if let http::header::Entry::Occupied(mut entry) = headers.entry(name) {
+                for value in entry.iter_mut() {
+                    // A value that is not text, or one the rule would make invalid, is left as it is.
+                    let Ok(text) = value.to_str() else { continue };
+                    if let std::borrow::Cow::Owned(new) = rule.regex.replace(text, rule.to.as_str())
+                    {
+                        if let Ok(new) = HeaderValue::from_str(&new) {
+                            *value = new;
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -114,7 +152,44 @@ mod tests {
             remove: remove.iter().map(|n| n.parse().unwrap()).collect(),
             set: set.iter().map(pair).collect(),
             add: add.iter().map(pair).collect(),
+            replace: Vec::new(),
         }
+    }
+
+    #[tokio::test]
+    async fn replace_rewrites_each_value_by_regex_and_leaves_the_others() {
+        let inner = tower::service_fn(|_: Request<Body>| async move {
+            let mut res = Response::new(Body::empty());
+            res.headers_mut().insert(
+                "location",
+                HeaderValue::from_static("http://backend:8080/login?next=/a"),
+            );
+            res.headers_mut()
+                .insert("link", HeaderValue::from_static("<http://elsewhere/>"));
+            Ok::<_, Infallible>(res)
+        });
+        let mut response = HeaderOps::default();
+        let regex = regex::Regex::new("^http://backend:8080/(.*)$").unwrap();
+        for name in ["location", "link"] {
+            response.replace.push((
+                name.parse().unwrap(),
+                Replace {
+                    regex: regex.clone(),
+                    to: "https://example.com/$1".into(),
+                },
+            ));
+        }
+        let layer = HeadersLayer::new(HeaderOps::default(), response);
+        let res = layer
+            .layer(inner)
+            .oneshot(Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            res.headers()["location"],
+            "https://example.com/login?next=/a"
+        );
+        assert_eq!(res.headers()["link"], "<http://elsewhere/>");
     }
 
     #[tokio::test]

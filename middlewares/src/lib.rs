@@ -11,9 +11,13 @@
 //! - [`Error`]: the errors the layers end a response body with (a panic caught in a body, a failing
 //!   compressor);
 //! - [`intercept`]: start_response interception, the small abstraction the layers share to see the
-//!   request and rewrite the response head before any body byte is sent.
+//!   request and rewrite the response head before any body byte is sent;
+//! - [`guard`]: interceptors that may answer a request themselves (a preflight, a 403, a 429);
+//! - [`ip`]: blocks of IP addresses (CIDR), as `trusted_proxies` and `ip_filter` name them.
 //!
-//! And one module per layer: [`access_log`], [`body_limit`], [`compress`], [`errors`], [`headers`].
+//! And one module per layer: [`access_log`], [`body_limit`], [`compress`], [`errors`], [`headers`],
+//! [`request_id`], [`cors`], [`ip_filter`], [`rate_limit`], [`basic_auth`], [`rewrite`],
+//! [`forward_auth`].
 //!
 //! What the layers need from the server that runs them (reporting the final status, flushing and
 //! reopening the access logs, the client's address, signalling the panics it catches) is one
@@ -31,15 +35,24 @@
 #![warn(missing_docs)]
 
 pub mod access_log;
+pub mod basic_auth;
 pub mod body;
 pub mod body_limit;
 pub mod compress;
+pub mod cors;
 mod error;
 pub mod errors;
+pub mod forward_auth;
 pub mod gateway;
+pub mod guard;
 pub mod headers;
 pub mod host;
 pub mod intercept;
+pub mod ip;
+pub mod ip_filter;
+pub mod rate_limit;
+pub mod request_id;
+pub mod rewrite;
 
 pub use body::Body;
 pub use error::{Error, ErrorChain};

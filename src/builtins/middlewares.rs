@@ -1,4 +1,5 @@
-//! The built-in middleware kinds: `access_log`, `body_limit`, `compress`, `errors` and `headers`.
+//! The built-in middleware kinds: `access_log`, `body_limit`, `compress`, `errors` and `headers`
+//! (the catalogue's, `request_id` and the others, are in `catalogue.rs`).
 //!
 //! Each reads its table into typed settings (pure), checks what can be checked without side effects
 //! (a directory exists, a page is readable), and builds its layer (the access log's file opened and
@@ -11,7 +12,8 @@ use parapet_middlewares::access_log::{AccessLogConfig, AccessLogLayer, Format, T
 use parapet_middlewares::body_limit::BodyLimitLayer;
 use parapet_middlewares::compress::{CompressConfig, CompressLayer, Encoding};
 use parapet_middlewares::errors::{ErrorsConfig, ErrorsLayer, Page, StatusMatch};
-use parapet_middlewares::headers::{HeaderOps, HeadersLayer};
+use parapet_middlewares::headers::{HeaderOps, HeadersLayer, Replace};
+use parapet_middlewares::rewrite::Regex;
 
 use crate::chain::Middleware;
 use crate::config::{ConfigError, Located, Location, Table, Value};
@@ -36,6 +38,7 @@ pub(super) fn register(registry: &mut Registry) {
                 h.response.clone(),
             )))
         });
+    super::catalogue::register(registry);
 }
 
 /// The settings of an `access_log`: the format, and where lines go (located, for errors opening it).
@@ -337,6 +340,9 @@ fn header_ops(value: &Value<'_>) -> Option<HeaderOps> {
             }
         }
     }
+    if let Some(v) = t.get("replace") {
+        ok &= header_replace(&v, &mut ops);
+    }
     if let Some(v) = t.get("remove") {
         for item in v.array().unwrap_or_default() {
             let Some(s) = item.str() else {
@@ -354,4 +360,31 @@ fn header_ops(value: &Value<'_>) -> Option<HeaderOps> {
     }
     t.finish();
     ok.then_some(ops)
+}
+
+/// `replace = { "location" = { regex, to } }`: each header's values rewritten by a regex.
+fn header_replace(value: &Value<'_>, ops: &mut HeaderOps) -> bool {
+    let Some(mut table) = value.table() else {
+        return false;
+    };
+    let mut ok = true;
+    for (key, rule) in table.entries() {
+        let Ok(name) = HeaderName::from_bytes(key.as_bytes()) else {
+            rule.error(format!("invalid header name {key:?}"));
+            ok = false;
+            continue;
+        };
+        let Some(mut t) = rule.table() else {
+            ok = false;
+            continue;
+        };
+        let parsed = super::catalogue::regex_rule(&mut t);
+        t.finish();
+        match parsed.and_then(|(regex, to)| Some((Regex::new(&regex).ok()?, to))) {
+            Some((regex, to)) => ops.replace.push((name, Replace { regex, to })),
+            None => ok = false,
+        }
+    }
+    table.finish();
+    ok
 }

@@ -1,9 +1,11 @@
 //! parapet's own kinds, registered into a [`Registry`] like any program's.
 //!
 //! Handlers: `respond`, `static`, `redirect`, `echo` ([`crate::handlers`]). Middlewares:
-//! `access_log`, `compress`, `errors`, `headers` ([`middlewares`]). Each is registered by its three
+//! `access_log`, `compress`, `errors`, `headers` ([`middlewares`]); `request_id`, `cors`,
+//! `ip_filter`, `rate_limit`, `basic_auth`, `forward_auth`, `rewrite` ([`catalogue`]). Each is registered by its three
 //! steps: parse (the table into typed settings), check (without side effects) and build.
 
+pub mod catalogue;
 pub mod middlewares;
 
 use crate::config::{ConfigError, Location};

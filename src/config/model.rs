@@ -11,7 +11,7 @@
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -235,91 +235,8 @@ impl Default for ServerConfig {
     }
 }
 
-/// A block of IP addresses in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`), or one address. An
-/// IPv4-mapped IPv6 block (`::ffff:10.0.0.0/104`) is stored as the IPv4 block it maps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct IpRange {
-    network: IpAddr,
-    prefix: u8,
-}
-
-impl IpRange {
-    /// Whether `ip` is in the block. An IPv4-mapped IPv6 address (a v4 client of a `[::]` listener)
-    /// is matched as the IPv4 address it maps.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.network, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                u32::from(ip) & mask(self.prefix, 32) as u32 == u32::from(net)
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                u128::from(ip) & mask(self.prefix, 128) == u128::from(net)
-            }
-            _ => false,
-        }
-    }
-}
-
-/// The netmask of a `/prefix` block of a `bits`-bit address, in the low `bits` bits.
-fn mask(prefix: u8, bits: u32) -> u128 {
-    let ones = u128::MAX.checked_shl(bits - u32::from(prefix)).unwrap_or(0);
-    if bits == 128 {
-        ones
-    } else {
-        ones & ((1u128 << bits) - 1)
-    }
-}
-
-impl std::str::FromStr for IpRange {
-    type Err = String;
-
-    /// `ADDRESS` or `ADDRESS/PREFIX`. The address bits beyond the prefix must be zero, so a typo
-    /// like `10.0.0.1/8` is an error rather than a block far wider than meant.
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let network: IpAddr = addr.parse().map_err(|_| {
-            format!("invalid address {s:?}: expected an IP or a CIDR block, like \"10.0.0.0/8\", \"192.168.1.7\" or \"2001:db8::/32\"")
-        })?;
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => match p.parse::<u8>() {
-                Ok(n) if n <= max && p.bytes().all(|b| b.is_ascii_digit()) => n,
-                _ => {
-                    return Err(format!(
-                        "invalid prefix length in {s:?}: expected 0 to {max}"
-                    ))
-                }
-            },
-        };
-        // A v4-mapped block is the v4 block it maps, as the peers it is compared with are.
-        let (network, prefix) = match network {
-            IpAddr::V6(v6) if prefix >= 96 => match v6.to_ipv4_mapped() {
-                Some(v4) => (IpAddr::V4(v4), prefix - 96),
-                None => (network, prefix),
-            },
-            _ => (network, prefix),
-        };
-        let masked = match network {
-            IpAddr::V4(a) => IpAddr::V4((u32::from(a) & mask(prefix, 32) as u32).into()),
-            IpAddr::V6(a) => IpAddr::V6((u128::from(a) & mask(prefix, 128)).into()),
-        };
-        if masked != network {
-            return Err(format!(
-                "{s:?} has address bits set beyond its /{prefix}: did you mean \"{masked}/{prefix}\"?"
-            ));
-        }
-        Ok(IpRange { network, prefix })
-    }
-}
-
-impl fmt::Display for IpRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
-    }
-}
+/// A block of IP addresses (CIDR): defined beside the middlewares that filter on it.
+pub use parapet_middlewares::ip::IpRange;
 
 /// `[listeners.NAME]`: a socket parapet accepts connections on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -613,48 +530,5 @@ impl Eq for UpstreamTls {}
 impl std::hash::Hash for UpstreamTls {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         (&self.ca, &self.server_name, self.verify).hash(state);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::IpRange;
-
-    fn range(s: &str) -> IpRange {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn ip_ranges_contain_their_block_and_nothing_else() {
-        let v4 = range("10.0.0.0/8");
-        assert!(v4.contains("10.255.1.2".parse().unwrap()));
-        assert!(!v4.contains("11.0.0.1".parse().unwrap()));
-        assert!(v4.contains("::ffff:10.1.2.3".parse().unwrap()));
-        let one = range("192.168.1.7");
-        assert!(one.contains("192.168.1.7".parse().unwrap()));
-        assert!(!one.contains("192.168.1.8".parse().unwrap()));
-        let v6 = range("2001:db8::/32");
-        assert!(v6.contains("2001:db8:1::5".parse().unwrap()));
-        assert!(!v6.contains("2001:db9::5".parse().unwrap()));
-        assert!(!v6.contains("10.0.0.1".parse().unwrap()));
-        assert!(range("0.0.0.0/0").contains("8.8.8.8".parse().unwrap()));
-        assert!(range("::/0").contains("2001::1".parse().unwrap()));
-        assert!(!range("::/0").contains("8.8.8.8".parse().unwrap()));
-        assert_eq!(range("::ffff:10.0.0.0/104"), range("10.0.0.0/8"));
-    }
-
-    #[test]
-    fn ip_ranges_refuse_what_is_not_a_block() {
-        for bad in [
-            "10.0.0.1/8",
-            "300.0.0.0",
-            "10.0.0.0/33",
-            "::/129",
-            "10.0.0.0/",
-            "10.0.0.0/+8",
-            "x",
-        ] {
-            assert!(bad.parse::<IpRange>().is_err(), "{bad}");
-        }
     }
 }

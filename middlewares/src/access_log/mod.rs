@@ -14,6 +14,11 @@
 //! `"upstream"` for an upstream's own error status), and for a request over TLS the protocol version
 //! (`"tls_version": "TLSv1.3"`) and the name the client asked for (`"sni"`), `null` otherwise.
 //!
+//! With a [`request_id`](crate::request_id) layer in the chain (on either side of the log), each line
+//! carries the request's id: `json` as `"request_id"` (`null` without one); `combined` as one more
+//! quoted field at the end of the line, after the user agent (as nginx's
+//! `log_format ... "$request_id"` does); `common` lines stay the standard's.
+//!
 //! When the line is written:
 //!
 //! - the body was sent to its end: its status;
@@ -47,6 +52,7 @@ pub use sink::{Sink, Target};
 
 use crate::host::PanicSignal;
 use crate::intercept::{Intercept, InterceptLayer, Interceptor};
+use crate::request_id::RequestId;
 use crate::{Body, BoxError, ClientAddr, GatewayError, TlsInfo, UpstreamResponse};
 
 /// The settings of an `access_log` layer.
@@ -136,6 +142,7 @@ impl Interceptor for AccessLog {
             version: req.version(),
             user_agent: headers.get(http::header::USER_AGENT).cloned(),
             referer: headers.get(http::header::REFERER).cloned(),
+            request_id: req.extensions().get::<RequestId>().map(|id| id.0.clone()),
             status: None,
             final_status: None,
             upstream: None,
@@ -151,6 +158,10 @@ impl Interceptor for AccessLog {
         record.status = Some(res.status());
         record.upstream = res.extensions().get::<UpstreamResponse>().cloned();
         record.gateway_error = res.extensions().get::<GatewayError>().cloned();
+        if record.request_id.is_none() {
+            // A `request_id` layer inside this log put the id on the response.
+            record.request_id = res.extensions().get::<RequestId>().map(|id| id.0.clone());
+        }
         let slot = Arc::new(AtomicU16::new(0));
         record.final_status = Some(Arc::clone(&slot));
         let extensions = res.extensions_mut();
@@ -191,6 +202,8 @@ pub struct Record {
     version: Version,
     user_agent: Option<HeaderValue>,
     referer: Option<HeaderValue>,
+    /// The id a `request_id` layer gave the request, on either side of this log.
+    request_id: Option<HeaderValue>,
     /// The status this layer saw; `None` until the response head came through.
     status: Option<StatusCode>,
     final_status: Option<Arc<AtomicU16>>,
@@ -277,6 +290,11 @@ impl Record {
                         }
                         out.push('"');
                     }
+                    if let Some(id) = &self.request_id {
+                        out.push_str(" \"");
+                        format::clf_str(out, id.as_bytes());
+                        out.push('"');
+                    }
                 }
             }
             Format::Json => {
@@ -316,6 +334,11 @@ impl Record {
                         }
                     }
                     None => out.push_str(",\"tls_version\":null,\"sni\":null"),
+                }
+                out.push_str(",\"request_id\":");
+                match &self.request_id {
+                    Some(v) => format::json_str(out, &String::from_utf8_lossy(v.as_bytes())),
+                    None => out.push_str("null"),
                 }
                 match &self.upstream {
                     Some(u) => {

@@ -21,8 +21,10 @@
 //!   `intercept`.
 //!
 //! A page is read when the config loads. It may contain `{status}`, `{reason}` and `{request_id}`,
-//! replaced when it is sent; the request id is the request's `x-request-id` (if it is a plain token
-//! of letters, digits, `.`, `_` and `-`), or one made up here and logged with the event.
+//! replaced when it is sent; the request id is the one a [`request_id`](crate::request_id) layer
+//! gave the request (on either side of this one), else the request's `x-request-id`, if it is a plain
+//! token of letters, digits, `.`, `_` and `-` (the page is HTML: no other character of a client's
+//! is put in it); else one made up here and logged with the event.
 //!
 //! ```
 //! use std::convert::Infallible;

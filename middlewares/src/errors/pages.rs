@@ -9,6 +9,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 
 use super::catch_panic::CatchPanicBody;
 use crate::intercept::Interceptor;
+use crate::request_id::RequestId;
 use crate::{Body, ErrorChain, GatewayError, GatewayErrorKind};
 
 /// A page sent in place of an error response's body.
@@ -87,10 +88,19 @@ impl Interceptor for ErrorPages {
     type State = Option<HeaderValue>;
 
     fn request(&self, req: &mut Request<Body>) -> Option<HeaderValue> {
-        req.headers().get("x-request-id").cloned()
+        match req.extensions().get::<RequestId>() {
+            Some(id) => Some(id.0.clone()),
+            None => req.headers().get("x-request-id").cloned(),
+        }
     }
 
     fn response(&self, request_id: Option<HeaderValue>, res: &mut Response<Body>) {
+        // A `request_id` layer inside this one gave the request its id on the way out.
+        let request_id = res
+            .extensions()
+            .get::<RequestId>()
+            .map(|id| id.0.clone())
+            .or(request_id);
         let status = res.status();
         let gateway = res.extensions().get::<GatewayError>();
         if let Some(err) = gateway.filter(|e| e.kind() == GatewayErrorKind::Internal) {

@@ -197,3 +197,35 @@ fn status_matches_parse_statuses_and_classes() {
     assert_eq!(StatusMatch::parse("3xx"), None);
     assert_eq!(StatusMatch::parse("abc"), None);
 }
+
+#[tokio::test]
+async fn the_page_carries_the_id_of_a_request_id_layer_on_either_side() {
+    use crate::request_id::RequestIdLayer;
+    let failing = || {
+        tower::service_fn(|_req: Request<Body>| async move {
+            let mut res = Response::new(Body::empty());
+            *res.status_mut() = StatusCode::BAD_GATEWAY;
+            res.extensions_mut()
+                .insert(GatewayError::new(GatewayErrorKind::UpstreamUnreachable));
+            Ok::<_, Infallible>(res)
+        })
+    };
+    let rid = || RequestIdLayer::new(http::HeaderName::from_static("x-request-id"));
+    // request_id outside errors: the page has the id the client gets.
+    let outer = rid().layer(ErrorsLayer::new(config()).layer(failing()));
+    // request_id inside errors: the same.
+    let inner = ErrorsLayer::new(config()).layer(rid().layer(failing()));
+    for svc in [
+        outer
+            .oneshot(Request::get("/").body(Body::empty()).unwrap())
+            .await,
+        inner
+            .oneshot(Request::get("/").body(Body::empty()).unwrap())
+            .await,
+    ] {
+        let res = svc.unwrap();
+        assert_eq!(res.status(), 502);
+        let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert!(body_text(res).await.contains(&format!("id {id}")));
+    }
+}
