@@ -404,3 +404,24 @@ async fn the_upstream_timeout_still_runs_from_the_end_of_the_upload() {
     );
     assert!(took < Duration::from_secs(6), "answered after {took:?}");
 }
+
+#[tokio::test]
+async fn an_h2_body_that_stalls_is_cut_even_while_the_peer_answers_pings() {
+    // PINGs every second (header_timeout), answered by the client: they must not hide the stall.
+    let (_server, addr) = gateway("header_timeout = \"1s\"\nbody_timeout = \"3s\"", "30s").await;
+    let (mut send, conn) = h2_client(addr).await;
+    let request = http::Request::post("http://a/upload").body(()).unwrap();
+    let (response, mut body) = send.send_request(request, false).unwrap();
+    body.send_data(Bytes::from_static(b"the start of a body"), false)
+        .unwrap();
+    let t0 = Instant::now();
+    // Then nothing more: the stream (and with it the connection) is ended by body_timeout.
+    let ended = tokio::time::timeout(Duration::from_secs(12), async {
+        let _ = response.await;
+        let _ = conn.await;
+    })
+    .await;
+    assert!(ended.is_ok(), "still open after 12 s");
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_secs(2), "cut early: {took:?}");
+}

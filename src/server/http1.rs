@@ -24,8 +24,9 @@
 //! The same clock bounds a request body and a response (`server.body_timeout`), on HTTP/2
 //! connections too: it sits *outside* hyper, watching what the connection's IO ([`ConnIo`]) and its
 //! request bodies ([`ClientBody`]) report, so no timer is set per request or per read. A tick where
-//! a request body waits for the client's data, or a write waits for the client to read, and nothing
-//! moved either way since the last tick is a stalled one; `body_timeout` worth of stalled ticks in a
+//! a request body waits for the client's data and none came since the last tick, or a write waits
+//! for the client to read and nothing went out since, is a stalled one (each direction judged on its
+//! own, so HTTP/2's PINGs do not hide a stalled body); `body_timeout` worth of stalled ticks in a
 //! row ends it (to the tick, so up to a second late, never early):
 //!
 //! - a request body the client stopped sending: on HTTP/1.1 the connection's next read fails, which
@@ -77,8 +78,12 @@ pub(crate) struct Quiet {
     bodies_waiting: AtomicUsize,
     /// A write waits for the client to read.
     write_blocked: AtomicBool,
-    /// A request body yielded data, or a write went out, since the clock's last tick.
-    moved: AtomicBool,
+    /// A request body yielded data since the clock's last tick.
+    read_moved: AtomicBool,
+    /// A write went out since the clock's last tick. Kept apart from `read_moved`: HTTP/2's PINGs
+    /// (and a response going out) must not hide a request body that stopped coming, nor a trickling
+    /// body a client that stopped reading.
+    write_moved: AtomicBool,
     /// The clock found a request body stalled: the next read fails, and so does the body.
     body_expired: AtomicBool,
 }
@@ -125,7 +130,7 @@ impl Quiet {
             Poll::Ready(Ok(n)) => {
                 self.write_blocked.store(false, Ordering::Relaxed);
                 if *n > 0 {
-                    self.moved.store(true, Ordering::Relaxed);
+                    self.write_moved.store(true, Ordering::Relaxed);
                 }
             }
             Poll::Ready(Err(_)) => self.write_blocked.store(false, Ordering::Relaxed),
@@ -249,7 +254,7 @@ impl http_body::Body for ClientBody {
         this.set_waiting(false);
         Poll::Ready(match polled {
             Some(Ok(frame)) => {
-                this.quiet.moved.store(true, Ordering::Relaxed);
+                this.quiet.read_moved.store(true, Ordering::Relaxed);
                 Some(Ok(frame))
             }
             Some(Err(err)) if this.quiet.body_expired.load(Ordering::Relaxed) => {
@@ -504,10 +509,13 @@ impl Clock {
             self.quiet_ticks = 0;
             self.activity = activity;
         }
-        let moved = quiet.moved.swap(false, Ordering::Relaxed);
-        let waiting = quiet.bodies_waiting.load(Ordering::Relaxed) > 0
-            || quiet.write_blocked.load(Ordering::Relaxed);
-        if waiting && !moved {
+        let read_moved = quiet.read_moved.swap(false, Ordering::Relaxed);
+        let write_moved = quiet.write_moved.swap(false, Ordering::Relaxed);
+        // Each direction on its own: a body waiting on the client with no data since the last
+        // tick, or a write waiting on the client with nothing written since.
+        let read_stalled = quiet.bodies_waiting.load(Ordering::Relaxed) > 0 && !read_moved;
+        let write_stalled = quiet.write_blocked.load(Ordering::Relaxed) && !write_moved;
+        if read_stalled || write_stalled {
             self.stalled_ticks = self.stalled_ticks.saturating_add(1);
         } else {
             self.stalled_ticks = 0;
