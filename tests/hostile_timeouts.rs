@@ -425,3 +425,32 @@ async fn an_h2_body_that_stalls_is_cut_even_while_the_peer_answers_pings() {
     let took = t0.elapsed();
     assert!(took >= Duration::from_secs(2), "cut early: {took:?}");
 }
+
+#[tokio::test]
+async fn an_h2_client_that_never_opens_its_window_is_closed_by_the_body_timeout() {
+    let (_server, addr) = gateway("header_timeout = \"1s\"\nbody_timeout = \"3s\"", "30s").await;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    // A window of 0: parapet may not send a byte of any body, and the client answers PINGs.
+    let (mut send, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let (response, _) = send.send_request(h2_get("/big"), true).unwrap();
+    let t0 = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(12), async {
+        if let Ok(response) = response.await {
+            let mut body = response.into_body();
+            while let Some(Ok(_)) = body.data().await {}
+        }
+        let _ = conn.await;
+    })
+    .await;
+    assert!(ended.is_ok(), "still open after 12 s");
+    assert!(
+        t0.elapsed() >= Duration::from_secs(2),
+        "cut early: {:?}",
+        t0.elapsed()
+    );
+}

@@ -84,6 +84,11 @@ pub(crate) struct Quiet {
     /// (and a response going out) must not hide a request body that stopped coming, nor a trickling
     /// body a client that stopped reading.
     write_moved: AtomicBool,
+    /// Response bodies that gave hyper data and have not been asked for more since: hyper waits to
+    /// send it, on the client (HTTP/2 flow control gives no write to block on).
+    responses_held: AtomicUsize,
+    /// A response body was asked for more since the clock's last tick.
+    responses_polled: AtomicBool,
     /// The clock found a request body stalled: the next read fails, and so does the body.
     body_expired: AtomicBool,
 }
@@ -168,17 +173,35 @@ impl Drop for InFlight {
 }
 
 pin_project_lite::pin_project! {
-    /// A response body as hyper sends it: the body, and the count of the response in flight.
+    /// A response body as hyper sends it: the body, and the count of the response in flight. It tells
+    /// the connection's clock when hyper holds data from it that the client has not taken, so that a
+    /// client which never opens its HTTP/2 flow-control window is a stalled one.
     pub struct ServedBody {
         #[pin]
         body: Body,
         guard: Option<InFlight>,
+        held: bool,
+    }
+
+    impl PinnedDrop for ServedBody {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if *this.held {
+                if let Some(guard) = this.guard.as_ref() {
+                    guard.0.responses_held.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
     }
 }
 
 impl ServedBody {
     pub(crate) fn new(body: Body, guard: Option<InFlight>) -> Self {
-        Self { body, guard }
+        Self {
+            body,
+            guard,
+            held: false,
+        }
     }
 }
 
@@ -190,7 +213,22 @@ impl http_body::Body for ServedBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.project().body.poll_frame(cx)
+        let this = self.project();
+        let Some(quiet) = this.guard.as_ref().map(|g| &g.0) else {
+            return this.body.poll_frame(cx);
+        };
+        quiet.responses_polled.store(true, Ordering::Relaxed);
+        if std::mem::take(this.held) {
+            quiet.responses_held.fetch_sub(1, Ordering::Relaxed);
+        }
+        let polled = this.body.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if frame.is_data() {
+                *this.held = true;
+                quiet.responses_held.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -515,7 +553,11 @@ impl Clock {
         // tick, or a write waiting on the client with nothing written since.
         let read_stalled = quiet.bodies_waiting.load(Ordering::Relaxed) > 0 && !read_moved;
         let write_stalled = quiet.write_blocked.load(Ordering::Relaxed) && !write_moved;
-        if read_stalled || write_stalled {
+        // Data handed to hyper that it has not sent on (the client's flow-control window stays
+        // shut), with no response body asked for more since.
+        let responses_polled = quiet.responses_polled.swap(false, Ordering::Relaxed);
+        let held_stalled = quiet.responses_held.load(Ordering::Relaxed) > 0 && !responses_polled;
+        if read_stalled || write_stalled || held_stalled {
             self.stalled_ticks = self.stalled_ticks.saturating_add(1);
         } else {
             self.stalled_ticks = 0;
