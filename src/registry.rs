@@ -259,9 +259,9 @@ impl Registry {
         settings: &Settings,
         at: &Location,
     ) -> Vec<ConfigError> {
-        match self.middlewares.get(kind) {
-            Some(k) => (k.check)(settings, at),
-            None => vec![at.error(format!("no middleware kind `{kind}` in this registry"))],
+        match lookup(&self.middlewares, "middleware", kind, at) {
+            Ok(k) => (k.check)(settings, at),
+            Err(errors) => errors,
         }
     }
 
@@ -272,14 +272,7 @@ impl Registry {
         settings: &Settings,
         at: &Location,
     ) -> Result<Middleware, Vec<ConfigError>> {
-        match self.middlewares.get(kind) {
-            Some(k) => (k.build)(settings, at),
-            None => {
-                Err(vec![at.error(format!(
-                    "no middleware kind `{kind}` in this registry"
-                ))])
-            }
-        }
+        (lookup(&self.middlewares, "middleware", kind, at)?.build)(settings, at)
     }
 
     /// Checks a handler's settings without side effects.
@@ -289,9 +282,9 @@ impl Registry {
         settings: &Settings,
         at: &Location,
     ) -> Vec<ConfigError> {
-        match self.handlers.get(kind) {
-            Some(k) => (k.check)(settings, at),
-            None => vec![at.error(format!("no handler kind `{kind}` in this registry"))],
+        match lookup(&self.handlers, "handler", kind, at) {
+            Ok(k) => (k.check)(settings, at),
+            Err(errors) => errors,
         }
     }
 
@@ -302,15 +295,21 @@ impl Registry {
         settings: &Settings,
         at: &Location,
     ) -> Result<AppService, Vec<ConfigError>> {
-        match self.handlers.get(kind) {
-            Some(k) => (k.build)(settings, at),
-            None => {
-                Err(vec![at.error(format!(
-                    "no handler kind `{kind}` in this registry"
-                ))])
-            }
-        }
+        (lookup(&self.handlers, "handler", kind, at)?.build)(settings, at)
     }
+}
+
+/// The registered `kind` of a handler or middleware (`what`); an error at `at` if there is none (a
+/// model read with another registry).
+fn lookup<'k, T>(
+    kinds: &'k BTreeMap<String, Kind<T>>,
+    what: &str,
+    kind: &str,
+    at: &Location,
+) -> Result<&'k Kind<T>, Vec<ConfigError>> {
+    kinds
+        .get(kind)
+        .ok_or_else(|| vec![at.error(format!("no {what} kind `{kind}` in this registry"))])
 }
 
 impl Kinds for Registry {
