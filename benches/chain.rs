@@ -50,8 +50,26 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-const REQUESTS: u64 = 20_000;
-const ROUNDS: usize = 5;
+/// `cargo bench` passes `--bench`: the full measurement. `cargo test` runs this once as a quick smoke
+/// test of every chain (a debug build would take minutes over the full counts).
+static FULL: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::args().any(|a| a == "--bench"));
+
+fn requests() -> u64 {
+    if *FULL {
+        20_000
+    } else {
+        200
+    }
+}
+
+fn rounds() -> usize {
+    if *FULL {
+        5
+    } else {
+        1
+    }
+}
 
 /// `alice:s3cret`, bcrypt at cost 4.
 const HTPASSWD: &str = "alice:$2b$04$5SIef7Yjo0IyerS1kAo2yuhY82HkhfSSR.AwhZHW/betGmDSPuY6m\n";
@@ -140,7 +158,7 @@ async fn run(gateway: &Gateway) -> Sample {
     let a0 = ALLOCS.load(Ordering::Relaxed);
     let b0 = BYTES.load(Ordering::Relaxed);
     let t0 = Instant::now();
-    for _ in 0..REQUESTS {
+    for _ in 0..requests() {
         let mut req = http::Request::get("/x?y=1")
             .header("host", "bench.local")
             .header("accept-encoding", "gzip")
@@ -156,9 +174,9 @@ async fn run(gateway: &Gateway) -> Sample {
     }
     let elapsed = t0.elapsed();
     Sample {
-        allocs: (ALLOCS.load(Ordering::Relaxed) - a0) as f64 / REQUESTS as f64,
-        bytes: (BYTES.load(Ordering::Relaxed) - b0) as f64 / REQUESTS as f64,
-        micros: elapsed.as_secs_f64() * 1e6 / REQUESTS as f64,
+        allocs: (ALLOCS.load(Ordering::Relaxed) - a0) as f64 / requests() as f64,
+        bytes: (BYTES.load(Ordering::Relaxed) - b0) as f64 / requests() as f64,
+        micros: elapsed.as_secs_f64() * 1e6 / requests() as f64,
     }
 }
 
@@ -202,7 +220,7 @@ fn main() {
         run(&chain).await;
 
         let (mut b, mut c) = (Vec::new(), Vec::new());
-        for _ in 0..ROUNDS {
+        for _ in 0..rounds() {
             b.push(run(&bare).await);
             c.push(run(&chain).await);
         }
@@ -211,7 +229,7 @@ fn main() {
             let allocs = median(s.iter().map(|x| x.allocs).collect());
             let bytes = median(s.iter().map(|x| x.bytes).collect());
             let micros = median(s.iter().map(|x| x.micros).collect());
-            println!("{name:<6} allocations/request {allocs:7.2}   bytes/request {bytes:8.0}   µs/request {micros:7.2} (median of {ROUNDS} x {REQUESTS})");
+            println!("{name:<6} allocations/request {allocs:7.2}   bytes/request {bytes:8.0}   µs/request {micros:7.2} (median of {} x {})", rounds(), requests());
             (allocs, bytes, micros)
         };
         let (ba, bb, bt) = report("bare", &b);
@@ -230,7 +248,7 @@ fn main() {
             let layer = Gateway::build(&layer, &registry, None).unwrap();
             run(&layer).await;
             let (mut b, mut l) = (Vec::new(), Vec::new());
-            for _ in 0..ROUNDS {
+            for _ in 0..rounds() {
                 b.push(run(&bare).await);
                 l.push(run(&layer).await);
             }
