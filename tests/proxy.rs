@@ -11,20 +11,7 @@ use parapet::Body;
 
 fn proxy_config(servers: &[SocketAddr], extra: &str) -> String {
     let servers: Vec<String> = servers.iter().map(|a| format!("\"http://{a}\"")).collect();
-    format!(
-        r#"
-[listeners.main]
-bind = "127.0.0.1:0"
-[[routes]]
-app = "api"
-[apps.api]
-upstream = "backend"
-[upstreams.backend]
-servers = [{}]
-{extra}
-"#,
-        servers.join(", ")
-    )
+    upstream_config(&servers, extra)
 }
 
 /// An upstream that answers with the request it received, as text.

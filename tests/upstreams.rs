@@ -68,23 +68,6 @@ impl Labeled {
     }
 }
 
-fn config(servers: &[String], extra: &str) -> String {
-    format!(
-        r#"
-[listeners.main]
-bind = "127.0.0.1:0"
-[[routes]]
-app = "api"
-[apps.api]
-upstream = "backend"
-[upstreams.backend]
-servers = [{}]
-{extra}
-"#,
-        servers.join(", ")
-    )
-}
-
 fn url(addr: SocketAddr) -> String {
     format!("\"http://{addr}\"")
 }
@@ -117,7 +100,7 @@ async fn round_robin_respects_weights_exactly() {
     let b = Labeled::start("b", 200, Duration::ZERO).await;
     let c = Labeled::start("c", 200, Duration::ZERO).await;
     let servers = [url(a.addr), weighted(b.addr, 2), weighted(c.addr, 3)];
-    let server = start(&config(&servers, "")).await;
+    let server = start(&upstream_config(&servers, "")).await;
     let addr = server.local_addr("main").unwrap();
     let counts = labels(addr, 120, None).await;
     assert_eq!(counts["a"], 20, "{counts:?}");
@@ -130,7 +113,7 @@ async fn random_spreads_requests_by_weight() {
     let a = Labeled::start("a", 200, Duration::ZERO).await;
     let b = Labeled::start("b", 200, Duration::ZERO).await;
     let servers = [url(a.addr), weighted(b.addr, 3)];
-    let server = start(&config(&servers, "balance = \"random\"")).await;
+    let server = start(&upstream_config(&servers, "balance = \"random\"")).await;
     let addr = server.local_addr("main").unwrap();
     let counts = labels(addr, 400, None).await;
     // Expected 100 and 300; these bounds are many standard deviations (about 8.7) away.
@@ -143,7 +126,7 @@ async fn least_requests_sends_most_requests_to_the_fast_server() {
     let fast = Labeled::start("fast", 200, Duration::ZERO).await;
     let slow = Labeled::start("slow", 200, Duration::from_millis(200)).await;
     let servers = [url(fast.addr), url(slow.addr)];
-    let server = start(&config(&servers, "balance = \"least_requests\"")).await;
+    let server = start(&upstream_config(&servers, "balance = \"least_requests\"")).await;
     let addr = server.local_addr("main").unwrap();
     let mut clients = JoinSet::new();
     for _ in 0..4 {
@@ -166,8 +149,12 @@ async fn hash_keeps_a_key_on_its_server_and_a_new_server_moves_about_a_quarter_o
     let c = Labeled::start("c", 200, Duration::ZERO).await;
     let d = Labeled::start("d", 200, Duration::ZERO).await;
     let extra = "balance = \"hash\"\nhash_key = \"header:x-user\"";
-    let three = start(&config(&[url(a.addr), url(b.addr), url(c.addr)], extra)).await;
-    let four = start(&config(
+    let three = start(&upstream_config(
+        &[url(a.addr), url(b.addr), url(c.addr)],
+        extra,
+    ))
+    .await;
+    let four = start(&upstream_config(
         &[url(a.addr), url(b.addr), url(c.addr), url(d.addr)],
         extra,
     ))
@@ -210,7 +197,7 @@ async fn no_get_fails_when_a_server_dies_under_load() {
     let mut b = Labeled::start("b", 200, Duration::ZERO).await;
     let c = Labeled::start("c", 200, Duration::ZERO).await;
     let servers = [url(a.addr), url(b.addr), url(c.addr)];
-    let server = start(&config(&servers, "")).await;
+    let server = start(&upstream_config(&servers, "")).await;
     let addr = server.local_addr("main").unwrap();
     let done = Arc::new(AtomicUsize::new(0));
     let mut clients = JoinSet::new();
@@ -276,7 +263,7 @@ async fn a_server_failing_its_health_checks_gets_no_traffic_until_it_recovers() 
     let b = Labeled::start("b", 200, Duration::ZERO).await;
     let extra =
         r#"health = { path = "/healthz", interval = "50ms", timeout = "1s", rise = 2, fall = 2 }"#;
-    let server = start(&config(&[url(a), url(b.addr)], extra)).await;
+    let server = start(&upstream_config(&[url(a), url(b.addr)], extra)).await;
     let addr = server.local_addr("main").unwrap();
     assert!(labels(addr, 10, None).await.contains_key("a"));
 
@@ -321,7 +308,7 @@ async fn a_failing_server_is_ejected_and_again_for_twice_as_long() {
     .await;
     let b = Labeled::start("b", 200, Duration::ZERO).await;
     let extra = r#"eject = { failures = 2, duration = "300ms" }"#;
-    let server = start(&config(&[url(a), url(b.addr)], extra)).await;
+    let server = start(&upstream_config(&[url(a), url(b.addr)], extra)).await;
     let addr = server.local_addr("main").unwrap();
     let until = Instant::now() + Duration::from_millis(1500);
     while Instant::now() < until {
@@ -347,7 +334,11 @@ async fn a_failing_server_is_ejected_and_again_for_twice_as_long() {
 async fn a_post_whose_body_went_out_is_not_retried_and_a_get_is() {
     let a = Labeled::start("a", 502, Duration::ZERO).await;
     let b = Labeled::start("b", 502, Duration::ZERO).await;
-    let server = start(&config(&[url(a.addr), url(b.addr)], "retry_on = [\"502\"]")).await;
+    let server = start(&upstream_config(
+        &[url(a.addr), url(b.addr)],
+        "retry_on = [\"502\"]",
+    ))
+    .await;
     let addr = server.local_addr("main").unwrap();
     let req = http::Request::post(format!("http://{addr}/"))
         .body(Body::from("order=1"))
@@ -369,7 +360,7 @@ async fn a_post_whose_body_went_out_is_not_retried_and_a_get_is() {
 async fn a_post_is_retried_when_it_never_reached_a_server() {
     let dead = dead_address().await;
     let b = Labeled::start("b", 200, Duration::ZERO).await;
-    let server = start(&config(&[url(dead), url(b.addr)], "")).await;
+    let server = start(&upstream_config(&[url(dead), url(b.addr)], "")).await;
     let addr = server.local_addr("main").unwrap();
     for _ in 0..4 {
         let req = http::Request::post(format!("http://{addr}/"))
@@ -385,7 +376,7 @@ async fn a_post_is_retried_when_it_never_reached_a_server() {
 async fn a_saturated_server_answers_503_with_retry_after() {
     let slow = Labeled::start("slow", 200, Duration::from_secs(3)).await;
     let extra = "max_connections = 1\nqueue_timeout = \"200ms\"";
-    let server = start(&config(&[url(slow.addr)], extra)).await;
+    let server = start(&upstream_config(&[url(slow.addr)], extra)).await;
     let addr = server.local_addr("main").unwrap();
     let first = tokio::spawn(async move { get(addr, None, "/").await.0 });
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -423,7 +414,11 @@ async fn read_timeout_aborts_a_stalled_response_body() {
             });
         }
     });
-    let server = start(&config(&[url(stalled)], "read_timeout = \"300ms\"")).await;
+    let server = start(&upstream_config(
+        &[url(stalled)],
+        "read_timeout = \"300ms\"",
+    ))
+    .await;
     let addr = server.local_addr("main").unwrap();
     let response = client()
         .request(
@@ -449,14 +444,15 @@ async fn server_state_survives_a_reload_that_changes_other_keys() {
     let servers = [url(a.addr), url(b.addr)];
     let eject = r#"eject = { failures = 1, duration = "60s" }"#;
     let registry = Registry::new();
-    let first = Config::parse("test.toml", &config(&servers, eject), &registry).unwrap();
+    let first = Config::parse("test.toml", &upstream_config(&servers, eject), &registry).unwrap();
     let server = Arc::new(Server::start(first, registry.clone()).await.unwrap());
     let addr = server.local_addr("main").unwrap();
     // a fails once (retried on b) and is ejected for a minute.
     labels(addr, 4, None).await;
     assert_eq!(a.hits(), 1);
     let changed = format!("{eject}\ntimeout = \"20s\"\nmax_idle = 8");
-    let second = Config::parse("test.toml", &config(&servers, &changed), &registry).unwrap();
+    let second =
+        Config::parse("test.toml", &upstream_config(&servers, &changed), &registry).unwrap();
     server.reload(second).await.unwrap();
     let counts = labels(addr, 10, None).await;
     assert_eq!(counts["b"], 10);
@@ -477,7 +473,7 @@ async fn a_removed_upstreams_health_checks_stop() {
     .await;
     let health = r#"health = { path = "/healthz", interval = "20ms" }"#;
     let registry = Registry::new();
-    let first = Config::parse("test.toml", &config(&[url(a)], health), &registry).unwrap();
+    let first = Config::parse("test.toml", &upstream_config(&[url(a)], health), &registry).unwrap();
     let server = Arc::new(Server::start(first, registry.clone()).await.unwrap());
     let deadline = Instant::now() + Duration::from_secs(10);
     while checks.load(Ordering::SeqCst) < 3 {
@@ -521,7 +517,7 @@ async fn a_small_put_is_retried_with_its_whole_body() {
     };
     let failing = upstream(answer(503, Arc::clone(&bodies))).await;
     let fine = upstream(answer(200, Arc::clone(&bodies))).await;
-    let server = start(&config(&[url(failing), url(fine)], "")).await;
+    let server = start(&upstream_config(&[url(failing), url(fine)], "")).await;
     let addr = server.local_addr("main").unwrap();
     let payload = "x".repeat(10_000);
     for _ in 0..2 {
@@ -556,13 +552,14 @@ async fn a_reload_changing_other_keys_keeps_the_servers_pooled_connections() {
         }
     });
     let registry = Registry::new();
-    let first = Config::parse("test.toml", &config(&[url(a)], ""), &registry).unwrap();
+    let first = Config::parse("test.toml", &upstream_config(&[url(a)], ""), &registry).unwrap();
     let server = Arc::new(Server::start(first, registry.clone()).await.unwrap());
     let addr = server.local_addr("main").unwrap();
     labels(addr, 3, None).await;
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
     let changed = "retries = 1\nread_timeout = \"30s\"\nbalance = \"random\"";
-    let second = Config::parse("test.toml", &config(&[url(a)], changed), &registry).unwrap();
+    let second =
+        Config::parse("test.toml", &upstream_config(&[url(a)], changed), &registry).unwrap();
     server.reload(second).await.unwrap();
     labels(addr, 3, None).await;
     assert_eq!(
@@ -591,7 +588,7 @@ async fn when_every_server_is_down_parapet_still_tries_them() {
     let a = upstream(sick(Arc::clone(&checked))).await;
     let b = upstream(sick(Arc::clone(&checked))).await;
     let extra = r#"health = { path = "/healthz", interval = "20ms", fall = 1 }"#;
-    let server = start(&config(&[url(a), url(b)], extra)).await;
+    let server = start(&upstream_config(&[url(a), url(b)], extra)).await;
     let addr = server.local_addr("main").unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     // Each server failed at least two checks (fall = 1): both are down.

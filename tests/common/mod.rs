@@ -33,6 +33,25 @@ pub async fn start_with(toml: &str, registry: &Registry) -> Server {
         .expect("parapet starts")
 }
 
+/// A listener on 127.0.0.1:0 sending every request to the upstream `backend` of these `servers`
+/// (TOML values: `"\"http://...\""` or `{ url = ..., weight = ... }`), with `extra` keys of the upstream.
+pub fn upstream_config(servers: &[String], extra: &str) -> String {
+    format!(
+        r#"
+[listeners.main]
+bind = "127.0.0.1:0"
+[[routes]]
+app = "api"
+[apps.api]
+upstream = "backend"
+[upstreams.backend]
+servers = [{}]
+{extra}
+"#,
+        servers.join(", ")
+    )
+}
+
 /// An upstream server answering every request with `handler`.
 pub async fn upstream<F, Fut>(handler: F) -> SocketAddr
 where
