@@ -53,6 +53,7 @@ pub mod routing;
 pub mod server;
 pub mod service;
 pub mod tls;
+pub mod tunnel;
 
 pub use config::Config;
 pub use error::Error;

@@ -37,6 +37,13 @@ struct ListenerLabels {
     listener: String,
 }
 
+/// The labels of tunnel bytes: the listener, and which way they went.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    listener: String,
+    direction: &'static str,
+}
+
 /// The labels of a reload count.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
@@ -49,6 +56,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     durations: Family<AppLabels, Histogram, fn() -> Histogram>,
     connections: Family<ListenerLabels, Gauge>,
+    tunnels: Family<ListenerLabels, Gauge>,
+    tunnel_bytes: Family<DirectionLabels, Counter>,
     reloads: Family<OutcomeLabels, Counter>,
     generation: Gauge,
     last_reload: Gauge,
@@ -82,6 +91,18 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Client connections open, by listener",
         connections.clone(),
     );
+    let tunnels = Family::<ListenerLabels, Gauge>::default();
+    registry.register(
+        "tunnels_open",
+        "Upgraded connections (WebSocket tunnels) open, by listener",
+        tunnels.clone(),
+    );
+    let tunnel_bytes = Family::<DirectionLabels, Counter>::default();
+    registry.register(
+        "tunnel_bytes",
+        "Bytes carried by closed tunnels, by listener and direction (from_client, to_client)",
+        tunnel_bytes.clone(),
+    );
     let reloads = Family::<OutcomeLabels, Counter>::default();
     registry.register(
         "reloads",
@@ -105,6 +126,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         requests,
         durations,
         connections,
+        tunnels,
+        tunnel_bytes,
         reloads,
         generation,
         last_reload,
@@ -151,6 +174,26 @@ pub fn listener_connections(listener: &str) -> Gauge {
     global().connections.get_or_create_owned(&ListenerLabels {
         listener: listener.to_owned(),
     })
+}
+
+/// The open-tunnels gauge of a listener, resolved when a tunnel opens.
+pub fn listener_tunnels(listener: &str) -> Gauge {
+    global().tunnels.get_or_create_owned(&ListenerLabels {
+        listener: listener.to_owned(),
+    })
+}
+
+/// Counts the bytes a closed tunnel of `listener` carried each way.
+pub fn tunnel_closed(listener: &str, from_client: u64, to_client: u64) {
+    for (direction, bytes) in [("from_client", from_client), ("to_client", to_client)] {
+        global()
+            .tunnel_bytes
+            .get_or_create(&DirectionLabels {
+                listener: listener.to_owned(),
+                direction,
+            })
+            .inc_by(bytes);
+    }
 }
 
 /// The counters of one route (or of a listener's own answers, with empty route and app), resolved

@@ -247,7 +247,10 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 ///    field(s) from the message with the same name"). Because it is done here and not when
 ///    forwarding, a client cannot name a header a middleware sets (`Connection: x-edge`) to have it
 ///    removed on the way out. `Host` is never removed this way: it is what the request is routed by. hyper has
-///    already read `Connection` for the connection's own keep-alive.
+///    already read `Connection` for the connection's own keep-alive. An HTTP/1.1 request whose
+///    `Connection` names `upgrade` and that has an `Upgrade` header keeps that header and is marked
+///    with [`UpgradeRequest`](parapet_middlewares::tunnel::UpgradeRequest): a WebSocket, which the
+///    proxy forwards as one (see [`crate::tunnel`]).
 /// 2. A `Proxy` header is removed: HTTP defines no such request header, and CGI-like apps would
 ///    read it as their `HTTP_PROXY` setting (httpoxy, CVE-2016-5385).
 /// 3. The client is resolved with `trusted`, the config's `server.trusted_proxies`: [`ClientAddr`]
@@ -266,8 +269,14 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// allocation beyond the `ClientAddr` extension there always was; it allocates to rewrite a path that
 /// changed, for the `ClientIp` of a trusted proxy's request, and for a refusal.
 pub fn admit(req: &mut Request, peer: ClientAddr, trusted: &[IpRange]) {
+    let http11 = req.version() == http::Version::HTTP_11;
     let headers = req.headers_mut();
-    remove_connection_named(headers);
+    // An HTTP/1.1 upgrade (a WebSocket) keeps its `Upgrade` header, for it alone.
+    let named_upgrade = remove_connection_named(headers);
+    let upgrade = named_upgrade && http11 && headers.contains_key(header::UPGRADE);
+    if named_upgrade && !upgrade {
+        headers.remove(header::UPGRADE);
+    }
     headers.remove(&PROXY);
     let client = resolve_client(peer.0.ip(), trusted, headers);
     let extensions = req.extensions_mut();
@@ -277,17 +286,22 @@ pub fn admit(req: &mut Request, peer: ClientAddr, trusted: &[IpRange]) {
     if let Some(client) = client {
         extensions.insert(client);
     }
+    if upgrade {
+        extensions.insert(parapet_middlewares::tunnel::UpgradeRequest);
+    }
     if let Err(detail) = check_host(req).and_then(|()| normalize_target(req)) {
         req.extensions_mut().insert(Refused(detail));
     }
 }
 
-/// Removes `Connection` and the headers it names, `Host` excepted (see [`admit`]).
-fn remove_connection_named(headers: &mut HeaderMap) {
+/// Removes `Connection` and the headers it names, `Host` and `Upgrade` excepted (see [`admit`]);
+/// true if it named `upgrade`.
+fn remove_connection_named(headers: &mut HeaderMap) -> bool {
     let mut lines = headers.get_all(header::CONNECTION).iter();
     let Some(first) = lines.next() else {
-        return;
+        return false;
     };
+    let mut upgrade = false;
     // Values are reference-counted: keeping them costs no copy, and an empty `more`, the rule, no
     // allocation.
     let first = first.clone();
@@ -297,12 +311,15 @@ fn remove_connection_named(headers: &mut HeaderMap) {
         let Ok(line) = line.to_str() else { continue };
         for option in line.split(',') {
             let option = option.trim();
-            if !option.is_empty() && !option.eq_ignore_ascii_case("host") {
+            if option.eq_ignore_ascii_case("upgrade") {
+                upgrade = true;
+            } else if !option.is_empty() && !option.eq_ignore_ascii_case("host") {
                 // By name as written: an option that is no header name removes nothing.
                 headers.remove(option);
             }
         }
     }
+    upgrade
 }
 
 /// The client of a request from `peer` when the peer is in `trusted` (see [`ClientIp`]): the

@@ -213,6 +213,9 @@ pub struct ServerConfig {
     /// Peers whose forwarding headers (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`) are believed
     /// (`trusted_proxies`, default none); see `crate::router::admit`.
     pub trusted_proxies: Vec<IpRange>,
+    /// How long an upgraded connection (a WebSocket tunnel) may pass no byte either way before it
+    /// is closed (`tunnel_timeout`, default 1h).
+    pub tunnel_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -231,6 +234,7 @@ impl Default for ServerConfig {
             max_uri_length: 8 * 1024,
             max_requests_per_connection: Some(10_000),
             trusted_proxies: Vec::new(),
+            tunnel_timeout: Duration::from_secs(3600),
         }
     }
 }

@@ -263,6 +263,9 @@ fn read_server(mut t: Table<'_>) -> ServerConfig {
     if let Some(d) = t.duration("body_timeout") {
         server.body_timeout = d.max(Duration::from_secs(1));
     }
+    if let Some(d) = t.duration("tunnel_timeout") {
+        server.tunnel_timeout = d.max(Duration::from_secs(1));
+    }
     if let Some(n) = t.int_in("max_streams", 1..=i64::from(i32::MAX)) {
         server.max_streams = n as u32;
     }

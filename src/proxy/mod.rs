@@ -42,6 +42,7 @@ use pool::{Lease, SendError, ServerPool, Transport, Upload};
 use tokio::sync::Semaphore;
 
 use crate::config::{ConfigError, UpstreamConfig, UpstreamServer};
+use crate::tunnel::UpgradeRequest;
 use crate::{AppService, ClientAddr, Error, Request, Response};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -425,7 +426,8 @@ impl Upstream {
                 | http::Method::PUT
                 | http::Method::DELETE
         );
-        if !(any && idempotent) {
+        // An upgrade is never sent twice: its upstream connection becomes the tunnel.
+        if !(any && idempotent) || req.extensions().get::<UpgradeRequest>().is_some() {
             return Replayable::No;
         }
         let hint = http_body::Body::size_hint(req.body());
@@ -815,9 +817,19 @@ fn upstream_request(
                 })
             })
         });
+    // A WebSocket (or other upgrade) keeps its `Upgrade`, and says so again (RFC 9110 §7.8).
+    let upgrade = if parts.extensions.get::<UpgradeRequest>().is_some() {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
     remove_hop_by_hop(headers);
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if let Some(upgrade) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, upgrade);
     }
     // The connection's fact, set once per TLS connection (`TlsInfo`): no URI is rebuilt for it.
     let tls = parts.extensions.get::<TlsInfo>().is_some();
@@ -850,7 +862,30 @@ fn upstream_response(name: &Arc<str>, response: Response) -> Result<Response, Fa
         ));
     }
     let (mut parts, body) = response.into_parts();
+    // A 101 comes only with the upstream's side of its tunnel (the pool took it), and keeps the
+    // protocol it switches to.
+    let upgrade = if parts.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        if parts
+            .extensions
+            .get::<crate::tunnel::UpstreamTunnel>()
+            .is_none()
+        {
+            return Err(Failure::Framing(
+                "101 Switching Protocols to a request that asked for no upgrade",
+            ));
+        }
+        parts.extensions.insert(crate::tunnel::Tunnel::new());
+        parts.headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
     remove_hop_by_hop(&mut parts.headers);
+    if let Some(upgrade) = upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, upgrade);
+    }
     parts.extensions.insert(UpstreamResponse {
         server: Arc::clone(name),
         status: parts.status,

@@ -257,7 +257,8 @@ impl ServerPool {
             .await
             .map_err(Error::UpstreamProtocol)?;
         tokio::spawn(async move {
-            if let Err(err) = conn.await {
+            // A 101 hands the connection over to its tunnel (`crate::tunnel`); else it ends here.
+            if let Err(err) = conn.with_upgrades().await {
                 ended(err);
             }
         });
@@ -343,6 +344,9 @@ impl ServerPool {
     /// (RFC 9113 §8.3.1).
     fn h2_request(&self, req: http::Request<Body>) -> Result<http::Request<Body>, Failure> {
         let (mut parts, body) = req.into_parts();
+        // No upgrade over HTTP/2 (RFC 9113 §8.6): the request goes as an ordinary one.
+        parts.headers.remove(http::header::CONNECTION);
+        parts.headers.remove(http::header::UPGRADE);
         let host = parts.headers.remove(http::header::HOST);
         let authority = host
             .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
@@ -412,7 +416,24 @@ impl ServerPool {
                 let failure = Failure::Send(Error::UpstreamProtocol(err));
                 return Err(SendError::unsent(failure, req));
             }
+            let upgrade = req
+                .extensions()
+                .get::<crate::tunnel::UpgradeRequest>()
+                .is_some();
             match sender.try_send_request(req).await {
+                Ok(mut response) if response.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
+                    // The connection is the tunnel's now (or, for a 101 nobody asked for, closed):
+                    // never pooled again.
+                    drop(sender);
+                    if upgrade {
+                        let tunnel = crate::tunnel::UpstreamTunnel::new(
+                            hyper::upgrade::on(&mut response),
+                            lease.permit,
+                        );
+                        response.extensions_mut().insert(tunnel);
+                    }
+                    return Ok(response.map(|_| Body::empty()));
+                }
                 Ok(response) => return Ok(self.track(Some(sender), response, request_done, lease)),
                 Err(mut err) => match err.take_message() {
                     // Never written: safe to send again on a new connection.

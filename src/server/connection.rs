@@ -174,6 +174,8 @@ pub(crate) struct Builders {
     header_timeout: AtomicU64,
     /// `server.body_timeout`, in milliseconds.
     body_timeout: AtomicU64,
+    /// `server.tunnel_timeout`, in milliseconds.
+    tunnel_timeout: AtomicU64,
     /// Rebuilt when a reload changes `[server]`; each connection takes the one current when it
     /// starts.
     h2: ArcSwap<hyper::server::conn::http2::Builder<TokioExecutor>>,
@@ -192,6 +194,7 @@ impl Builders {
             idle_release: Default::default(),
             header_timeout: Default::default(),
             body_timeout: Default::default(),
+            tunnel_timeout: Default::default(),
             h2: ArcSwap::from_pointee(h2_builder(server)),
             max_uri_length: Default::default(),
             max_requests: Default::default(),
@@ -210,6 +213,8 @@ impl Builders {
             .store(ms(server.header_timeout), Ordering::Relaxed);
         self.body_timeout
             .store(ms(server.body_timeout), Ordering::Relaxed);
+        self.tunnel_timeout
+            .store(ms(server.tunnel_timeout), Ordering::Relaxed);
         self.h2.store(Arc::new(h2_builder(server)));
         // The model holds it to hyper's own limit, 65534.
         let max_uri_length = u16::try_from(server.max_uri_length).unwrap_or(u16::MAX);
@@ -240,6 +245,11 @@ impl Builders {
 
     pub(super) fn body_timeout(&self) -> Duration {
         Duration::from_millis(self.body_timeout.load(Ordering::Relaxed))
+    }
+
+    /// `server.tunnel_timeout`, read when a tunnel opens.
+    pub(super) fn tunnel_timeout(&self) -> Duration {
+        Duration::from_millis(self.tunnel_timeout.load(Ordering::Relaxed))
     }
 }
 
@@ -473,6 +483,9 @@ impl Future for DispatchFuture {
             },
         };
         let Ok(mut response) = response;
+        if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            response = switch_protocols(response, guard.as_ref());
+        }
         report_final_status(&response);
         // The last request `max_requests_per_connection` allows: the response says the connection
         // closes, and hyper closes it once the response is out (RFC 9112 §9.6). So does parapet's
@@ -488,6 +501,23 @@ impl Future for DispatchFuture {
         // The request stays in flight until hyper is done with the body.
         Poll::Ready(Ok(response.map(|body| ServedBody::new(body, guard))))
     }
+}
+
+/// A 101 as it leaves: its tunnel handed to the connection, which opens it once the head is out.
+/// A 101 with no tunnel (an in-process handler's own, or one on HTTP/2, which has no upgrade) would
+/// leave the client on a connection nobody serves: it becomes a 502.
+fn switch_protocols(mut response: Response, guard: Option<&http1::InFlight>) -> Response {
+    let refused = match (crate::tunnel::Pending::take(&mut response), guard) {
+        (Some(pending), Some(guard)) => match guard.open_tunnel(pending) {
+            Ok(()) => return response,
+            Err(_) => "101 Switching Protocols on HTTP/2, which has no upgrade",
+        },
+        _ => "101 Switching Protocols with no connection to switch to",
+    };
+    tracing::warn!("{refused}: answered 502");
+    GatewayError::new(GatewayErrorKind::UpstreamProtocol)
+        .with_detail(refused)
+        .into_response()
 }
 
 /// Whether `response` is parapet's own refusal of the client's request (400, 408, 413, 414, 431

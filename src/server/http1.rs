@@ -91,6 +91,26 @@ pub(crate) struct Quiet {
     responses_polled: AtomicBool,
     /// The clock found a request body stalled: the next read fails, and so does the body.
     body_expired: AtomicBool,
+    /// The connection speaks HTTP/2.
+    http2: bool,
+    /// A 101 the service is answering: the tunnel the connection becomes once it is sent.
+    tunnel: TunnelSlot,
+}
+
+/// The tunnel a connection becomes after its 101 (see [`crate::tunnel`]).
+#[derive(Default)]
+struct TunnelSlot(std::sync::Mutex<Option<crate::tunnel::Pending>>);
+
+impl std::fmt::Debug for TunnelSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TunnelSlot")
+    }
+}
+
+impl TunnelSlot {
+    fn take(&self) -> Option<crate::tunnel::Pending> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 impl Quiet {
@@ -99,6 +119,7 @@ impl Quiet {
     pub(crate) fn unlimited() -> Quiet {
         Quiet {
             max_requests: u64::MAX,
+            http2: true,
             ..Quiet::default()
         }
     }
@@ -162,6 +183,19 @@ impl InFlight {
     /// HTTP/1.1 serves one request at a time, so the count is this request's number.
     pub(crate) fn is_last(&self) -> bool {
         self.0.requests.load(Ordering::Relaxed) >= self.0.max_requests
+    }
+
+    /// Hands the connection the tunnel its 101 opens, for once the response is out: HTTP/1.1
+    /// only (`false`, and the tunnel back, on HTTP/2, which has no upgrade).
+    pub(crate) fn open_tunnel(
+        &self,
+        pending: crate::tunnel::Pending,
+    ) -> Result<(), crate::tunnel::Pending> {
+        if self.0.http2 {
+            return Err(pending);
+        }
+        *self.0.tunnel.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(pending);
+        Ok(())
     }
 }
 
@@ -579,6 +613,11 @@ impl Clock {
 enum Exit<S> {
     /// Released while idle: the socket, the service and any bytes read ahead, back from hyper.
     Released(http1::Parts<ConnIo<S>, ConnectionService>),
+    /// A 101 went out: the socket, with any bytes read past the request head, for its tunnel.
+    Upgraded(
+        http1::Parts<ConnIo<S>, ConnectionService>,
+        crate::tunnel::Pending,
+    ),
     /// The connection closed or failed.
     Closed,
     /// No request head completed within `server.header_timeout`.
@@ -618,6 +657,11 @@ impl<S: ClientStream> Future for ReleasableConn<'_, S> {
             // As a future, the connection flushes what it holds and shuts the socket down when it
             // ends (a `Connection: close` answer, a drained connection).
             if let Poll::Ready(result) = Pin::new(&mut **conn).poll(cx) {
+                // After a 101, hyper leaves the socket open and the connection to its tunnel.
+                if let (Ok(()), Some(pending)) = (&result, this.quiet.tunnel.take()) {
+                    let conn = this.conn.take().expect("polled after completion");
+                    return Poll::Ready(Ok(Exit::Upgraded(conn.into_parts(), pending)));
+                }
                 return Poll::Ready(result.map(|()| Exit::Closed));
             }
             let idle = this.quiet.idle.load(Ordering::Relaxed);
@@ -693,6 +737,26 @@ pub(crate) async fn serve<S: ClientStream>(
         };
         let parts = match drive(conn, &mut phase, peer).await {
             Some(Exit::Released(parts)) => parts,
+            Some(Exit::Upgraded(parts, pending)) => {
+                // What the client sent after its request head is the tunnel's first bytes.
+                let mut prefix = bytes::BytesMut::from(&parts.read_buf[..]);
+                prefix.extend_from_slice(&parts.io.replay);
+                drop(parts.read_buf);
+                // A tunnel holds no config: the service (and the gateway it points to) goes now.
+                let listener = Arc::clone(&parts.service.listener);
+                drop(parts.service);
+                crate::tunnel::run(
+                    parts.io.stream,
+                    prefix.freeze(),
+                    pending,
+                    builders.tunnel_timeout(),
+                    &mut phase,
+                    peer,
+                    &listener,
+                )
+                .await;
+                return;
+            }
             Some(Exit::TimedOut) => {
                 tracing::debug!(client = %peer, "no request head within the timeout: closing");
                 return;

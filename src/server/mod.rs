@@ -88,7 +88,7 @@ impl RunningListener {
 
 /// Where a listener is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Phase {
+pub(crate) enum Phase {
     Serving,
     /// The accept loop stops; connections finish their requests and close.
     Draining,
@@ -318,6 +318,7 @@ impl Server {
         let open: usize = phases.iter().map(|p| p.receiver_count()).sum();
         tracing::info!(
             connections = open,
+            tunnels = crate::tunnel::open(),
             ?timeout,
             "shutting down: no longer accepting"
         );
@@ -336,7 +337,8 @@ impl Server {
                 tracing::warn!(
                     ?timeout,
                     connections = open,
-                    "shutdown timeout passed: closing the remaining connections"
+                    tunnels = crate::tunnel::open(),
+                    "shutdown timeout passed: closing the remaining connections and tunnels"
                 );
                 for p in &phases {
                     p.send_replace(Phase::Closing);

@@ -24,7 +24,11 @@
 //! - the body was sent to its end: its status;
 //! - the client went away before the end (or before the head): status **499**, like nginx;
 //! - the body broke off (an upstream failing mid-body, a panic): the status that was sent, with
-//!   `"error": "body_error"`.
+//!   `"error": "body_error"`;
+//! - a `101 Switching Protocols` (a WebSocket): when its tunnel closes, with status 101, the tunnel's
+//!   whole duration, and as bytes those the upstream sent the client through it; `json` adds
+//!   `"tunnel": {"from_client": N, "to_client": N, "end": "closed" | "idle_timeout" | "shutdown" |
+//!   "not_opened"}` (see [`crate::tunnel`]).
 //!
 //! Put `access_log` first in a chain, so the bytes it counts are the bytes on the wire (after
 //! compression). The status is the final one wherever it sits: the server reports the status it sent
@@ -53,6 +57,7 @@ pub use sink::{Sink, Target};
 use crate::host::PanicSignal;
 use crate::intercept::{Intercept, InterceptLayer, Interceptor};
 use crate::request_id::RequestId;
+use crate::tunnel::{Tunnel, TunnelEnd};
 use crate::{Body, BoxError, ClientAddr, GatewayError, TlsInfo, UpstreamResponse};
 
 /// The settings of an `access_log` layer.
@@ -151,6 +156,7 @@ impl Interceptor for AccessLog {
             expected: None,
             end: None,
             body_error: false,
+            tunnel: None,
         }
     }
 
@@ -169,6 +175,19 @@ impl Interceptor for AccessLog {
             Some(FinalStatus(slots)) => slots.push(slot),
             None => {
                 extensions.insert(FinalStatus(vec![slot]));
+            }
+        }
+        if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(tunnel) = res.extensions().get::<Tunnel>() {
+                // One line per tunnel, written when it closes: its duration and bytes each way.
+                tunnel.on_end(move |end| {
+                    // The whole record moves in (not its fields): it is written when dropped.
+                    let mut record = record;
+                    record.end = Some(Instant::now());
+                    record.tunnel = Some(*end);
+                    record.bytes = end.to_client;
+                });
+                return;
             }
         }
         let inner = std::mem::take(res.body_mut());
@@ -215,6 +234,8 @@ pub struct Record {
     /// When the last byte went out; `None` while the body is unfinished.
     end: Option<Instant>,
     body_error: bool,
+    /// How the tunnel of a 101 ended (see [`crate::tunnel`]).
+    tunnel: Option<TunnelEnd>,
 }
 
 impl Record {
@@ -347,6 +368,15 @@ impl Record {
                         let _ = write!(out, ",\"upstream_status\":{}", u.status.as_u16());
                     }
                     None => out.push_str(",\"upstream\":null,\"upstream_status\":null"),
+                }
+                if let Some(t) = &self.tunnel {
+                    let _ = write!(
+                        out,
+                        ",\"tunnel\":{{\"from_client\":{},\"to_client\":{},\"end\":\"{}\"}}",
+                        t.from_client,
+                        t.to_client,
+                        t.reason.as_str()
+                    );
                 }
                 let error_by = if self.gateway_error.is_some() {
                     "\"gateway\""
