@@ -26,6 +26,10 @@
 #           (nginx: `listen ... ssl http2` on the same certificate)
 #   handshake  CPU µs per new TLS 1.3 connection with one request each (oha --disable-keepalive), at
 #           HANDSHAKE_RATE; no session resumption (oha does not resume)
+#   websocket  CPU µs per WebSocket echo round trip (a 128-byte binary message each way) over WS_TUNNELS
+#           tunnels at WS_RATE messages/s in all, to a WebSocket echo origin (examples/wsbench.rs; nginx:
+#           proxy_http_version 1.1 with the Upgrade and Connection headers); and bytes of RSS per idle
+#           tunnel with WS_IDLE tunnels open
 #
 # Metrics: CPU microseconds per request at a fixed offered rate (oha -q RATE -c 64 --latency-correction;
 # the headline), closed-loop requests/s (wrk -c 64), throughput for `stream`, and RSS per idle
@@ -39,7 +43,10 @@ GZIP_RATE=${GZIP_RATE:-400}  # offered rate for gzip (100 kB at level 6 costs ab
 IDLE=${IDLE:-5000}
 IDLE_SETTLE=${IDLE_SETTLE:-2}  # seconds the idle connections sit before RSS is read
 HANDSHAKE_RATE=${HANDSHAKE_RATE:-1000}  # offered rate of new TLS connections for `handshake`
-ONLY=${ONLY:-"bare chain gzip stream idle tls handshake"}   # the scenarios to run
+WS_TUNNELS=${WS_TUNNELS:-64}  # tunnels the websocket load spreads its messages over
+WS_RATE=${WS_RATE:-5000}      # echo round trips per second in all, for `websocket`
+WS_IDLE=${WS_IDLE:-1000}      # idle tunnels held for the RSS figure
+ONLY=${ONLY:-"bare chain gzip stream idle tls handshake websocket"}   # the scenarios to run
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 stat="python3 $here/nginx/stat.py"
@@ -60,6 +67,9 @@ else
   cargo build --release --manifest-path "$repo/Cargo.toml" -q
   parapet="${CARGO_TARGET_DIR:-$repo/target}/release/parapet"
 fi
+echo "building the WebSocket load tool (release)..." >&2
+cargo build --release --manifest-path "$repo/Cargo.toml" -q --example wsbench
+wsbench="${CARGO_TARGET_DIR:-$repo/target}/release/examples/wsbench"
 
 work=$(mktemp -d /tmp/parapet-bench.XXXXXX)
 pids=()
@@ -70,7 +80,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-read -r ORIGIN NGINX PARAPET BASE NGINX_TLS PARAPET_TLS BASE_TLS < <($stat free-ports 7)
+read -r ORIGIN NGINX PARAPET BASE NGINX_TLS PARAPET_TLS BASE_TLS WS_ORIGIN < <($stat free-ports 8)
 mkdir -p "$work/www" "$work/tmp"
 python3 - "$work/www" <<'PY'
 import json, os, sys, random
@@ -140,6 +150,13 @@ http {
     }
     location /gzip/ { gzip on; gzip_comp_level 6; proxy_pass http://origin/; }
     location /stream/ { proxy_buffering off; proxy_pass http://origin/; }
+    location /ws/ {
+      proxy_pass http://127.0.0.1:$WS_ORIGIN/;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade \$http_upgrade;
+      proxy_set_header Connection "upgrade";
+      proxy_read_timeout 3600s;
+    }
   }
   server {
     # "listen ... http2" rather than "http2 on;" (nginx 1.25.1+): the form every nginx since 1.9.5 takes.
@@ -180,6 +197,14 @@ app = "gzip"
 path = "/stream"
 strip_prefix = true
 app = "bare"
+[[routes]]
+path = "/ws"
+strip_prefix = true
+app = "ws"
+[apps.ws]
+upstream = "ws_origin"
+[upstreams.ws_origin]
+servers = ["http://127.0.0.1:$WS_ORIGIN"]
 [apps.bare]
 upstream = "origin"
 [apps.chain]
@@ -216,9 +241,10 @@ wait_port() {
 }
 
 nginx -p "$work" -c "$work/origin.conf" -g 'daemon off;' & pids+=($!)
+"$wsbench" echo "$WS_ORIGIN" & pids+=($!)
 nginx -p "$work" -c "$work/proxy.conf" -g 'daemon off;' & pids+=($!); nginx_master=$!
 PARAPET_LOG=warn "$parapet" run -c "$work/parapet.toml" & pids+=($!); parapet_pid=$!
-wait_port "$ORIGIN"; wait_port "$NGINX"; wait_port "$PARAPET"; wait_port "$NGINX_TLS"; wait_port "$PARAPET_TLS"
+wait_port "$ORIGIN"; wait_port "$WS_ORIGIN"; wait_port "$NGINX"; wait_port "$PARAPET"; wait_port "$NGINX_TLS"; wait_port "$PARAPET_TLS"
 nginx_pids="$nginx_master $(pgrep -P "$nginx_master" | tr '\n' ' ')"
 
 declare -A PORT=([nginx]=$NGINX [parapet]=$PARAPET)
@@ -287,6 +313,29 @@ idle_run() { # proxy
   wait "$IDLER_PID" 2>/dev/null || true
 }
 
+# CPU µs per WebSocket echo round trip at a fixed message rate.
+ws_run() { # proxy
+  local proxy=$1 before after n
+  before=$($stat cpu ${PIDS[$proxy]})
+  n=$(timeout $((DURATION + 60)) "$wsbench" load "ws://127.0.0.1:${PORT[$proxy]}/ws/" "$WS_TUNNELS" "$WS_RATE" "$DURATION" | awk '{print $2}')
+  after=$($stat cpu ${PIDS[$proxy]})
+  echo "websocket cpu_us_per_round_trip $proxy $($stat div $((after - before)) "$n")" >> "$results"
+  echo "websocket round_trips_per_s $proxy $($stat div "$n" "$DURATION")" >> "$results"
+}
+
+# Bytes of RSS per idle tunnel.
+ws_idle_run() { # proxy
+  local proxy=$1 before after
+  before=$($stat rss ${PIDS[$proxy]})
+  coproc WSIDLE { "$wsbench" idle "ws://127.0.0.1:${PORT[$proxy]}/ws/" "$WS_IDLE"; }
+  read -r -t 120 ready <&"${WSIDLE[0]}"
+  sleep "$IDLE_SETTLE"
+  after=$($stat rss ${PIDS[$proxy]})
+  echo "websocket bytes_per_idle_tunnel $proxy $($stat div $((after - before)) "$WS_IDLE")" >> "$results"
+  eval "exec ${WSIDLE[1]}>&-"
+  wait "$WSIDLE_PID" 2>/dev/null || true
+}
+
 # Warm up both: pools, caches, page cache.
 for proxy in $proxies; do
   timeout 30 oha -z 2s -c 16 --no-tui "http://127.0.0.1:${PORT[$proxy]}/bare/5b" > /dev/null
@@ -299,6 +348,9 @@ wants() { [[ " $ONLY " == *" $1 "* ]]; }
 # allocator would otherwise blur the RSS difference (either way).
 if wants idle; then
   for proxy in $proxies; do idle_run "$proxy"; done
+fi
+if wants websocket; then
+  for proxy in $proxies; do ws_idle_run "$proxy"; done
 fi
 
 for round in $(seq 1 "$ROUNDS"); do
@@ -313,13 +365,14 @@ for round in $(seq 1 "$ROUNDS"); do
     if wants stream; then wrk_run "$proxy" stream /stream/big.bin 4 bytes; fi
     if wants tls; then tls_cpu_run "$proxy" tls "$RATE"; fi
     if wants handshake; then tls_cpu_run "$proxy" handshake "$HANDSHAKE_RATE" --disable-keepalive; fi
+    if wants websocket; then ws_run "$proxy"; fi
   done
 done
 size() { curl -s -H 'accept-encoding: gzip' "http://127.0.0.1:${PORT[$1]}/gzip/data.json" | wc -c; }
 original=$(wc -c < "$work/www/data.json")
 echo
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(nginx -v 2>&1); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2); $(oha --version); $("$parapet" --version)"
-echo "rounds: $ROUNDS x ${DURATION}s, alternating $proxies; fixed rates: bare/chain/tls $RATE req/s, gzip $GZIP_RATE req/s, handshake $HANDSHAKE_RATE conn/s"
+echo "rounds: $ROUNDS x ${DURATION}s, alternating $proxies; fixed rates: bare/chain/tls $RATE req/s, gzip $GZIP_RATE req/s, handshake $HANDSHAKE_RATE conn/s; websocket $WS_RATE msg/s over $WS_TUNNELS tunnels"
 echo "gzip output for $original bytes of JSON: nginx $(size nginx) bytes, parapet $(size parapet) bytes"
 echo
 $stat summary "$results"

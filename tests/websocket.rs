@@ -480,3 +480,45 @@ fn raise_open_files_limit() {
         assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
     }
 }
+
+/// The binary as an operator runs it: a tunnel carries on through five reloads by SIGHUP, and
+/// SIGTERM lets it run for `shutdown_timeout` before closing it and exiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_keeps_a_tunnel_through_sighup_reloads_and_closes_it_at_sigterm() {
+    let (upstream, _) = echo_server().await;
+    let toml = |i: usize| {
+        config(upstream, "shutdown_timeout = \"1s\"", "").replace(
+            r#""x-edge" = "parapet""#,
+            &format!(r#""x-edge" = "generation-{i}""#),
+        )
+    };
+    let mut process = common::Process::run(&toml(0), &["main"]);
+    let addr = process.addr("main");
+    let (mut ws, _) = connect(addr, "/").await;
+    echo(&mut ws, Message::text("first")).await;
+    let path = process.dir.join("parapet.toml");
+    for i in 1..=5 {
+        std::fs::write(&path, toml(i)).unwrap();
+        process.signal("HUP");
+        // The new config is in once a new connection's 101 carries its header.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (mut fresh, head) = connect(addr, "/").await;
+            fresh.close(None).await.unwrap();
+            if head.headers()["x-edge"] == format!("generation-{i}").as_str() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "reload {i} never applied");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        echo(&mut ws, Message::text(format!("after reload {i}"))).await;
+    }
+    process.signal("TERM");
+    // Still carried while the process drains.
+    echo(&mut ws, Message::binary(bytes(50_000))).await;
+    closed(&mut ws, Duration::from_secs(10)).await;
+    let status = tokio::task::block_in_place(|| process.wait_exit(Duration::from_secs(10)));
+    assert!(status.success(), "{}", process.stderr());
+    let stderr = process.stderr();
+    assert!(stderr.contains("tunnels=1"), "{stderr}");
+}
