@@ -633,3 +633,47 @@ handler = {{ kind = "wsgi", app = "pep:application", pythonpath = ["{}/tests/wsg
         serde_json::from_str(&get(plain, None, "/py/env").await.2).unwrap();
     assert_eq!(env["wsgi.url_scheme"], "http");
 }
+
+#[tokio::test]
+async fn certificates_replaced_on_disk_are_picked_up_by_the_watch_without_a_signal() {
+    let pki = Pki::new();
+    let old = pki.leaf("site", &["site.test"]);
+    // The config in a directory of its own: the certificates' directory is watched for them.
+    let conf_dir = pki.dir.join("conf");
+    std::fs::create_dir(&conf_dir).unwrap();
+    let path = conf_dir.join("parapet.toml");
+    std::fs::write(&path, config(&pki, &["site"], "", "")).unwrap();
+    let registry = Registry::new();
+    let server = Arc::new(
+        Server::start(Config::load(&path, &registry).unwrap(), registry)
+            .await
+            .unwrap(),
+    );
+    let _watch = parapet::reload::watch(Arc::clone(&server), &path).unwrap();
+    let addr = server.local_addr("secure").unwrap();
+    let s = connect(addr, pki.client(ALL, &[], true), "site.test")
+        .await
+        .unwrap();
+    assert_eq!(peer_leaf(&s), old);
+
+    // A renewal writes new files; the config's text is the same.
+    let new = pki.leaf("site", &["site.test"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = connect(addr, pki.client(ALL, &[], true), "site.test")
+            .await
+            .unwrap();
+        if peer_leaf(&s) == new {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        server.reload_status().last.map(|a| a.trigger),
+        Some(ReloadTrigger::Certificates)
+    );
+}

@@ -288,6 +288,20 @@ impl Server {
         &self.registry
     }
 
+    /// The certificate and key files of the running config's TLS listeners, as the config names
+    /// them: what [`crate::reload`] watches besides the config file.
+    pub async fn certificate_files(&self) -> Vec<std::path::PathBuf> {
+        let inner = self.inner.lock().await;
+        inner
+            .config
+            .listeners
+            .iter()
+            .filter_map(|l| l.tls.as_ref())
+            .flat_map(|tls| &tls.certificates)
+            .flat_map(|c| [c.cert.clone(), c.key.clone()])
+            .collect()
+    }
+
     /// The hash of the running config's file text ([`Config::source_hash`]).
     pub async fn config_hash(&self) -> u64 {
         self.inner.lock().await.config.source_hash

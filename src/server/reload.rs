@@ -32,15 +32,19 @@ pub enum ReloadTrigger {
     Signal,
     /// A program embedding parapet. Always reloads.
     Api,
+    /// A change seen on disk to a listener's certificate or key file (a renewal by certbot, a
+    /// Kubernetes Secret update). Always reloads: the config's text is the same, its files are not.
+    Certificates,
 }
 
 impl ReloadTrigger {
-    /// The trigger as logs and status name it: `file`, `signal`, `api`.
+    /// The trigger as logs and status name it: `file`, `signal`, `api`, `certificates`.
     pub fn as_str(self) -> &'static str {
         match self {
             ReloadTrigger::File => "file",
             ReloadTrigger::Signal => "signal",
             ReloadTrigger::Api => "api",
+            ReloadTrigger::Certificates => "certificates",
         }
     }
 

@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# Counts per request for the `bare` path (a 5-byte answer proxied over keep-alive), parapet against
+# nginx: figures that do not move with the machine's load, to judge a change by.
+#
+#   benches/counts.sh                       # N=20000 requests for perf, N/10 under valgrind
+#   N=50000 PARAPET_BIN=/tmp/parapet-old benches/counts.sh
+#   PATH_=/chain/5b benches/counts.sh      # another route of the same config (see below)
+#
+# Per request, for each proxy process:
+#   instructions   valgrind --tool=callgrind, counters zeroed after a warm-up, dumped after the load
+#                  (the proxy alone: the origin and the load generator are other processes)
+#   allocations    valgrind --tool=dhat: blocks allocated during (warm-up + load) minus during the
+#                  warm-up alone, two runs
+#   syscalls, context switches, cpu migrations
+#                  perf stat -e raw_syscalls:sys_enter,context-switches,cpu-migrations on the process
+#                  (software events: they work where hardware counters are "not supported")
+#   wake-ups       = context switches here: a worker that sleeps in epoll_wait and is woken
+# The load is oha with 64 connections, closed loop. Top functions by instructions: the callgrind files
+# are kept in $OUT (default /tmp/parapet-counts), read them with callgrind_annotate.
+set -euo pipefail
+
+N=${N:-20000}
+VN=${VN:-$((N / 10))}          # requests under valgrind (about 50x slower)
+WARM=${WARM:-500}
+PATH_=${PATH_:-/bare/5b}
+OUT=${OUT:-/tmp/parapet-counts}
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+stat="python3 $here/nginx/stat.py"
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need nginx || ! need valgrind || ! need perf; then
+  apt-get update -qq && apt-get install -y -qq nginx valgrind linux-perf >/dev/null
+fi
+need oha || cargo install oha --locked
+ulimit -n "$(ulimit -Hn)"
+
+if [ -n "${PARAPET_BIN:-}" ]; then
+  parapet=$PARAPET_BIN
+else
+  cargo build --release --manifest-path "$repo/Cargo.toml" -q --bin parapet
+  parapet="${CARGO_TARGET_DIR:-$repo/target}/release/parapet"
+fi
+mkdir -p "$OUT"
+work=$(mktemp -d /tmp/parapet-counts.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+read -r ORIGIN PROXY < <($stat free-ports 2)
+mkdir -p "$work/tmp"
+cat > "$work/origin.conf" <<CONF
+user root; worker_processes 1; error_log $work/origin-error.log warn; pid $work/origin.pid;
+events { worker_connections 4096; }
+http {
+  access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
+  client_body_temp_path $work/tmp/o-body; proxy_temp_path $work/tmp/o-proxy;
+  server { listen 127.0.0.1:$ORIGIN backlog=4096; location = /5b { default_type text/plain; return 200 "hello"; } }
+}
+CONF
+cat > "$work/nginx.conf" <<CONF
+user root; worker_processes 1; master_process off; daemon off; error_log $work/nginx-error.log warn; pid $work/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
+  client_body_temp_path $work/tmp/p-body; proxy_temp_path $work/tmp/p-proxy;
+  log_format json escape=json '{"time":"\$time_iso8601","remote":"\$remote_addr","method":"\$request_method","target":"\$request_uri","status":\$status,"bytes":\$body_bytes_sent}';
+  upstream origin { server 127.0.0.1:$ORIGIN; keepalive 64; }
+  proxy_http_version 1.1;
+  proxy_set_header Connection "";
+  proxy_set_header Host \$host;
+  proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+  proxy_set_header X-Forwarded-Proto \$scheme;
+  proxy_set_header X-Forwarded-Host \$host;
+  server {
+    listen 127.0.0.1:$PROXY backlog=4096;
+    location /bare/ { proxy_pass http://origin/; }
+    location /chain/ {
+      access_log $work/nginx-access.log json buffer=64k flush=100ms;
+      add_header X-Frame-Options DENY always;
+      proxy_set_header X-Edge parapet;
+      gzip on;
+      proxy_pass http://origin/;
+    }
+  }
+}
+CONF
+cat > "$work/parapet.toml" <<CONF
+[server]
+workers = 1
+[listeners.main]
+bind = "127.0.0.1:$PROXY"
+[[routes]]
+path = "/bare"
+strip_prefix = true
+app = "bare"
+[[routes]]
+path = "/chain"
+strip_prefix = true
+app = "chain"
+[apps.bare]
+upstream = "origin"
+[apps.chain]
+middlewares = ["log", "secure", "compress", "errors"]
+upstream = "origin"
+[upstreams.origin]
+servers = ["http://127.0.0.1:$ORIGIN"]
+[middlewares.log]
+kind = "access_log"
+format = "json"
+path = "$work/parapet-access.log"
+[middlewares.secure]
+kind = "headers"
+response.set = { "x-frame-options" = "DENY" }
+request.set = { "x-edge" = "parapet" }
+CONF
+
+wait_port() {
+  for _ in $(seq 1 600); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on port $1" >&2; exit 1
+}
+wait_gone() { for _ in $(seq 1 600); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done; }
+
+nginx -p "$work" -c "$work/origin.conf" -g 'daemon off;' & pids+=($!)
+wait_port "$ORIGIN"
+url="http://127.0.0.1:$PROXY$PATH_"
+load() { timeout 600 oha -n "$1" -c 64 --no-tui "$url" > /dev/null; }
+
+# Starts the proxy named $1, possibly under a wrapper ($2...); sets $proxy_pid.
+start() {
+  local name=$1; shift
+  if [ "$name" = nginx ]; then
+    "$@" nginx -p "$work" -c "$work/nginx.conf" > /dev/null 2>&1 &
+  else
+    PARAPET_LOG=warn "$@" "$parapet" run -c "$work/parapet.toml" > /dev/null 2>&1 &
+  fi
+  proxy_pid=$!
+  pids+=("$proxy_pid")
+  wait_port "$PROXY"
+}
+stop() { kill -INT "$proxy_pid" 2>/dev/null || true; wait_gone "$proxy_pid"; }
+
+results="$work/results.txt"
+for name in nginx parapet; do
+  # perf: syscalls, context switches, migrations.
+  start "$name" env
+  load "$WARM"
+  perf stat -x, -e raw_syscalls:sys_enter,context-switches,cpu-migrations -p "$proxy_pid" -o "$work/perf.txt" &
+  perf_pid=$!
+  sleep 0.5
+  load "$N"
+  kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
+  while IFS=, read -r value _ event _; do
+    case "$event" in
+      raw_syscalls:sys_enter) echo "syscalls $name $($stat div "$value" "$N")" >> "$results" ;;
+      context-switches) echo "context_switches $name $($stat div "$value" "$N")" >> "$results" ;;
+      cpu-migrations) echo "cpu_migrations $name $($stat div "$value" "$N")" >> "$results" ;;
+    esac
+  done < <(grep -v '^#' "$work/perf.txt" | grep ,)
+  stop
+
+  # callgrind: instructions.
+  start "$name" valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.$name" --trace-children=no
+  load "$WARM"
+  callgrind_control -z "$proxy_pid" > /dev/null
+  load "$VN"
+  callgrind_control -d "$proxy_pid" > /dev/null
+  sleep 1
+  ir=$(grep -h '^summary:\|^totals:' "$OUT"/callgrind."$name".* 2>/dev/null | tail -1 | awk '{print $2}')
+  echo "instructions $name $($stat div "$ir" "$VN")" >> "$results"
+  stop
+
+  # dhat: allocations (warm-up + load, minus warm-up alone).
+  # dhat's summary on exit: "Total:     N bytes in M blocks".
+  blocks() { grep 'Total:' "$1" | tail -1 | sed 's/.* in \([0-9,]*\) blocks.*/\1/' | tr -d ,; }
+  start "$name" valgrind --tool=dhat --dhat-out-file=/dev/null --log-file="$work/dhat.warm"
+  load "$WARM"; stop
+  start "$name" valgrind --tool=dhat --dhat-out-file=/dev/null --log-file="$work/dhat.load"
+  load "$WARM"; load "$VN"; stop
+  echo "allocations $name $($stat div "$(( $(blocks "$work/dhat.load") - $(blocks "$work/dhat.warm") ))" "$VN")" >> "$results"
+  rm -f "$OUT"/callgrind."$name".*.old
+done
+
+echo "per request on $PATH_ ($N requests for perf, $VN under valgrind, oha -c 64); $("$parapet" --version); $(nginx -v 2>&1)"
+echo "| count | nginx | parapet | parapet/nginx |"
+echo "| --- | --- | --- | --- |"
+python3 - "$results" <<'PY'
+import sys
+rows = {}
+for line in open(sys.argv[1]):
+    metric, proxy, value = line.split()
+    rows.setdefault(metric, {})[proxy] = float(value)
+for metric, by in rows.items():
+    n, p = by.get("nginx"), by.get("parapet")
+    ratio = f"{p / n:.2f}" if n and p is not None else "-"
+    print(f"| {metric} | {n:,.2f} | {p:,.2f} | {ratio} |")
+PY
+echo "callgrind files: $OUT (callgrind_annotate $OUT/callgrind.parapet.*)"
