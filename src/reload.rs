@@ -59,8 +59,7 @@ fn concerns_certificates(event: &notify::Event, watched: &[PathBuf]) -> bool {
         watched.iter().any(|w| {
             p.parent() == w.parent()
                 && (p.file_name() == w.file_name()
-                    || p
-                        .file_name()
+                    || p.file_name()
                         .is_some_and(|n| n.to_string_lossy().starts_with("..")))
         })
     })
@@ -112,8 +111,8 @@ pub fn watch_with(reloader: Arc<Reloader>) -> notify::Result<ConfigWatch> {
     let watcher =
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
             Ok(event) => {
-                let in_config_dir =
-                    event.paths.is_empty() || event.paths.iter().any(|p| p.parent() == Some(&config_dir));
+                let in_config_dir = event.paths.is_empty()
+                    || event.paths.iter().any(|p| p.parent() == Some(&config_dir));
                 if in_config_dir && concerns(&event, &file_name) {
                     let _ = tx.send(Change::Config);
                 }
@@ -188,8 +187,12 @@ async fn follow_certificates(
     }
     for new in dirs.iter().filter(|d| !certs.dirs.contains(d)) {
         match watcher.watch(new, RecursiveMode::NonRecursive) {
-            Ok(()) => tracing::info!(dir = %new.display(), "watching a certificate directory for changes"),
-            Err(err) => tracing::warn!(dir = %new.display(), error = %err, "cannot watch a certificate directory; reload with SIGHUP"),
+            Ok(()) => {
+                tracing::info!(dir = %new.display(), "watching a certificate directory for changes")
+            }
+            Err(err) => {
+                tracing::warn!(dir = %new.display(), error = %err, "cannot watch a certificate directory; reload with SIGHUP")
+            }
         }
     }
     certs.files = files;

@@ -599,3 +599,41 @@ async fn when_every_server_is_down_parapet_still_tries_them() {
     let counts = labels(addr, 6, None).await;
     assert_eq!(counts["served"], 6, "{counts:?}");
 }
+
+/// A request that named no host (HTTP/1.0) is told each server's own authority, the retried one's
+/// too: after a dead server, and after a 503.
+#[tokio::test]
+async fn a_retry_of_a_request_without_host_names_the_server_it_goes_to() {
+    let host_echo = common::upstream(|req: http::Request<hyper::body::Incoming>| async move {
+        let host = req
+            .headers()
+            .get("host")
+            .map(|h| h.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        common::text(200, format!("host={host}"))
+    })
+    .await;
+    let busy = common::upstream(|_req: http::Request<hyper::body::Incoming>| async move {
+        common::text(503, "busy")
+    })
+    .await;
+    for first in [common::dead_address().await, busy] {
+        let servers = [
+            format!("\"http://{first}\""),
+            format!("\"http://{host_echo}\""),
+        ];
+        let server = common::start(&common::upstream_config(
+            &servers,
+            "balance = \"round_robin\"\nretries = 1\nretry_on = [\"503\"]",
+        ))
+        .await;
+        let addr = server.local_addr("main").unwrap();
+        // Round robin: of two requests, one goes first to `first` and is retried.
+        for _ in 0..2 {
+            let raw = common::raw_request(addr, b"GET / HTTP/1.0\r\n\r\n").await;
+            assert!(raw.starts_with("HTTP/1.0 200"), "{raw}");
+            assert!(raw.ends_with(&format!("host={host_echo}")), "{raw}");
+        }
+        server.shutdown().await;
+    }
+}

@@ -649,6 +649,9 @@ fn head_of(req: &Request) -> http::Request<()> {
     *head.uri_mut() = req.uri().clone();
     *head.version_mut() = req.version();
     *head.headers_mut() = req.headers().clone();
+    if req.extensions().get::<HostIsServers>().is_some() {
+        head.extensions_mut().insert(HostIsServers);
+    }
     head
 }
 
@@ -676,13 +679,26 @@ impl Replay {
         *req.uri_mut() = head.uri().clone();
         *req.version_mut() = head.version();
         *req.headers_mut() = head.headers().clone();
+        if head.extensions().get::<HostIsServers>().is_some() {
+            req.extensions_mut().insert(HostIsServers);
+        }
         req
     }
 }
 
+/// In a forwarded request's extensions: its `Host` is the server's authority, the client having
+/// named none.
+#[derive(Clone, Copy, Debug)]
+struct HostIsServers;
+
 /// A request made for server `from` ([`upstream_request`]) made for server `to`: the same unless
-/// their base paths differ.
+/// their base paths differ, or its `Host` was `from`'s own ([`HostIsServers`]).
 fn rebase(mut req: Request, from: &UpstreamServer, to: &UpstreamServer) -> Request {
+    if req.extensions().get::<HostIsServers>().is_some() {
+        if let Ok(host) = HeaderValue::from_str(to.authority.as_str()) {
+            req.headers_mut().insert(header::HOST, host);
+        }
+    }
     if from.base_path != to.base_path {
         let pq = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
         let rest = pq.strip_prefix(from.base_path.as_str()).unwrap_or(pq);
@@ -834,9 +850,18 @@ fn upstream_request(
     // The connection's fact, set once per TLS connection (`TlsInfo`): no URI is rebuilt for it.
     let tls = parts.extensions.get::<TlsInfo>().is_some();
     set_forwarded(headers, peer, peer_trusted, original_host.as_ref(), tls);
-    let host = original_host.or_else(|| HeaderValue::from_str(server.authority.as_str()).ok());
-    if let Some(host) = host {
-        headers.insert(header::HOST, host);
+    match original_host {
+        Some(host) => {
+            headers.insert(header::HOST, host);
+        }
+        // A request that named no host (HTTP/1.0) is told the server's own: marked, so that a
+        // retry on another server tells that one its own (see `rebase`).
+        None => {
+            if let Ok(host) = HeaderValue::from_str(server.authority.as_str()) {
+                headers.insert(header::HOST, host);
+                parts.extensions.insert(HostIsServers);
+            }
+        }
     }
     parts.uri = uri;
     // The upstream connection is HTTP/1.1 whatever the client spoke.
