@@ -55,8 +55,40 @@ pub(super) struct Obtained {
     pub(super) key_pem: String,
 }
 
-/// Runs one order for `names` to its end.
+/// The problem type of an account the ACME server does not know (RFC 8555 §6.7).
+const ACCOUNT_DOES_NOT_EXIST: &str = "urn:ietf:params:acme:error:accountDoesNotExist";
+
+/// Runs one order for `names` to its end. An account the server no longer knows (a test server
+/// restarted, an account deactivated elsewhere) is forgotten and a new one made, once.
 pub(super) async fn obtain(
+    shared: &Shared,
+    settings: &Settings,
+    names: &[String],
+) -> Result<Obtained, OrderError> {
+    match place(shared, settings, names).await {
+        Err(err)
+            if err
+                .problem()
+                .is_some_and(|p| p.r#type.as_deref() == Some(ACCOUNT_DOES_NOT_EXIST)) =>
+        {
+            let path = settings.server_dir.join("account.json");
+            tracing::warn!(
+                directory = %settings.config.directory,
+                file = %path.display(),
+                "ACME: the server does not know the stored account; making a new one"
+            );
+            *settings.account.lock().await = None;
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(file = %path.display(), error = %e, "ACME: cannot remove the unknown account");
+            }
+            place(shared, settings, names).await
+        }
+        result => result,
+    }
+}
+
+/// One attempt at an order for `names`.
+async fn place(
     shared: &Shared,
     settings: &Settings,
     names: &[String],
