@@ -622,6 +622,39 @@ retry = "1s"
     server.shutdown_within(Duration::from_secs(1)).await;
 }
 
+#[tokio::test]
+async fn a_failed_validation_is_logged_with_the_names_and_the_acme_problem_document() {
+    // Pebble validates tls-alpn-01 on a port where nothing listens.
+    let dead = dead_address().await;
+    let pebble = Pebble::start(free_port(), dead.port(), None).await;
+    let storage = temp_dir().join("acme");
+    let process = Process::run(
+        &https_config(
+            "127.0.0.1:0",
+            &["refused.example.com"],
+            &acme_table(&pebble, &storage, "tls-alpn-01"),
+            "",
+        ),
+        &["https"],
+    );
+    let log = eventually(Duration::from_secs(30), "a failed order logged", || {
+        let log = process.stderr();
+        async move { log.contains("ACME order failed").then_some(log) }
+    })
+    .await;
+    let line = log
+        .lines()
+        .find(|l| l.contains("ACME order failed"))
+        .unwrap();
+    assert!(line.contains("names=refused.example.com"), "{line}");
+    assert!(line.contains(r#"step="validation""#), "{line}");
+    assert!(
+        line.contains(r#"problem.type="urn:ietf:params:acme:error:"#),
+        "{line}"
+    );
+    assert!(line.contains("retry_in=1s"), "{line}");
+}
+
 /// Every file under `dir`.
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
