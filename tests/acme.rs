@@ -655,6 +655,51 @@ async fn a_failed_validation_is_logged_with_the_names_and_the_acme_problem_docum
     assert!(line.contains("retry_in=1s"), "{line}");
 }
 
+#[test]
+fn check_creates_no_storage_and_contacts_no_server_but_reads_the_ca() {
+    let dir = temp_dir();
+    let storage = dir.join("acme");
+    let config = |ca: &str| {
+        https_config(
+            "127.0.0.1:0",
+            &["check.example.com"],
+            &format!(
+                "[acme]\ndirectory = \"https://192.0.2.1/dir\"\nstorage = \"{}\"\n{ca}",
+                storage.display()
+            ),
+            "",
+        )
+    };
+    let check = |toml: String| {
+        let path = dir.join("parapet.toml");
+        std::fs::write(&path, toml).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_parapet"))
+            .arg("check")
+            .arg("-c")
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let out = check(config(""));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!storage.exists(), "check created the ACME storage");
+
+    let missing = dir.join("missing-ca.pem");
+    let out = check(config(&format!("ca = \"{}\"\n", missing.display())));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("acme.ca") && stderr.contains("missing-ca.pem"),
+        "{stderr}"
+    );
+    assert!(!storage.exists());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Every file under `dir`.
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
