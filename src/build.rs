@@ -257,8 +257,10 @@ impl Gateway {
                 }
             }
         }
+        // One publisher for the files: the process's last config built.
         crate::metrics::global().set_certificates(
             "file",
+            0,
             tls.iter()
                 .flat_map(|(listener, t)| t.file_certificates(listener))
                 .collect(),

@@ -74,8 +74,9 @@ pub struct CertificateExpiry {
 /// Every metric parapet keeps.
 pub struct Metrics {
     registry: Mutex<Registry>,
-    /// The certificates served, by source: their expiry gauges are computed when scraped.
-    certificates: Mutex<HashMap<&'static str, Vec<CertificateExpiry>>>,
+    /// The certificates served, by source and publisher: their expiry gauges are computed when
+    /// scraped.
+    certificates: Mutex<HashMap<(&'static str, usize), Vec<CertificateExpiry>>>,
     expiry: Family<CertificateLabels, Gauge>,
     acme_orders: Family<AcmeOrderLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
@@ -183,10 +184,21 @@ impl Metrics {
         }
     }
 
-    /// Sets the certificates served from `source` (`file`, `acme`), replacing those it set before.
-    pub fn set_certificates(&self, source: &'static str, certificates: Vec<CertificateExpiry>) {
+    /// Sets the certificates served from `source` (`file`, `acme`) by `publisher` (one id per
+    /// publisher in the process, such as a manager's address), replacing those it set before; an
+    /// empty list removes them.
+    pub fn set_certificates(
+        &self,
+        source: &'static str,
+        publisher: usize,
+        certificates: Vec<CertificateExpiry>,
+    ) {
         let mut table = self.certificates.lock().unwrap_or_else(|e| e.into_inner());
-        table.insert(source, certificates);
+        if certificates.is_empty() {
+            table.remove(&(source, publisher));
+        } else {
+            table.insert((source, publisher), certificates);
+        }
     }
 
     /// Counts a finished ACME order for `names`: `issued` or `failed`.
@@ -204,7 +216,7 @@ impl Metrics {
         let now = SystemTime::now();
         let table = self.certificates.lock().unwrap_or_else(|e| e.into_inner());
         self.expiry.clear();
-        for (source, certificates) in table.iter() {
+        for ((source, _), certificates) in table.iter() {
             for c in certificates {
                 let seconds = match c.not_after.duration_since(now) {
                     Ok(left) => i64::try_from(left.as_secs()).unwrap_or(i64::MAX),

@@ -240,17 +240,24 @@ impl Acme {
         self.shared.publish_expiry();
     }
 
-    /// Stops every task (an order in progress is abandoned, its answers withdrawn).
+    /// Stops every task (an order in progress is abandoned, its answers withdrawn), and the expiry
+    /// gauges of its certificates.
     pub fn stop(&self) {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         for (_, task) in running.tasks.drain() {
             task.abort();
         }
         running.settings = None;
+        crate::metrics::global().set_certificates("acme", self.shared.publisher(), Vec::new());
     }
 }
 
 impl Shared {
+    /// This manager's id among the expiry gauge's publishers.
+    fn publisher(&self) -> usize {
+        self as *const Shared as usize
+    }
+
     /// Publishes the expiry of every ACME certificate served, per listener and name.
     fn publish_expiry(&self) {
         let sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
@@ -269,7 +276,7 @@ impl Shared {
                 }
             }
         }
-        crate::metrics::global().set_certificates("acme", certificates);
+        crate::metrics::global().set_certificates("acme", self.publisher(), certificates);
     }
 }
 
