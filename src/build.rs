@@ -14,8 +14,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use crate::acme::Acme;
 use crate::chain::{self, Middleware};
-use crate::config::{Config, ConfigError, ConfigErrors, EndpointConfig, HostMatch, IpRange};
+use crate::config::{
+    AcmeChallenge, Config, ConfigError, ConfigErrors, EndpointConfig, HostMatch, IpRange,
+};
 use crate::metrics::RouteStats;
 use crate::proxy::Upstream;
 use crate::registry::Registry;
@@ -31,6 +34,9 @@ pub struct Gateway {
     trusted_proxies: Vec<IpRange>,
     /// The TLS of each listener that terminates it.
     tls: HashMap<Box<str>, Arc<ListenerTlsConfig>>,
+    /// The server's ACME manager, when the config has an `[acme]` table: handed from gateway to
+    /// gateway across reloads, like the TLS session state.
+    acme: Option<Arc<Acme>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -47,6 +53,9 @@ pub fn check(config: &Config, registry: &Registry) -> Result<(), ConfigErrors> {
     let mut errors = Vec::new();
     for tls in config.listeners.iter().filter_map(|l| l.tls.as_ref()) {
         errors.extend(ListenerTlsConfig::check(tls));
+    }
+    if let Some(acme) = &config.acme {
+        errors.extend(Acme::check(acme));
     }
     for m in config.middlewares.values() {
         errors.extend(registry.check_middleware(&m.kind, &m.settings, &m.at));
@@ -85,12 +94,29 @@ impl Gateway {
     ) -> Result<Gateway, ConfigErrors> {
         let mut errors = Vec::new();
 
+        // ACME: the storage directory made, `ca` read; the manager is the previous gateway's, so
+        // that its orders and certificates carry on.
+        let acme = config
+            .acme
+            .as_ref()
+            .and_then(|acme_config| match Acme::prepare(acme_config) {
+                Ok(settings) => {
+                    let manager = reuse.and_then(|g| g.acme.clone()).unwrap_or_else(Acme::new);
+                    Some((manager, settings))
+                }
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            });
+        let acme_manager = acme.as_ref().map(|(manager, _)| &**manager);
+
         // Certificates and keys are read anew at every build: a reload picks up renewed files.
-        let mut tls = HashMap::new();
+        let mut tls: HashMap<Box<str>, Arc<ListenerTlsConfig>> = HashMap::new();
         for l in &config.listeners {
             let Some(listener_tls) = &l.tls else { continue };
             let previous = reuse.and_then(|g| g.tls.get(l.name.as_str()));
-            match ListenerTlsConfig::build(listener_tls, previous.map(|p| &**p)) {
+            match ListenerTlsConfig::build(listener_tls, previous.map(|p| &**p), acme_manager) {
                 Ok(built) => {
                     tls.insert(l.name.as_str().into(), Arc::new(built));
                 }
@@ -196,22 +222,55 @@ impl Gateway {
                 }
             }
         }
+        // http-01 challenges are answered on every plain-HTTP listener, before its chain and
+        // routes: no middleware (an IP filter, an auth) or route (a redirect to https) can stand
+        // in the way of the ACME server.
+        let http01 = acme
+            .as_ref()
+            .filter(|_| {
+                config
+                    .acme
+                    .as_ref()
+                    .is_some_and(|a| a.challenge == AcmeChallenge::Http01)
+            })
+            .map(|(manager, _)| manager.challenges());
         let mut entries = HashMap::with_capacity(config.listeners.len());
         for l in &config.listeners {
             let table = tables.remove(l.name.as_str()).unwrap_or_default();
             let router = AppService::new(Router::new(table, &l.name));
             if let Some(chain) = resolve(&l.middlewares, &middlewares) {
-                entries.insert(
-                    l.name.as_str().into(),
-                    chain::build(chain.into_iter(), router),
-                );
+                let mut entry = chain::build(chain.into_iter(), router);
+                if let (Some(challenges), None) = (http01, &l.tls) {
+                    entry = crate::acme::answer_http01(Arc::clone(challenges), entry);
+                }
+                entries.insert(l.name.as_str().into(), entry);
             }
         }
+
+        // Built: from here on nothing fails. The ACME tasks follow the new config (those of
+        // unchanged name sets run on), and a config without `[acme]` stops the previous ones.
+        match &acme {
+            Some((manager, settings)) => manager.sync(Arc::clone(settings), &config.listeners),
+            None => {
+                if let Some(previous) = reuse.and_then(|g| g.acme.as_ref()) {
+                    previous.stop();
+                }
+            }
+        }
+        // One publisher for the files: the process's last config built.
+        crate::metrics::global().set_certificates(
+            "file",
+            0,
+            tls.iter()
+                .flat_map(|(listener, t)| t.file_certificates(listener))
+                .collect(),
+        );
         Ok(Gateway {
             entries,
             upstreams,
             trusted_proxies: config.server.trusted_proxies.clone(),
             tls,
+            acme: acme.map(|(manager, _)| manager),
         })
     }
 

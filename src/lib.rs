@@ -37,6 +37,7 @@
 
 #![warn(missing_docs)]
 
+pub mod acme;
 pub mod admin;
 pub mod build;
 pub mod builtins;

@@ -5,8 +5,9 @@
 //! ([`RouteStats::new`], [`listener_connections`]), never looked up per request: counting a request
 //! costs two atomic increments and a histogram observation.
 
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -50,9 +51,41 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+/// The labels of a TLS certificate's expiry: the listener serving it, one of its names, and where it
+/// comes from (`file` or `acme`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertificateLabels {
+    listener: String,
+    name: String,
+    source: &'static str,
+}
+
+/// The labels of an ACME order count: the names ordered (comma-separated) and how it ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AcmeOrderLabels {
+    names: String,
+    outcome: &'static str,
+}
+
+/// A certificate a listener serves for a name, for the expiry gauge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateExpiry {
+    /// The listener.
+    pub listener: String,
+    /// A DNS name the certificate is served for.
+    pub name: String,
+    /// When it expires.
+    pub not_after: SystemTime,
+}
+
 /// Every metric parapet keeps.
 pub struct Metrics {
     registry: Mutex<Registry>,
+    /// The certificates served, by source and publisher: their expiry gauges are computed when
+    /// scraped.
+    certificates: Mutex<HashMap<(&'static str, usize), Vec<CertificateExpiry>>>,
+    expiry: Family<CertificateLabels, Gauge>,
+    acme_orders: Family<AcmeOrderLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     durations: Family<AppLabels, Histogram, fn() -> Histogram>,
     connections: Family<ListenerLabels, Gauge>,
@@ -121,8 +154,23 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "When the running config was loaded, in seconds since the Unix epoch",
         last_reload.clone(),
     );
+    let expiry = Family::<CertificateLabels, Gauge>::default();
+    registry.register(
+        "tls_certificate_expiry_seconds",
+        "Seconds until each TLS certificate served expires (negative once expired), by listener, name and source (file or acme)",
+        expiry.clone(),
+    );
+    let acme_orders = Family::<AcmeOrderLabels, Counter>::default();
+    registry.register(
+        "acme_orders",
+        "ACME orders finished, by the names ordered and outcome (issued, failed)",
+        acme_orders.clone(),
+    );
     Metrics {
         registry: Mutex::new(registry),
+        certificates: Mutex::default(),
+        expiry,
+        acme_orders,
         requests,
         durations,
         connections,
@@ -142,6 +190,7 @@ pub fn global() -> &'static Metrics {
 impl Metrics {
     /// The text exposition (OpenMetrics) of every metric.
     pub fn encode(&self) -> String {
+        self.update_expiry();
         let mut out = String::with_capacity(4096);
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         // Writing to a String cannot fail.
@@ -155,6 +204,55 @@ impl Metrics {
         self.reloads.get_or_create(&OutcomeLabels { outcome }).inc();
         if let Some(generation) = generation {
             self.config_loaded(generation);
+        }
+    }
+
+    /// Sets the certificates served from `source` (`file`, `acme`) by `publisher` (one id per
+    /// publisher in the process, such as a manager's address), replacing those it set before; an
+    /// empty list removes them.
+    pub fn set_certificates(
+        &self,
+        source: &'static str,
+        publisher: usize,
+        certificates: Vec<CertificateExpiry>,
+    ) {
+        let mut table = self.certificates.lock().unwrap_or_else(|e| e.into_inner());
+        if certificates.is_empty() {
+            table.remove(&(source, publisher));
+        } else {
+            table.insert((source, publisher), certificates);
+        }
+    }
+
+    /// Counts a finished ACME order for `names`: `issued` or `failed`.
+    pub fn acme_order(&self, names: &str, outcome: &'static str) {
+        self.acme_orders
+            .get_or_create(&AcmeOrderLabels {
+                names: names.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// The expiry gauges as of now, for the certificates served now.
+    fn update_expiry(&self) {
+        let now = SystemTime::now();
+        let table = self.certificates.lock().unwrap_or_else(|e| e.into_inner());
+        self.expiry.clear();
+        for ((source, _), certificates) in table.iter() {
+            for c in certificates {
+                let seconds = match c.not_after.duration_since(now) {
+                    Ok(left) => i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+                    Err(past) => -i64::try_from(past.duration().as_secs()).unwrap_or(i64::MAX),
+                };
+                self.expiry
+                    .get_or_create(&CertificateLabels {
+                        listener: c.listener.clone(),
+                        name: c.name.clone(),
+                        source,
+                    })
+                    .set(seconds);
+            }
         }
     }
 

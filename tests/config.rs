@@ -523,3 +523,110 @@ health = { expect = "2x" }
     let keys: Vec<String> = errors(&no_key).into_iter().map(|e| e.key).collect();
     assert_eq!(keys, ["upstreams.backend.balance"]);
 }
+
+#[test]
+fn the_contracts_acme_keys_parse_with_their_defaults() {
+    use parapet::config::{AcmeChallenge, AcmeConfig};
+    let c = parse(
+        r#"
+[listeners.https]
+bind = "127.0.0.1:0"
+[listeners.https.tls]
+acme = ["Example.com.", "www.example.com"]
+
+[acme]
+email = "ops@example.com"
+"#,
+    )
+    .unwrap();
+    let tls = c.listeners[0].tls.as_ref().unwrap();
+    assert!(
+        tls.certificates.is_empty(),
+        "certificates are optional with acme"
+    );
+    assert_eq!(tls.acme, ["example.com", "www.example.com"]);
+    let acme = c.acme.unwrap();
+    assert_eq!(acme.email.as_deref(), Some("ops@example.com"));
+    assert_eq!(acme.directory, AcmeConfig::LETS_ENCRYPT);
+    assert_eq!(acme.storage.value, std::path::Path::new("acme"));
+    assert_eq!(acme.challenge, AcmeChallenge::TlsAlpn01);
+    assert_eq!(acme.ca, None);
+
+    let c = parse(
+        r#"
+[listeners.http]
+bind = "127.0.0.1:0"
+[listeners.https]
+bind = "127.0.0.1:0"
+[listeners.https.tls]
+acme = ["example.com"]
+
+[acme]
+directory = "https://acme-staging-v02.api.letsencrypt.org/directory"
+storage = "/var/lib/parapet/acme"
+challenge = "http-01"
+ca = "pebble.minica.pem"
+retry = "5s"
+"#,
+    )
+    .unwrap();
+    let acme = c.acme.unwrap();
+    assert_eq!(acme.directory, AcmeConfig::LETS_ENCRYPT_STAGING);
+    assert_eq!(acme.challenge, AcmeChallenge::Http01);
+    assert_eq!(
+        acme.ca.map(|ca| ca.value),
+        Some(std::path::PathBuf::from("pebble.minica.pem"))
+    );
+    assert_eq!(acme.retry, Duration::from_secs(5));
+}
+
+#[test]
+fn acme_names_and_settings_are_checked_and_each_error_located() {
+    let errs = errors(
+        r#"
+[listeners.https]
+bind = "127.0.0.1:0"
+[listeners.https.tls]
+acme = ["*.example.com", "10.0.0.1", "localhost", "a.test", "A.test"]
+"#,
+    );
+    let keys: Vec<(&str, &str)> = errs
+        .iter()
+        .map(|e| (e.key.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(errs.len(), 5, "{errs:#?}");
+    // No [acme] table for the names: reported at the key, before its items.
+    assert!(keys[0].0 == "listeners.https.tls.acme" && keys[0].1.contains("[acme]"));
+    assert!(keys[1].0 == "listeners.https.tls.acme[0]" && keys[1].1.contains("dns-01"));
+    assert!(keys[2].0 == "listeners.https.tls.acme[1]" && keys[2].1.contains("IP address"));
+    assert!(keys[3].0 == "listeners.https.tls.acme[2]");
+    assert!(keys[4].0 == "listeners.https.tls.acme[4]" && keys[4].1.contains("twice"));
+
+    let errs = errors(
+        r#"
+[listeners.https]
+bind = "127.0.0.1:0"
+[listeners.https.tls]
+acme = ["example.com"]
+
+[acme]
+email = "nobody"
+directory = "http://insecure.example/directory"
+challenge = "http-01"
+contact = "x"
+"#,
+    );
+    let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "acme.email",
+            "acme.directory",
+            "acme.challenge",
+            "acme.contact"
+        ],
+        "{errs:#?}"
+    );
+    assert!(errs[2].message.contains("plain-HTTP listeners"));
+    assert!(errs.iter().all(|e| e.line > 0 && e.column > 0));
+}

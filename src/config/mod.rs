@@ -24,10 +24,10 @@ use toml::de::DeTable;
 use reader::Source;
 
 pub use model::{
-    AdminConfig, AppConfig, CertificateFiles, Config, EndpointConfig, HandlerConfig, HostMatch,
-    IpRange, ListenerConfig, ListenerTls, Located, Location, MiddlewareConfig, RouteConfig,
-    ServerConfig, Settings, TlsVersion, UpstreamConfig, UpstreamProtocol, UpstreamServer,
-    UpstreamTls,
+    AcmeChallenge, AcmeConfig, AdminConfig, AppConfig, CertificateFiles, Config, EndpointConfig,
+    HandlerConfig, HostMatch, IpRange, ListenerConfig, ListenerTls, Located, Location,
+    MiddlewareConfig, RouteConfig, ServerConfig, Settings, TlsVersion, UpstreamConfig,
+    UpstreamProtocol, UpstreamServer, UpstreamTls,
 };
 pub use model::{Balance, Eject, Expect, HashKey, HealthCheck, RetryOn};
 pub use reader::{

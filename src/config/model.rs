@@ -40,6 +40,9 @@ pub struct Config {
     pub middlewares: BTreeMap<String, MiddlewareConfig>,
     /// `[admin]`: the read-only admin listener, off when absent.
     pub admin: Option<AdminConfig>,
+    /// `[acme]`: the ACME account every listener's `acme` names are obtained with; present whenever a
+    /// listener names any.
+    pub acme: Option<AcmeConfig>,
     /// A hash of the file's text, to tell an unchanged file from a changed one on reload.
     pub source_hash: u64,
 }
@@ -106,6 +109,8 @@ impl<T: PartialEq> PartialEq for Located<T> {
         self.value == other.value
     }
 }
+
+impl<T: Eq> Eq for Located<T> {}
 
 /// The settings of a handler or middleware kind, typed by the kind and erased here: the model holds
 /// them without knowing their type, the kind's build step downcasts them.
@@ -261,10 +266,67 @@ pub struct ListenerConfig {
 /// The files are only named here; they are read by the build stage (and by `parapet check`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenerTls {
-    /// `certificates`, in file order: the first is the default.
+    /// `certificates`, in file order: the first is the default. May be empty when `acme` is not.
     pub certificates: Vec<CertificateFiles>,
+    /// `acme`: the DNS names to obtain and renew one certificate for (lowercase, no trailing dot,
+    /// no duplicates, in file order), through the `[acme]` account.
+    pub acme: Vec<String>,
     /// `min_version`.
     pub min_version: TlsVersion,
+    /// Where the table is, for build errors that concern it as a whole.
+    pub at: Location,
+}
+
+/// `[acme]`: the ACME account (RFC 8555) the listeners' `acme` names are obtained with, and where
+/// what it obtains is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcmeConfig {
+    /// `email`: the account's contact, if any.
+    pub email: Option<String>,
+    /// `directory`: the ACME server's directory URL (an `https://` URL); Let's Encrypt's
+    /// production directory by default.
+    pub directory: String,
+    /// `storage`: the directory the account key, certificates and keys are kept in ("acme" by
+    /// default, created 0700; files 0600).
+    pub storage: Located<PathBuf>,
+    /// `challenge`: how the names are proven.
+    pub challenge: AcmeChallenge,
+    /// `ca`: a PEM file of CA certificates to trust for the directory itself instead of the
+    /// system's roots (a test directory such as Pebble's).
+    pub ca: Option<Located<PathBuf>>,
+    /// `retry`: the wait after a first failed order, doubled after each further failure up to an
+    /// hour (default 1m).
+    pub retry: Duration,
+}
+
+impl AcmeConfig {
+    /// Let's Encrypt's production directory: the default `directory`.
+    pub const LETS_ENCRYPT: &'static str = "https://acme-v02.api.letsencrypt.org/directory";
+    /// Let's Encrypt's staging directory: untrusted certificates, generous rate limits.
+    pub const LETS_ENCRYPT_STAGING: &'static str =
+        "https://acme-staging-v02.api.letsencrypt.org/directory";
+}
+
+/// `challenge` of `[acme]`: how the ACME server checks that parapet answers for a name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// `tls-alpn-01` (RFC 8737), the default: answered in the TLS handshake by the TLS listeners
+    /// (on port 443 in production).
+    #[default]
+    TlsAlpn01,
+    /// `http-01` (RFC 8555 §8.3): answered on every plain-HTTP listener (on port 80 in
+    /// production), before routing.
+    Http01,
+}
+
+impl AcmeChallenge {
+    /// The challenge's name in the config and in RFC 8555's registry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
+            AcmeChallenge::Http01 => "http-01",
+        }
+    }
 }
 
 /// One `{ cert, key }` of `certificates`: PEM files, with where each is named.

@@ -42,13 +42,17 @@ pub(super) fn read_root(mut root: Table<'_>, path: &Path, kinds: &dyn Kinds) -> 
         .map(read_server)
         .unwrap_or_default();
 
+    let has_acme = root.contains("acme");
     let mut listeners = Vec::new();
     let mut listener_names = Vec::new();
     if let Some(mut table) = root.get("listeners").and_then(|v| v.table()) {
         let mut binds: HashMap<SocketAddr, &str> = HashMap::new();
         for (name, value) in table.entries() {
             listener_names.push(name);
-            let Some(listener) = value.table().and_then(|t| read_listener(name, t, &chains)) else {
+            let Some(listener) = value
+                .table()
+                .and_then(|t| read_listener(name, t, &chains, has_acme))
+            else {
                 continue;
             };
             if listener.bind.port() != 0 {
@@ -136,6 +140,11 @@ pub(super) fn read_root(mut root: Table<'_>, path: &Path, kinds: &dyn Kinds) -> 
         Some(AdminConfig { bind: bind? })
     });
 
+    let acme = root.get("acme").and_then(|v| {
+        let plain_listeners = listeners.iter().filter(|l| l.tls.is_none()).count();
+        read_acme(v.table()?, plain_listeners)
+    });
+
     root.finish();
     let bare = chains.bare.into_inner();
     let mut middlewares = middlewares;
@@ -153,6 +162,7 @@ pub(super) fn read_root(mut root: Table<'_>, path: &Path, kinds: &dyn Kinds) -> 
         upstreams,
         middlewares,
         admin,
+        acme,
         source_hash: 0,
     })
 }
@@ -313,7 +323,12 @@ fn size_in(t: &mut Table<'_>, key: &str, range: std::ops::RangeInclusive<u64>) -
     Some(n)
 }
 
-fn read_listener(name: &str, mut t: Table<'_>, chains: &Chains<'_>) -> Option<ListenerConfig> {
+fn read_listener(
+    name: &str,
+    mut t: Table<'_>,
+    chains: &Chains<'_>,
+    has_acme: bool,
+) -> Option<ListenerConfig> {
     let bind = t.required("bind").and_then(|v| {
         let s = v.str()?;
         match s.parse::<SocketAddr>() {
@@ -331,7 +346,7 @@ fn read_listener(name: &str, mut t: Table<'_>, chains: &Chains<'_>) -> Option<Li
         None => Some(Vec::new()),
     };
     let tls = match t.get("tls") {
-        Some(v) => Some(read_listener_tls(v.table()?)?),
+        Some(v) => Some(read_listener_tls(v.table()?, has_acme)?),
         None => None,
     };
     t.finish();
@@ -343,14 +358,39 @@ fn read_listener(name: &str, mut t: Table<'_>, chains: &Chains<'_>) -> Option<Li
     })
 }
 
-/// `[listeners.NAME.tls]`. Only the shape: the files are read by the build stage.
-fn read_listener_tls(mut t: Table<'_>) -> Option<ListenerTls> {
+/// `[listeners.NAME.tls]`. Only the shape: the files are read by the build stage. `has_acme`: whether
+/// the file has an `[acme]` table, which `acme` names need.
+fn read_listener_tls(mut t: Table<'_>, has_acme: bool) -> Option<ListenerTls> {
     let mut ok = true;
     let mut certificates = Vec::new();
-    if let Some(v) = t.required("certificates") {
+    let at = t.location();
+    let acme = match t.get("acme") {
+        Some(v) => {
+            let names = read_acme_names(&v);
+            if !has_acme {
+                v.error(
+                    "`acme` names need an [acme] table (the account they are obtained with): \
+                     add one, with at least `email = \"...\"` or nothing at all for the defaults",
+                );
+                ok = false;
+            }
+            names.unwrap_or_else(|| {
+                ok = false;
+                Vec::new()
+            })
+        }
+        None => Vec::new(),
+    };
+    // Certificates are optional when ACME obtains them.
+    let certificates_value = if t.contains("acme") {
+        t.get("certificates")
+    } else {
+        t.required("certificates")
+    };
+    if let Some(v) = certificates_value {
         match v.array() {
-            Some(items) if items.is_empty() => {
-                v.error("a TLS listener needs at least one certificate");
+            Some(items) if items.is_empty() && acme.is_empty() => {
+                v.error("a TLS listener needs at least one certificate, or `acme` names");
                 ok = false;
             }
             Some(items) => {
@@ -403,7 +443,148 @@ fn read_listener_tls(mut t: Table<'_>) -> Option<ListenerTls> {
     t.finish();
     ok.then_some(ListenerTls {
         certificates,
+        acme,
         min_version,
+        at,
+    })
+}
+
+/// `acme = ["example.com", ...]` of a listener's `tls`: DNS names a public ACME server can check
+/// with `tls-alpn-01` or `http-01`, so neither wildcards (dns-01 only) nor IP addresses.
+fn read_acme_names(v: &Value<'_>) -> Option<Vec<String>> {
+    let items = v.array()?;
+    if items.is_empty() {
+        v.error("`acme` lists no name: name at least one, or remove the key");
+        return None;
+    }
+    let mut names: Vec<String> = Vec::with_capacity(items.len());
+    let mut ok = true;
+    for item in items {
+        let Some(s) = item.str() else {
+            ok = false;
+            continue;
+        };
+        let name = s.trim_end_matches('.').to_ascii_lowercase();
+        let problem = if name.starts_with("*.") {
+            Some("a wildcard name is proven only by the dns-01 challenge, which parapet does not answer: name each host, or give a wildcard certificate in `certificates`".to_owned())
+        } else if name.parse::<std::net::IpAddr>().is_ok() {
+            Some("an IP address: `acme` takes DNS names".to_owned())
+        } else if !name.contains('.') || rustls_pki_types::DnsName::try_from(name.as_str()).is_err()
+        {
+            Some(format!(
+                "{s:?} is not a DNS name a public CA issues for (like \"example.com\")"
+            ))
+        } else if names.contains(&name) {
+            Some(format!("{name:?} is listed twice"))
+        } else {
+            None
+        };
+        match problem {
+            Some(message) => {
+                item.error(message);
+                ok = false;
+            }
+            None => names.push(name),
+        }
+    }
+    ok.then_some(names)
+}
+
+/// `[acme]`. `plain_listeners`: how many listeners serve plain HTTP, where `http-01` is answered.
+fn read_acme(mut t: Table<'_>, plain_listeners: usize) -> Option<AcmeConfig> {
+    let mut ok = true;
+    let email = t.get("email").and_then(|v| {
+        let s = v.str()?;
+        let valid = s.split_once('@').is_some_and(|(user, domain)| {
+            !user.is_empty() && domain.contains('.') && !s.contains(char::is_whitespace)
+        });
+        if !valid {
+            v.error(format!(
+                "invalid email {s:?}: expected an address like \"ops@example.com\""
+            ));
+            ok = false;
+            return None;
+        }
+        Some(s.to_owned())
+    });
+    let directory = match t.get("directory") {
+        None => AcmeConfig::LETS_ENCRYPT.to_owned(),
+        Some(v) => match v.str().map(|s| (s, s.parse::<Uri>())) {
+            Some((s, Ok(uri)))
+                if uri.scheme() == Some(&Scheme::HTTPS) && uri.authority().is_some() =>
+            {
+                s.to_owned()
+            }
+            Some((s, _)) => {
+                v.error(format!(
+                    "invalid directory {s:?}: expected an https:// URL, like \"{}\" (Let's Encrypt's staging directory)",
+                    AcmeConfig::LETS_ENCRYPT_STAGING
+                ));
+                ok = false;
+                String::new()
+            }
+            None => {
+                ok = false;
+                String::new()
+            }
+        },
+    };
+    let storage = match t.get("storage") {
+        None => Some(Located {
+            value: "acme".into(),
+            at: t.location(),
+        }),
+        Some(v) => match v.str() {
+            Some("") => {
+                v.error("`storage` is empty: name a directory");
+                None
+            }
+            Some(s) => Some(Located {
+                value: s.into(),
+                at: v.location(),
+            }),
+            None => None,
+        },
+    };
+    let challenge = match t.get("challenge") {
+        None => Some(AcmeChallenge::default()),
+        Some(v) => match v.str() {
+            Some("tls-alpn-01") => Some(AcmeChallenge::TlsAlpn01),
+            Some("http-01") => {
+                if plain_listeners == 0 {
+                    v.error("http-01 is answered on plain-HTTP listeners, and there is none: add one (on port 80 in production), or use \"tls-alpn-01\"");
+                    ok = false;
+                }
+                Some(AcmeChallenge::Http01)
+            }
+            Some(other) => {
+                v.error(format!(
+                    "unknown challenge {other:?}: expected \"tls-alpn-01\" or \"http-01\""
+                ));
+                None
+            }
+            None => None,
+        },
+    };
+    let ca = t.get("ca").and_then(|v| {
+        Some(Located {
+            value: v.str()?.into(),
+            at: v.location(),
+        })
+    });
+    let retry = t
+        .duration("retry")
+        .unwrap_or(Duration::from_secs(60))
+        .max(Duration::from_secs(1));
+    t.finish();
+    let (storage, challenge) = (storage?, challenge?);
+    ok.then_some(AcmeConfig {
+        email,
+        directory,
+        storage,
+        challenge,
+        ca,
+        retry,
     })
 }
 

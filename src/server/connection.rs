@@ -99,6 +99,11 @@ async fn serve_tls(
         _ = phase.wait_for(|p| *p >= Phase::Draining) => return,
     };
     let (_, session) = stream.get_ref();
+    // A tls-alpn-01 validation (RFC 8737 §3) ends with the handshake: the challenge certificate was
+    // the answer.
+    if session.alpn_protocol() == Some(crate::acme::ACME_TLS_ALPN) {
+        return;
+    }
     let protocol = match session.alpn_protocol() {
         Some(b"h2") => Protocol::Http2,
         _ => Protocol::Http1,
