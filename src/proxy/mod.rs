@@ -66,28 +66,47 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 /// field before a message is forwarded and, for each connection-option in this field, remove any
 /// header or trailer field(s) from the message with the same name").
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
+    // One pass over the names first: most messages have none of these, and then cost no lookup.
+    let mut connection = false;
+    let mut hop = false;
+    let mut proxy = false;
+    for name in headers.keys() {
+        if name == header::CONNECTION {
+            connection = true;
+        } else if HOP_BY_HOP.contains(name) {
+            hop = true;
+        } else if name.as_str().starts_with("proxy-") {
+            proxy = true;
+        }
+    }
+    if connection {
+        // The values are reference-counted: kept, they cost no copy; and a name looked up as a
+        // `&str` is not allocated, as a `HeaderName` made of a token that is no standard name is
+        // (`Connection: keep-alive`, on most upstream responses).
+        let lines: Vec<HeaderValue> = headers.get_all(header::CONNECTION).iter().cloned().collect();
+        headers.remove(header::CONNECTION);
+        for line in &lines {
+            let Ok(line) = line.to_str() else { continue };
+            for token in line.split(',') {
+                let token = token.trim();
+                if !token.is_empty() {
+                    headers.remove(token);
+                }
+            }
+        }
+    }
+    if hop {
+        for name in &HOP_BY_HOP {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
-        let proxy: Vec<HeaderName> = headers
+    if proxy {
+        let names: Vec<HeaderName> = headers
             .keys()
             .filter(|k| k.as_str().starts_with("proxy-"))
             .cloned()
             .collect();
-        for name in proxy {
+        for name in names {
             headers.remove(name);
         }
     }
@@ -299,7 +318,8 @@ impl Upstream {
                         // Read whole (at most `REPLAY_BODY_LIMIT`, its length said so), under the
                         // client's `server.body_timeout` as when streamed.
                         let (parts, body) = req.into_parts();
-                        let bytes = match http_body_util::BodyExt::collect(body).await {
+                        // Boxed: rare, and large (see `ServerPool::connect`).
+                        let bytes = match Box::pin(http_body_util::BodyExt::collect(body)).await {
                             Ok(collected) => collected.to_bytes(),
                             Err(err) => {
                                 let failure = Failure::RequestBody(pool::request_body_error(err));
@@ -509,49 +529,72 @@ impl Upstream {
         let timeout = self.config.timeout;
         let permit = match chosen.limit {
             None => None,
-            Some(limit) => {
-                let acquired = match Arc::clone(limit).try_acquire_owned() {
-                    Ok(permit) => Ok(permit),
-                    Err(_) => {
-                        tokio::time::timeout(
-                            self.config.queue_timeout,
-                            Arc::clone(limit).acquire_owned(),
-                        )
-                        .await
-                    }
-                    .map_err(|_| ())
-                    .and_then(|r| r.map_err(|_| ())),
-                };
-                match acquired {
-                    Ok(permit) => Some(permit),
-                    Err(()) => {
-                        return Err(SendError {
-                            failure: Failure::Saturated,
-                            unsent: None,
-                        })
-                    }
-                }
-            }
+            Some(limit) => match Arc::clone(limit).try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                // Waiting is the rare case: its future is boxed, so that it does not add to the
+                // size of every request's future (see `ServerPool::connect`).
+                Err(_) => Some(Box::pin(self.wait_for_permit(limit)).await?),
+            },
         };
         let lease = Lease {
             permit,
             read_timeout: Some(self.config.read_timeout),
         };
+        if !Upload::tracks(&req) {
+            // Written straight into the timeout: a future moved into another keeps its first slot
+            // in this one's state too.
+            return match tokio::time::timeout(timeout, chosen.pool.send(req, None, lease)).await {
+                Ok(result) => result,
+                Err(_elapsed) => Err(SendError {
+                    failure: Failure::TimedOut,
+                    unsent: None,
+                }),
+            };
+        }
+        Box::pin(self.send_uploading(chosen, req, lease)).await
+    }
+
+    /// Waits up to `queue_timeout` for a connection permit of the server's (`max_connections`).
+    async fn wait_for_permit(
+        &self,
+        limit: &Arc<Semaphore>,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, SendError> {
+        match tokio::time::timeout(self.config.queue_timeout, Arc::clone(limit).acquire_owned())
+            .await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(SendError {
+                failure: Failure::Saturated,
+                unsent: None,
+            }),
+        }
+    }
+
+    /// [`Upstream::send`] for a request with a body: `timeout` counts from the end of the upload,
+    /// and while it goes on, from its last progress. Boxed by its caller: an upload costs an
+    /// allocation already ([`Upload`]), and bodiless requests do not carry its state.
+    async fn send_uploading(
+        &self,
+        chosen: &Chosen<'_>,
+        req: Request,
+        lease: Lease,
+    ) -> Result<Response, SendError> {
+        let timeout = self.config.timeout;
         let (req, upload) = Upload::track(req).await.map_err(|e| SendError {
             failure: Failure::RequestBody(e),
             unsent: None,
         })?;
-        let sending = chosen.pool.send(req, upload.clone(), lease);
         let timed_out = || SendError {
             failure: Failure::TimedOut,
             unsent: None,
         };
         let Some(upload) = upload else {
-            return match tokio::time::timeout(timeout, sending).await {
+            return match tokio::time::timeout(timeout, chosen.pool.send(req, None, lease)).await {
                 Ok(result) => result,
                 Err(_elapsed) => Err(timed_out()),
             };
         };
+        let sending = chosen.pool.send(req, Some(Arc::clone(&upload)), lease);
         tokio::pin!(sending);
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);

@@ -24,7 +24,7 @@
 //! an upstream that broke. The request head goes out only once the body's first frame (or its end) is
 //! in ([`Upload::track`]), so a body broken from its first byte never reaches the upstream at all.
 
-use std::future::Future as _;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -185,7 +185,15 @@ impl ServerPool {
     /// Opens a connection: TCP (and TLS over `https://`) within `connect_timeout`, then HTTP/2 if
     /// ALPN chose `h2` or `protocol = "h2"` says so over plain TCP, else HTTP/1.1. What it turned
     /// out to speak is learnt for the next requests; an HTTP/2 connection becomes the shared one.
-    async fn connect(&self) -> Result<Conn, Error> {
+    ///
+    /// Boxed: connecting (a TLS handshake, an HTTP/2 handshake) is the largest state of a request's
+    /// future, and rare; unboxed it would make every request's future that much larger, and moved
+    /// (copied) that much more at each request.
+    fn connect(&self) -> Pin<Box<dyn Future<Output = Result<Conn, Error>> + Send + '_>> {
+        Box::pin(self.connect_now())
+    }
+
+    async fn connect_now(&self) -> Result<Conn, Error> {
         let connecting = async {
             let stream = self.connect_tcp().await?;
             let Some((connector, name)) = &self.transport.tls else {
@@ -594,16 +602,22 @@ pub(crate) struct Upload {
 }
 
 impl Upload {
+    /// Whether [`Upload::track`] would track `req`: whether it has a body.
+    pub(crate) fn tracks(req: &http::Request<Body>) -> bool {
+        !http_body::Body::is_end_stream(req.body())
+            && http_body::Body::size_hint(req.body()).exact() != Some(0)
+    }
+
     /// Wraps `req`'s body to report how far it has gone, once its first frame (or its end) is in:
     /// a body broken from its first byte fails here, before anything was sent upstream. `None`
     /// (and the request unchanged) for a request without a body.
     pub(crate) async fn track(
         req: http::Request<Body>,
     ) -> Result<(http::Request<Body>, Option<Arc<Upload>>), GatewayError> {
-        let exact = http_body::Body::size_hint(req.body()).exact();
-        if http_body::Body::is_end_stream(req.body()) || exact == Some(0) {
+        if !Upload::tracks(&req) {
             return Ok((req, None));
         }
+        let exact = http_body::Body::size_hint(req.body()).exact();
         let upload = Arc::new(Upload {
             done: AtomicBool::new(false),
             sent: AtomicU64::new(0),
