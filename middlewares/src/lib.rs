@@ -54,6 +54,7 @@ pub mod rate_limit;
 pub mod request_id;
 pub mod rewrite;
 pub mod tunnel;
+mod values;
 
 pub use body::Body;
 pub use error::{Error, ErrorChain};

@@ -232,7 +232,8 @@ fn seconds_up(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-/// A header value for `n`, without allocating for the small numbers these headers carry.
+/// A header value for `n`: the small numbers these headers mostly carry are made once, the others
+/// carved out of a shared chunk ([`crate::values`]), neither costing an allocation per request.
 fn number(n: u64) -> HeaderValue {
     static SMALL: OnceLock<Vec<HeaderValue>> = OnceLock::new();
     let small = SMALL.get_or_init(|| {
@@ -242,7 +243,7 @@ fn number(n: u64) -> HeaderValue {
     });
     match small.get(n as usize) {
         Some(v) => v.clone(),
-        None => HeaderValue::from(n),
+        None => crate::values::decimal(n),
     }
 }
 

@@ -57,6 +57,10 @@ impl Rewrite {
     fn rewrite(&self, uri: &Uri) -> Option<Result<PathAndQuery, ()>> {
         let (regex, to) = &*self.rule;
         let path = uri.path();
+        // `replace` allocates its captures even when nothing matches: the common case asks first.
+        if !regex.is_match(path) {
+            return None;
+        }
         let Cow::Owned(mut rewritten) = regex.replace(path, to.as_str()) else {
             return None;
         };
