@@ -163,6 +163,11 @@ impl Limiter {
             .sum()
     }
 
+    /// Counts one request now, keyed as the layer keys it: the layer's decision for it.
+    pub fn check_request(&self, req: &Request<Body>) -> Decision {
+        self.check(self.key_of(req), self.now())
+    }
+
     fn now(&self) -> u64 {
         // Offset by τ so that a new key's TAT (0) is always in the past.
         u64::try_from(self.base.elapsed().as_nanos())
@@ -263,7 +268,7 @@ impl Guard for RateLimit {
 
     fn request(&self, req: &mut Request<Body>) -> Result<(u64, u64), Response<Body>> {
         let limiter = &self.limiter;
-        match limiter.check(limiter.key_of(req), limiter.now()) {
+        match limiter.check_request(req) {
             Decision::Allowed { remaining, reset } => Ok((remaining, seconds_up(reset))),
             Decision::Limited { retry_after, reset } => {
                 let mut res = GatewayError::new(GatewayErrorKind::TooManyRequests).into_response();
