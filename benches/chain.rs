@@ -13,7 +13,8 @@
 //! Then each layer of the middleware catalogue alone, on its pass-through path (the request goes on),
 //! against the bare proxy: `request_id` (an id made per request), `cors` (an allowed `Origin`),
 //! `ip_filter` (the client in `allow`), `rate_limit` (a limit never reached), `basic_auth` (a user
-//! and password already verified: the cache, not bcrypt), `rewrite` (a rule that does not match),
+//! and password already verified: the cache, not bcrypt), `rewrite` and `redirect` (a rule that does
+//! not match: the full URL is assembled and matched),
 //! `headers` with `response.replace` (no `Location` to rewrite), and `forward_auth` (asked of the
 //! bench's own upstream, which answers 200: a loopback round trip per request).
 //!
@@ -88,13 +89,14 @@ fn rounds() -> usize {
 const HTPASSWD: &str = "alice:$2b$04$5SIef7Yjo0IyerS1kAo2yuhY82HkhfSSR.AwhZHW/betGmDSPuY6m\n";
 
 /// The catalogue's layers, each measured alone: (name in the report, the chain).
-const CATALOGUE: [(&str, &str); 8] = [
+const CATALOGUE: [(&str, &str); 9] = [
     ("request_id", r#"["rid"]"#),
     ("cors", r#"["browser"]"#),
     ("ip_filter", r#"["office"]"#),
     ("rate_limit", r#"["quota"]"#),
     ("basic_auth", r#"["users"]"#),
     ("rewrite", r#"["v1"]"#),
+    ("redirect", r#"["moved"]"#),
     ("headers.replace", r#"["fix"]"#),
     ("forward_auth", r#"["sso"]"#),
 ];
@@ -122,6 +124,11 @@ users = "{}"
 [middlewares.v1]
 kind = "rewrite"
 path = {{ regex = "^/v1/(.*)$", to = "/api/$1" }}
+[middlewares.moved]
+kind = "redirect"
+regex = "^https?://old\\.example\\.com/(.*)$"
+to = "https://new.example.com/$1"
+status = 301
 [middlewares.fix]
 kind = "headers"
 response.replace = {{ "location" = {{ regex = "^http://backend/(.*)$", to = "https://example.com/$1" }} }}
