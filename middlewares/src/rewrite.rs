@@ -18,6 +18,10 @@
 //! answered `400` with the gateway error `bad_request`: a rule must not be a way around the
 //! normalisation.
 //!
+//! In the config a `rewrite` may also carry a `redirect = { regex, to, status }`: a
+//! [`RedirectLayer`](crate::redirect::RedirectLayer) put outside this one, so that a request it
+//! answers is not rewritten.
+//!
 //! ```
 //! use parapet_middlewares::rewrite::RewriteLayer;
 //!
