@@ -385,9 +385,11 @@ async fn rate_limit_refuses_a_malformed_rate_at_its_place() {
 }
 
 #[tokio::test]
-async fn an_inner_layers_403_and_429_pass_out_through_cors_request_id_and_the_access_log() {
+async fn an_inner_layers_403_429_401_and_301_pass_out_through_cors_request_id_and_the_access_log() {
     let up = upstream(|_req| async { text(200, "ok") }).await;
     let path = log_path();
+    let users = temp_dir().join("htpasswd");
+    std::fs::write(&users, HTPASSWD).unwrap();
     let server = start(&format!(
         r#"
 [listeners.main]
@@ -396,7 +398,13 @@ bind = "127.0.0.1:0"
 path = "/denied"
 app = "denied"
 [[routes]]
+path = "/locked"
+app = "locked"
+[[routes]]
 app = "limited"
+[apps.locked]
+middlewares = ["browser", "rid", "log", "open", "quota", "users", "moved", "v1"]
+upstream = "up"
 [apps.denied]
 middlewares = ["browser", "rid", "log", "office", "quota"]
 upstream = "up"
@@ -418,26 +426,48 @@ kind = "rate_limit"
 rate = "1/h"
 burst = 1
 key = "header:x-composition-key"
+[middlewares.users]
+kind = "basic_auth"
+users = "{users}"
+[middlewares.moved]
+kind = "redirect"
+regex = "^/locked/old/(.*)$"
+to = "https://new.example.com/$1"
+status = 301
+[middlewares.v1]
+kind = "rewrite"
+path = {{ regex = "^/locked/v1/(.*)$", to = "/api/$1" }}
 {CORS}
 {log}
 "#,
-        log = json_log(&path)
+        log = json_log(&path),
+        users = users.display()
     ))
     .await;
     let addr = server.local_addr("main").unwrap();
-    let send_from_page = |path: &'static str| async move {
-        send(
-            Request::get(format!("http://{addr}{path}"))
-                .header("origin", "https://app.example.com")
-                .header("x-composition-key", "composition")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
+    let send_from_page = |path: &'static str, key: &'static str, auth: Option<&'static str>| async move {
+        let mut req = Request::get(format!("http://{addr}{path}"))
+            .header("origin", "https://app.example.com")
+            .header("x-composition-key", key);
+        if let Some(auth) = auth {
+            req = req.header("authorization", auth);
+        }
+        send(req.body(Body::empty()).unwrap()).await
     };
+    // alice:s3cret
+    let alice = Some("Basic YWxpY2U6czNjcmV0");
     let mut ids = Vec::new();
-    for (path, status) in [("/denied", 403), ("/open", 200), ("/open", 429)] {
-        let (got, headers, _) = send_from_page(path).await;
+    let cases = [
+        ("/denied", "composition", None, 403),
+        ("/open", "composition", None, 200),
+        ("/open", "composition", None, 429),
+        // Every layer of the catalogue in one chain: basic_auth's 401, redirect's 301.
+        ("/locked/v1/x", "locked-1", None, 401),
+        ("/locked/old/x?y=1", "locked-2", alice, 301),
+        ("/locked/v1/x", "locked-3", alice, 200),
+    ];
+    for (path, key, auth, status) in cases {
+        let (got, headers, _) = send_from_page(path, key, auth).await;
         assert_eq!(got, status, "{path}");
         assert_eq!(
             headers["access-control-allow-origin"],
@@ -445,15 +475,25 @@ key = "header:x-composition-key"
         );
         assert_eq!(headers["access-control-allow-credentials"], "true");
         ids.push(headers["x-request-id"].to_str().unwrap().to_owned());
-        if status == 429 {
-            assert!(headers.contains_key("retry-after"));
+        match status {
+            429 => assert!(headers.contains_key("retry-after")),
+            401 => assert!(headers.contains_key("www-authenticate")),
+            301 => assert_eq!(headers["location"], "https://new.example.com/x?y=1"),
+            _ => {}
+        }
+        if path.starts_with("/locked") {
+            // rate_limit's headers, set on the way out of an inner layer's answer too.
+            assert_eq!(headers["ratelimit-remaining"], "0", "{path}");
         }
     }
-    let lines = log_lines(&path, 3).await;
+    let lines = log_lines(&path, cases.len()).await;
     for (line, (status, error)) in lines.iter().zip([
         (403, serde_json::json!("forbidden")),
         (200, serde_json::Value::Null),
         (429, serde_json::json!("too_many_requests")),
+        (401, serde_json::json!("unauthorized")),
+        (301, serde_json::Value::Null),
+        (200, serde_json::Value::Null),
     ]) {
         let line = json(line);
         assert_eq!(line["status"], status);
@@ -563,6 +603,103 @@ async fn rewrite_refuses_an_invalid_regex_at_its_place() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("middlewares.r.path.regex"), "{err}");
+}
+
+#[tokio::test]
+async fn redirect_sends_a_moved_site_with_its_groups_and_lets_the_rest_through() {
+    let up = upstream(|req| async move { text(200, req.uri().to_string()) }).await;
+    let server = start(&app_config(
+        up,
+        r#"["site", "old", "api"]"#,
+        r#"
+[middlewares.site]
+kind = "redirect"
+regex = "^http://old\\.example\\.com/(.*)$"
+to = "https://new.example.com/$1"
+permanent = true
+[middlewares.old]
+kind = "redirect"
+regex = "^/old/(.*)$"
+to = "https://new.example.com/$1"
+status = 301
+[middlewares.api]
+kind = "rewrite"
+redirect = { regex = "^/v0/(.*)$", to = "/v1/$1", status = 308 }
+path = { regex = "^/v1/(.*)$", to = "/api/$1" }
+"#,
+    ))
+    .await;
+    let addr = server.local_addr("main").unwrap();
+    // The full URL, host included, query carried by the group.
+    let (status, headers, _) = get(addr, Some("old.example.com"), "/a/b?c=d").await;
+    assert_eq!(status, 301);
+    assert_eq!(headers["location"], "https://new.example.com/a/b?c=d");
+    let (status, headers, _) = send(
+        Request::post(format!("http://{addr}/form"))
+            .header("host", "old.example.com")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 308, "permanent keeps a POST a POST");
+    assert_eq!(headers["location"], "https://new.example.com/form");
+    // A path regex: the path matched, the query carried over.
+    let (status, headers, _) = get(addr, Some("any.example.com"), "/old/x/y?q=1&r").await;
+    assert_eq!(status, 301);
+    assert_eq!(headers["location"], "https://new.example.com/x/y?q=1&r");
+    // In a rewrite: the redirect is asked first, then the path rewritten.
+    let (status, headers, _) = get(addr, None, "/v0/users?page=2").await;
+    assert_eq!(status, 308);
+    assert_eq!(headers["location"], "/v1/users?page=2");
+    assert_eq!(
+        get(addr, None, "/v1/users?page=2").await.2,
+        "/api/users?page=2"
+    );
+    // What matches no rule reaches the app untouched.
+    let (status, _, body) = get(addr, Some("other.example.com"), "/a/b?c=d").await;
+    assert_eq!((status, &body[..]), (200, "/a/b?c=d"));
+}
+
+#[tokio::test]
+async fn redirect_refuses_bad_settings_at_their_place() {
+    let registry = parapet::Registry::new();
+    let err = parapet::Config::parse(
+        "t.toml",
+        r#"
+[middlewares.a]
+kind = "redirect"
+regex = "^/("
+to = "/"
+[middlewares.b]
+kind = "redirect"
+regex = "^/old"
+to = "/new"
+status = 200
+[middlewares.c]
+kind = "redirect"
+regex = "^/old"
+to = "/new"
+status = 301
+permanent = true
+[middlewares.d]
+kind = "rewrite"
+redirect = { regex = "^/x", to = "" }
+[middlewares.e]
+kind = "rewrite"
+"#,
+        &registry,
+    )
+    .unwrap_err()
+    .to_string();
+    for place in [
+        "middlewares.a.regex",
+        "middlewares.b.status",
+        "middlewares.c.permanent",
+        "middlewares.d.redirect.to",
+        "middlewares.e.path",
+    ] {
+        assert!(err.contains(place), "{place} in {err}");
+    }
 }
 
 #[tokio::test]

@@ -1,6 +1,14 @@
 //! What the in-process benchmarks share.
 
+use std::cell::Cell;
+use std::future::Future;
+
 use hyper_util::rt::TokioIo;
+
+thread_local! {
+    /// Whether the code running on this thread is the in-process upstream's ([`hello_upstream`]).
+    pub static IN_UPSTREAM: Cell<bool> = const { Cell::new(false) };
+}
 
 /// A loopback upstream in this process answering every request with `hello` (5 bytes of text/plain,
 /// below `compress`'s `min_size`), HTTP/1.1 with keep-alive.
@@ -18,9 +26,18 @@ pub async fn hello_upstream() -> std::net::SocketAddr {
                         .insert("content-type", http::HeaderValue::from_static("text/plain"));
                     Ok::<_, std::convert::Infallible>(r)
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service);
+                let mut connection = std::pin::pin!(connection);
+                // Marked as the upstream's while it runs, so that a benchmark can tell its
+                // allocations (parsing what parapet forwards) from parapet's own.
+                let _ = std::future::poll_fn(|cx| {
+                    IN_UPSTREAM.set(true);
+                    let polled = connection.as_mut().poll(cx);
+                    IN_UPSTREAM.set(false);
+                    polled
+                })
+                .await;
             });
         }
     });

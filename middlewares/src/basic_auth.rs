@@ -15,10 +15,14 @@
 //! never reaches the app. A request with them passes on, its `Authorization` header removed (the
 //! upstream has no use for the password) unless `forward = true`.
 //!
-//! bcrypt is slow on purpose (tens of milliseconds at cost 10), and runs on the request's thread. So
-//! that it is paid once per user and password rather than per request, a verified pair is
-//! remembered for [`CACHE_TTL`] as a keyed 128-bit hash of the pair (never the password itself), at
-//! most [`CACHE_MAX`] pairs per layer. A changed file (a reload) starts with an empty cache.
+//! bcrypt is slow on purpose (tens of milliseconds at cost 10), so it never runs on an async worker:
+//! a verification is handed to tokio's blocking threads (`spawn_blocking`) and the request waits for
+//! it without holding its worker, which goes on serving other requests. So that its cost is paid
+//! once per user and password rather than per request, a verified pair is remembered for
+//! [`CACHE_TTL`] as a keyed 128-bit hash of the pair (never the password itself), at most
+//! [`CACHE_MAX`] pairs per layer; a remembered pair is admitted on the worker at once, with no
+//! allocation (the credentials are decoded on the stack). A changed file (a reload) starts with an
+//! empty cache. A wrong password is not remembered: each attempt costs a verification.
 //!
 //! ```
 //! use parapet_middlewares::basic_auth::{htpasswd, BasicAuthLayer};
@@ -30,15 +34,21 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::{BuildHasher, Hash, Hasher};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use base64::{DecodeSliceError, Engine as _};
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{HeaderValue, Request, Response};
+use pin_project_lite::pin_project;
+use tokio::task::JoinHandle;
+use tower::Service;
 
-use crate::guard::{Guard, GuardLayer, Guarded};
 use crate::{Body, GatewayError, GatewayErrorKind};
 
 /// How long a verified user and password are remembered.
@@ -84,6 +94,26 @@ struct Users {
     verified: Mutex<HashMap<u128, Instant>>,
 }
 
+/// What the `Authorization` header of a request says.
+enum Verdict {
+    /// A user and password verified not long ago.
+    Admitted,
+    /// No credentials, malformed ones, or an unknown user.
+    Refused,
+    /// A known user with a password not verified lately: bcrypt must say.
+    Verify(Pending),
+}
+
+/// A verification to run off the async workers.
+struct Pending {
+    fingerprint: u128,
+    password: Vec<u8>,
+    hash: String,
+}
+
+/// Credentials longer than this (in base64) are decoded onto the heap rather than the stack.
+const STACK_DECODE: usize = 256;
+
 impl Users {
     fn fingerprint(&self, user: &str, password: &[u8]) -> u128 {
         let half = |state: &RandomState| {
@@ -95,38 +125,58 @@ impl Users {
         (u128::from(half(&self.keys.0)) << 64) | u128::from(half(&self.keys.1))
     }
 
-    /// Whether `Authorization: Basic ...` carries a known user and its password.
-    fn admits(&self, authorization: &HeaderValue) -> bool {
-        let value = authorization.as_bytes();
+    /// Judges `Authorization: Basic ...` as far as can be done without bcrypt.
+    fn check(&self, authorization: Option<&HeaderValue>) -> Verdict {
+        let Some(value) = authorization.map(HeaderValue::as_bytes) else {
+            return Verdict::Refused;
+        };
         // The scheme is case-insensitive (RFC 9110 §11.1).
         if value.len() < 6 || !value[..6].eq_ignore_ascii_case(b"basic ") {
-            return false;
+            return Verdict::Refused;
         }
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(value[6..].trim_ascii())
-        else {
-            return false;
+        let encoded = value[6..].trim_ascii();
+        // The common case decodes on the stack: no allocation per request.
+        let mut stack = [0u8; STACK_DECODE];
+        let heap;
+        let decoded = match STANDARD.decode_slice(encoded, &mut stack) {
+            Ok(n) => &stack[..n],
+            Err(DecodeSliceError::OutputSliceTooSmall) => match STANDARD.decode(encoded) {
+                Ok(v) => {
+                    heap = v;
+                    &heap[..]
+                }
+                Err(_) => return Verdict::Refused,
+            },
+            Err(DecodeSliceError::DecodeError(_)) => return Verdict::Refused,
         };
         let Some(colon) = decoded.iter().position(|&b| b == b':') else {
-            return false;
+            return Verdict::Refused;
         };
         let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
         let Ok(user) = std::str::from_utf8(user) else {
-            return false;
+            return Verdict::Refused;
         };
         let Some(hash) = self.hashes.get(user) else {
-            return false;
+            return Verdict::Refused;
         };
         let fingerprint = self.fingerprint(user, password);
-        let now = Instant::now();
+        let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified
+            .get(&fingerprint)
+            .is_some_and(|until| *until > Instant::now())
         {
-            let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-            if verified.get(&fingerprint).is_some_and(|until| *until > now) {
-                return true;
-            }
+            return Verdict::Admitted;
         }
-        if !bcrypt::verify(password, hash).unwrap_or(false) {
-            return false;
-        }
+        Verdict::Verify(Pending {
+            fingerprint,
+            password: password.to_vec(),
+            hash: hash.clone(),
+        })
+    }
+
+    /// Remembers a verified pair for [`CACHE_TTL`].
+    fn remember(&self, fingerprint: u128) {
+        let now = Instant::now();
         let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
         if verified.len() >= CACHE_MAX {
             verified.retain(|_, until| *until > now);
@@ -135,43 +185,29 @@ impl Users {
             }
         }
         verified.insert(fingerprint, now + CACHE_TTL);
-        true
     }
-}
 
-/// The guard behind [`BasicAuthLayer`].
-#[derive(Clone, Debug)]
-pub struct BasicAuth {
-    users: Arc<Users>,
-}
-
-impl Guard for BasicAuth {
-    type State = ();
-
-    fn request(&self, req: &mut Request<Body>) -> Result<(), Response<Body>> {
-        let admitted = req
-            .headers()
-            .get(AUTHORIZATION)
-            .is_some_and(|v| self.users.admits(v));
-        if admitted {
-            if !self.users.forward {
-                req.headers_mut().remove(AUTHORIZATION);
-            }
-            return Ok(());
-        }
+    /// The `401` with the challenge.
+    fn refusal(&self) -> Response<Body> {
         let mut res = GatewayError::new(GatewayErrorKind::Unauthorized).into_response();
         res.headers_mut()
-            .insert(WWW_AUTHENTICATE, self.users.challenge.clone());
-        Err(res)
+            .insert(WWW_AUTHENTICATE, self.challenge.clone());
+        res
     }
 
-    fn response(&self, _: (), _: &mut Response<Body>) {}
+    /// The request as it goes on once admitted.
+    fn admitted(&self, mut req: Request<Body>) -> Request<Body> {
+        if !self.forward {
+            req.headers_mut().remove(AUTHORIZATION);
+        }
+        req
+    }
 }
 
 /// Asks for a user and password of an htpasswd file, `401` without them.
 #[derive(Clone, Debug)]
 pub struct BasicAuthLayer {
-    inner: GuardLayer<BasicAuth>,
+    users: Arc<Users>,
 }
 
 impl BasicAuthLayer {
@@ -191,24 +227,147 @@ impl BasicAuthLayer {
         let challenge = HeaderValue::from_str(&quoted)
             .unwrap_or_else(|_| HeaderValue::from_static("Basic realm=\"parapet\""));
         Self {
-            inner: GuardLayer::new(BasicAuth {
-                users: Arc::new(Users {
-                    hashes: users.into_iter().collect(),
-                    challenge,
-                    forward,
-                    keys: (RandomState::new(), RandomState::new()),
-                    verified: Mutex::default(),
-                }),
+            users: Arc::new(Users {
+                hashes: users.into_iter().collect(),
+                challenge,
+                forward,
+                keys: (RandomState::new(), RandomState::new()),
+                verified: Mutex::default(),
             }),
         }
     }
 }
 
 impl<S> tower::Layer<S> for BasicAuthLayer {
-    type Service = Guarded<BasicAuth, S>;
+    type Service = BasicAuth<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        self.inner.layer(inner)
+        BasicAuth {
+            users: Arc::clone(&self.users),
+            inner,
+        }
+    }
+}
+
+/// The service built by [`BasicAuthLayer`].
+#[derive(Clone, Debug)]
+pub struct BasicAuth<S> {
+    users: Arc<Users>,
+    inner: S,
+}
+
+impl<S> Service<Request<Body>> for BasicAuth<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Clone,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BasicAuthFuture<S>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let state = match self.users.check(req.headers().get(AUTHORIZATION)) {
+            Verdict::Admitted => State::Inner {
+                future: self.inner.call(self.users.admitted(req)),
+            },
+            Verdict::Refused => State::Answer {
+                response: Some(self.users.refusal()),
+            },
+            Verdict::Verify(pending) => {
+                // The instance made ready is the one called once bcrypt has answered.
+                let clone = self.inner.clone();
+                let ready = std::mem::replace(&mut self.inner, clone);
+                let fingerprint = pending.fingerprint;
+                let verify = tokio::task::spawn_blocking(move || {
+                    bcrypt::verify(&pending.password, &pending.hash).unwrap_or(false)
+                });
+                State::Verifying {
+                    verify,
+                    fingerprint,
+                    request: Some(req),
+                    service: Some(ready),
+                    users: Arc::clone(&self.users),
+                }
+            }
+        };
+        BasicAuthFuture { state }
+    }
+}
+
+pin_project! {
+    /// The response future of [`BasicAuth`].
+    pub struct BasicAuthFuture<S: Service<Request<Body>>> {
+        #[pin]
+        state: State<S>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S: Service<Request<Body>>> {
+        // Admitted: the inner service's answer.
+        Inner { #[pin] future: S::Future },
+        // Refused: the 401 (or a 500 if a verification failed to run), polled once.
+        Answer { response: Option<Response<Body>> },
+        // bcrypt runs on tokio's blocking threads, never on an async worker.
+        Verifying {
+            verify: JoinHandle<bool>,
+            fingerprint: u128,
+            request: Option<Request<Body>>,
+            service: Option<S>,
+            users: Arc<Users>,
+        },
+    }
+}
+
+impl<S> Future for BasicAuthFuture<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>>,
+{
+    type Output = Result<Response<Body>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        loop {
+            let next = match state.as_mut().project() {
+                StateProj::Inner { future } => return future.poll(cx),
+                StateProj::Answer { response } => {
+                    return Poll::Ready(Ok(response.take().unwrap_or_default()))
+                }
+                StateProj::Verifying {
+                    verify,
+                    fingerprint,
+                    request,
+                    service,
+                    users,
+                } => {
+                    let verified = ready!(Pin::new(verify).poll(cx));
+                    match (verified, request.take(), service.take()) {
+                        (Ok(true), Some(req), Some(mut service)) => {
+                            users.remember(*fingerprint);
+                            State::Inner {
+                                future: service.call(users.admitted(req)),
+                            }
+                        }
+                        (Ok(_), _, _) => State::Answer {
+                            response: Some(users.refusal()),
+                        },
+                        // The blocking task panicked or the runtime is shutting down.
+                        (Err(_), _, _) => State::Answer {
+                            response: Some(
+                                GatewayError::new(GatewayErrorKind::Internal)
+                                    .with_detail("the password verification did not finish")
+                                    .into_response(),
+                            ),
+                        },
+                    }
+                }
+            };
+            state.set(next);
+        }
     }
 }
 
@@ -293,7 +452,7 @@ mod tests {
             call(&layer, Some(&basic("alice", "nope"))).await.status(),
             401
         );
-        let users = &layer.inner.guard().users;
+        let users = &layer.users;
         assert_eq!(users.verified.lock().unwrap().len(), 1);
         // Remembered: a second request does not run bcrypt (timed against one verification).
         let t = Instant::now();
@@ -304,6 +463,45 @@ mod tests {
         let t = Instant::now();
         assert!(!bcrypt::verify("x", users.hashes.get("alice").unwrap()).unwrap());
         assert!(cached < t.elapsed() * 100, "{cached:?}");
+    }
+
+    /// Polls `future` once: whether it is still pending.
+    async fn pending<F: Future>(mut future: Pin<&mut F>) -> bool {
+        std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx).is_pending())).await
+    }
+
+    #[test]
+    fn a_slow_verification_does_not_hold_the_worker_from_other_requests() {
+        // One worker thread: were bcrypt run on it, nothing else could be served until it ended.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let slow = bcrypt::hash("slow-password", 11).unwrap();
+        let fast = bcrypt::hash("s3cret", 4).unwrap();
+        let users = htpasswd(&format!("carol:{slow}\nalice:{fast}\n")).unwrap();
+        let layer = BasicAuthLayer::new("r", users, false);
+        runtime.block_on(async {
+            let alice = basic("alice", "s3cret");
+            assert_eq!(call(&layer, Some(&alice)).await.status(), 200);
+            let carol = basic("carol", "slow-password");
+            let mut slow = std::pin::pin!(call(&layer, Some(&carol)));
+            // The first poll hands bcrypt over and returns: a verification run on the worker
+            // would have answered it.
+            assert!(pending(slow.as_mut()).await, "bcrypt ran on the worker");
+            // Meanwhile the same worker serves others: refused, and remembered.
+            for _ in 0..20 {
+                assert_eq!(call(&layer, None).await.status(), 401);
+                assert_eq!(call(&layer, Some(&alice)).await.status(), 200);
+            }
+            assert!(
+                pending(slow.as_mut()).await,
+                "the slow verification is still running"
+            );
+            // And the slow request is admitted when bcrypt has answered.
+            let res = slow.await;
+            assert_eq!(res.status(), 200);
+            assert_eq!(layer.users.verified.lock().unwrap().len(), 2);
+        });
     }
 
     #[test]

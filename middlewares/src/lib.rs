@@ -17,7 +17,8 @@
 //!
 //! And one module per layer: [`access_log`], [`body_limit`], [`compress`], [`errors`], [`headers`],
 //! [`request_id`], [`cors`], [`ip_filter`], [`rate_limit`], [`basic_auth`], [`rewrite`],
-//! [`forward_auth`]; and [`tunnel`], what layers see of an upgraded connection (WebSocket).
+//! [`redirect`], [`forward_auth`]; and [`tunnel`], what layers see of an upgraded connection
+//! (WebSocket).
 //!
 //! What the layers need from the server that runs them (reporting the final status, flushing and
 //! reopening the access logs, the client's address, signalling the panics it catches) is one
@@ -51,9 +52,11 @@ pub mod intercept;
 pub mod ip;
 pub mod ip_filter;
 pub mod rate_limit;
+pub mod redirect;
 pub mod request_id;
 pub mod rewrite;
 pub mod tunnel;
+mod values;
 
 pub use body::Body;
 pub use error::{Error, ErrorChain};

@@ -163,6 +163,11 @@ impl Limiter {
             .sum()
     }
 
+    /// Counts one request now, keyed as the layer keys it: the layer's decision for it.
+    pub fn check_request(&self, req: &Request<Body>) -> Decision {
+        self.check(self.key_of(req), self.now())
+    }
+
     fn now(&self) -> u64 {
         // Offset by τ so that a new key's TAT (0) is always in the past.
         u64::try_from(self.base.elapsed().as_nanos())
@@ -232,7 +237,8 @@ fn seconds_up(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-/// A header value for `n`, without allocating for the small numbers these headers carry.
+/// A header value for `n`: the small numbers these headers mostly carry are made once, the others
+/// carved out of a shared chunk ([`crate::values`]), neither costing an allocation per request.
 fn number(n: u64) -> HeaderValue {
     static SMALL: OnceLock<Vec<HeaderValue>> = OnceLock::new();
     let small = SMALL.get_or_init(|| {
@@ -242,7 +248,7 @@ fn number(n: u64) -> HeaderValue {
     });
     match small.get(n as usize) {
         Some(v) => v.clone(),
-        None => HeaderValue::from(n),
+        None => crate::values::decimal(n),
     }
 }
 
@@ -262,7 +268,7 @@ impl Guard for RateLimit {
 
     fn request(&self, req: &mut Request<Body>) -> Result<(u64, u64), Response<Body>> {
         let limiter = &self.limiter;
-        match limiter.check(limiter.key_of(req), limiter.now()) {
+        match limiter.check_request(req) {
             Decision::Allowed { remaining, reset } => Ok((remaining, seconds_up(reset))),
             Decision::Limited { retry_after, reset } => {
                 let mut res = GatewayError::new(GatewayErrorKind::TooManyRequests).into_response();

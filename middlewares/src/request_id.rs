@@ -19,7 +19,13 @@
 //!
 //! A made id is a per-process random prefix (16 hexadecimal digits, drawn when the process starts)
 //! and a counter, such as `5f0c3e9a1b2d4c68-1a3`: unique within the process and, with 64 random
-//! bits, across restarts and replicas. Making one costs a counter increment and one allocation.
+//! bits, across restarts and replicas. Making one costs a counter increment and no allocation of its
+//! own: the id is carved out of a per-thread 4 KiB chunk shared by about 200 ids (the chunk is freed
+//! when the last of them is dropped).
+//!
+//! On the pass-through path the layer costs two allocations, the boxes `http::Extensions` puts the
+//! [`RequestId`] of the request and of the response in (each extension value is boxed), besides the
+//! box parapet's chain puts every layer's response future in.
 //!
 //! W3C Trace Context's `traceparent` and `tracestate` are not touched: they pass through as they came.
 //!
@@ -47,7 +53,6 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response};
 
 use crate::intercept::{Intercept, InterceptLayer, Interceptor};
@@ -113,8 +118,7 @@ pub fn make() -> HeaderValue {
     len += 1;
     len += hex(&mut buf[len..], n, false);
     // Hexadecimal digits and '-' are valid header value bytes.
-    HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&buf[..len]))
-        .unwrap_or_else(|_| HeaderValue::from_static("-"))
+    crate::values::header_value(&buf[..len]).unwrap_or_else(|| HeaderValue::from_static("-"))
 }
 
 /// Writes `n` in lowercase hexadecimal (16 digits if `pad`), returning the length written.

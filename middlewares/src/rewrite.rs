@@ -18,6 +18,10 @@
 //! answered `400` with the gateway error `bad_request`: a rule must not be a way around the
 //! normalisation.
 //!
+//! In the config a `rewrite` may also carry a `redirect = { regex, to, status }`: a
+//! [`RedirectLayer`](crate::redirect::RedirectLayer) put outside this one, so that a request it
+//! answers is not rewritten.
+//!
 //! ```
 //! use parapet_middlewares::rewrite::RewriteLayer;
 //!
@@ -57,6 +61,10 @@ impl Rewrite {
     fn rewrite(&self, uri: &Uri) -> Option<Result<PathAndQuery, ()>> {
         let (regex, to) = &*self.rule;
         let path = uri.path();
+        // `replace` allocates its captures even when nothing matches: the common case asks first.
+        if !regex.is_match(path) {
+            return None;
+        }
         let Cow::Owned(mut rewritten) = regex.replace(path, to.as_str()) else {
             return None;
         };

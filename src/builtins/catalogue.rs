@@ -1,5 +1,5 @@
 //! The middleware catalogue's kinds: `request_id`, `cors`, `ip_filter`, `rate_limit`, `basic_auth`,
-//! `forward_auth`, `rewrite`.
+//! `forward_auth`, `rewrite`, `redirect`.
 //!
 //! As the other built-in kinds: parse (pure, errors located at their key), check (no side effects),
 //! build (the layer).
@@ -11,6 +11,7 @@ use parapet_middlewares::forward_auth::{ForwardAuthConfig, ForwardAuthLayer};
 use parapet_middlewares::ip::IpRange;
 use parapet_middlewares::ip_filter::IpFilterLayer;
 use parapet_middlewares::rate_limit::{RateKey, RateLimitConfig, RateLimitLayer};
+use parapet_middlewares::redirect::{RedirectLayer, RedirectRule, RedirectStatus};
 use parapet_middlewares::request_id::RequestIdLayer;
 use parapet_middlewares::rewrite::{Regex, RewriteLayer};
 
@@ -67,12 +68,29 @@ pub(super) fn register(registry: &mut Registry) {
             |f: &ForwardAuthConfig, _| Ok(Middleware::from_layer(ForwardAuthLayer::new(f.clone()))),
         )
         .register_middleware_kind("rewrite", rewrite, no_check, |r: &Rewrite, at| {
-            // Compiled once already by the parse step: it cannot fail here.
+            // Compiled once already by the parse step: they cannot fail here.
+            let compile = |s: &str| Regex::new(s).map_err(|e| vec![at.error(e.to_string())]);
+            let path = match &r.path {
+                Some((regex, to)) => Some(RewriteLayer::new(compile(regex)?, to.clone())),
+                None => None,
+            };
+            let redirect = match &r.redirect {
+                Some(rule) => Some(rule.layer(compile(&rule.regex)?)),
+                None => None,
+            };
+            // The redirect is asked first: a request it answers is not rewritten.
+            Ok(match (redirect, path) {
+                (Some(redirect), Some(path)) => {
+                    Middleware::from_layer(tower::layer::util::Stack::new(path, redirect))
+                }
+                (Some(redirect), None) => Middleware::from_layer(redirect),
+                (None, Some(path)) => Middleware::from_layer(path),
+                (None, None) => return Err(vec![at.error("a rewrite needs `path` or `redirect`")]),
+            })
+        })
+        .register_middleware_kind("redirect", redirect, no_check, |r: &Redirect, at| {
             let regex = Regex::new(&r.regex).map_err(|e| vec![at.error(e.to_string())])?;
-            Ok(Middleware::from_layer(RewriteLayer::new(
-                regex,
-                r.to.clone(),
-            )))
+            Ok(Middleware::from_layer(r.layer(regex)))
         });
 }
 
@@ -328,21 +346,99 @@ fn read_users(path: &Located<std::path::PathBuf>) -> Result<Vec<(String, String)
     })
 }
 
-/// The settings of a `rewrite` layer: `path = { regex, to }`.
+/// The settings of a `rewrite` layer: `path = { regex, to }`, `redirect = { regex, to, status }`,
+/// either or both.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rewrite {
-    /// `path.regex`, checked to compile.
-    pub regex: String,
-    /// `path.to`, with `$1`... for the groups.
-    pub to: String,
+    /// `path.regex` (checked to compile) and `path.to`, with `$1`... for the groups.
+    pub path: Option<(String, String)>,
+    /// `redirect`: a redirect asked before the path is rewritten.
+    pub redirect: Option<Redirect>,
 }
 
 fn rewrite(t: &mut Table<'_>) -> Option<Rewrite> {
-    let mut path = t.required("path")?.table()?;
-    let rule = regex_rule(&mut path);
-    path.finish();
+    let path = t.get("path").map(|v| {
+        let mut path = v.table()?;
+        let rule = regex_rule(&mut path);
+        path.finish();
+        rule
+    });
+    let redirect = t.get("redirect").map(|v| {
+        let mut table = v.table()?;
+        let rule = redirect(&mut table);
+        table.finish();
+        rule
+    });
+    if path.is_none() && redirect.is_none() {
+        // Reported as the missing key of the common case.
+        t.required("path");
+        return None;
+    }
+    Some(Rewrite {
+        path: path.map_or(Some(None), |p| p.map(Some))?,
+        redirect: redirect.map_or(Some(None), |r| r.map(Some))?,
+    })
+}
+
+/// The settings of a `redirect` layer (or of a `rewrite`'s `redirect`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redirect {
+    /// `regex`, checked to compile.
+    pub regex: String,
+    /// `to`, with `$1`... for the groups.
+    pub to: String,
+    /// `status`, or `permanent` (Traefik's).
+    pub status: RedirectStatus,
+}
+
+impl Redirect {
+    fn layer(&self, regex: Regex) -> RedirectLayer {
+        RedirectLayer::new(RedirectRule {
+            regex,
+            to: self.to.clone(),
+            status: self.status,
+        })
+    }
+}
+
+fn redirect(t: &mut Table<'_>) -> Option<Redirect> {
+    let rule = regex_rule(t);
+    let to_valid = match &rule {
+        Some((_, to)) if to.is_empty() || http::HeaderValue::from_str(to).is_err() => {
+            Some(format!("invalid redirect target {to:?}"))
+        }
+        _ => None,
+    };
+    let status = t.get("status").map(|v| match v.int_in(300..=399) {
+        Some(n @ (301 | 302 | 303 | 307 | 308)) => http::StatusCode::from_u16(n as u16).ok(),
+        Some(_) => {
+            v.error("a redirect status is one of 301, 302, 303, 307, 308");
+            None
+        }
+        None => None,
+    });
+    let permanent = t.get("permanent").map(|v| {
+        if status.is_some() {
+            v.error("give either `status` or `permanent`, not both");
+            return None;
+        }
+        v.bool()
+    });
+    let status = match (status, permanent) {
+        (Some(status), _) => RedirectStatus::Fixed(status?),
+        (None, Some(permanent)) => RedirectStatus::ByMethod {
+            permanent: permanent?,
+        },
+        (None, None) => RedirectStatus::ByMethod { permanent: false },
+    };
+    if let Some(message) = to_valid {
+        if let Some(v) = t.get("to") {
+            v.error(message);
+        }
+        return None;
+    }
     let (regex, to) = rule?;
-    Some(Rewrite { regex, to })
+    Some(Redirect { regex, to, status })
 }
 
 /// A `{ regex, to }` table: the regex compiled (its error at `regex`) and `to`.

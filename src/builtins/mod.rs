@@ -2,8 +2,9 @@
 //!
 //! Handlers: `respond`, `static`, `redirect`, `echo` ([`crate::handlers`]). Middlewares:
 //! `access_log`, `compress`, `errors`, `headers` ([`middlewares`]); `request_id`, `cors`,
-//! `ip_filter`, `rate_limit`, `basic_auth`, `forward_auth`, `rewrite` ([`catalogue`]). Each is registered by its three
-//! steps: parse (the table into typed settings), check (without side effects) and build.
+//! `ip_filter`, `rate_limit`, `basic_auth`, `forward_auth`, `rewrite`, `redirect` ([`catalogue`]).
+//! Each is registered by its three steps: parse (the table into typed settings), check (without side
+//! effects) and build.
 
 pub mod catalogue;
 pub mod middlewares;

@@ -1,0 +1,394 @@
+//! `redirect`: a request whose URL matches a regular expression is answered with a redirect built
+//! from the regex's groups (a site that moved: `301`); any other passes on untouched.
+//!
+//! ```toml
+//! [middlewares.moved]
+//! kind = "redirect"
+//! regex = "^https?://old\\.example\\.com/(.*)$"
+//! to = "https://new.example.com/$1"
+//! status = 301
+//! ```
+//!
+//! As Traefik's `redirectRegex`: `regex` is matched against the request's full URL,
+//! `scheme://host/path?query` (`http://old.example.com/a/b?c=d`), and the `Location` is that URL with
+//! the first match replaced by `to`, where `$1`, `$2`... and `${name}` are the regex's groups (the
+//! `regex` crate's syntax: linear time, no look-around; write `${1}x` for group 1 followed by `x`,
+//! `$$` for a `$`). The query is part of what is matched, so `(.*)$` carries it over.
+//!
+//! A regex that begins with `^/` can only match a path: it is matched against the path alone, as
+//! nginx's `rewrite ... permanent` does, and the query is carried over on its own: appended to the
+//! result with `?` (with `&` if `to` already gives one), or dropped if `to` ends with `?`.
+//! So `regex = "^/old/(.*)$"`, `to = "https://new.example.com/$1"` sends `/old/a?b=c` to
+//! `https://new.example.com/a?b=c`.
+//!
+//! The URL's scheme is `https` for a request that came over TLS (or, from a trusted proxy, with
+//! `X-Forwarded-Proto: https`), else `http`; its host is the request's `Host` (or the authority of
+//! an HTTP/2 request).
+//!
+//! The status is `status` (301, 302, 303, 307 or 308) or, without it, as Traefik's `permanent`:
+//! with `permanent = true`, `301` for GET and HEAD and `308` for the other methods (which must be
+//! repeated as they were, body included), and by default `302` and `307`. A `Location` that the
+//! replacement makes invalid (a control character cannot come from a valid URL and `to`, so in
+//! practice never) is a `400` with the gateway error `bad_request`.
+//!
+//! ```
+//! use parapet_middlewares::redirect::{RedirectLayer, RedirectRule, RedirectStatus, Regex};
+//!
+//! let layer = RedirectLayer::new(RedirectRule {
+//!     regex: Regex::new("^/old/(.*)$").unwrap(),
+//!     to: "https://new.example.com/$1".into(),
+//!     status: RedirectStatus::Fixed(http::StatusCode::MOVED_PERMANENTLY),
+//! });
+//! # use tower::{Layer, ServiceExt};
+//! # let app = tower::service_fn(|_| async {
+//! #     Ok::<_, std::convert::Infallible>(http::Response::new(parapet_middlewares::Body::empty()))
+//! # });
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let request = http::Request::get("/old/a?b=c").body(parapet_middlewares::Body::empty()).unwrap();
+//! let response = layer.layer(app).oneshot(request).await.unwrap();
+//! assert_eq!(response.status(), 301);
+//! assert_eq!(response.headers()["location"], "https://new.example.com/a?b=c");
+//! # });
+//! ```
+//!
+//! A request that does not match costs no allocation (the URL is assembled in a buffer kept by the
+//! thread) besides the box parapet's chain puts every layer's response future in.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::LOCATION;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+/// The regex type rules are written in (the `regex` crate's).
+pub use regex::Regex;
+
+use crate::guard::{answer, Guard, GuardLayer, Guarded};
+use crate::{Body, ClientIp, GatewayError, GatewayErrorKind, TlsInfo};
+
+/// The status of a redirect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedirectStatus {
+    /// `status`: this one, whatever the method.
+    Fixed(StatusCode),
+    /// `permanent`: 301 (true) or 302 (false) for GET and HEAD; 308 or 307, which keep the method
+    /// and the body, for the others.
+    ByMethod {
+        /// Whether the move is permanent.
+        permanent: bool,
+    },
+}
+
+impl RedirectStatus {
+    fn for_method(self, method: &Method) -> StatusCode {
+        let safe = method == Method::GET || method == Method::HEAD;
+        match self {
+            RedirectStatus::Fixed(status) => status,
+            RedirectStatus::ByMethod { permanent: true } if safe => StatusCode::MOVED_PERMANENTLY,
+            RedirectStatus::ByMethod { permanent: true } => StatusCode::PERMANENT_REDIRECT,
+            RedirectStatus::ByMethod { permanent: false } if safe => StatusCode::FOUND,
+            RedirectStatus::ByMethod { permanent: false } => StatusCode::TEMPORARY_REDIRECT,
+        }
+    }
+}
+
+/// A redirect rule: requests matching `regex` are sent to `to`.
+#[derive(Clone, Debug)]
+pub struct RedirectRule {
+    /// Matched against the full URL, or against the path if it begins with `^/`.
+    pub regex: Regex,
+    /// The replacement of the match, with `$1`... for the groups.
+    pub to: String,
+    /// The status of the answer.
+    pub status: RedirectStatus,
+}
+
+/// The guard behind [`RedirectLayer`].
+#[derive(Clone, Debug)]
+pub struct Redirect {
+    rule: Arc<RedirectRule>,
+    /// Whether the regex is matched against the path (it begins with `^/`).
+    on_path: bool,
+}
+
+thread_local! {
+    /// The request's URL, assembled here to be matched without an allocation per request.
+    static URL: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+impl Redirect {
+    /// The `Location` for this request, `None` if it does not match.
+    pub fn location(&self, req: &Request<Body>) -> Option<String> {
+        if self.on_path {
+            return self.path_location(req.uri());
+        }
+        URL.with(|url| {
+            let mut url = url.borrow_mut();
+            url.clear();
+            url.push_str(scheme(req));
+            url.push_str("://");
+            let host = req
+                .uri()
+                .authority()
+                .map(|a| a.as_str().as_bytes())
+                .or_else(|| req.headers().get(http::header::HOST).map(|h| h.as_bytes()))
+                .unwrap_or_default();
+            // A Host parapet admitted is ASCII; anything else is not a host to match.
+            url.push_str(std::str::from_utf8(host).unwrap_or_default());
+            url.push_str(req.uri().path_and_query().map_or("/", |pq| pq.as_str()));
+            let rule = &*self.rule;
+            if !rule.regex.is_match(&url) {
+                return None;
+            }
+            Some(rule.regex.replace(&url, rule.to.as_str()).into_owned())
+        })
+    }
+
+    /// nginx's way: the path is matched, the query carried over.
+    fn path_location(&self, uri: &Uri) -> Option<String> {
+        let rule = &*self.rule;
+        let path = uri.path();
+        if !rule.regex.is_match(path) {
+            return None;
+        }
+        let mut location = rule.regex.replace(path, rule.to.as_str()).into_owned();
+        if location.ends_with('?') {
+            // `to` ending with `?` drops the query.
+            location.pop();
+        } else if let Some(query) = uri.query() {
+            location.push(if location.contains('?') { '&' } else { '?' });
+            location.push_str(query);
+        }
+        Some(location)
+    }
+}
+
+/// `https` for a request that came over TLS or, through a trusted proxy, says it did.
+fn scheme(req: &Request<Body>) -> &'static str {
+    if let Some(scheme) = req.uri().scheme_str() {
+        return if scheme == "https" { "https" } else { "http" };
+    }
+    if req.extensions().get::<TlsInfo>().is_some() {
+        return "https";
+    }
+    let trusted = ClientIp::of(req.extensions()).is_some_and(|c| c.peer_trusted);
+    let forwarded_https = req
+        .headers()
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    if trusted && forwarded_https {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+impl Guard for Redirect {
+    type State = ();
+
+    fn request(&self, req: &mut Request<Body>) -> Result<(), Response<Body>> {
+        let Some(location) = self.location(req) else {
+            return Ok(());
+        };
+        match HeaderValue::from_maybe_shared(Bytes::from(location)) {
+            Ok(location) => {
+                let mut res = answer(self.rule.status.for_method(req.method()));
+                res.headers_mut().insert(LOCATION, location);
+                Err(res)
+            }
+            Err(_) => Err(GatewayError::new(GatewayErrorKind::BadRequest)
+                .with_detail("redirect location is not a valid header value")
+                .into_response()),
+        }
+    }
+
+    fn response(&self, _: (), _: &mut Response<Body>) {}
+}
+
+/// Answers the requests that match a rule with a redirect.
+#[derive(Clone, Debug)]
+pub struct RedirectLayer {
+    inner: GuardLayer<Redirect>,
+}
+
+impl RedirectLayer {
+    /// A layer redirecting by `rule`.
+    pub fn new(rule: RedirectRule) -> Self {
+        let on_path = rule.regex.as_str().starts_with("^/");
+        Self {
+            inner: GuardLayer::new(Redirect {
+                rule: Arc::new(rule),
+                on_path,
+            }),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for RedirectLayer {
+    type Service = Guarded<Redirect, S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        self.inner.layer(inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+    use tower::{Layer, ServiceExt};
+
+    fn layer(regex: &str, to: &str, status: RedirectStatus) -> RedirectLayer {
+        RedirectLayer::new(RedirectRule {
+            regex: Regex::new(regex).unwrap(),
+            to: to.into(),
+            status,
+        })
+    }
+
+    const MOVED: RedirectStatus = RedirectStatus::Fixed(StatusCode::MOVED_PERMANENTLY);
+
+    /// The status and Location of the answer, or 200 and the target the app saw.
+    async fn call(layer: &RedirectLayer, req: Request<Body>) -> (u16, String) {
+        let app = tower::service_fn(|req: Request<Body>| async move {
+            let mut res = Response::new(Body::empty());
+            res.headers_mut()
+                .insert("x-target", req.uri().to_string().parse().unwrap());
+            Ok::<_, Infallible>(res)
+        });
+        let res = layer.layer(app).oneshot(req).await.unwrap();
+        let name = if res.status() == 200 {
+            "x-target"
+        } else {
+            "location"
+        };
+        let value = res.headers()[name].to_str().unwrap().to_owned();
+        (res.status().as_u16(), value)
+    }
+
+    fn get(target: &str, host: &str) -> Request<Body> {
+        Request::get(target)
+            .header("host", host)
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_full_url_is_matched_and_its_groups_fill_the_location() {
+        let moved = layer(
+            r"^https?://old\.example\.com/(.*)$",
+            "https://new.example.com/$1",
+            MOVED,
+        );
+        assert_eq!(
+            call(&moved, get("/a/b?c=d&e", "old.example.com")).await,
+            (301, "https://new.example.com/a/b?c=d&e".into())
+        );
+        // Another host, untouched.
+        assert_eq!(
+            call(&moved, get("/a/b?c=d", "other.example.com")).await,
+            (200, "/a/b?c=d".into())
+        );
+        // http to https, with a named group.
+        let https = layer(
+            r"^http://(?P<rest>.*)$",
+            "https://${rest}",
+            RedirectStatus::ByMethod { permanent: true },
+        );
+        assert_eq!(
+            call(&https, get("/x", "example.com:8080")).await,
+            (301, "https://example.com:8080/x".into())
+        );
+        // Over TLS the URL is https: no match.
+        let mut req = get("/x", "example.com");
+        req.extensions_mut()
+            .insert(TlsInfo(Arc::new(crate::TlsDetails {
+                version: "TLSv1.3",
+                sni: None,
+            })));
+        assert_eq!(call(&https, req).await, (200, "/x".into()));
+        // An HTTP/2 request's authority is its host.
+        let req = Request::get("http://h2.example.com/y")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(
+            call(&https, req).await,
+            (301, "https://h2.example.com/y".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_path_regex_matches_the_path_and_carries_the_query_over() {
+        let moved = layer("^/old/(.*)$", "https://new.example.com/$1", MOVED);
+        assert_eq!(
+            call(&moved, get("/old/a/b?c=d", "x")).await,
+            (301, "https://new.example.com/a/b?c=d".into())
+        );
+        assert_eq!(
+            call(&moved, get("/old/a", "x")).await,
+            (301, "https://new.example.com/a".into())
+        );
+        assert_eq!(
+            call(&moved, get("/new/a?q", "x")).await,
+            (200, "/new/a?q".into())
+        );
+        // `to` with its own query: the request's is appended with `&`; a final `?` drops it.
+        let with_query = layer("^/old/(.*)$", "/new?page=$1", MOVED);
+        assert_eq!(
+            call(&with_query, get("/old/7?c=d", "x")).await,
+            (301, "/new?page=7&c=d".into())
+        );
+        let no_query = layer("^/old/(.*)$", "/new/$1?", MOVED);
+        assert_eq!(
+            call(&no_query, get("/old/7?c=d", "x")).await,
+            (301, "/new/7".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn the_status_is_the_fixed_one_or_follows_the_method() {
+        let permanent = layer(
+            "^/old",
+            "/new",
+            RedirectStatus::ByMethod { permanent: true },
+        );
+        let temporary = layer(
+            "^/old",
+            "/new",
+            RedirectStatus::ByMethod { permanent: false },
+        );
+        let fixed = layer(
+            "^/old",
+            "/new",
+            RedirectStatus::Fixed(StatusCode::SEE_OTHER),
+        );
+        let post = || Request::post("/old").body(Body::empty()).unwrap();
+        assert_eq!(call(&permanent, get("/old", "x")).await.0, 301);
+        assert_eq!(call(&permanent, post()).await.0, 308);
+        assert_eq!(call(&temporary, get("/old", "x")).await.0, 302);
+        assert_eq!(call(&temporary, post()).await.0, 307);
+        assert_eq!(call(&fixed, post()).await.0, 303);
+    }
+
+    #[tokio::test]
+    async fn the_scheme_of_a_trusted_proxy_is_believed_and_an_untrusted_ones_is_not() {
+        let https_only = layer(r"^https://(.*)$", "https://elsewhere/$1", MOVED);
+        let forwarded = |trusted: bool| {
+            let mut req = Request::get("/p")
+                .header("host", "h")
+                .header("x-forwarded-proto", "https")
+                .body(Body::empty())
+                .unwrap();
+            req.extensions_mut().insert(ClientIp {
+                ip: "192.0.2.1".parse().unwrap(),
+                peer_trusted: trusted,
+            });
+            req
+        };
+        assert_eq!(
+            call(&https_only, forwarded(true)).await,
+            (301, "https://elsewhere/h/p".into())
+        );
+        assert_eq!(call(&https_only, forwarded(false)).await.0, 200);
+    }
+}
