@@ -5,6 +5,7 @@
 #   ROUNDS=5 DURATION=10 benches/nginx.sh
 #   PARAPET_BIN=/tmp/parapet-old ONLY=bare benches/nginx.sh     # a given build, not this checkout's
 #   PARAPET_SERVER='idle_release = "0s"' ONLY=idle benches/nginx.sh   # more [server] keys for parapet
+#   WSBENCH_BIN=/tmp/wsbench ONLY=websocket benches/nginx.sh   # an already built examples/wsbench
 #   PARAPET_BASE=/tmp/parapet-before ROUNDS=7 ONLY="bare chain" benches/nginx.sh
 #                                    # a third proxy: another parapet build, in the same rotation
 #                                    # (nginx, base, parapet), for a change measured side by side
@@ -67,9 +68,13 @@ else
   cargo build --release --manifest-path "$repo/Cargo.toml" -q
   parapet="${CARGO_TARGET_DIR:-$repo/target}/release/parapet"
 fi
-echo "building the WebSocket load tool (release)..." >&2
-cargo build --release --manifest-path "$repo/Cargo.toml" -q --example wsbench
-wsbench="${CARGO_TARGET_DIR:-$repo/target}/release/examples/wsbench"
+if [ -n "${WSBENCH_BIN:-}" ]; then
+  wsbench=$WSBENCH_BIN   # an already built load tool
+else
+  echo "building the WebSocket load tool (release)..." >&2
+  cargo build --release --manifest-path "$repo/Cargo.toml" -q --example wsbench
+  wsbench="${CARGO_TARGET_DIR:-$repo/target}/release/examples/wsbench"
+fi
 
 work=$(mktemp -d /tmp/parapet-bench.XXXXXX)
 pids=()
