@@ -45,6 +45,8 @@ pub(crate) struct ServerState {
     /// Passive: when the last ejection ended, and how many times in a row the duration doubled.
     ejection_end: AtomicU64,
     doublings: AtomicU32,
+    /// Its metrics, resolved once and kept with the state across reloads.
+    pub(crate) stats: crate::metrics::ServerStats,
 }
 
 /// How long the peak-EWMA remembers a slow response (linkerd's default decay).
@@ -54,8 +56,10 @@ const EWMA_DECAY_NS: f64 = 10e9;
 const DEFAULT_RTT_NS: f64 = 1e6;
 
 impl ServerState {
-    pub(crate) fn new(name: Arc<str>) -> Arc<Self> {
-        Arc::new(Self {
+    /// The state of server `name` of upstream `upstream`, its health in every scrape while it lives.
+    pub(crate) fn new(upstream: &str, name: Arc<str>) -> Arc<Self> {
+        let state = Arc::new(Self {
+            stats: crate::metrics::ServerStats::new(upstream, &name),
             name,
             in_flight: AtomicU32::new(0),
             ewma_ns: AtomicU64::new(0f64.to_bits()),
@@ -66,7 +70,10 @@ impl ServerState {
             ejected_until: AtomicU64::new(0),
             ejection_end: AtomicU64::new(0),
             doublings: AtomicU32::new(0),
-        })
+        });
+        let weak: Weak<dyn crate::metrics::ServerHealth> = Arc::downgrade(&state) as _;
+        crate::metrics::watch_server(weak);
+        state
     }
 
     /// Whether the server takes traffic: not down by active checks, not ejected.
@@ -178,6 +185,23 @@ impl ServerState {
                 tracing::warn!(server = %self.name, checks = streak, why, "upstream server down: health checks fail");
             }
         }
+    }
+}
+
+impl crate::metrics::ServerHealth for ServerState {
+    fn stats(&self) -> &crate::metrics::ServerStats {
+        &self.stats
+    }
+
+    fn healthy(&self) -> bool {
+        !self.check_down.load(Ordering::Relaxed)
+    }
+
+    /// Without [`ServerState::is_up`]'s side effect: an ejection whose time is over is over here
+    /// even if no request noticed yet.
+    fn ejected(&self) -> bool {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        until != 0 && now_ns() < until
     }
 }
 

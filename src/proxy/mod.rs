@@ -42,6 +42,7 @@ use pool::{Lease, SendError, ServerPool, Transport, Upload};
 use tokio::sync::Semaphore;
 
 use crate::config::{ConfigError, UpstreamConfig, UpstreamServer};
+use crate::metrics::UpstreamFailure;
 use crate::tunnel::UpgradeRequest;
 use crate::{AppService, ClientAddr, Error, Request, Response};
 
@@ -187,7 +188,7 @@ impl Upstream {
             });
             let name: Arc<str> = Arc::from(s.to_string());
             let state = kept.map_or_else(
-                || ServerState::new(Arc::clone(&name)),
+                || ServerState::new(&config.name, Arc::clone(&name)),
                 |(_, k)| Arc::clone(&k.state),
             );
             let pool = match kept {
@@ -343,6 +344,7 @@ impl Upstream {
                 .balancer
                 .measures_load()
                 .then(|| InFlight::start(chosen.state));
+            chosen.state.stats.sent();
             let answer = self.send(&chosen, req).await;
             if let Some(in_flight) = in_flight {
                 if answer.is_ok() {
@@ -354,6 +356,7 @@ impl Upstream {
                 Ok(response) => {
                     let status = response.status().as_u16();
                     if status >= 500 {
+                        chosen.state.stats.failed(UpstreamFailure::Status5xx);
                         chosen
                             .state
                             .failed(self.config.eject.as_ref(), "status 5xx");
@@ -372,16 +375,34 @@ impl Upstream {
                                 pending = replay.rebuild();
                                 from = Some(replay.made_for);
                                 retries += 1;
+                                chosen.state.stats.retried();
                                 continue;
                             }
                         }
                     }
                     return match upstream_response(chosen.name, response) {
                         Ok(response) => response,
-                        Err(failure) => self.gateway_error(&chosen, failure).into_response(),
+                        Err(failure) => {
+                            chosen.state.stats.failed(UpstreamFailure::Protocol);
+                            self.gateway_error(&chosen, failure).into_response()
+                        }
                     };
                 }
                 Err(SendError { failure, unsent }) => {
+                    let kind = match &failure {
+                        Failure::Send(Error::UpstreamConnect { .. }) => {
+                            Some(UpstreamFailure::Connect)
+                        }
+                        Failure::Send(err) if is_reset(err) => Some(UpstreamFailure::Reset),
+                        Failure::Send(_) | Failure::Framing(_) => Some(UpstreamFailure::Protocol),
+                        Failure::TimedOut => Some(UpstreamFailure::Timeout),
+                        Failure::Saturated => Some(UpstreamFailure::Saturated),
+                        // The client's own fault, not the server's.
+                        Failure::RequestBody(_) => None,
+                    };
+                    if let Some(kind) = kind {
+                        chosen.state.stats.failed(kind);
+                    }
                     let why = match &failure {
                         Failure::Send(Error::UpstreamConnect { .. }) => Some("connect failed"),
                         Failure::Send(_) => Some("connection broke"),
@@ -398,6 +419,7 @@ impl Upstream {
                         pending = unsent;
                         from = Some(index);
                         retries += 1;
+                        chosen.state.stats.retried();
                         continue;
                     }
                     let on = &self.config.retry_on;
@@ -413,6 +435,7 @@ impl Upstream {
                                 pending = replay.rebuild();
                                 from = Some(replay.made_for);
                                 retries += 1;
+                                chosen.state.stats.retried();
                                 continue;
                             }
                         }

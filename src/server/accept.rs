@@ -42,8 +42,8 @@ pub(super) struct AcceptLoop {
     pub(super) phase: watch::Receiver<Phase>,
     /// Set when the listener stops serving (see `RunningListener::retired`).
     pub(super) retired: Arc<AtomicBool>,
-    /// The listener's open-connections gauge.
-    pub(super) open: prometheus_client::metrics::gauge::Gauge,
+    /// The listener's metrics: open connections, body bytes, TLS handshakes.
+    pub(super) stats: Arc<crate::metrics::ListenerStats>,
 }
 
 /// How often a listener at `max_connections` says so, at most.
@@ -116,6 +116,7 @@ impl AcceptLoop {
             tls: None,
         };
         drop(gateway);
+        let open = crate::metrics::OpenConnection::new(&self.stats, tls.is_some());
         let conn = connection::serve(
             Arc::clone(&self.builders),
             stream,
@@ -123,12 +124,10 @@ impl AcceptLoop {
             self.phase.clone(),
             peer,
             tls,
+            open,
         );
-        let open = self.open.clone();
-        open.inc();
         tokio::spawn(async move {
             conn.await;
-            open.dec();
             drop(permit);
         });
     }
@@ -249,6 +248,16 @@ pub(super) enum Protocol {
     Http1,
     /// HTTP/2 with prior knowledge: the connection preface (RFC 9113 §3.4).
     Http2,
+}
+
+impl Protocol {
+    /// The protocol as `parapet_connections_open` labels it.
+    pub(super) fn speaks(&self) -> crate::metrics::Speaks {
+        match self {
+            Protocol::Http1 => crate::metrics::Speaks::Http1,
+            Protocol::Http2 => crate::metrics::Speaks::H2,
+        }
+    }
 }
 
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

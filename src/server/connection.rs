@@ -39,11 +39,13 @@ use super::http1::{self, Alarm, ClientStream, Clock, ConnIo, Quiet, ServedBody};
 use super::Phase;
 use crate::build::Gateway;
 use crate::config::ServerConfig;
+use crate::metrics::{BodyCounters, HandshakeFailure, OpenConnection};
 use crate::service::AppFuture;
 use crate::{AppService, ClientAddr, Request, Response};
 
 /// Serves an accepted connection until it ends: over TLS if its listener terminates TLS (`tls`),
-/// then in the protocol ALPN chose; in plain HTTP, in the protocol its first bytes tell.
+/// then in the protocol ALPN chose; in plain HTTP, in the protocol its first bytes tell. It is
+/// counted open (`open`) until then, under the protocol it speaks once that is told.
 pub(super) async fn serve(
     builders: Arc<Builders>,
     mut stream: TcpStream,
@@ -51,10 +53,11 @@ pub(super) async fn serve(
     mut phase: watch::Receiver<Phase>,
     peer: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
+    mut open: OpenConnection,
 ) {
     if let Some(tls) = tls {
         // Boxed: a plain connection's task does not carry the TLS states in its own.
-        return Box::pin(serve_tls(builders, stream, service, phase, peer, tls)).await;
+        return Box::pin(serve_tls(builders, stream, service, phase, peer, tls, open)).await;
     }
     // Dispatch on the first bytes instead of hyper-util's `auto`, which buffers the preface and
     // wraps every read of the connection to replay it. A client that sends nothing, or a part of the
@@ -65,7 +68,12 @@ pub(super) async fn serve(
         _ = phase.wait_for(|p| *p >= Phase::Draining) => None,
     };
     if let Some((protocol, replay)) = protocol {
-        serve_protocol(&builders, stream, protocol, replay, service, phase, peer).await;
+        open.speaks(protocol.speaks());
+        let body = open.stats().body().clone();
+        serve_protocol(
+            &builders, stream, protocol, replay, service, phase, peer, body,
+        )
+        .await;
     }
 }
 
@@ -77,6 +85,7 @@ async fn serve_tls(
     mut phase: watch::Receiver<Phase>,
     peer: SocketAddr,
     tls: Arc<rustls::ServerConfig>,
+    mut open: OpenConnection,
 ) {
     // The handshake is bounded like a request head: a client that stalls it, sends garbage or
     // plain HTTP is dropped, with a debug line only (scanners do this all day).
@@ -89,10 +98,12 @@ async fn serve_tls(
             Ok(Ok(stream)) => stream,
             Ok(Err(err)) => {
                 tracing::debug!(client = %peer, error = %ErrorChain(&err), "TLS handshake failed");
+                open.stats().handshake_failed(HandshakeFailure::of(&err));
                 return;
             }
             Err(_) => {
                 tracing::debug!(client = %peer, "TLS handshake not done within server.header_timeout");
+                open.stats().handshake_failed(HandshakeFailure::Timeout);
                 return;
             }
         },
@@ -108,6 +119,8 @@ async fn serve_tls(
         Some(b"h2") => Protocol::Http2,
         _ => Protocol::Http1,
     };
+    open.stats().handshake_done();
+    open.speaks(protocol.speaks());
     let version = match session.protocol_version() {
         Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
         Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
@@ -117,6 +130,7 @@ async fn serve_tls(
         version,
         sni: session.server_name().map(Box::from),
     })));
+    let body = open.stats().body().clone();
     serve_protocol(
         &builders,
         stream,
@@ -125,11 +139,14 @@ async fn serve_tls(
         service,
         phase,
         peer,
+        body,
     )
     .await;
 }
 
-/// Serves a connection in `protocol`, `replay` holding bytes already read from it.
+/// Serves a connection in `protocol`, `replay` holding bytes already read from it; its request and
+/// response bodies count their bytes in `body`.
+#[allow(clippy::too_many_arguments)]
 async fn serve_protocol<S: ClientStream>(
     builders: &Builders,
     stream: S,
@@ -138,13 +155,17 @@ async fn serve_protocol<S: ClientStream>(
     mut service: ConnectionService,
     mut phase: watch::Receiver<Phase>,
     peer: SocketAddr,
+    body: BodyCounters,
 ) {
     match protocol {
         Protocol::Http1 => {
-            Box::pin(http1::serve(builders, stream, replay, service, phase, peer)).await
+            Box::pin(http1::serve(
+                builders, stream, replay, service, phase, peer, body,
+            ))
+            .await
         }
         Protocol::Http2 => {
-            let quiet = Arc::new(Quiet::unlimited());
+            let quiet = Arc::new(Quiet::unlimited(body));
             service.quiet = Some(Arc::clone(&quiet));
             let io = ConnIo::new(stream, replay, Arc::clone(&quiet));
             let conn = H2Conn {

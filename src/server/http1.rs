@@ -95,6 +95,9 @@ pub(crate) struct Quiet {
     http2: bool,
     /// A 101 the service is answering: the tunnel the connection becomes once it is sent.
     tunnel: TunnelSlot,
+    /// The listener's body byte counters: each request and response body adds its bytes when it
+    /// ends ([`ClientBody`], [`ServedBody`]).
+    body: crate::metrics::BodyCounters,
 }
 
 /// The tunnel a connection becomes after its 101 (see [`crate::tunnel`]).
@@ -116,10 +119,11 @@ impl TunnelSlot {
 impl Quiet {
     /// The state of a connection with no limit on its requests (HTTP/2: streams are limited by
     /// `max_streams` instead, and a response must not say `Connection: close`, RFC 9113 §8.2.2).
-    pub(crate) fn unlimited() -> Quiet {
+    pub(crate) fn unlimited(body: crate::metrics::BodyCounters) -> Quiet {
         Quiet {
             max_requests: u64::MAX,
             http2: true,
+            body,
             ..Quiet::default()
         }
     }
@@ -209,20 +213,26 @@ impl Drop for InFlight {
 pin_project_lite::pin_project! {
     /// A response body as hyper sends it: the body, and the count of the response in flight. It tells
     /// the connection's clock when hyper holds data from it that the client has not taken, so that a
-    /// client which never opens its HTTP/2 flow-control window is a stalled one.
+    /// client which never opens its HTTP/2 flow-control window is a stalled one. It counts the
+    /// body's bytes, added to the listener's counter when it is dropped (or every
+    /// `BodyCounters::FLUSH` bytes), not per frame.
     pub struct ServedBody {
         #[pin]
         body: Body,
         guard: Option<InFlight>,
         held: bool,
+        sent: u64,
     }
 
     impl PinnedDrop for ServedBody {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if *this.held {
-                if let Some(guard) = this.guard.as_ref() {
+            if let Some(guard) = this.guard.as_ref() {
+                if *this.held {
                     guard.0.responses_held.fetch_sub(1, Ordering::Relaxed);
+                }
+                if *this.sent > 0 {
+                    guard.0.body.to_client.inc_by(*this.sent);
                 }
             }
         }
@@ -235,6 +245,7 @@ impl ServedBody {
             body,
             guard,
             held: false,
+            sent: 0,
         }
     }
 }
@@ -257,9 +268,13 @@ impl http_body::Body for ServedBody {
         }
         let polled = this.body.poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if frame.is_data() {
+            if let Some(data) = frame.data_ref() {
                 *this.held = true;
                 quiet.responses_held.fetch_add(1, Ordering::Relaxed);
+                *this.sent += data.len() as u64;
+                if *this.sent >= crate::metrics::BodyCounters::FLUSH {
+                    quiet.body.to_client.inc_by(std::mem::take(this.sent));
+                }
             }
         }
         polled
@@ -284,6 +299,7 @@ pub(crate) fn client_body(body: Incoming, quiet: Option<&Arc<Quiet>>) -> Body {
             inner: body,
             quiet: Arc::clone(quiet),
             waiting: false,
+            received: 0,
         }),
         _ => Body::from(body),
     }
@@ -295,6 +311,9 @@ struct ClientBody {
     quiet: Arc<Quiet>,
     /// Counted in `Quiet::bodies_waiting`.
     waiting: bool,
+    /// Bytes read and not yet added to the listener's counter (at the drop, or every
+    /// `BodyCounters::FLUSH` bytes).
+    received: u64,
 }
 
 impl ClientBody {
@@ -327,6 +346,15 @@ impl http_body::Body for ClientBody {
         Poll::Ready(match polled {
             Some(Ok(frame)) => {
                 this.quiet.read_moved.store(true, Ordering::Relaxed);
+                if let Some(data) = frame.data_ref() {
+                    this.received += data.len() as u64;
+                    if this.received >= crate::metrics::BodyCounters::FLUSH {
+                        this.quiet
+                            .body
+                            .from_client
+                            .inc_by(std::mem::take(&mut this.received));
+                    }
+                }
                 Some(Ok(frame))
             }
             Some(Err(err)) if this.quiet.body_expired.load(Ordering::Relaxed) => {
@@ -354,6 +382,9 @@ impl http_body::Body for ClientBody {
 impl Drop for ClientBody {
     fn drop(&mut self) {
         self.set_waiting(false);
+        if self.received > 0 {
+            self.quiet.body.from_client.inc_by(self.received);
+        }
     }
 }
 
@@ -708,9 +739,11 @@ pub(crate) async fn serve<S: ClientStream>(
     mut service: ConnectionService,
     mut phase: watch::Receiver<Phase>,
     peer: std::net::SocketAddr,
+    body: crate::metrics::BodyCounters,
 ) {
     let quiet = Arc::new(Quiet {
         max_requests: builders.max_requests(),
+        body,
         ..Quiet::default()
     });
     // The head limits this connection was accepted with, for every hyper connection serving it.

@@ -239,7 +239,7 @@ impl Server {
             gateway: Arc::clone(&self.gateway),
             builders: Arc::clone(&self.builders),
             phase: phase.subscribe(),
-            open: crate::metrics::listener_connections(name),
+            stats: crate::metrics::ListenerStats::new(name),
         };
         RunningListener {
             name: name.to_owned(),

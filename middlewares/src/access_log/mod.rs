@@ -52,7 +52,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as _, Frame, SizeHint};
 
 pub use format::Format;
-pub use sink::{Sink, Target};
+pub use sink::{dropped_lines, Sink, Target};
 
 use crate::host::PanicSignal;
 use crate::intercept::{Intercept, InterceptLayer, Interceptor};

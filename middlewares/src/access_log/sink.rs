@@ -5,7 +5,7 @@
 //! [`FLUSH_INTERVAL`], or as soon as it holds [`FLUSH_SIZE`] bytes (nginx's `buffer=` and `flush=`),
 //! so a busy log costs one write per batch, not one per request. If the disk falls so far behind that
 //! the buffer reaches [`MAX_BUFFERED`], lines are dropped and counted on stderr rather than stalling
-//! requests. Sinks are shared by target, so every layer and every reload writing to one file uses one
+//! requests, and in [`dropped_lines`] (parapet's `parapet_access_log_dropped_lines_total`). Sinks are shared by target, so every layer and every reload writing to one file uses one
 //! writer; [`host::reopen_all`](crate::host::reopen_all) (on SIGUSR1) reopens every file, so
 //! logrotate can move them away, and [`host::flush_all`](crate::host::flush_all) writes out
 //! everything buffered (at shutdown).
@@ -24,6 +24,15 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 pub const FLUSH_SIZE: usize = 64 * 1024;
 /// A buffer this full takes no more lines until the writer catches up.
 pub const MAX_BUFFERED: usize = 8 * 1024 * 1024;
+
+/// Lines dropped by every sink of the process, for [`dropped_lines`].
+static DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many access log lines every sink of the process has dropped since it started, because its
+/// writer fell behind (its buffer at [`MAX_BUFFERED`]): what a host publishes as a metric.
+pub fn dropped_lines() -> u64 {
+    DROPPED.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Where log lines are written.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -118,6 +127,7 @@ impl Sink {
         let mut state = self.shared.lock();
         if state.buffer.len() + line.len() > MAX_BUFFERED {
             state.dropped += 1;
+            DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if state.dropped.is_power_of_two() {
                 eprintln!(
                     "parapet: access log {:?} is falling behind: {} line(s) dropped",
