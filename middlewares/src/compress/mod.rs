@@ -35,6 +35,7 @@ mod negotiate;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 
+pub use body::{encode_stream, gzip_backend, gzip_whole, GzipBackend, JSON_ZLIB_MIN};
 pub use negotiate::{choose, Encoding};
 
 use crate::intercept::{Intercept, InterceptLayer, Interceptor};
@@ -200,7 +201,7 @@ impl Interceptor for Compress {
         let inner = std::mem::take(res.body_mut());
         let compressed = match size {
             Some(n) if encoding == Encoding::Gzip && n <= body::WHOLE_MAX => Ok(Body::new(
-                body::WholeGzipBody::new(inner, self.config.level, n),
+                body::WholeGzipBody::new(inner, self.config.level, is_json(res.headers()), n),
             )),
             _ => body::CompressBody::new(inner, encoding, self.config.level).map(Body::new),
         };
@@ -222,6 +223,25 @@ impl Interceptor for Compress {
             }
         }
     }
+}
+
+/// Whether the content type is JSON (`application/json`, `application/x-ndjson`, `*/*+json`): such
+/// bodies are often very repetitive, which decides the gzip backend (see [`gzip_backend`]).
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    let Some((kind, sub)) = essence.split_once('/') else {
+        return false;
+    };
+    let ends_with = |suffix: &str| {
+        sub.len() >= suffix.len() && sub[sub.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+    };
+    (kind.eq_ignore_ascii_case("application") && ends_with("json")) || ends_with("+json")
 }
 
 fn no_transform(headers: &HeaderMap) -> bool {
