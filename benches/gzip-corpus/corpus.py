@@ -195,7 +195,7 @@ def cli(corpus):
         with open(path, "rb") as f:
             return len(subprocess.run(cmd, stdin=f, capture_output=True, check=True).stdout)
 
-    tools = {"brotli": lambda lv: ["brotli", "-c", f"-q{lv}"],
+    tools = {"brotli": lambda lv: ["brotli", "-c", "-q", str(lv)],
              "zstd": lambda lv: ["zstd", "-c", "-q", f"-{lv}"]}
     print("tool\tclass\tlevel\tin_bytes\tout_bytes\tns_min")
     for tool, cmd in tools.items():

@@ -98,6 +98,21 @@ def others(tsv, cli_tsv):
     for line in list(open(cli_tsv))[1:]:
         tool, cls, level, inb, outb, ns = line.rstrip("\n").split("\t")
         cli[(tool, cls, int(level))] = (int(inb), int(outb), int(ns))
+    # The summary: per encoder and level, the median and range over classes.
+    print("| encoder | level | parapet CPU ms/MB: median (range over classes) | CLI CPU ms/MB | parapet ratio (range) | CLI ratio (range) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    classes = ordered({k[1] for k in ours})
+    for tool in ["brotli", "zstd"]:
+        for level in range(1, 10):
+            o = [ours[(tool, c, level)] for c in classes if (tool, c, level) in ours]
+            c = [cli[(tool, k, level)] for k in classes if (tool, k, level) in cli]
+            if not o:
+                continue
+            ms = lambda rows: [r[2] / 1e6 / (r[0] / MIB) for r in rows]
+            ratio = lambda rows: [r[0] / r[1] for r in rows]
+            rng = lambda v, f="{:.1f}": f"{f.format(statistics.median(v))} ({f.format(min(v))}–{f.format(max(v))})" if v else "–"
+            print(f"| {tool} | {level} | {rng(ms(o))} | {rng(ms(c))} | {rng(ratio(o), '{:.2f}')} | {rng(ratio(c), '{:.2f}')} |")
+    print()
     print("| encoder | level | class | parapet ms/MB | CLI ms/MB | parapet ratio | CLI ratio |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for tool in ["brotli", "zstd"]:
