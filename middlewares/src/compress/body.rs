@@ -83,6 +83,14 @@ impl Encoder {
     }
 }
 
+/// `input` compressed as a stream of `encoding` at `level`: written to parapet's streaming encoder
+/// in one piece and finished, as a body of unknown length that arrives at once is.
+pub fn encode_stream(encoding: Encoding, level: u32, input: &[u8]) -> Result<Vec<u8>, Error> {
+    let mut encoder = Encoder::new(encoding, level).map_err(Error::Compress)?;
+    encoder.write(input)?;
+    encoder.finish()
+}
+
 /// A body compressed on the fly.
 pub(super) struct CompressBody {
     inner: Body,
@@ -183,6 +191,8 @@ pub(super) const WHOLE_MAX: u64 = 1024 * 1024;
 pub(super) struct WholeGzipBody {
     inner: Body,
     level: u32,
+    /// The body is JSON (see [`gzip_backend`]).
+    json: bool,
     /// The first chunk, kept as it is: most bodies arrive in one.
     first: Option<Bytes>,
     /// Everything, once a second chunk arrives.
@@ -194,10 +204,11 @@ pub(super) struct WholeGzipBody {
 }
 
 impl WholeGzipBody {
-    pub(super) fn new(inner: Body, level: u32, length: u64) -> Self {
+    pub(super) fn new(inner: Body, level: u32, json: bool, length: u64) -> Self {
         Self {
             inner,
             level,
+            json,
             first: None,
             joined: Vec::new(),
             length: length.min(WHOLE_MAX) as usize,
@@ -228,16 +239,52 @@ impl WholeGzipBody {
             Some(first) => &first[..],
             None => &self.joined[..],
         };
-        let out = gzip_whole(self.level, input);
+        let out = gzip_whole(gzip_backend(self.level, input.len(), self.json), input);
         self.first = None;
         self.joined = Vec::new();
         out
     }
 }
 
-/// A thread's libdeflate compressors by level, and its output buffer.
+/// The library and its own level that gzip a whole body: [`gzip_backend`] chooses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GzipBackend {
+    /// libdeflate at this level (1 to 12).
+    Libdeflate(u32),
+    /// zlib-rs (through flate2) at this level (1 to 9), with nginx's window for the body's length.
+    ZlibRs(u32),
+}
+
+/// The smallest JSON body gzipped by zlib-rs rather than libdeflate at level 6.
+pub const JSON_ZLIB_MIN: usize = 4 * 1024;
+
+/// How parapet gzips a whole body of `len` bytes at nginx-equivalent `level` (1 to 9); `json` when
+/// its content type is JSON (`application/json`, `*/*+json`, `application/x-ndjson`).
+///
+/// Chosen from measurement against nginx's own gzip (the system's zlib at the same level) on a corpus
+/// of real files, by class and size (`benches/gzip-corpus`, `middlewares/benches/gzip_corpus.rs`): at
+/// level 6, libdeflate's level 6 costs 0.35 to 0.55 of nginx's CPU with output within 1 % of nginx's
+/// on HTML, CSS, JavaScript, SVG, text and non-repetitive JSON, at every size from 1 KiB to 1 MiB.
+/// On repetitive JSON (API answers: records of one shape) libdeflate's lazy matcher searches its
+/// chains deep for matches that zlib's `good_length`/`max_lazy` cut short: 0.6 to 0.9 of nginx's CPU
+/// (for output 5 to 15 % smaller), too close to nginx once the request's other work is added; zlib-rs
+/// at its level 5 costs 0.4 to 0.55 there, with output no larger than nginx's. Its fixed start-up
+/// cost makes it lose below 4 KiB, where libdeflate 6 stays. libdeflate's level 5, as cheap, comes out
+/// 2 to 6 % larger than nginx on that JSON and on large HTML. The other levels map to libdeflate's
+/// level of the same number, smaller than zlib's and cheaper, not measured class by class.
+pub fn gzip_backend(level: u32, len: usize, json: bool) -> GzipBackend {
+    let level = level.clamp(1, 9);
+    if level == 6 && json && len >= JSON_ZLIB_MIN {
+        GzipBackend::ZlibRs(5)
+    } else {
+        GzipBackend::Libdeflate(level)
+    }
+}
+
+/// A thread's compressors, by backend and level (and window, for zlib-rs), and its output buffer.
 struct Whole {
-    compressors: Vec<(u32, libdeflater::Compressor)>,
+    libdeflate: Vec<(u32, libdeflater::Compressor)>,
+    zlib: Vec<(u32, u8, flate2::Compress)>,
     scratch: Vec<u8>,
 }
 
@@ -245,43 +292,100 @@ thread_local! {
     /// A compressor's tables are hundreds of kilobytes: too much to allocate (and fault in) per
     /// response, so each thread keeps one per level it has used.
     static GZIP: std::cell::RefCell<Whole> = const {
-        std::cell::RefCell::new(Whole { compressors: Vec::new(), scratch: Vec::new() })
+        std::cell::RefCell::new(Whole { libdeflate: Vec::new(), zlib: Vec::new(), scratch: Vec::new() })
     };
 }
 
-/// `input` as one gzip member, compressed by libdeflate at `level` (1 to 9).
-pub(super) fn gzip_whole(level: u32, input: &[u8]) -> Result<Bytes, Error> {
-    let level = level.clamp(1, 9);
-    GZIP.with_borrow_mut(
-        |Whole {
-             compressors,
-             scratch,
-         }| {
-            let index = match compressors.iter().position(|(l, _)| *l == level) {
-                Some(i) => i,
-                None => {
-                    let lvl = libdeflater::CompressionLvl::new(level as i32)
-                        .map_err(|e| Error::Gzip(format!("level {level}: {e:?}")))?;
-                    compressors.push((level, libdeflater::Compressor::new(lvl)));
-                    compressors.len() - 1
-                }
-            };
-            let compressor = &mut compressors[index].1;
-            let bound = compressor.gzip_compress_bound(input.len());
-            if scratch.len() < bound {
-                scratch.resize(bound, 0);
-            }
-            let n = compressor
-                .gzip_compress(input, &mut scratch[..bound])
-                .map_err(|e| Error::Gzip(e.to_string()))?;
-            let out = Bytes::copy_from_slice(&scratch[..n]);
-            if scratch.len() > 2 * WHOLE_MAX as usize {
-                // Only a body longer than its exact size hint gets here: do not keep its buffer.
-                *scratch = Vec::new();
-            }
-            Ok(out)
-        },
-    )
+/// zlib's window for `len` bytes, as nginx's gzip filter sizes it for a body of known length: one
+/// bit less while the body fits in half the window less zlib's 262-byte lookahead.
+pub(super) fn window_bits(len: usize) -> u8 {
+    let mut bits = 15u8;
+    while bits > 9 && len < (1usize << (bits - 1)) - 262 {
+        bits -= 1;
+    }
+    bits
+}
+
+/// `input` as one gzip member, compressed by `backend`.
+pub fn gzip_whole(backend: GzipBackend, input: &[u8]) -> Result<Bytes, Error> {
+    GZIP.with_borrow_mut(|whole| {
+        let out = match backend {
+            GzipBackend::Libdeflate(level) => libdeflate_gzip(whole, level.clamp(1, 12), input)?,
+            GzipBackend::ZlibRs(level) => zlib_gzip(whole, level.clamp(1, 9), input)?,
+        };
+        if whole.scratch.len() > 2 * WHOLE_MAX as usize {
+            // Only a body longer than its exact size hint gets here: do not keep its buffer.
+            whole.scratch = Vec::new();
+        }
+        Ok(out)
+    })
+}
+
+fn libdeflate_gzip(whole: &mut Whole, level: u32, input: &[u8]) -> Result<Bytes, Error> {
+    let index = match whole.libdeflate.iter().position(|(l, _)| *l == level) {
+        Some(i) => i,
+        None => {
+            let lvl = libdeflater::CompressionLvl::new(level as i32)
+                .map_err(|e| Error::Gzip(format!("level {level}: {e:?}")))?;
+            whole
+                .libdeflate
+                .push((level, libdeflater::Compressor::new(lvl)));
+            whole.libdeflate.len() - 1
+        }
+    };
+    let compressor = &mut whole.libdeflate[index].1;
+    let bound = compressor.gzip_compress_bound(input.len());
+    if whole.scratch.len() < bound {
+        whole.scratch.resize(bound, 0);
+    }
+    let n = compressor
+        .gzip_compress(input, &mut whole.scratch[..bound])
+        .map_err(|e| Error::Gzip(e.to_string()))?;
+    Ok(Bytes::copy_from_slice(&whole.scratch[..n]))
+}
+
+fn zlib_gzip(whole: &mut Whole, level: u32, input: &[u8]) -> Result<Bytes, Error> {
+    let bits = window_bits(input.len());
+    let index = match whole
+        .zlib
+        .iter()
+        .position(|(l, b, _)| *l == level && *b == bits)
+    {
+        Some(i) => {
+            whole.zlib[i].2.reset();
+            i
+        }
+        None => {
+            let c = flate2::Compress::new_gzip(flate2::Compression::new(level), bits);
+            whole.zlib.push((level, bits, c));
+            whole.zlib.len() - 1
+        }
+    };
+    let compressor = &mut whole.zlib[index].2;
+    // zlib's deflateBound for these settings, with the gzip header and trailer, and some room.
+    let mut bound = input.len() + (input.len() >> 12) + (input.len() >> 14) + 64;
+    loop {
+        if whole.scratch.len() < bound {
+            whole.scratch.resize(bound, 0);
+        }
+        let (done_in, done_out) = (
+            compressor.total_in() as usize,
+            compressor.total_out() as usize,
+        );
+        let status = compressor
+            .compress(
+                &input[done_in..],
+                &mut whole.scratch[done_out..bound],
+                flate2::FlushCompress::Finish,
+            )
+            .map_err(|e| Error::Gzip(e.to_string()))?;
+        if status == flate2::Status::StreamEnd {
+            let n = compressor.total_out() as usize;
+            return Ok(Bytes::copy_from_slice(&whole.scratch[..n]));
+        }
+        // Out of room (the bound above is zlib's own, so this is not expected): more.
+        bound += bound / 2 + 1024;
+    }
 }
 
 impl http_body::Body for WholeGzipBody {

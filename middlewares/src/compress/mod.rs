@@ -18,16 +18,37 @@
 //! - streams (SSE, chunked responses) are compressed and **flushed whenever the source pauses**, so an
 //!   event is never held back; bulk bodies go out in 32 KiB compressed chunks;
 //! - a body of known length up to 1 MiB (a file, a rendered page, an API answer: not a live stream) is
-//!   gzipped in one pass once its last byte is in, by libdeflate: about half zlib's CPU at the same
-//!   level, and smaller output;
+//!   gzipped in one pass once its last byte is in (see below);
 //! - when compressing: `Content-Length` and `Accept-Ranges` are dropped, `Content-Encoding` set, and a
 //!   strong `ETag` made weak (the bytes differ, the meaning does not);
 //! - `Vary: Accept-Encoding` is added once (never twice) to every response the negotiation could have
 //!   changed, whether or not this client got it compressed, 304s included.
 //!
-//! Whole bodies are gzipped by libdeflate (`libdeflater`, built from its C sources). Streams are
-//! deflated by flate2's `zlib-rs`, a Rust port of zlib-ng's optimised deflate, the fastest streaming
-//! backend in the ecosystem.
+//! ## gzip levels
+//!
+//! `level` means nginx's `gzip_comp_level`: the output is about as small as nginx's at that level,
+//! for less CPU. Which library does the work, at which of its own levels, is [`gzip_backend`]'s
+//! choice, made from measurement on a corpus of real files against nginx's gzip (the system's zlib,
+//! `benches/gzip-corpus`):
+//!
+//! | body | level 6 | other levels |
+//! | --- | --- | --- |
+//! | known length up to 1 MiB, JSON from 4 KiB (`application/json`, `*/*+json`, `x-ndjson`) | zlib-rs 5, whole | libdeflate, same number |
+//! | known length up to 1 MiB, anything else | libdeflate 6, whole | libdeflate, same number |
+//! | a stream, or unknown length, or over 1 MiB | zlib-rs 6, streaming | zlib-rs, same number |
+//!
+//! libdeflate at 6 costs 0.3 to 0.55 of nginx's CPU for output within 1 % of nginx's (HTML, CSS, JS,
+//! SVG, text, varied JSON; 1 KiB to 1 MiB). Repetitive JSON (API answers, records of one shape) is
+//! the exception: libdeflate's lazy matcher walks its hash chains deep for the many medium-length
+//! matches such data has, where zlib's `good_length`/`max_lazy` cut the search short, and its time
+//! came to 0.6 to 0.9 of nginx's (for output 5 to 15 % smaller). zlib-rs at its level 5 (nginx's
+//! window for the body's length, a compressor reused per thread) costs 0.45 to 0.65 there with output
+//! no larger than nginx's; below 4 KiB its fixed start-up makes it lose, and libdeflate stays.
+//! libdeflate's level 5 is as cheap but 2 to 6 % larger than nginx on that JSON and on large HTML.
+//!
+//! Whole bodies are gzipped by libdeflate (`libdeflater`, built from its C sources) or zlib-rs (flate2's
+//! `Compress`); streams are deflated by flate2's `zlib-rs`, a Rust port of zlib-ng's optimised
+//! deflate. Each thread keeps its compressors, one per backend and level used.
 
 mod body;
 mod negotiate;
@@ -35,6 +56,7 @@ mod negotiate;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 
+pub use body::{encode_stream, gzip_backend, gzip_whole, GzipBackend, JSON_ZLIB_MIN};
 pub use negotiate::{choose, Encoding};
 
 use crate::intercept::{Intercept, InterceptLayer, Interceptor};
@@ -200,7 +222,7 @@ impl Interceptor for Compress {
         let inner = std::mem::take(res.body_mut());
         let compressed = match size {
             Some(n) if encoding == Encoding::Gzip && n <= body::WHOLE_MAX => Ok(Body::new(
-                body::WholeGzipBody::new(inner, self.config.level, n),
+                body::WholeGzipBody::new(inner, self.config.level, is_json(res.headers()), n),
             )),
             _ => body::CompressBody::new(inner, encoding, self.config.level).map(Body::new),
         };
@@ -222,6 +244,25 @@ impl Interceptor for Compress {
             }
         }
     }
+}
+
+/// Whether the content type is JSON (`application/json`, `application/x-ndjson`, `*/*+json`): such
+/// bodies are often very repetitive, which decides the gzip backend (see [`gzip_backend`]).
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    let Some((kind, sub)) = essence.split_once('/') else {
+        return false;
+    };
+    let ends_with = |suffix: &str| {
+        sub.len() >= suffix.len() && sub[sub.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+    };
+    (kind.eq_ignore_ascii_case("application") && ends_with("json")) || ends_with("+json")
 }
 
 fn no_transform(headers: &HeaderMap) -> bool {

@@ -393,11 +393,15 @@ async fn known_length_bodies_over_the_whole_limit_stream_and_round_trip() {
 
 #[test]
 fn whole_gzip_of_nothing_and_of_every_level_decodes() {
-    assert_eq!(gunzip(&body::gzip_whole(6, b"").unwrap()), b"");
+    assert_eq!(
+        gunzip(&body::gzip_whole(gzip_backend(6, 0, false), b"").unwrap()),
+        b""
+    );
     let text = text_20k();
     let mut sizes = Vec::new();
     for level in [0, 1, 6, 9, 12] {
-        let out = body::gzip_whole(level, text.as_bytes()).unwrap();
+        let backend = gzip_backend(level, text.len(), false);
+        let out = body::gzip_whole(backend, text.as_bytes()).unwrap();
         assert_eq!(gunzip(&out), text.as_bytes(), "level {level}");
         sizes.push(out.len());
     }
@@ -405,4 +409,126 @@ fn whole_gzip_of_nothing_and_of_every_level_decodes() {
     assert_eq!(sizes[0], sizes[1]);
     assert_eq!(sizes[3], sizes[4]);
     assert!(sizes[3] <= sizes[1]);
+}
+
+/// Inputs of the sizes the mapping's thresholds and nginx's window steps fall between.
+fn json_of(len: usize) -> Vec<u8> {
+    (0..)
+        .flat_map(|i| {
+            format!("{{\"id\":{i},\"status\":\"active\",\"tags\":[\"a\",\"b\"]}},").into_bytes()
+        })
+        .take(len)
+        .collect()
+}
+
+#[test]
+fn the_level_mapping_gives_valid_gzip_for_every_backend_and_size() {
+    let sizes = [
+        0,
+        1,
+        100,
+        250,
+        251,
+        1_000,
+        JSON_ZLIB_MIN - 1,
+        JSON_ZLIB_MIN,
+        16_384,
+        16_123,
+        33_000,
+        100_000,
+        body::WHOLE_MAX as usize,
+    ];
+    let mut seen = std::collections::HashSet::new();
+    for len in sizes {
+        let input = json_of(len);
+        for level in 1..=9 {
+            for json in [false, true] {
+                let backend = gzip_backend(level, len, json);
+                seen.insert(backend);
+                let out = body::gzip_whole(backend, &input).unwrap();
+                assert_eq!(gunzip(&out), input, "{backend:?}, {len} bytes");
+                // Every backend's gzip member, twice in a row: a reused compressor starts clean.
+                let again = body::gzip_whole(backend, &input).unwrap();
+                assert_eq!(out, again, "{backend:?}, {len} bytes");
+            }
+        }
+    }
+    // Each backend itself, at each of its levels, on a body that needs more than one output buffer's
+    // worth of bound (incompressible bytes).
+    let noise: Vec<u8> = (0u32..300_000)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    for level in 1..=9 {
+        for backend in [GzipBackend::Libdeflate(level), GzipBackend::ZlibRs(level)] {
+            seen.insert(backend);
+            let out = body::gzip_whole(backend, &noise).unwrap();
+            assert_eq!(gunzip(&out), noise, "{backend:?}");
+        }
+    }
+    assert!(seen.contains(&GzipBackend::ZlibRs(5)));
+    assert!(seen.contains(&GzipBackend::Libdeflate(6)));
+}
+
+#[test]
+fn level_6_json_from_4_kib_goes_to_zlib_rs_and_the_rest_to_libdeflate() {
+    assert_eq!(gzip_backend(6, 100_000, true), GzipBackend::ZlibRs(5));
+    assert_eq!(gzip_backend(6, JSON_ZLIB_MIN, true), GzipBackend::ZlibRs(5));
+    assert_eq!(
+        gzip_backend(6, JSON_ZLIB_MIN - 1, true),
+        GzipBackend::Libdeflate(6)
+    );
+    assert_eq!(gzip_backend(6, 100_000, false), GzipBackend::Libdeflate(6));
+    assert_eq!(gzip_backend(5, 100_000, true), GzipBackend::Libdeflate(5));
+    assert_eq!(gzip_backend(0, 10, false), GzipBackend::Libdeflate(1));
+    assert_eq!(gzip_backend(12, 10, false), GzipBackend::Libdeflate(9));
+}
+
+#[test]
+fn json_content_types_are_recognised() {
+    let json = |ct: &'static str| {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+        is_json(&h)
+    };
+    assert!(json("application/json"));
+    assert!(json("application/json; charset=utf-8"));
+    assert!(json("Application/JSON"));
+    assert!(json("application/problem+json"));
+    assert!(json("application/x-ndjson"));
+    assert!(json("application/vnd.api+json"));
+    assert!(!json("text/html"));
+    assert!(!json("application/javascript"));
+    assert!(!json("image/svg+xml"));
+    assert!(!json("json"));
+    assert!(!is_json(&HeaderMap::new()));
+}
+
+#[tokio::test]
+async fn a_json_body_of_known_length_is_gzipped_whole_and_round_trips() {
+    let input = json_of(50_000);
+    let res = run(
+        CompressConfig::default(),
+        get("gzip"),
+        200,
+        &[("content-type", "application/json")],
+        Body::from(Bytes::from(input.clone())),
+    )
+    .await;
+    assert_eq!(res.headers()["content-encoding"], "gzip");
+    let out = bytes(res).await;
+    assert_eq!(gunzip(&out), input);
+    let direct = body::gzip_whole(GzipBackend::ZlibRs(5), &input).unwrap();
+    assert_eq!(out, direct);
+}
+
+#[test]
+fn zlib_windows_shrink_with_the_body_as_nginx_sizes_them() {
+    // nginx: while (length < (1 << (wbits - 1)) - 262) wbits--;
+    assert_eq!(body::window_bits(0), 9);
+    assert_eq!(body::window_bits(1_000), 11);
+    assert_eq!(body::window_bits(4_096), 13);
+    assert_eq!(body::window_bits(8_192 - 263), 13);
+    assert_eq!(body::window_bits(8_192 - 262), 14);
+    assert_eq!(body::window_bits(16_384 - 262), 15);
+    assert_eq!(body::window_bits(1 << 20), 15);
 }
