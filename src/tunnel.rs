@@ -350,8 +350,9 @@ impl Pipe {
                 }
                 return Poll::Ready(Ok(()));
             }
-            let mut chunk = [0u8; CHUNK];
-            let mut buf = ReadBuf::new(&mut chunk);
+            // Not zeroed: a read fills what it reports, and only that is written on.
+            let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); CHUNK];
+            let mut buf = ReadBuf::uninit(&mut chunk);
             match r.as_mut().poll_read(cx, &mut buf) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),

@@ -778,7 +778,9 @@ pub(crate) async fn serve<S: ClientStream>(
                 // A tunnel holds no config: the service (and the gateway it points to) goes now.
                 let listener = Arc::clone(&parts.service.listener);
                 drop(parts.service);
-                crate::tunnel::run(
+                // Boxed: inline, the tunnel's state would make every connection's task larger,
+                // idle keep-alive connections included.
+                Box::pin(crate::tunnel::run(
                     parts.io.stream,
                     prefix.freeze(),
                     pending,
@@ -786,7 +788,7 @@ pub(crate) async fn serve<S: ClientStream>(
                     &mut phase,
                     peer,
                     &listener,
-                )
+                ))
                 .await;
                 return;
             }
