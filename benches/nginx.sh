@@ -23,6 +23,7 @@
 #   gzip    a 100 kB JSON body compressed by the proxy at level 6
 #   stream  a 10 MB response body
 #   idle    bytes of RSS per idle keep-alive connection, with IDLE connections open
+#   tls_idle   the same over TLS 1.3 (HTTP/1.1 by ALPN), on the TLS listeners
 #   tls     `bare` over TLS (HTTP/1.1 keep-alive, TLS 1.3, ECDSA P-256), CPU µs per request at RATE
 #           (nginx: `listen ... ssl http2` on the same certificate)
 #   handshake  CPU µs per new TLS 1.3 connection with one request each (oha --disable-keepalive), at
@@ -47,7 +48,7 @@ HANDSHAKE_RATE=${HANDSHAKE_RATE:-1000}  # offered rate of new TLS connections fo
 WS_TUNNELS=${WS_TUNNELS:-64}  # tunnels the websocket load spreads its messages over
 WS_RATE=${WS_RATE:-5000}      # echo round trips per second in all, for `websocket`
 WS_IDLE=${WS_IDLE:-1000}      # idle tunnels held for the RSS figure
-ONLY=${ONLY:-"bare chain gzip stream idle tls handshake websocket"}   # the scenarios to run
+ONLY=${ONLY:-"bare chain gzip stream idle tls_idle tls handshake websocket"}   # the scenarios to run
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 stat="python3 $here/nginx/stat.py"
@@ -304,16 +305,18 @@ wrk_run() { # proxy scenario path conns metric [header]
   fi
 }
 
-idle_run() { # proxy
-  local proxy=$1 before after
+idle_run() { # proxy [tls]
+  local proxy=$1 tls=${2:-} before after port scenario=idle
+  port=${PORT[$proxy]}
+  if [ -n "$tls" ]; then port=${TLS_PORT[$proxy]}; scenario=tls_idle; fi
   before=$($stat rss ${PIDS[$proxy]})
-  coproc IDLER { python3 "$here/nginx/idle.py" 127.0.0.1 "${PORT[$proxy]}" /bare/5b "$IDLE"; }
+  coproc IDLER { python3 "$here/nginx/idle.py" 127.0.0.1 "$port" /bare/5b "$IDLE" $tls; }
   read -r -t 120 ready <&"${IDLER[0]}"
   # Both proxies get the same settling time; parapet releases an idle connection's buffers within
   # server.idle_release (1 s).
   sleep "$IDLE_SETTLE"
   after=$($stat rss ${PIDS[$proxy]})
-  echo "idle bytes_per_conn $proxy $($stat div $((after - before)) "$IDLE")" >> "$results"
+  echo "$scenario bytes_per_conn $proxy $($stat div $((after - before)) "$IDLE")" >> "$results"
   eval "exec ${IDLER[1]}>&-"
   wait "$IDLER_PID" 2>/dev/null || true
 }
@@ -353,6 +356,9 @@ wants() { [[ " $ONLY " == *" $1 "* ]]; }
 # allocator would otherwise blur the RSS difference (either way).
 if wants idle; then
   for proxy in $proxies; do idle_run "$proxy"; done
+fi
+if wants tls_idle; then
+  for proxy in $proxies; do idle_run "$proxy" tls; done
 fi
 if wants websocket; then
   for proxy in $proxies; do ws_idle_run "$proxy"; done

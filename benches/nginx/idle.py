@@ -2,15 +2,28 @@
 """Opens N keep-alive connections to HOST:PORT, sends one request on each, reads the answer, then holds
 them open (idle) until stdin closes. Prints "ready" once every connection is idle.
 
-usage: idle.py HOST PORT PATH N
+usage: idle.py HOST PORT PATH N [tls]
+
+With `tls`, each connection is TLS (HTTP/1.1 by ALPN, certificate not verified: the bench's own).
 """
 import asyncio
 import os
+import ssl
 import sys
+
+TLS = None
+if len(sys.argv) > 5 and sys.argv[5] == "tls":
+    TLS = ssl.create_default_context()
+    TLS.check_hostname = False
+    TLS.verify_mode = ssl.CERT_NONE
+    TLS.set_alpn_protocols(["http/1.1"])
 
 
 async def one(host, port, path, conns):
-    reader, writer = await asyncio.open_connection(host, port)
+    if TLS is None:
+        reader, writer = await asyncio.open_connection(host, port)
+    else:
+        reader, writer = await asyncio.open_connection(host, port, ssl=TLS, server_hostname="localhost")
     writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
     await writer.drain()
     head = await reader.readuntil(b"\r\n\r\n")
