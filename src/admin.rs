@@ -6,7 +6,7 @@
 //! | `GET /readyz` | 200 `ready` once the config is loaded and every listener bound; 503 while shutting down |
 //! | `GET /metrics` | every metric, OpenMetrics text ([`crate::metrics`]) |
 //! | `GET /config` | the running config as JSON, with its generation and load time: names, addresses, routes, kinds; no setting of a kind (secrets, file contents) |
-//! | `GET /upstreams` | each upstream's servers |
+//! | `GET /upstreams` | each upstream's servers, with their health and load now |
 //!
 //! Any other method is 405, any other path 404. The admin listener is off unless configured; keep it
 //! on loopback (or behind a network policy): it tells how the gateway is laid out.
@@ -160,7 +160,7 @@ fn answer(state: &AdminState, req: &http::Request<Incoming>) -> Response<Full<By
             response
         }
         "/config" => json_response(&config_json(&state.config.load())),
-        "/upstreams" => json_response(&upstreams_json(&state.config.load().config)),
+        "/upstreams" => json_response(&upstreams_live_json(&state.config.load().config)),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
@@ -228,6 +228,50 @@ fn config_json(loaded: &Loaded) -> Value {
         }))).collect::<serde_json::Map<_, _>>(),
         "upstreams": upstreams_json(c),
     })
+}
+
+/// `/upstreams`: each upstream of the running config, and each of its servers with its health and load
+/// now (see [`crate::metrics::live_servers`]).
+fn upstreams_live_json(c: &Config) -> Value {
+    let live = crate::metrics::live_servers();
+    c.upstreams
+        .iter()
+        .map(|(name, u)| {
+            let servers: Vec<Value> = u
+                .servers
+                .iter()
+                .map(|s| {
+                    let url = s.to_string();
+                    let view = live.get(&(name.clone(), url.clone()));
+                    json!({
+                        "url": url,
+                        "weight": s.weight,
+                        "healthy": view.map(|v| v.healthy),
+                        "ejected": view.map(|v| v.ejected),
+                        "up": view.map(|v| v.healthy && !v.ejected),
+                        "in_flight": view.map(|v| v.load.in_flight),
+                        "latency_ms": view.map(|v| (v.load.latency_ms * 1000.0).round() / 1000.0),
+                        "failures_in_a_row": view.map(|v| v.load.failures),
+                    })
+                })
+                .collect();
+            (
+                name.clone(),
+                json!({
+                    "servers": servers,
+                    "balance": match u.balance {
+                        crate::config::Balance::RoundRobin => "round_robin",
+                        crate::config::Balance::LeastRequests => "least_requests",
+                        crate::config::Balance::Random => "random",
+                        crate::config::Balance::Hash(_) => "hash",
+                    },
+                    "connect_timeout_ms": u.connect_timeout.as_millis() as u64,
+                    "timeout_ms": u.timeout.as_millis() as u64,
+                }),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 fn upstreams_json(c: &Config) -> Value {

@@ -769,6 +769,57 @@ pub(crate) trait ServerHealth: Send + Sync + 'static {
     fn healthy(&self) -> bool;
     /// Ejected by passive health checks (failures in a row), now.
     fn ejected(&self) -> bool;
+    /// Its load, for the admin listener's `/upstreams`.
+    fn load(&self) -> ServerLoad;
+}
+
+/// An upstream server's load as `/upstreams` shows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct ServerLoad {
+    /// Requests sent whose response head has not come (counted with `least_requests` only).
+    pub(crate) in_flight: u32,
+    /// Peak-EWMA latency to the response head, in ms (`least_requests` only; 0 before a sample).
+    pub(crate) latency_ms: f64,
+    /// Requests failed in a row (passive health).
+    pub(crate) failures: u32,
+}
+
+/// One live upstream server, as the admin listener shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ServerView {
+    pub(crate) healthy: bool,
+    pub(crate) ejected: bool,
+    pub(crate) load: ServerLoad,
+}
+
+/// Every live upstream server by `(upstream, server)`: the newest state where a reload left two.
+pub(crate) fn live_servers() -> HashMap<(String, String), ServerView> {
+    let live: Vec<Arc<dyn ServerHealth>> = {
+        let mut servers = more()
+            .scraped
+            .servers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        servers.retain(|s| s.strong_count() > 0);
+        servers
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect()
+    };
+    let mut views = HashMap::new();
+    // Oldest first: a newer state with the same labels replaces an older one.
+    for s in live {
+        let labels = &s.stats().labels;
+        views.insert(
+            (labels.upstream.clone(), labels.server.clone()),
+            ServerView {
+                healthy: s.healthy(),
+                ejected: s.ejected(),
+                load: s.load(),
+            },
+        );
+    }
+    views
 }
 
 /// Puts a server's health in every scrape for as long as it lives: `parapet_upstream_healthy` and

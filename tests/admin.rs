@@ -343,6 +343,26 @@ retry_on = ["503"]
     );
     assert!(m.contains_key("parapet_access_log_dropped_lines_total{}"));
 
+    // `/upstreams` shows the same health, and each server's load.
+    let (status, _, body) = get(admin, None, "/upstreams").await;
+    assert_eq!(status, 200);
+    let ups: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let lonely_view = &ups["lonely"]["servers"][0];
+    assert_eq!(lonely_view["url"], format!("http://{lonely}"), "{body}");
+    assert_eq!(lonely_view["healthy"], true, "{body}");
+    assert_eq!(lonely_view["ejected"], true, "{body}");
+    assert_eq!(lonely_view["up"], false, "{body}");
+    assert_eq!(lonely_view["failures_in_a_row"], 3, "{body}");
+    assert_eq!(lonely_view["in_flight"], 0, "{body}");
+    assert_eq!(ups["lonely"]["balance"], "round_robin", "{body}");
+    let pair = ups["pair"]["servers"].as_array().unwrap();
+    assert_eq!(pair.len(), 2, "{body}");
+    for view in pair {
+        assert_eq!(view["ejected"], false, "{body}");
+        assert_eq!(view["up"], true, "{body}");
+        assert!(view["latency_ms"].is_number(), "{body}");
+    }
+
     // A reload that rebuilds `pair` keeps its servers' states and series: the new balancer starts
     // at the dead server again. The `lonely` upstream goes, and its health with it (once no
     // connection holds the config it came with).

@@ -193,6 +193,14 @@ impl crate::metrics::ServerHealth for ServerState {
         &self.stats
     }
 
+    fn load(&self) -> crate::metrics::ServerLoad {
+        crate::metrics::ServerLoad {
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            latency_ms: f64::from_bits(self.ewma_ns.load(Ordering::Relaxed)) / 1e6,
+            failures: self.failures.load(Ordering::Relaxed),
+        }
+    }
+
     fn healthy(&self) -> bool {
         !self.check_down.load(Ordering::Relaxed)
     }
