@@ -154,51 +154,46 @@ pub(crate) async fn run<C>(
     let start = Instant::now();
     // The upstream's own stream where it is one of parapet's (no boxed I/O in the way, and hyper's
     // read buffer let go); what the upstream sent after its 101 goes to the client first.
-    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => {
-            let prefix = Bytes::copy_from_slice(&parts.read_buf);
-            drop(parts.read_buf);
-            let end = join(
-                client,
-                client_prefix,
-                parts.io.into_inner(),
-                prefix,
-                idle_timeout,
-                phase,
-            )
-            .await;
-            return finish(&tunnel, end, start, peer, listener, permit);
+    let end = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => join_parts(client, client_prefix, parts, idle_timeout, phase).await,
+        Err(upgraded) => {
+            match upgraded.downcast::<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>() {
+                Ok(parts) => join_parts(client, client_prefix, parts, idle_timeout, phase).await,
+                Err(upgraded) => {
+                    let upgraded = TokioIo::new(upgraded);
+                    join(
+                        client,
+                        client_prefix,
+                        upgraded,
+                        Bytes::new(),
+                        idle_timeout,
+                        phase,
+                    )
+                    .await
+                }
+            }
         }
-        Err(upgraded) => upgraded,
     };
-    let upgraded = match upgraded.downcast::<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>()
-    {
-        Ok(parts) => {
-            let prefix = Bytes::copy_from_slice(&parts.read_buf);
-            drop(parts.read_buf);
-            let end = join(
-                client,
-                client_prefix,
-                parts.io.into_inner(),
-                prefix,
-                idle_timeout,
-                phase,
-            )
-            .await;
-            return finish(&tunnel, end, start, peer, listener, permit);
-        }
-        Err(upgraded) => upgraded,
-    };
-    let end = join(
-        client,
-        client_prefix,
-        TokioIo::new(upgraded),
-        Bytes::new(),
-        idle_timeout,
-        phase,
-    )
-    .await;
     finish(&tunnel, end, start, peer, listener, permit);
+}
+
+/// [`join`] with the upstream's stream taken back from hyper: what hyper read past the 101 is copied
+/// out (its 8 KiB buffer let go) and sent to the client first.
+async fn join_parts<C, U>(
+    client: C,
+    client_prefix: Bytes,
+    parts: hyper::upgrade::Parts<TokioIo<U>>,
+    idle_timeout: Duration,
+    phase: &mut watch::Receiver<Phase>,
+) -> (u64, u64, TunnelEndReason)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let prefix = Bytes::copy_from_slice(&parts.read_buf);
+    drop(parts.read_buf);
+    let upstream = parts.io.into_inner();
+    join(client, client_prefix, upstream, prefix, idle_timeout, phase).await
 }
 
 fn finish(
