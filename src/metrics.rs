@@ -2,7 +2,7 @@
 //!
 //! One registry per process ([`global`]): a series whose labels a reload keeps (the same listener,
 //! route and app) goes on counting across it. Label handles are resolved when the config is built
-//! ([`RouteStats::new`], [`listener_connections`]), never looked up per request: counting a request
+//! ([`RouteStats::new`], and per listener when it starts), never looked up per request: counting a request
 //! costs two atomic increments and a histogram observation.
 
 use std::collections::HashMap;

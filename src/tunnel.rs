@@ -8,11 +8,11 @@
 //! 2. The proxy forwards it with `Connection: upgrade` and its `Upgrade` over HTTP/1.1 (an upstream
 //!    spoken to over HTTP/2 gets an ordinary request and gives an ordinary answer). A 101 from the
 //!    upstream takes its connection out of the pool for good, and the response carries an
-//!    [`UpstreamTunnel`] (the upstream's side, and the server's connection permit) and a [`Tunnel`]
+//!    `UpstreamTunnel` (the upstream's side, and the server's connection permit) and a [`Tunnel`]
 //!    (what layers register with). Any other answer is an ordinary response.
 //! 3. The 101 head passes through every layer like any other response.
 //! 4. The client's connection sends it, and hands its socket, with whatever the client sent after
-//!    its request head, to [`run`]: bytes go both ways until a side closes or fails, no byte
+//!    its request head, to `run`: bytes go both ways until a side closes or fails, no byte
 //!    moved either way for `server.tunnel_timeout`, or shutdown's `shutdown_timeout` ran out.
 //!
 //! A tunnel holds no config: it runs on the connection's task, on through any number of reloads,
