@@ -40,7 +40,7 @@ mod storage;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
@@ -296,41 +296,20 @@ impl Settings {
     }
 }
 
-/// The roots the directory is verified with: `ca`'s certificates, else the system's.
+/// The roots the directory is verified with: `ca`'s certificates, else the system's (read once per
+/// process, with the upstreams').
 fn roots(config: &AcmeConfig) -> Result<RootCertStore, ConfigError> {
+    use crate::proxy::tls::{native_roots, pem_roots, PemRootsError};
     let Some(ca) = &config.ca else {
-        return Ok(native_roots().clone());
+        return Ok(RootCertStore::clone(native_roots()));
     };
     let cannot = |message: String| ca.at.error(format!("{}: {message}", ca.value.display()));
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&ca.value).map_err(|e| cannot(e.to_string()))? {
-        let cert = cert.map_err(|e| cannot(format!("not valid PEM: {e}")))?;
-        roots.add(cert).map_err(|e| cannot(e.to_string()))?;
-    }
-    if roots.is_empty() {
-        return Err(cannot(
+    pem_roots(&ca.value).map_err(|err| match err {
+        PemRootsError::Read(e) | PemRootsError::Rejected(e) => cannot(e),
+        PemRootsError::Invalid(e) => cannot(format!("not valid PEM: {e}")),
+        PemRootsError::Empty => cannot(
             "no certificate in this file (expected PEM \"BEGIN CERTIFICATE\" blocks)".to_owned(),
-        ));
-    }
-    Ok(roots)
-}
-
-/// The system's trusted roots, read once per process.
-fn native_roots() -> &'static RootCertStore {
-    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
-    ROOTS.get_or_init(|| {
-        let found = rustls_native_certs::load_native_certs();
-        for err in &found.errors {
-            tracing::warn!(error = %err, "reading the system's trusted roots");
-        }
-        let mut roots = RootCertStore::empty();
-        roots.add_parsable_certificates(found.certs);
-        if roots.is_empty() {
-            tracing::warn!(
-                "no system root certificates: ACME orders will fail unless [acme] ca names one"
-            );
-        }
-        roots
+        ),
     })
 }
 

@@ -34,7 +34,7 @@ use parapet_middlewares::{
 mod balance;
 mod health;
 mod pool;
-mod tls;
+pub(crate) mod tls;
 
 use balance::Balancer;
 use health::ServerState;

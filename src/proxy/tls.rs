@@ -28,8 +28,9 @@ fn provider() -> &'static Arc<CryptoProvider> {
 }
 
 /// The system's trusted roots, read once per process (reading them parses every file of the
-/// system's bundle: milliseconds, not something to repeat per upstream or per reload).
-fn native_roots() -> &'static Arc<RootCertStore> {
+/// system's bundle: milliseconds, not something to repeat per upstream or per reload). Shared by
+/// `https://` upstreams and the ACME directory client (`crate::acme`).
+pub(crate) fn native_roots() -> &'static Arc<RootCertStore> {
     static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
     ROOTS.get_or_init(|| {
         let found = rustls_native_certs::load_native_certs();
@@ -41,26 +42,54 @@ fn native_roots() -> &'static Arc<RootCertStore> {
         if added == 0 {
             tracing::warn!(
                 ignored,
-                "no trusted certificate found on the system: https upstreams need `tls.ca`"
+                "no trusted certificate found on the system: https upstreams need `tls.ca`, and an \
+                 ACME directory `[acme] ca`"
             );
         }
         Arc::new(roots)
     })
 }
 
+/// Why a PEM file of CA certificates cannot be used ([`pem_roots`]); each caller words it.
+pub(crate) enum PemRootsError {
+    /// The file cannot be read.
+    Read(String),
+    /// A block is not valid PEM.
+    Invalid(String),
+    /// rustls refused a certificate.
+    Rejected(String),
+    /// No certificate in it.
+    Empty,
+}
+
+/// Every certificate of the PEM file at `path`, as roots to trust: `tls.ca` of an upstream,
+/// `[acme] ca`.
+pub(crate) fn pem_roots(path: &std::path::Path) -> Result<RootCertStore, PemRootsError> {
+    let mut roots = RootCertStore::empty();
+    let certs =
+        CertificateDer::pem_file_iter(path).map_err(|e| PemRootsError::Read(e.to_string()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| PemRootsError::Invalid(e.to_string()))?;
+        roots
+            .add(cert)
+            .map_err(|e| PemRootsError::Rejected(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(PemRootsError::Empty);
+    }
+    Ok(roots)
+}
+
 /// The roots `tls.ca` names: every certificate of its PEM file.
 fn ca_roots(config: &UpstreamConfig, path: &std::path::Path) -> Result<RootCertStore, ConfigError> {
     let at = &config.tls.at;
     let cannot = |why: String| at.error(format!("cannot use CA file {}: {why}", path.display()));
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(path).map_err(|e| cannot(e.to_string()))? {
-        let cert = cert.map_err(|e| cannot(e.to_string()))?;
-        roots.add(cert).map_err(|e| cannot(e.to_string()))?;
-    }
-    if roots.is_empty() {
-        return Err(cannot("no certificate in it".into()));
-    }
-    Ok(roots)
+    pem_roots(path).map_err(|err| match err {
+        PemRootsError::Read(e) | PemRootsError::Invalid(e) | PemRootsError::Rejected(e) => {
+            cannot(e)
+        }
+        PemRootsError::Empty => cannot("no certificate in it".into()),
+    })
 }
 
 /// The upstream's TLS client config, or `None` if none of its servers is `https://`. `check_only`
