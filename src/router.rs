@@ -297,6 +297,13 @@ pub fn admit(req: &mut Request, peer: ClientAddr, trusted: &[IpRange]) {
 /// Removes `Connection` and the headers it names, `Host` and `Upgrade` excepted (see [`admit`]);
 /// true if it named `upgrade`.
 fn remove_connection_named(headers: &mut HeaderMap) -> bool {
+    remove_connection_options(headers, &["host", "upgrade"])
+}
+
+/// Removes `Connection` and the headers its options name, but those in `keep` (lowercase); true if
+/// an option was `upgrade`. Shared by [`admit`] and the proxy's hop-by-hop removal
+/// ([`crate::proxy::remove_hop_by_hop`]).
+pub(crate) fn remove_connection_options(headers: &mut HeaderMap, keep: &[&str]) -> bool {
     let mut lines = headers.get_all(header::CONNECTION).iter();
     let Some(first) = lines.next() else {
         return false;
@@ -311,10 +318,10 @@ fn remove_connection_named(headers: &mut HeaderMap) -> bool {
         let Ok(line) = line.to_str() else { continue };
         for option in line.split(',') {
             let option = option.trim();
-            if option.eq_ignore_ascii_case("upgrade") {
-                upgrade = true;
-            } else if !option.is_empty() && !option.eq_ignore_ascii_case("host") {
-                // By name as written: an option that is no header name removes nothing.
+            upgrade |= option.eq_ignore_ascii_case("upgrade");
+            if !option.is_empty() && !keep.iter().any(|k| option.eq_ignore_ascii_case(k)) {
+                // By name as written (a `&str` name is looked up without allocating): an option
+                // that is no header name removes nothing.
                 headers.remove(option);
             }
         }

@@ -81,24 +81,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         }
     }
     if connection {
-        // The values are reference-counted: kept, they cost no copy; and a name looked up as a
-        // `&str` is not allocated, as a `HeaderName` made of a token that is no standard name is
-        // (`Connection: keep-alive`, on most upstream responses).
-        let lines: Vec<HeaderValue> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .cloned()
-            .collect();
-        headers.remove(header::CONNECTION);
-        for line in &lines {
-            let Ok(line) = line.to_str() else { continue };
-            for token in line.split(',') {
-                let token = token.trim();
-                if !token.is_empty() {
-                    headers.remove(token);
-                }
-            }
-        }
+        crate::router::remove_connection_options(headers, &[]);
     }
     if hop {
         for name in &HOP_BY_HOP {
