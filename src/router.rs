@@ -34,7 +34,7 @@ use pin_project_lite::pin_project;
 use crate::config::IpRange;
 use crate::metrics::RouteStats;
 use crate::routing::{normalize_host, normalize_path, valid_host, RouteTable};
-use crate::service::AppFuture;
+use crate::service::Started;
 use crate::{AppService, ClientAddr, Request, Response};
 
 /// Where a matched route sends a request: the app, and whether the route's prefix is removed first.
@@ -163,7 +163,7 @@ impl tower::Service<Request> for Router {
             Dispatch::App(app, mut req, stats) => {
                 let signal = PanicSignal::attach(&mut req);
                 RouterFuture::App {
-                    fut: app.handle(req),
+                    fut: app.start(req),
                     signal,
                     stats,
                     started,
@@ -187,7 +187,7 @@ pin_project! {
     #[allow(missing_docs)]
     pub enum RouterFuture {
         /// The app is answering; `signal` tells the access logs inside it that a panic ended it.
-        App { #[pin] fut: AppFuture, signal: PanicSignal, stats: Arc<RouteStats>, started: Instant },
+        App { #[pin] fut: Started, signal: PanicSignal, stats: Arc<RouteStats>, started: Instant },
         /// parapet answered.
         Ready { response: Option<Response> },
     }

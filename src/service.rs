@@ -4,13 +4,28 @@
 //! boundary: here. Unlike tower's `BoxCloneSyncService`, whose every clone allocates a new box,
 //! an `AppService` is shared behind an `Arc`: the gateway hands one out per request for the price of
 //! a reference count.
+//!
+//! # Runs of steps
+//!
+//! Erasing each layer of a chain on its own would cost one boxed future per layer and request. Most
+//! of parapet's middlewares are not arbitrary layers, though: they are
+//! [guards](parapet_middlewares::guard::Guard) and
+//! [interceptors](parapet_middlewares::intercept::Interceptor), which look at the request on the way
+//! in and at the response head on the way out. Adjacent ones are kept together as one *run* of
+//! [steps](Step) around the service inside them, and driven by one future ([`Started`]): each
+//! step's state lives in a fixed slot of that future (or, for a state too large for a slot, in a box
+//! of its own), so a run costs one boxed future whatever its length, and none when the router
+//! starts it in its own future ([`AppService::start`]).
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::mem::{align_of, size_of, MaybeUninit};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
+use parapet_middlewares::guard::Guard;
+use parapet_middlewares::intercept::Interceptor;
 use tower::{Service, ServiceExt};
 
 use crate::{Request, Response};
@@ -50,7 +65,21 @@ where
 /// A built app or endpoint: a cloneable service that never fails (every failure is a response).
 #[derive(Clone)]
 pub struct AppService {
-    inner: Arc<dyn Erased>,
+    inner: Kind,
+}
+
+#[derive(Clone)]
+enum Kind {
+    /// A service of its own type, erased.
+    Erased(Arc<dyn Erased>),
+    /// A run of steps around a service that is not itself a run.
+    Run(Arc<Run>),
+}
+
+/// Steps, outermost first, around `inner`.
+struct Run {
+    steps: Box<[Arc<dyn Step>]>,
+    inner: AppService,
 }
 
 impl AppService {
@@ -65,7 +94,7 @@ impl AppService {
         S::Future: Send + 'static,
     {
         Self {
-            inner: Arc::new(Shared(service)),
+            inner: Kind::Erased(Arc::new(Shared(service))),
         }
     }
 
@@ -76,13 +105,57 @@ impl AppService {
         F: Fn(Request) -> AppFuture + Send + Sync + 'static,
     {
         Self {
-            inner: Arc::new(FnService(f)),
+            inner: Kind::Erased(Arc::new(FnService(f))),
+        }
+    }
+
+    /// This service inside `step`: the step becomes the outermost of the run this service starts
+    /// with, or of a new run around it.
+    pub fn with_step(self, step: Arc<dyn Step>) -> Self {
+        let run = match self.inner {
+            Kind::Run(run) => Run {
+                steps: std::iter::once(step)
+                    .chain(run.steps.iter().cloned())
+                    .collect(),
+                inner: run.inner.clone(),
+            },
+            Kind::Erased(_) => Run {
+                steps: Box::new([step]),
+                inner: self,
+            },
+        };
+        Self {
+            inner: Kind::Run(Arc::new(run)),
         }
     }
 
     /// Handles one request.
     pub fn handle(&self, req: Request) -> AppFuture {
-        self.inner.call(req)
+        match &self.inner {
+            Kind::Erased(service) => service.call(req),
+            Kind::Run(_) => Box::pin(self.start(req)),
+        }
+    }
+
+    /// Handles one request in a future of the caller's own, without boxing a run of steps: what the
+    /// router does for the app of every route. Nothing runs until the future is first polled.
+    pub fn start(&self, req: Request) -> Started {
+        match &self.inner {
+            Kind::Erased(service) => Started {
+                state: State::Inner {
+                    fut: service.call(req),
+                },
+                run: None,
+                filled: 0,
+                slots: Slots::new(0),
+            },
+            Kind::Run(run) => Started {
+                state: State::Waiting { req: Some(req) },
+                slots: Slots::new(run.steps.len()),
+                run: Some(Arc::clone(run)),
+                filled: 0,
+            },
+        }
     }
 }
 
@@ -104,5 +177,455 @@ impl Service<Request> for AppService {
 
     fn call(&mut self, req: Request) -> AppFuture {
         self.handle(req)
+    }
+}
+
+/// One step of a run: a [`Guard`] or an [`Interceptor`] with its state type erased. Made by
+/// [`guard_step`] and [`interceptor_step`]; implemented only here, since a step must keep the
+/// promises of [`Slot`].
+pub trait Step: sealed::Sealed + Send + Sync + 'static {
+    /// Sees the request on its way in. `Ok`: the step's state is now in `slot`, for
+    /// [`Step::response`] or [`Step::discard`]. `Err`: the step's answer; `slot` is left empty.
+    #[allow(clippy::result_large_err)] // moved once, as `Guard::request`'s answer is
+    fn request(&self, req: &mut Request, slot: &mut Slot) -> Result<(), Response>;
+
+    /// Sees the response head on its way out, taking the state out of `slot`.
+    ///
+    /// # Safety
+    /// `slot` holds the state this step's own `request` put there, not yet taken.
+    unsafe fn response(&self, slot: &mut Slot, res: &mut Response);
+
+    /// Drops the state in `slot` without a response: the request was dropped first.
+    ///
+    /// # Safety
+    /// As for [`Step::response`].
+    unsafe fn discard(&self, slot: &mut Slot);
+}
+
+/// A [`Guard`] as a step.
+pub fn guard_step<G: Guard>(guard: G) -> Arc<dyn Step> {
+    Arc::new(GuardStep(guard))
+}
+
+/// An [`Interceptor`] as a step.
+pub fn interceptor_step<I: Interceptor>(interceptor: I) -> Arc<dyn Step> {
+    Arc::new(InterceptorStep(interceptor))
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl<G> Sealed for super::GuardStep<G> {}
+    impl<I> Sealed for super::InterceptorStep<I> {}
+}
+
+struct GuardStep<G>(G);
+
+impl<G: Guard> Step for GuardStep<G> {
+    fn request(&self, req: &mut Request, slot: &mut Slot) -> Result<(), Response> {
+        let state = self.0.request(req)?;
+        slot.put(state);
+        Ok(())
+    }
+
+    unsafe fn response(&self, slot: &mut Slot, res: &mut Response) {
+        // SAFETY: the caller's promise: `slot` holds a `G::State` from `request`.
+        let state = unsafe { slot.take::<G::State>() };
+        self.0.response(state, res);
+    }
+
+    unsafe fn discard(&self, slot: &mut Slot) {
+        // SAFETY: as above.
+        drop(unsafe { slot.take::<G::State>() });
+    }
+}
+
+struct InterceptorStep<I>(I);
+
+impl<I: Interceptor> Step for InterceptorStep<I> {
+    fn request(&self, req: &mut Request, slot: &mut Slot) -> Result<(), Response> {
+        slot.put(self.0.request(req));
+        Ok(())
+    }
+
+    unsafe fn response(&self, slot: &mut Slot, res: &mut Response) {
+        // SAFETY: the caller's promise: `slot` holds an `I::State` from `request`.
+        let state = unsafe { slot.take::<I::State>() };
+        self.0.response(state, res);
+    }
+
+    unsafe fn discard(&self, slot: &mut Slot) {
+        // SAFETY: as above.
+        drop(unsafe { slot.take::<I::State>() });
+    }
+}
+
+/// Words in a [`Slot`]: a state of up to 64 bytes (a `HeaderValue` is 40) is kept in place.
+const SLOT_WORDS: usize = 8;
+
+/// Where a step keeps its state between the request and the response: in place when the state's
+/// type fits (size and alignment), else in a box whose pointer the slot holds. Which of the two is
+/// fixed by the type, so `put` and `take` of the same type always agree. A slot does not know
+/// whether it is full: the run that owns it does, and drops what is left through
+/// [`Step::discard`].
+pub struct Slot(MaybeUninit<[usize; SLOT_WORDS]>);
+
+impl Slot {
+    const EMPTY: Slot = Slot(MaybeUninit::uninit());
+
+    const fn inline<T>() -> bool {
+        size_of::<T>() <= size_of::<[usize; SLOT_WORDS]>() && align_of::<T>() <= align_of::<usize>()
+    }
+
+    fn put<T>(&mut self, value: T) {
+        if Self::inline::<T>() {
+            // SAFETY: `T` fits the slot's size and alignment (checked just above).
+            unsafe { self.0.as_mut_ptr().cast::<T>().write(value) }
+        } else {
+            let boxed = Box::into_raw(Box::new(value));
+            // SAFETY: a pointer fits a slot.
+            unsafe { self.0.as_mut_ptr().cast::<*mut T>().write(boxed) }
+        }
+    }
+
+    /// # Safety
+    /// The slot holds a `T` put by [`Slot::put`] and not taken since.
+    unsafe fn take<T>(&mut self) -> T {
+        if Self::inline::<T>() {
+            // SAFETY: the caller's promise; reading moves the value out, the slot is empty again.
+            unsafe { self.0.as_ptr().cast::<T>().read() }
+        } else {
+            // SAFETY: the caller's promise: the slot holds the pointer `put` boxed.
+            unsafe { *Box::from_raw(self.0.as_ptr().cast::<*mut T>().read()) }
+        }
+    }
+}
+
+/// Slots for a run: in the future itself for runs of up to [`INLINE_SLOTS`] steps (the common
+/// case, no allocation), else in one vector.
+// The in-place variant is the point: it lives in the (already boxed) future of the router.
+#[allow(clippy::large_enum_variant)]
+enum Slots {
+    Inline([Slot; INLINE_SLOTS]),
+    Heap(Vec<Slot>),
+}
+
+/// Steps a run keeps in place.
+const INLINE_SLOTS: usize = 4;
+
+impl Slots {
+    fn new(steps: usize) -> Self {
+        if steps <= INLINE_SLOTS {
+            Slots::Inline([Slot::EMPTY; INLINE_SLOTS])
+        } else {
+            Slots::Heap((0..steps).map(|_| Slot::EMPTY).collect())
+        }
+    }
+
+    fn get(&mut self, i: usize) -> &mut Slot {
+        match self {
+            Slots::Inline(slots) => &mut slots[i],
+            Slots::Heap(slots) => &mut slots[i],
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`AppService::start`]: the service's own future, or a run of steps around one.
+    pub struct Started {
+        #[pin]
+        state: State,
+        run: Option<Arc<Run>>,
+        // Steps `0..filled` passed the request on and hold their state in their slot.
+        filled: usize,
+        slots: Slots,
+    }
+
+    impl PinnedDrop for Started {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            // The inner future first, then the states innermost first: the order nested layers'
+            // futures drop in.
+            this.state.set(State::Done);
+            if let Some(run) = this.run {
+                while *this.filled > 0 {
+                    *this.filled -= 1;
+                    let i = *this.filled;
+                    // SAFETY: step `i` put its state in slot `i` and nothing took it.
+                    unsafe { run.steps[i].discard(this.slots.get(i)) };
+                }
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State {
+        // The request, until the first poll runs the steps' `request`.
+        Waiting { req: Option<Request> },
+        // The service inside the run (or the service itself) answering.
+        Inner { #[pin] fut: AppFuture },
+        // A step answered: the answer, until the outer steps have seen it.
+        Answered { answer: Option<Response> },
+        Done,
+    }
+}
+
+impl Future for Started {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let mut response = loop {
+            match this.state.as_mut().project() {
+                StateProj::Inner { fut } => break ready!(fut.poll(cx))?,
+                StateProj::Answered { answer } => break answer.take().unwrap_or_default(),
+                StateProj::Waiting { req } => {
+                    let mut req = req.take().expect("polled after the request was taken");
+                    let run = this.run.as_ref().expect("a waiting future has a run");
+                    let mut answer = None;
+                    for step in run.steps.iter() {
+                        let slot = this.slots.get(*this.filled);
+                        match step.request(&mut req, slot) {
+                            Ok(()) => *this.filled += 1,
+                            Err(a) => {
+                                answer = Some(a);
+                                break;
+                            }
+                        }
+                    }
+                    let next = match answer {
+                        Some(answer) => State::Answered {
+                            answer: Some(answer),
+                        },
+                        None => State::Inner {
+                            fut: run.inner.handle(req),
+                        },
+                    };
+                    this.state.set(next);
+                }
+                StateProj::Done => return Poll::Pending,
+            }
+        };
+        this.state.set(State::Done);
+        if let Some(run) = this.run.as_ref() {
+            while *this.filled > 0 {
+                *this.filled -= 1;
+                let i = *this.filled;
+                // SAFETY: step `i` put its state in slot `i` and nothing took it; `filled` no
+                // longer counts it, so it is taken once.
+                unsafe { run.steps[i].response(this.slots.get(i), &mut response) };
+            }
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::{build, Middleware};
+    use crate::Body;
+    use http::{HeaderValue, StatusCode};
+    use parapet_middlewares::guard::answer;
+    use std::sync::Mutex;
+
+    /// What the steps saw, in order.
+    type Seen = Arc<Mutex<Vec<String>>>;
+
+    /// Tags the request on the way in and the response on the way out; its state is large when
+    /// `big` (a boxed slot) and says when it is dropped unused.
+    #[derive(Clone)]
+    struct Tag {
+        name: &'static str,
+        seen: Seen,
+        big: bool,
+    }
+
+    struct TagState {
+        name: &'static str,
+        seen: Seen,
+        used: bool,
+        _ballast: Option<Box<[u8; 256]>>,
+        _inline_ballast: [u64; 2],
+    }
+
+    impl Drop for TagState {
+        fn drop(&mut self) {
+            if !self.used {
+                self.seen
+                    .lock()
+                    .unwrap()
+                    .push(format!("drop {}", self.name));
+            }
+        }
+    }
+
+    impl Interceptor for Tag {
+        type State = (TagState, [u64; 16]);
+        fn request(&self, req: &mut Request) -> Self::State {
+            self.seen.lock().unwrap().push(format!("in {}", self.name));
+            req.headers_mut()
+                .append("x-in", HeaderValue::from_static(self.name));
+            let state = TagState {
+                name: self.name,
+                seen: Arc::clone(&self.seen),
+                used: false,
+                _ballast: self.big.then(|| Box::new([0; 256])),
+                _inline_ballast: [0; 2],
+            };
+            (state, [7; 16])
+        }
+        fn response(&self, (mut state, check): Self::State, res: &mut Response) {
+            assert_eq!(check, [7; 16]);
+            state.used = true;
+            self.seen.lock().unwrap().push(format!("out {}", self.name));
+            res.headers_mut()
+                .append("x-out", HeaderValue::from_static(self.name));
+        }
+    }
+
+    /// Refuses requests with `x-refuse`.
+    #[derive(Clone)]
+    struct Refuse;
+
+    impl Guard for Refuse {
+        type State = HeaderValue;
+        fn request(&self, req: &mut Request) -> Result<HeaderValue, Response> {
+            if req.headers().contains_key("x-refuse") {
+                return Err(answer(StatusCode::FORBIDDEN));
+            }
+            Ok(HeaderValue::from_static("passed"))
+        }
+        fn response(&self, state: HeaderValue, res: &mut Response) {
+            res.headers_mut().insert("x-guard", state);
+        }
+    }
+
+    fn endpoint(seen: Seen) -> AppService {
+        AppService::from_fn(move |req: Request| {
+            let seen = Arc::clone(&seen);
+            Box::pin(async move {
+                let ins: Vec<_> = req.headers().get_all("x-in").iter().cloned().collect();
+                seen.lock().unwrap().push(format!("endpoint {ins:?}"));
+                if req.headers().contains_key("x-hang") {
+                    std::future::pending::<()>().await;
+                }
+                Ok(Response::new(Body::empty()))
+            })
+        })
+    }
+
+    fn tag(name: &'static str, seen: &Seen, big: bool) -> Middleware {
+        Middleware::from_interceptor(Tag {
+            name,
+            seen: Arc::clone(seen),
+            big,
+        })
+    }
+
+    fn get(header: Option<&'static str>) -> Request {
+        let mut req = http::Request::get("/").body(Body::empty()).unwrap();
+        if let Some(h) = header {
+            req.headers_mut().insert(h, HeaderValue::from_static("1"));
+        }
+        req
+    }
+
+    fn outs(res: &Response) -> Vec<&str> {
+        res.headers()
+            .get_all("x-out")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_run_sees_requests_outermost_first_and_responses_innermost_first() {
+        let seen = Seen::default();
+        // Six steps: more than a run keeps in place; one state boxed.
+        let chain = [
+            tag("a", &seen, false),
+            tag("b", &seen, true),
+            Middleware::from_guard(Refuse),
+            tag("c", &seen, false),
+            tag("d", &seen, false),
+            tag("e", &seen, false),
+        ];
+        let app = build(chain.iter(), endpoint(Arc::clone(&seen)));
+        let res = app.handle(get(None)).await.unwrap();
+        assert_eq!(outs(&res), ["e", "d", "c", "b", "a"]);
+        assert_eq!(res.headers()["x-guard"], "passed");
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen[..5], ["in a", "in b", "in c", "in d", "in e"]);
+        assert_eq!(seen[5], r#"endpoint ["a", "b", "c", "d", "e"]"#);
+        assert_eq!(seen[6..], ["out e", "out d", "out c", "out b", "out a"]);
+    }
+
+    #[tokio::test]
+    async fn a_guards_answer_passes_through_the_steps_outside_it_only() {
+        let seen = Seen::default();
+        let chain = [
+            tag("a", &seen, false),
+            Middleware::from_guard(Refuse),
+            tag("b", &seen, false),
+        ];
+        let app = build(chain.iter(), endpoint(Arc::clone(&seen)));
+        let res = app.start(get(Some("x-refuse"))).await.unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        assert_eq!(outs(&res), ["a"]);
+        assert!(res.headers().get("x-guard").is_none());
+        assert_eq!(*seen.lock().unwrap(), ["in a", "out a"]);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_run_drops_the_states_innermost_first() {
+        let seen = Seen::default();
+        let chain = [
+            tag("a", &seen, true),
+            tag("b", &seen, false),
+            tag("c", &seen, false),
+        ];
+        let app = build(chain.iter(), endpoint(Arc::clone(&seen)));
+        let mut fut = Box::pin(app.start(get(Some("x-hang"))));
+        let waker = std::task::Waker::noop();
+        assert!(fut
+            .as_mut()
+            .poll(&mut Context::from_waker(waker))
+            .is_pending());
+        drop(fut);
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen[4..], ["drop c", "drop b", "drop a"]);
+        // Never polled: nothing ran, nothing to drop.
+        let seen2 = Seen::default();
+        let app = build(
+            [tag("x", &seen2, false)].iter(),
+            endpoint(Arc::clone(&seen2)),
+        );
+        drop(app.start(get(None)));
+        assert!(seen2.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn layers_between_steps_split_runs_and_keep_their_place() {
+        let seen = Seen::default();
+        let layer = Middleware::from_layer(tower::layer::layer_fn(|inner: AppService| {
+            AppService::from_fn(move |mut req: Request| {
+                req.headers_mut()
+                    .append("x-in", HeaderValue::from_static("layer"));
+                let fut = inner.handle(req);
+                Box::pin(async move {
+                    let mut res = fut.await?;
+                    res.headers_mut()
+                        .append("x-out", HeaderValue::from_static("layer"));
+                    Ok(res)
+                })
+            })
+        }));
+        let chain = [tag("a", &seen, false), layer, tag("b", &seen, false)];
+        let app = build(chain.iter(), endpoint(Arc::clone(&seen)));
+        let res = app.handle(get(None)).await.unwrap();
+        assert_eq!(outs(&res), ["b", "layer", "a"]);
+        assert_eq!(seen.lock().unwrap()[2], r#"endpoint ["a", "layer", "b"]"#);
     }
 }

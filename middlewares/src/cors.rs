@@ -270,6 +270,14 @@ impl CorsLayer {
     }
 }
 
+impl CorsLayer {
+    /// The guard this layer applies: what a host runs without a layer of its own (parapet runs
+    /// adjacent guards and interceptors in one future).
+    pub fn guard(&self) -> &Cors {
+        self.inner.guard()
+    }
+}
+
 impl<S> tower::Layer<S> for CorsLayer {
     type Service = Guarded<Cors, S>;
 

@@ -132,6 +132,14 @@ impl HeadersLayer {
     }
 }
 
+impl HeadersLayer {
+    /// The interceptor this layer applies: what a host runs without a layer of its own (parapet runs
+    /// adjacent guards and interceptors in one future).
+    pub fn interceptor(&self) -> &Headers {
+        self.inner.interceptor()
+    }
+}
+
 impl<S> tower::Layer<S> for HeadersLayer {
     type Service = Intercept<Headers, S>;
 

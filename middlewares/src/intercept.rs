@@ -67,6 +67,11 @@ impl<I> InterceptLayer<I> {
     pub fn new(interceptor: I) -> Self {
         Self { interceptor }
     }
+
+    /// The interceptor this layer applies.
+    pub fn interceptor(&self) -> &I {
+        &self.interceptor
+    }
 }
 
 impl<I: Clone, S> Layer<S> for InterceptLayer<I> {

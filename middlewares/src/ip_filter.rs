@@ -81,6 +81,14 @@ impl IpFilterLayer {
     }
 }
 
+impl IpFilterLayer {
+    /// The guard this layer applies: what a host runs without a layer of its own (parapet runs
+    /// adjacent guards and interceptors in one future).
+    pub fn guard(&self) -> &IpFilter {
+        self.inner.guard()
+    }
+}
+
 impl<S> tower::Layer<S> for IpFilterLayer {
     type Service = Guarded<IpFilter, S>;
 

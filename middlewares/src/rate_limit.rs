@@ -338,6 +338,14 @@ impl RateLimitLayer {
     }
 }
 
+impl RateLimitLayer {
+    /// The guard this layer applies: what a host runs without a layer of its own (parapet runs
+    /// adjacent guards and interceptors in one future).
+    pub fn guard(&self) -> &RateLimit {
+        self.inner.guard()
+    }
+}
+
 impl<S> tower::Layer<S> for RateLimitLayer {
     type Service = Guarded<RateLimit, S>;
 

@@ -224,6 +224,14 @@ impl RedirectLayer {
     }
 }
 
+impl RedirectLayer {
+    /// The guard this layer applies: what a host runs without a layer of its own (parapet runs
+    /// adjacent guards and interceptors in one future).
+    pub fn guard(&self) -> &Redirect {
+        self.inner.guard()
+    }
+}
+
 impl<S> tower::Layer<S> for RedirectLayer {
     type Service = Guarded<Redirect, S>;
 

@@ -179,6 +179,14 @@ impl RequestIdLayer {
     }
 }
 
+impl RequestIdLayer {
+    /// The interceptor this layer applies: what a host runs without a layer of its own (parapet runs
+    /// adjacent guards and interceptors in one future).
+    pub fn interceptor(&self) -> &RequestIds {
+        self.inner.interceptor()
+    }
+}
+
 impl<S> tower::Layer<S> for RequestIdLayer {
     type Service = Intercept<RequestIds, S>;
 

@@ -125,6 +125,14 @@ impl RewriteLayer {
     }
 }
 
+impl RewriteLayer {
+    /// The guard this layer applies: what a host runs without a layer of its own (parapet runs
+    /// adjacent guards and interceptors in one future).
+    pub fn guard(&self) -> &Rewrite {
+        self.inner.guard()
+    }
+}
+
 impl<S> tower::Layer<S> for RewriteLayer {
     type Service = Guarded<Rewrite, S>;
 

@@ -25,18 +25,21 @@ use super::no_check;
 pub(super) fn register(registry: &mut Registry) {
     registry
         .register_middleware_kind("request_id", request_id, no_check, |r: &RequestId, _| {
-            Ok(Middleware::from_layer(RequestIdLayer::new(
-                r.header.clone(),
-            )))
+            Ok(Middleware::from_interceptor(
+                RequestIdLayer::new(r.header.clone()).interceptor().clone(),
+            ))
         })
         .register_middleware_kind("cors", cors, no_check, |c: &CorsConfig, _| {
-            Ok(Middleware::from_layer(CorsLayer::new(c.clone())))
+            Ok(Middleware::from_guard(
+                CorsLayer::new(c.clone()).guard().clone(),
+            ))
         })
         .register_middleware_kind("ip_filter", ip_filter, no_check, |f: &IpFilter, _| {
-            Ok(Middleware::from_layer(IpFilterLayer::new(
-                f.allow.clone(),
-                f.deny.clone(),
-            )))
+            Ok(Middleware::from_guard(
+                IpFilterLayer::new(f.allow.clone(), f.deny.clone())
+                    .guard()
+                    .clone(),
+            ))
         })
         .register_middleware_kind(
             "rate_limit",
@@ -44,10 +47,9 @@ pub(super) fn register(registry: &mut Registry) {
             no_check,
             |r: &RateLimitConfig, at| {
                 // Keyed by the instance's place: a reload keeping it keeps its counts.
-                Ok(Middleware::from_layer(RateLimitLayer::shared(
-                    &at.key,
-                    r.clone(),
-                )))
+                Ok(Middleware::from_guard(
+                    RateLimitLayer::shared(&at.key, r.clone()).guard().clone(),
+                ))
             },
         )
         .register_middleware_kind(
@@ -80,17 +82,16 @@ pub(super) fn register(registry: &mut Registry) {
             };
             // The redirect is asked first: a request it answers is not rewritten.
             Ok(match (redirect, path) {
-                (Some(redirect), Some(path)) => {
-                    Middleware::from_layer(tower::layer::util::Stack::new(path, redirect))
-                }
-                (Some(redirect), None) => Middleware::from_layer(redirect),
-                (None, Some(path)) => Middleware::from_layer(path),
+                (Some(redirect), Some(path)) => Middleware::from_guard(redirect.guard().clone())
+                    .then(Middleware::from_guard(path.guard().clone())),
+                (Some(redirect), None) => Middleware::from_guard(redirect.guard().clone()),
+                (None, Some(path)) => Middleware::from_guard(path.guard().clone()),
                 (None, None) => return Err(vec![at.error("a rewrite needs `path` or `redirect`")]),
             })
         })
         .register_middleware_kind("redirect", redirect, no_check, |r: &Redirect, at| {
             let regex = Regex::new(&r.regex).map_err(|e| vec![at.error(e.to_string())])?;
-            Ok(Middleware::from_layer(r.layer(regex)))
+            Ok(Middleware::from_guard(r.layer(regex).guard().clone()))
         });
 }
 

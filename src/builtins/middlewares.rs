@@ -11,7 +11,7 @@ use http::{HeaderName, HeaderValue};
 use parapet_middlewares::access_log::{AccessLogConfig, AccessLogLayer, Format, Target};
 use parapet_middlewares::body_limit::BodyLimitLayer;
 use parapet_middlewares::compress::{CompressConfig, CompressLayer, Encoding};
-use parapet_middlewares::errors::{ErrorsConfig, ErrorsLayer, Page, StatusMatch};
+use parapet_middlewares::errors::{CatchPanic, ErrorsConfig, ErrorsLayer, Page, StatusMatch};
 use parapet_middlewares::headers::{HeaderOps, HeadersLayer, Replace};
 use parapet_middlewares::rewrite::Regex;
 
@@ -29,14 +29,17 @@ pub(super) fn register(registry: &mut Registry) {
             Ok(Middleware::from_layer(BodyLimitLayer::new(b.max_size)))
         })
         .register_middleware_kind("compress", compress, no_check, |c: &CompressConfig, _| {
-            Ok(Middleware::from_layer(CompressLayer::new(c.clone())))
+            Ok(Middleware::from_interceptor(
+                CompressLayer::new(c.clone()).interceptor().clone(),
+            ))
         })
         .register_middleware_kind("errors", errors, check_errors, build_errors)
         .register_middleware_kind("headers", headers, no_check, |h: &Headers, _| {
-            Ok(Middleware::from_layer(HeadersLayer::new(
-                h.request.clone(),
-                h.response.clone(),
-            )))
+            Ok(Middleware::from_interceptor(
+                HeadersLayer::new(h.request.clone(), h.response.clone())
+                    .interceptor()
+                    .clone(),
+            ))
         });
     super::catalogue::register(registry);
 }
@@ -77,7 +80,7 @@ fn build_access_log(log: &AccessLog, _: &Location) -> Result<Middleware, Vec<Con
         target: log.target.value.clone(),
     };
     match AccessLogLayer::new(config) {
-        Ok(layer) => Ok(Middleware::from_layer(layer)),
+        Ok(layer) => Ok(Middleware::from_interceptor(layer.interceptor().clone())),
         Err(e) => Err(vec![log.target.at.error(format!(
             "cannot open access log {:?}: {e}",
             log.target.value
@@ -220,7 +223,13 @@ fn build_errors(e: &ErrorPages, _: &Location) -> Result<Middleware, Vec<ConfigEr
     }
     config.intercept = e.intercept.clone();
     if errors.is_empty() {
-        Ok(Middleware::from_layer(ErrorsLayer::new(config)))
+        // The pages' interceptor joins the run of steps it is in; the panic catcher is a layer.
+        let layer = ErrorsLayer::new(config);
+        Ok(
+            Middleware::from_interceptor(layer.pages().clone()).then(Middleware::from_layer(
+                tower::layer::layer_fn(CatchPanic::new),
+            )),
+        )
     } else {
         Err(errors)
     }

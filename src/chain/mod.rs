@@ -4,18 +4,31 @@
 //! [`Middleware`] is a built layer, made once when the config is built (files opened, pages read) and
 //! applied to every app and listener that names it. Kinds are registered in a [`crate::Registry`]
 //! (the built-in ones by `crate::builtins`).
+//!
+//! A middleware is any tower layer ([`Middleware::from_layer`]), or a guard or an interceptor
+//! ([`Middleware::from_guard`], [`Middleware::from_interceptor`]): adjacent ones of those are run by
+//! one future, without a boxed future per layer (see [`crate::service`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use parapet_middlewares::guard::Guard;
+use parapet_middlewares::intercept::Interceptor;
 use tower::{Layer, Service};
 
+use crate::service::{guard_step, interceptor_step, Step};
 use crate::{AppService, Request, Response};
 
-/// A built middleware: wraps a service in one layer.
+/// A built middleware: wraps a service in one layer, or in a few (outermost first).
 #[derive(Clone)]
 pub struct Middleware {
-    wrap: Arc<dyn Fn(AppService) -> AppService + Send + Sync>,
+    parts: Arc<[Part]>,
+}
+
+#[derive(Clone)]
+enum Part {
+    Wrap(Arc<dyn Fn(AppService) -> AppService + Send + Sync>),
+    Step(Arc<dyn Step>),
 }
 
 impl std::fmt::Debug for Middleware {
@@ -38,13 +51,48 @@ impl Middleware {
         <L::Service as Service<Request>>::Future: Send + 'static,
     {
         Middleware {
-            wrap: Arc::new(move |inner| AppService::new(layer.layer(inner))),
+            parts: Arc::new([Part::Wrap(Arc::new(move |inner| {
+                AppService::new(layer.layer(inner))
+            }))]),
+        }
+    }
+
+    /// A middleware from a [`Guard`]: it answers or passes on, in the run of steps it is part of.
+    pub fn from_guard<G: Guard>(guard: G) -> Middleware {
+        Middleware {
+            parts: Arc::new([Part::Step(guard_step(guard))]),
+        }
+    }
+
+    /// A middleware from an [`Interceptor`], in the run of steps it is part of.
+    pub fn from_interceptor<I: Interceptor>(interceptor: I) -> Middleware {
+        Middleware {
+            parts: Arc::new([Part::Step(interceptor_step(interceptor))]),
+        }
+    }
+
+    /// This middleware outside `inner`: one made of two parts, `self` first.
+    pub fn then(self, inner: Middleware) -> Middleware {
+        let parts: Vec<Part> = self
+            .parts
+            .iter()
+            .chain(inner.parts.iter())
+            .cloned()
+            .collect();
+        Middleware {
+            parts: parts.into(),
         }
     }
 
     /// Wraps `inner` in this middleware.
     pub fn wrap(&self, inner: AppService) -> AppService {
-        (self.wrap)(inner)
+        self.parts
+            .iter()
+            .rev()
+            .fold(inner, |inner, part| match part {
+                Part::Wrap(wrap) => wrap(inner),
+                Part::Step(step) => inner.with_step(Arc::clone(step)),
+            })
     }
 }
 

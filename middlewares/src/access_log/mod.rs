@@ -97,6 +97,14 @@ impl AccessLogLayer {
     }
 }
 
+impl AccessLogLayer {
+    /// The interceptor this layer applies: what a host runs without a layer of its own (parapet runs
+    /// adjacent guards and interceptors in one future).
+    pub fn interceptor(&self) -> &AccessLog {
+        self.inner.interceptor()
+    }
+}
+
 impl<S> tower::Layer<S> for AccessLogLayer {
     type Service = Intercept<AccessLog, S>;
 

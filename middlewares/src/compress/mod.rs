@@ -147,6 +147,14 @@ impl CompressLayer {
     }
 }
 
+impl CompressLayer {
+    /// The interceptor this layer applies: what a host runs without a layer of its own (parapet runs
+    /// adjacent guards and interceptors in one future).
+    pub fn interceptor(&self) -> &Compress {
+        self.inner.interceptor()
+    }
+}
+
 impl<S> tower::Layer<S> for CompressLayer {
     type Service = Intercept<Compress, S>;
 

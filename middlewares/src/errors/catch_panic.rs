@@ -28,7 +28,8 @@ pub struct CatchPanic<S> {
 }
 
 impl<S> CatchPanic<S> {
-    pub(super) fn new(inner: S) -> Self {
+    /// `inner`, its panics and errors turned into 500s.
+    pub fn new(inner: S) -> Self {
         Self { inner }
     }
 }

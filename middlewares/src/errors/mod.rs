@@ -87,6 +87,12 @@ impl ErrorsLayer {
             pages: InterceptLayer::new(ErrorPages::new(Arc::new(config))),
         }
     }
+
+    /// The outer part: the error pages' interceptor (the inner part is [`CatchPanic`]), for a host
+    /// that runs interceptors without a layer of their own.
+    pub fn pages(&self) -> &ErrorPages {
+        self.pages.interceptor()
+    }
 }
 
 /// The service built by [`ErrorsLayer`]. It never fails.
