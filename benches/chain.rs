@@ -77,6 +77,15 @@ fn requests() -> u64 {
     }
 }
 
+/// Requests per round in-process (no socket): each costs about a microsecond.
+fn local_requests() -> u64 {
+    if *FULL {
+        200_000
+    } else {
+        200
+    }
+}
+
 fn rounds() -> usize {
     if *FULL {
         5
@@ -102,6 +111,26 @@ const CATALOGUE: [(&str, &str); 9] = [
 ];
 
 fn config(up: std::net::SocketAddr, chain: &str, log: &std::path::Path) -> String {
+    catalogue_config(up, chain, log, r#"upstream = "up""#)
+}
+
+/// The catalogue's config around an in-process endpoint answering `hello` at once: what a layer
+/// costs with no socket in the measure.
+fn local_config(up: std::net::SocketAddr, chain: &str, log: &std::path::Path) -> String {
+    catalogue_config(
+        up,
+        chain,
+        log,
+        r#"handler = { kind = "respond", status = 200, body = "hello" }"#,
+    )
+}
+
+fn catalogue_config(
+    up: std::net::SocketAddr,
+    chain: &str,
+    log: &std::path::Path,
+    endpoint: &str,
+) -> String {
     let htpasswd = log.with_file_name("htpasswd");
     format!(
         r#"{}
@@ -136,7 +165,7 @@ response.replace = {{ "location" = {{ regex = "^http://backend/(.*)$", to = "htt
 kind = "forward_auth"
 url = "http://{up}/auth"
 "#,
-        base_config(up, chain, log),
+        base_config(up, chain, log).replace(r#"upstream = "up""#, endpoint),
         htpasswd.display()
     )
 }
@@ -175,13 +204,17 @@ struct Sample {
 }
 
 async fn run(gateway: &Gateway) -> Sample {
+    run_n(gateway, requests()).await
+}
+
+async fn run_n(gateway: &Gateway, n: u64) -> Sample {
     let entry = gateway.entry("main").unwrap().clone();
     let client = ClientAddr("127.0.0.1:40000".parse().unwrap());
     let a0 = ALLOCS.load(Ordering::Relaxed);
     let o0 = OWN_ALLOCS.load(Ordering::Relaxed);
     let b0 = BYTES.load(Ordering::Relaxed);
     let t0 = Instant::now();
-    for _ in 0..requests() {
+    for _ in 0..n {
         let mut req = http::Request::get("/x?y=1")
             .header("host", "bench.local")
             .header("accept-encoding", "gzip")
@@ -197,10 +230,10 @@ async fn run(gateway: &Gateway) -> Sample {
     }
     let elapsed = t0.elapsed();
     Sample {
-        allocs: (ALLOCS.load(Ordering::Relaxed) - a0) as f64 / requests() as f64,
-        own: (OWN_ALLOCS.load(Ordering::Relaxed) - o0) as f64 / requests() as f64,
-        bytes: (BYTES.load(Ordering::Relaxed) - b0) as f64 / requests() as f64,
-        micros: elapsed.as_secs_f64() * 1e6 / requests() as f64,
+        allocs: (ALLOCS.load(Ordering::Relaxed) - a0) as f64 / n as f64,
+        own: (OWN_ALLOCS.load(Ordering::Relaxed) - o0) as f64 / n as f64,
+        bytes: (BYTES.load(Ordering::Relaxed) - b0) as f64 / n as f64,
+        micros: elapsed.as_secs_f64() * 1e6 / n as f64,
     }
 }
 
@@ -298,6 +331,34 @@ fn main() {
                 lo - bo,
                 lb - bb,
                 lt - bt
+            );
+            // The same layer around an in-process endpoint: the µs it adds, without the loopback
+            // round trip's noise. Each round's difference against the bare round next to it.
+            let local = |chain: &str| {
+                let config = Config::parse("local.toml", &local_config(up, chain, &log), &registry);
+                Gateway::build(&config.unwrap(), &registry, None).unwrap()
+            };
+            let (bare_local, layer_local) = (local("[]"), local(chain));
+            run_n(&bare_local, local_requests()).await;
+            run_n(&layer_local, local_requests()).await;
+            let (mut b, mut l, mut d) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..rounds() {
+                let x = run_n(&bare_local, local_requests()).await;
+                let y = run_n(&layer_local, local_requests()).await;
+                d.push(y.micros - x.micros);
+                b.push(x);
+                l.push(y);
+            }
+            let (ba, bo, _, bt) = summary(&b);
+            let (la, lo, _, lt) = summary(&l);
+            let (dmin, dmax) = d.iter().fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+            println!(
+                "{:<16} {:+6.2} allocations ({:+6.2} parapet's) in-process,        {:+6.3} µs per request (median of the rounds' differences {:+.3}, {dmin:+.3}..{dmax:+.3}; layer {lt:.3}, bare {bt:.3})",
+                "",
+                la - ba,
+                lo - bo,
+                lt - bt,
+                median(d.clone()),
             );
         }
         let _ = std::fs::remove_dir_all(&dir);
