@@ -71,7 +71,16 @@ static GLOBAL: Counting = Counting;
 static FULL: std::sync::LazyLock<bool> =
     std::sync::LazyLock::new(|| std::env::args().any(|a| a == "--bench"));
 
+/// A count from the environment: `CHAIN_REQUESTS`, `CHAIN_LOCAL_REQUESTS` and `CHAIN_ROUNDS` make a
+/// run short enough for valgrind (`valgrind --tool=callgrind target/release/deps/chain-* --bench`).
+fn env_count(name: &str) -> Option<u64> {
+    std::env::var(name).ok()?.parse().ok()
+}
+
 fn requests() -> u64 {
+    if let Some(n) = env_count("CHAIN_REQUESTS") {
+        return n;
+    }
     if *FULL {
         20_000
     } else {
@@ -81,6 +90,9 @@ fn requests() -> u64 {
 
 /// Requests per round in-process (no socket): each costs about a microsecond.
 fn local_requests() -> u64 {
+    if let Some(n) = env_count("CHAIN_LOCAL_REQUESTS") {
+        return n;
+    }
     if *FULL {
         200_000
     } else {
@@ -89,6 +101,9 @@ fn local_requests() -> u64 {
 }
 
 fn rounds() -> usize {
+    if let Some(n) = env_count("CHAIN_ROUNDS") {
+        return n as usize;
+    }
     if *FULL {
         5
     } else {

@@ -163,6 +163,8 @@ impl Redirect {
     }
 }
 
+static X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
+
 /// `https` for a request that came over TLS or, through a trusted proxy, says it did.
 fn scheme(req: &Request<Body>) -> &'static str {
     if let Some(scheme) = req.uri().scheme_str() {
@@ -174,7 +176,7 @@ fn scheme(req: &Request<Body>) -> &'static str {
     let trusted = ClientIp::of(req.extensions()).is_some_and(|c| c.peer_trusted);
     let forwarded_https = req
         .headers()
-        .get("x-forwarded-proto")
+        .get(&X_FORWARDED_PROTO)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
     if trusted && forwarded_https {
         "https"

@@ -53,6 +53,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
+use http::header::Entry;
 use http::{HeaderName, HeaderValue, Request, Response};
 
 use crate::intercept::{Intercept, InterceptLayer, Interceptor};
@@ -99,9 +100,10 @@ pub fn is_valid(value: &[u8]) -> bool {
 
 /// A new id: this process's random prefix, `-`, and the next value of a counter, in hexadecimal.
 pub fn make() -> HeaderValue {
-    static PREFIX: OnceLock<u64> = OnceLock::new();
+    // The prefix in hexadecimal and its `-`, written once per process.
+    static PREFIX: OnceLock<[u8; 17]> = OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(|| {
+    let prefix = PREFIX.get_or_init(|| {
         // std's hasher keys are drawn from the OS's random source once per process; the time and
         // the pid are mixed in for good measure.
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -109,14 +111,14 @@ pub fn make() -> HeaderValue {
         if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
             h.write_u128(t.as_nanos());
         }
-        h.finish()
+        let mut prefix = [b'-'; 17];
+        hex(&mut prefix, h.finish(), true);
+        prefix
     });
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let mut buf = [0u8; 33];
-    let mut len = hex(&mut buf, prefix, true);
-    buf[len] = b'-';
-    len += 1;
-    len += hex(&mut buf[len..], n, false);
+    buf[..17].copy_from_slice(prefix);
+    let len = 17 + hex(&mut buf[17..], n, false);
     // Hexadecimal digits and '-' are valid header value bytes.
     crate::values::header_value(&buf[..len]).unwrap_or_else(|| HeaderValue::from_static("-"))
 }
@@ -145,14 +147,20 @@ impl Interceptor for RequestIds {
     type State = HeaderValue;
 
     fn request(&self, req: &mut Request<Body>) -> HeaderValue {
-        let mut given = req.headers().get_all(&self.header).iter();
-        let id = match (given.next(), given.next()) {
-            (Some(v), None) if is_valid(v.as_bytes()) => v.clone(),
-            _ => {
-                let id = make();
-                req.headers_mut().insert(self.header.clone(), id.clone());
-                id
+        // One lookup of the header, kept or replaced in place.
+        let id = match req.headers_mut().entry(&self.header) {
+            Entry::Occupied(mut given) => {
+                let mut values = given.iter();
+                match (values.next(), values.next()) {
+                    (Some(v), None) if is_valid(v.as_bytes()) => v.clone(),
+                    _ => {
+                        let id = make();
+                        given.insert(id.clone());
+                        id
+                    }
+                }
             }
+            Entry::Vacant(slot) => slot.insert(make()).clone(),
         };
         req.extensions_mut().insert(RequestId(id.clone()));
         id
