@@ -314,12 +314,27 @@ pub(crate) fn remove_connection_options(headers: &mut HeaderMap, keep: &[&str]) 
     let first = first.clone();
     let more: Vec<HeaderValue> = lines.cloned().collect();
     headers.remove(header::CONNECTION);
-    for line in std::iter::once(&first).chain(&more) {
-        let Ok(line) = line.to_str() else { continue };
-        for option in line.split(',') {
-            let option = option.trim();
-            upgrade |= option.eq_ignore_ascii_case("upgrade");
-            if !option.is_empty() && !keep.iter().any(|k| option.eq_ignore_ascii_case(k)) {
+    let options = || {
+        std::iter::once(&first)
+            .chain(&more)
+            .filter_map(|line| line.to_str().ok())
+            .flat_map(|line| line.split(','))
+            .map(str::trim)
+            .filter(|option| !option.is_empty())
+    };
+    let mut named = false;
+    for option in options() {
+        upgrade |= option.eq_ignore_ascii_case("upgrade");
+        // Most options (`keep-alive`, `close`) name no header present: one pass over the names
+        // (lowercase in the map) tells, without a lookup per option.
+        named |= !keep.iter().any(|k| option.eq_ignore_ascii_case(k))
+            && headers
+                .keys()
+                .any(|name| option.eq_ignore_ascii_case(name.as_str()));
+    }
+    if named {
+        for option in options() {
+            if !keep.iter().any(|k| option.eq_ignore_ascii_case(k)) {
                 // By name as written (a `&str` name is looked up without allocating): an option
                 // that is no header name removes nothing.
                 headers.remove(option);

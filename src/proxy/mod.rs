@@ -69,13 +69,14 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names first: most messages have none of these, and then cost no lookup.
     let mut connection = false;
-    let mut hop = false;
+    // Bit i: `HOP_BY_HOP[i]` is present (only those are looked up again to be removed).
+    let mut hop = 0u8;
     let mut proxy = false;
     for name in headers.keys() {
         if name == header::CONNECTION {
             connection = true;
-        } else if HOP_BY_HOP.contains(name) {
-            hop = true;
+        } else if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            hop |= 1 << i;
         } else if name.as_str().starts_with("proxy-") {
             proxy = true;
         }
@@ -83,8 +84,8 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if connection {
         crate::router::remove_connection_options(headers, &[]);
     }
-    if hop {
-        for name in &HOP_BY_HOP {
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if hop & (1 << i) != 0 {
             headers.remove(name);
         }
     }
