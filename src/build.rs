@@ -237,7 +237,7 @@ impl Gateway {
         let mut entries = HashMap::with_capacity(config.listeners.len());
         for l in &config.listeners {
             let table = tables.remove(l.name.as_str()).unwrap_or_default();
-            let router = AppService::new(Router::new(table, &l.name));
+            let router = Router::new(table, &l.name).into_service();
             if let Some(chain) = resolve(&l.middlewares, &middlewares) {
                 let mut entry = chain::build(chain.into_iter(), router);
                 if let (Some(challenges), None) = (http01, &l.tls) {

@@ -100,6 +100,12 @@ impl Router {
         }
     }
 
+    /// This router as a listener's service: called without a clone of the router or tower's
+    /// readiness round per request (a router is always ready).
+    pub fn into_service(self) -> AppService {
+        AppService::from_fn(move |req| Box::pin(self.route(req)))
+    }
+
     /// The app for `req` and the request to give it, or the response parapet answers itself.
     pub fn dispatch(&self, mut req: Request) -> Dispatch {
         if req.method() == Method::CONNECT {
@@ -158,6 +164,13 @@ impl tower::Service<Request> for Router {
     }
 
     fn call(&mut self, req: Request) -> RouterFuture {
+        self.route(req)
+    }
+}
+
+impl Router {
+    /// Routes `req`: the app's response, or parapet's own.
+    pub fn route(&self, req: Request) -> RouterFuture {
         let started = Instant::now();
         match self.dispatch(req) {
             Dispatch::App(app, mut req, stats) => {
