@@ -77,38 +77,22 @@ fn env_count(name: &str) -> Option<u64> {
     std::env::var(name).ok()?.parse().ok()
 }
 
+/// `name` from the environment, else `full` in a `cargo bench` run and `quick` under `cargo test`.
+fn setting(name: &str, full: u64, quick: u64) -> u64 {
+    env_count(name).unwrap_or(if *FULL { full } else { quick })
+}
+
 fn requests() -> u64 {
-    if let Some(n) = env_count("CHAIN_REQUESTS") {
-        return n;
-    }
-    if *FULL {
-        20_000
-    } else {
-        200
-    }
+    setting("CHAIN_REQUESTS", 20_000, 200)
 }
 
 /// Requests per round in-process (no socket): each costs about a microsecond.
 fn local_requests() -> u64 {
-    if let Some(n) = env_count("CHAIN_LOCAL_REQUESTS") {
-        return n;
-    }
-    if *FULL {
-        200_000
-    } else {
-        200
-    }
+    setting("CHAIN_LOCAL_REQUESTS", 200_000, 200)
 }
 
 fn rounds() -> usize {
-    if let Some(n) = env_count("CHAIN_ROUNDS") {
-        return n as usize;
-    }
-    if *FULL {
-        5
-    } else {
-        1
-    }
+    setting("CHAIN_ROUNDS", 5, 1) as usize
 }
 
 /// `alice:s3cret`, bcrypt at cost 4.

@@ -209,13 +209,12 @@ pub fn guard_step<G: Guard>(guard: G) -> Arc<dyn Step> {
 
 /// An [`Interceptor`] as a step.
 pub fn interceptor_step<I: Interceptor>(interceptor: I) -> Arc<dyn Step> {
-    Arc::new(InterceptorStep(interceptor))
+    Arc::new(GuardStep(Passes(interceptor)))
 }
 
 mod sealed {
     pub trait Sealed {}
     impl<G> Sealed for super::GuardStep<G> {}
-    impl<I> Sealed for super::InterceptorStep<I> {}
 }
 
 struct GuardStep<G>(G);
@@ -239,23 +238,19 @@ impl<G: Guard> Step for GuardStep<G> {
     }
 }
 
-struct InterceptorStep<I>(I);
+/// An interceptor is a guard that always passes the request on.
+#[derive(Clone)]
+struct Passes<I>(I);
 
-impl<I: Interceptor> Step for InterceptorStep<I> {
-    fn request(&self, req: &mut Request, slot: &mut Slot) -> Result<(), Response> {
-        slot.put(self.0.request(req));
-        Ok(())
+impl<I: Interceptor> Guard for Passes<I> {
+    type State = I::State;
+
+    fn request(&self, req: &mut Request) -> Result<I::State, Response> {
+        Ok(self.0.request(req))
     }
 
-    unsafe fn response(&self, slot: &mut Slot, res: &mut Response) {
-        // SAFETY: the caller's promise: `slot` holds an `I::State` from `request`.
-        let state = unsafe { slot.take::<I::State>() };
-        self.0.response(state, res);
-    }
-
-    unsafe fn discard(&self, slot: &mut Slot) {
-        // SAFETY: as above.
-        drop(unsafe { slot.take::<I::State>() });
+    fn response(&self, state: I::State, res: &mut Response) {
+        self.0.response(state, res)
     }
 }
 
