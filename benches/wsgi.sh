@@ -4,17 +4,22 @@
 #   benches/wsgi.sh                          # 7 rounds of 5 s each, alternating
 #   ROUNDS=5 DURATION=10 benches/wsgi.sh
 #   PARAPET_BIN=/tmp/parapet-wsgi benches/wsgi.sh   # a given build (with --features wsgi), as it is
+#   PARAPET_PROCS=1 benches/wsgi.sh          # without the two-process side
 #
 # The stack a Python shop runs today: nginx (one worker, upstream keepalive) proxying to gunicorn
 # (`-w 2 -k gthread --threads 4`, Debian's), against parapet alone (`workers = 1`, the app on 8
 # threads of its own), both on this machine's two cores and both serving the same hello-world Flask
-# view. Each round measures, for each side: closed-loop requests/s (wrk -c 32) and the CPU time of
-# every process of that side (nginx and gunicorn's master and workers; parapet) per request.
+# view. A third side, `parapet x2`, is two parapet processes (`workers = 1` each) on one port with
+# `server.reuse_port = true`: as many processes as gunicorn's workers, a scale-out figure
+# (PARAPET_PROCS=1 leaves it out). Each round measures, for each side: closed-loop requests/s
+# (wrk -c 32) and the CPU time of every process of that side (nginx and gunicorn's master and
+# workers; parapet) per request.
 # Needs nginx, wrk, gunicorn and Flask (Debian: nginx wrk gunicorn python3-flask python3-dev); installs
 # what is missing.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-7}
+PARAPET_PROCS=${PARAPET_PROCS:-2}
 DURATION=${DURATION:-5}
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -43,7 +48,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-read -r GUNICORN NGINX PARAPET < <($stat free-ports 3)
+read -r GUNICORN NGINX PARAPET PARAPET2 < <($stat free-ports 4)
 mkdir -p "$work/app" "$work/tmp"
 cat > "$work/app/hello.py" <<'PY'
 from flask import Flask
@@ -88,6 +93,8 @@ app = "hello"
 [apps.hello]
 handler = { kind = "wsgi", app = "hello:app", pythonpath = ["$work/app"], threads = 8 }
 CONF
+sed -e "s/^workers = 1/workers = 1\nreuse_port = true/" -e "s/:$PARAPET\"/:$PARAPET2\"/" \
+  "$work/parapet.toml" > "$work/parapet2.toml"
 
 wait_port() {
   for _ in $(seq 1 200); do
@@ -101,16 +108,26 @@ wait_port() {
   --log-level warning hello:app) & pids+=($!); gunicorn_master=$!
 nginx -p "$work" -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!); nginx_master=$!
 PARAPET_LOG=warn "$parapet" run -c "$work/parapet.toml" & pids+=($!); parapet_pid=$!
+sides=(stack parapet)
+parapet2_pids=""
+if [ "$PARAPET_PROCS" -ge 2 ]; then
+  for _ in $(seq 1 "$PARAPET_PROCS"); do
+    PARAPET_LOG=warn "$parapet" run -c "$work/parapet2.toml" & pids+=($!); parapet2_pids+="$! "
+  done
+  sides+=(parapet2)
+fi
 wait_port "$GUNICORN"; wait_port "$NGINX"; wait_port "$PARAPET"
 curl -fsS "http://127.0.0.1:$PARAPET/" > /dev/null
 curl -fsS "http://127.0.0.1:$NGINX/" > /dev/null
+if [ "$PARAPET_PROCS" -ge 2 ]; then wait_port "$PARAPET2"; sleep 1; curl -fsS "http://127.0.0.1:$PARAPET2/" > /dev/null; fi
 side_pids() { # the processes of a side, found anew (gunicorn's workers are its master's children)
   case $1 in
     parapet) echo "$parapet_pid" ;;
+    parapet2) echo "$parapet2_pids" ;;
     stack) echo "$nginx_master $(pgrep -P "$nginx_master" | tr '\n' ' ') $gunicorn_master $(pgrep -P "$gunicorn_master" | tr '\n' ' ')" ;;
   esac
 }
-declare -A PORT=([stack]=$NGINX [parapet]=$PARAPET)
+declare -A PORT=([stack]=$NGINX [parapet]=$PARAPET [parapet2]=$PARAPET2)
 results="$work/results.txt"
 
 run() { # side
@@ -125,17 +142,19 @@ run() { # side
   echo "flask cpu_us_per_req $side $($stat div $((after - before)) "$n")" >> "$results"
 }
 
-for side in stack parapet; do
+for side in "${sides[@]}"; do
   timeout 30 wrk -t2 -c16 -d2s "http://127.0.0.1:${PORT[$side]}/" > /dev/null
 done
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round/$ROUNDS" >&2
-  for side in stack parapet; do run "$side"; done
+  for side in "${sides[@]}"; do run "$side"; done
 done
 
 echo
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(nginx -v 2>&1); $(gunicorn --version 2>&1 | tr -d '()'); Flask $(python3 -c 'import flask, importlib.metadata as m; print(m.version("flask"))'); $(/usr/bin/python3 --version); $("$parapet" --version)"
-echo "rounds: $ROUNDS x ${DURATION}s, alternating; wrk -t2 -c32; 'stack' is nginx + gunicorn -w 2 -k gthread --threads 4"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(nginx -v 2>&1); $(gunicorn --version 2>&1 | tr -d '()'); Flask $(/usr/bin/python3 -c 'import flask, importlib.metadata as m; print(m.version("flask"))'); $(/usr/bin/python3 --version); $("$parapet" --version)"
+echo "rounds: $ROUNDS x ${DURATION}s, alternating; wrk -t2 -c32; 'stack' is nginx + gunicorn -w 2 -k gthread --threads 4; 'parapet x2' is $PARAPET_PROCS parapet processes with reuse_port"
+echo "load average before: $load_before; after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 python3 - "$results" <<'PY'
 import statistics, sys
@@ -143,10 +162,19 @@ data = {}
 for line in open(sys.argv[1]):
     scenario, metric, side, value = line.split()
     data.setdefault(metric, {}).setdefault(side, []).append(float(value))
-print("| metric | nginx + gunicorn median (min–max) | parapet median (min–max) | parapet/stack |")
-print("| --- | --- | --- | --- |")
+two = "parapet2" in next(iter(data.values()))
+fmt = lambda v: f"{statistics.median(v):,.1f} ({min(v):,.1f}–{max(v):,.1f})"
+head = "| metric | nginx + gunicorn median (min–max) | parapet median (min–max) | parapet/stack |"
+if two:
+    head += " parapet x2 median (min–max) | parapet x2/stack |"
+print(head)
+print("| --- " * (6 if two else 4) + "|")
 for metric, by in data.items():
     s, p = by["stack"], by["parapet"]
-    ms, mp = statistics.median(s), statistics.median(p)
-    print(f"| {metric} | {ms:,.1f} ({min(s):,.1f}–{max(s):,.1f}) | {mp:,.1f} ({min(p):,.1f}–{max(p):,.1f}) | {mp / ms:.2f} |")
+    ms = statistics.median(s)
+    row = f"| {metric} | {fmt(s)} | {fmt(p)} | {statistics.median(p) / ms:.2f} |"
+    if two:
+        p2 = by["parapet2"]
+        row += f" {fmt(p2)} | {statistics.median(p2) / ms:.2f} |"
+    print(row)
 PY

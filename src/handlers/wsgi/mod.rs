@@ -17,6 +17,12 @@
 //!   while the app runs and lets go of it whenever it waits: for a piece of the request body
 //!   (`wsgi.input`), or for a slow client to take a piece of the response (a bounded channel, so a
 //!   slow client holds back the app, not memory).
+//! - Python runs on as few of those threads as keep up: a thread that finishes a request takes the
+//!   next queued one while it holds the GIL, and another thread joins only when the busy ones are
+//!   blocked (they finished nothing for 2 ms). Moving the GIL to another thread for every request
+//!   costs a context switch and moves Python's data between cores' caches.
+//! - The head and a body that is whole when the head leaves (its `Content-Length` reached, or a list
+//!   or tuple of bytes) go to the gateway in one message, without letting go of the GIL.
 //! - The environ is PEP 3333's: SCRIPT_NAME is the route's prefix, PATH_INFO the rest (percent-decoded,
 //!   as latin-1 text), HTTP_* the headers (repeated ones joined with `,`, cookies with `;`; a header
 //!   whose name holds `_` is dropped, as nginx and gunicorn do, since it would pose as another once

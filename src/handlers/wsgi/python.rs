@@ -1,16 +1,22 @@
 //! The Python side of the `wsgi` handler: the interpreter, the app's thread pool, and PEP 3333's
 //! objects (`wsgi.input`, `start_response`, `write`, `wsgi.errors`, `wsgi.file_wrapper`).
 //!
-//! A request crosses from the async gateway to a pool thread as a [`Job`], and comes back as a head
-//! (a oneshot) followed by body pieces (a bounded channel, for backpressure). The pool thread holds the
-//! GIL while Python code runs and releases it ([`Python::detach`]) whenever it waits on the gateway.
+//! A request crosses from the async gateway to a pool thread as a [`Job`] (through a [`Queue`]), and
+//! comes back as an [`Answer`]: the head with the first piece of the body (a oneshot), then the other
+//! pieces, if any (a bounded channel, for backpressure). A body known to be whole when the head leaves
+//! (its `Content-Length` reached, or the iterable done) travels in that one message. A pool thread
+//! keeps its Python thread state for its whole life, holds the GIL while Python code runs, and
+//! releases it ([`Python::detach`]) only when it waits: for a job, a piece of the request body, or a
+//! slow client.
 
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Read;
 use std::pin::Pin;
-use std::sync::{mpsc, Arc, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -21,7 +27,9 @@ use parapet_middlewares::{
 };
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTraceback, PyTuple};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
 use super::Wsgi;
@@ -36,7 +44,148 @@ const FILE_CHUNK: usize = 64 * 1024;
 /// A loaded WSGI app: its callable and the threads that run it. Shared by every config that names
 /// the same settings, so a reload that keeps them keeps the app (and imports nothing).
 pub(super) struct WsgiApp {
-    jobs: Mutex<mpsc::Sender<Job>>,
+    jobs: Arc<Queue>,
+}
+
+impl Drop for WsgiApp {
+    /// The app's threads end once they have served what is queued.
+    fn drop(&mut self) {
+        self.jobs.close();
+    }
+}
+
+/// How long queued jobs wait for the busy threads to make progress before an idle thread takes
+/// one: a thread that is blocked (in `time.sleep`, on a socket, on a slow client) lets another run.
+const PATIENCE: Duration = Duration::from_millis(2);
+
+/// The jobs waiting for a pool thread, dealt out so that Python runs on as few threads as keep up.
+///
+/// Python runs one thread at a time (the GIL). Handing each request to another thread costs a
+/// futex wake, a context switch and, worse, Python's working set moving between cores' caches:
+/// measured on a 2-core machine with a hello-world Flask view, 8 threads taking turns served ~40%
+/// fewer requests/s than one. So a thread that finishes a request takes the next one while it still
+/// holds the GIL, and an idle thread is woken for a new job only when no thread is busy. When busy
+/// threads stop making progress (no job finished for [`PATIENCE`]: they are blocked, with the GIL
+/// released), one idle thread, the watcher, takes a queued job; then the next watcher waits its
+/// turn. So a view that sleeps or waits still never holds back the others beyond [`PATIENCE`] per
+/// thread, and `threads` still bounds how many requests run at once.
+struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+struct QueueState {
+    jobs: VecDeque<Job>,
+    /// Threads running a job.
+    busy: usize,
+    /// Threads waiting in [`Queue::pop`].
+    idle: usize,
+    /// Whether an idle thread is watching the busy ones' progress.
+    watching: bool,
+    /// Jobs finished so far: the busy threads' progress.
+    done: u64,
+    /// No more jobs will come: the app was dropped.
+    closed: bool,
+}
+
+impl Queue {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new(QueueState {
+                jobs: VecDeque::new(),
+                busy: 0,
+                idle: 0,
+                watching: false,
+                done: 0,
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a job; false if the app is gone. An idle thread is woken when no thread is busy, or
+    /// to become the watcher when there is none.
+    fn push(&self, job: Job) -> bool {
+        let mut state = self.lock();
+        if state.closed {
+            return false;
+        }
+        state.jobs.push_back(job);
+        let wake = state.idle > 0 && (state.busy == 0 || !state.watching);
+        drop(state);
+        if wake {
+            self.ready.notify_one();
+        }
+        true
+    }
+
+    /// After a job: the next one if one is queued, taken without waiting (the thread stays busy);
+    /// otherwise the thread is no longer busy and goes to [`Queue::pop`].
+    fn next(&self) -> Option<Job> {
+        let mut state = self.lock();
+        state.done += 1;
+        let job = state.jobs.pop_front();
+        if job.is_none() {
+            state.busy -= 1;
+        }
+        job
+    }
+
+    /// The next job for an idle thread, waiting for one; `None` once the app is gone and nothing
+    /// is queued.
+    fn pop(&self) -> Option<Job> {
+        let mut state = self.lock();
+        loop {
+            if state.jobs.is_empty() && state.closed {
+                return None;
+            }
+            if !state.jobs.is_empty() && state.busy == 0 {
+                return Some(self.take(state));
+            }
+            if !state.jobs.is_empty() && !state.watching {
+                // Watch the busy threads: a job if none of them finishes one for PATIENCE.
+                state.watching = true;
+                let done = state.done;
+                state.idle += 1;
+                state = self
+                    .ready
+                    .wait_timeout(state, PATIENCE)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                state.idle -= 1;
+                state.watching = false;
+                if state.done == done && !state.jobs.is_empty() {
+                    return Some(self.take(state));
+                }
+                continue;
+            }
+            state.idle += 1;
+            state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
+            state.idle -= 1;
+        }
+    }
+
+    /// Takes the first job for a thread that becomes busy; another idle thread is woken to watch
+    /// if jobs remain.
+    fn take(&self, mut state: std::sync::MutexGuard<'_, QueueState>) -> Job {
+        let job = state.jobs.pop_front().expect("a queued job");
+        state.busy += 1;
+        let wake = !state.jobs.is_empty() && !state.watching && state.idle > 0;
+        drop(state);
+        if wake {
+            self.ready.notify_one();
+        }
+        job
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
 }
 
 /// Apps loaded, by settings: a reload finds the app its settings already loaded.
@@ -94,8 +243,7 @@ fn load(settings: &Wsgi) -> Result<WsgiApp, String> {
         )
     })?;
     let callable = Arc::new(callable);
-    let (jobs, queue) = mpsc::channel::<Job>();
-    let queue = Arc::new(Mutex::new(queue));
+    let queue = Arc::new(Queue::new());
     for i in 0..settings.threads {
         let queue = Arc::clone(&queue);
         let callable = Arc::clone(&callable);
@@ -106,9 +254,7 @@ fn load(settings: &Wsgi) -> Result<WsgiApp, String> {
             .map_err(|e| format!("cannot start a WSGI thread: {e}"))?;
     }
     tracing::info!(app = %settings.app, threads = settings.threads, "WSGI app loaded");
-    Ok(WsgiApp {
-        jobs: Mutex::new(jobs),
-    })
+    Ok(WsgiApp { jobs: queue })
 }
 
 impl WsgiApp {
@@ -128,21 +274,27 @@ impl WsgiApp {
             head: head_tx,
             body: body_tx,
         };
-        let sent = self
-            .jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(job);
-        if sent.is_err() {
+        if !self.jobs.push(job) {
             return GatewayError::new(GatewayErrorKind::Internal)
                 .with_detail("the WSGI app's threads are gone")
                 .into_response();
         }
         match head_rx.await {
-            Ok(Ok(head)) => {
-                let mut response = Response::new(Body::new(PieceBody { rx: body_rx }));
-                *response.status_mut() = head.status;
-                *response.headers_mut() = head.headers;
+            Ok(Ok(answer)) => {
+                let body = if answer.whole {
+                    // Everything came with the head: the channel is not read (dropping it tells
+                    // the app's thread that nothing more is wanted).
+                    drop(body_rx);
+                    Body::new(http_body_util::Full::new(answer.first))
+                } else {
+                    Body::new(PieceBody {
+                        first: Some(answer.first).filter(|first| !first.is_empty()),
+                        rx: body_rx,
+                    })
+                };
+                let mut response = Response::new(body);
+                *response.status_mut() = answer.head.status;
+                *response.headers_mut() = answer.head.headers;
                 response
             }
             Ok(Err(failure)) => GatewayError::new(GatewayErrorKind::Internal)
@@ -159,8 +311,17 @@ impl WsgiApp {
 /// A request on its way to a pool thread, and where its answer goes.
 struct Job {
     request: Request,
-    head: oneshot::Sender<Result<Head, AppFailure>>,
+    head: oneshot::Sender<Result<Answer, AppFailure>>,
     body: tmpsc::Sender<Result<Bytes, BoxError>>,
+}
+
+/// The response head with the first piece of the body, sent together in one message.
+struct Answer {
+    head: Head,
+    /// The first non-empty piece, or empty when the body is.
+    first: Bytes,
+    /// Whether `first` is the whole body (the channel then carries nothing).
+    whole: bool,
 }
 
 /// The response head `start_response` was given.
@@ -174,8 +335,10 @@ struct Head {
 #[error("{0}")]
 struct AppFailure(String);
 
-/// The response body: the pieces the app's thread sends, an error if the app failed after its head.
+/// The response body: the first piece (which came with the head), then the pieces the app's thread
+/// sends, an error if the app failed after its head.
 struct PieceBody {
+    first: Option<Bytes>,
     rx: tmpsc::Receiver<Result<Bytes, BoxError>>,
 }
 
@@ -187,27 +350,52 @@ impl HttpBody for PieceBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
         self.rx
             .poll_recv(cx)
             .map(|piece| piece.map(|r| r.map(Frame::data)))
     }
 }
 
-/// A pool thread: takes jobs until the app is dropped (every sender gone).
-fn worker(
-    queue: &Mutex<mpsc::Receiver<Job>>,
-    callable: &Py<PyAny>,
-    handle: &tokio::runtime::Handle,
-) {
-    loop {
-        let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
-        let Ok(job) = job else { return };
-        Python::attach(|py| run(py, callable, handle, job));
-    }
+/// A pool thread: takes jobs until the app is dropped. It attaches to Python once, so its thread
+/// state lives as long as it does (attaching anew for each request would create and destroy one,
+/// with its frame stack, every time), and lets go of the GIL only to wait for a job when none is
+/// queued ([`Queue`] says which thread takes which job).
+fn worker(queue: &Queue, callable: &Py<PyAny>, handle: &tokio::runtime::Handle) {
+    Python::attach(|py| {
+        let errors = match Py::new(py, Errors::default()) {
+            Ok(errors) => errors,
+            Err(err) => {
+                tracing::error!("cannot start a WSGI thread: {}", describe(py, &err));
+                return;
+            }
+        };
+        let mut next = None;
+        loop {
+            let job = match next.take() {
+                Some(job) => job,
+                None => match py.detach(|| queue.pop()) {
+                    Some(job) => job,
+                    None => return,
+                },
+            };
+            run(py, callable, handle, &errors, job);
+            errors.get().flush();
+            next = queue.next();
+        }
+    });
 }
 
 /// Runs the app for one request, PEP 3333 §"The Server/Gateway Side".
-fn run(py: Python<'_>, callable: &Py<PyAny>, handle: &tokio::runtime::Handle, job: Job) {
+fn run(
+    py: Python<'_>,
+    callable: &Py<PyAny>,
+    handle: &tokio::runtime::Handle,
+    errors: &Py<Errors>,
+    job: Job,
+) {
     let Job {
         request,
         head,
@@ -220,10 +408,10 @@ fn run(py: Python<'_>, callable: &Py<PyAny>, handle: &tokio::runtime::Handle, jo
             sent: false,
             tx: Some(head),
         }),
-        body,
+        body: Mutex::new(Some(body)),
     });
     let outcome = (|| -> PyResult<()> {
-        let environ = environ(py, &parts, request_body, handle)?;
+        let environ = environ(py, &parts, request_body, handle, errors)?;
         let start_response = Py::new(
             py,
             StartResponse {
@@ -235,8 +423,9 @@ fn run(py: Python<'_>, callable: &Py<PyAny>, handle: &tokio::runtime::Handle, jo
         // PEP 3333: "If the iterable returned by the application has a close() method, the server
         // or gateway must call that method upon completion of the current request, whether the
         // request was completed normally, or terminated early due to an application error".
-        let closed = match result.hasattr("close") {
-            Ok(true) => result.call_method0("close").map(drop),
+        let close = pyo3::intern!(py, "close");
+        let closed = match result.hasattr(close) {
+            Ok(true) => result.call_method0(close).map(drop),
             Ok(false) => Ok(()),
             Err(e) => Err(e),
         };
@@ -244,13 +433,16 @@ fn run(py: Python<'_>, callable: &Py<PyAny>, handle: &tokio::runtime::Handle, jo
     })();
     match outcome {
         Ok(()) => {
-            // The end of the body: the head goes out now if no piece carried it.
-            if let Err(err) = state.send_head() {
+            // The end of the body: the head goes out now (with an empty body) if no piece carried
+            // it.
+            if let Err(err) = state.send_head(Bytes::new(), true) {
                 fail(py, &state, err);
             }
         }
         Err(err) => fail(py, &state, err),
     }
+    // The end of the body, even if the app keeps a reference to `write` or `start_response`.
+    state.body.lock().unwrap_or_else(|e| e.into_inner()).take();
 }
 
 /// Sends the iterable's pieces; a `wsgi.file_wrapper` around a real file is sent from Rust.
@@ -260,23 +452,56 @@ fn send_result(py: Python<'_>, state: &State, result: &Bound<'_, PyAny>) -> PyRe
             return send_file(py, state, file);
         }
     }
+    // A list or tuple is all there already: its pieces go out as one, with the head if it has not
+    // gone out yet, so that the gateway is woken once for the whole response.
+    if let Ok(list) = result.cast::<PyList>() {
+        return send_whole(py, state, list.iter());
+    }
+    if let Ok(tuple) = result.cast::<PyTuple>() {
+        return send_whole(py, state, tuple.iter());
+    }
     for piece in result.try_iter()? {
         let piece = piece?;
-        let bytes = piece.cast::<PyBytes>().map_err(|_| {
-            PyTypeError::new_err(format!(
-                "a WSGI app's iterable yields bytes, not {}",
-                piece
-                    .get_type()
-                    .name()
-                    .map_or_else(|_| "?".into(), |n| n.to_string())
-            ))
-        })?;
-        if !state.send_piece(py, Bytes::copy_from_slice(bytes.as_bytes()))? {
-            // The client went away: stop pulling (close() still runs).
+        if !state.send_piece(py, Bytes::copy_from_slice(as_bytes(&piece)?))? {
+            // The client went away, or the body is whole (its Content-Length reached): stop
+            // pulling (close() still runs).
             return Ok(());
         }
     }
     Ok(())
+}
+
+/// Sends every piece of a list or tuple as one.
+fn send_whole<'py>(
+    py: Python<'py>,
+    state: &State,
+    pieces: impl Iterator<Item = Bound<'py, PyAny>>,
+) -> PyResult<()> {
+    let mut body = BytesMut::new();
+    for piece in pieces {
+        body.extend_from_slice(as_bytes(&piece)?);
+    }
+    if body.is_empty() {
+        return Ok(());
+    }
+    match state.send_head(body.freeze(), true)? {
+        None => Ok(()),
+        Some(body) => state.send_piece(py, body).map(drop),
+    }
+}
+
+/// A piece of the body, which PEP 3333 says is a bytestring.
+fn as_bytes<'a>(piece: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
+    let bytes = piece.cast::<PyBytes>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "a WSGI app's iterable yields bytes, not {}",
+            piece
+                .get_type()
+                .name()
+                .map_or_else(|_| "?".into(), |n| n.to_string())
+        ))
+    })?;
+    Ok(bytes.as_bytes())
 }
 
 /// Sends a file by its descriptor, reading it without the GIL.
@@ -305,7 +530,7 @@ fn fail(py: Python<'_>, state: &State, err: PyErr) {
     } else {
         tracing::error!("WSGI app failed after its response head, aborting the response:\n{text}");
         drop(head);
-        let _ = state.body.try_send(Err(Box::new(AppFailure(text))));
+        state.abort(py, AppFailure(text));
     }
 }
 
@@ -321,7 +546,8 @@ fn describe(py: Python<'_>, err: &PyErr) -> String {
 /// What `start_response`, `write` and the iteration share for one request.
 struct State {
     head: Mutex<HeadState>,
-    body: tmpsc::Sender<Result<Bytes, BoxError>>,
+    /// Where the pieces after the first go; `None` once the body ended.
+    body: Mutex<Option<tmpsc::Sender<Result<Bytes, BoxError>>>>,
 }
 
 struct HeadState {
@@ -330,15 +556,18 @@ struct HeadState {
     /// Whether it went out (with the first non-empty piece, or at the end).
     sent: bool,
     /// Where it goes.
-    tx: Option<oneshot::Sender<Result<Head, AppFailure>>>,
+    tx: Option<oneshot::Sender<Result<Answer, AppFailure>>>,
 }
 
 impl State {
-    /// Sends the head if it has not gone out yet. An error if the app never called start_response.
-    fn send_head(&self) -> PyResult<()> {
+    /// Sends the head with `first`, the first non-empty piece of the body (or an empty one at the
+    /// end), if the head has not gone out yet; `end` says that no piece follows. `first` back if the
+    /// head went out before (it goes through the channel then). An error if the app never called
+    /// start_response.
+    fn send_head(&self, first: Bytes, end: bool) -> PyResult<Option<Bytes>> {
         let mut head = self.head.lock().unwrap_or_else(|e| e.into_inner());
         if head.sent {
-            return Ok(());
+            return Ok(Some(first));
         }
         let Some(pending) = head.pending.take() else {
             return Err(PyRuntimeError::new_err(
@@ -346,20 +575,57 @@ impl State {
             ));
         };
         head.sent = true;
+        // A body whose Content-Length the first piece reaches is whole: what the app might yield
+        // after it could not be sent anyway.
+        let whole = end
+            || pending
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok())
+                == Some(first.len());
         if let Some(tx) = head.tx.take() {
-            let _ = tx.send(Ok(pending));
+            let _ = tx.send(Ok(Answer {
+                head: pending,
+                first,
+                whole,
+            }));
         }
-        Ok(())
+        Ok(None)
     }
 
-    /// Sends a piece of the body (the head first), waiting without the GIL while the client is
-    /// slow. False if the client went away. Empty pieces are skipped: they carry no head (PEP 3333).
+    /// Sends a piece of the body (the head first), waiting without the GIL only while the client is
+    /// slow. False if no more is wanted: the client went away, or the body was whole already.
+    /// Empty pieces are skipped: they carry no head (PEP 3333).
     fn send_piece(&self, py: Python<'_>, piece: Bytes) -> PyResult<bool> {
         if piece.is_empty() {
             return Ok(true);
         }
-        self.send_head()?;
-        Ok(py.detach(|| self.body.blocking_send(Ok(piece)).is_ok()))
+        let Some(piece) = self.send_head(piece, false)? else {
+            return Ok(true);
+        };
+        let Some(tx) = self.body.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return Ok(false);
+        };
+        match tx.try_send(Ok(piece)) {
+            Ok(()) => Ok(true),
+            Err(TrySendError::Closed(_)) => Ok(false),
+            Err(TrySendError::Full(piece)) => Ok(py.detach(|| tx.blocking_send(piece).is_ok())),
+        }
+    }
+
+    /// Aborts the body after its head: the gateway aborts the client's connection. Waits (without
+    /// the GIL) for room in the channel if a slow client has not taken the pieces before it, so that
+    /// the abort is never lost and a cut body never ends as if whole.
+    fn abort(&self, py: Python<'_>, failure: AppFailure) {
+        let tx = self.body.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(tx) = tx {
+            if let Err(TrySendError::Full(failure)) = tx.try_send(Err(Box::new(failure))) {
+                py.detach(|| {
+                    let _ = tx.blocking_send(failure);
+                });
+            }
+        }
     }
 }
 
@@ -520,38 +786,100 @@ fn percent_decode(path: &str) -> Vec<u8> {
     out
 }
 
-/// The environ of PEP 3333 §"environ Variables" for one request.
+/// The environ's values that are the same for every request, made once.
+struct Constants {
+    version: Py<PyTuple>,
+    file_wrapper: Py<PyAny>,
+}
+
+static CONSTANTS: PyOnceLock<Constants> = PyOnceLock::new();
+
+/// The environ key for a request header: `HTTP_` and its name in capitals, `-` as `_`; interned
+/// for the common ones. `None` for a name holding `_`, which would pose as the one with `-`
+/// (X_Forwarded_For as X-Forwarded-For): dropped, as nginx and gunicorn do.
+fn header_key<'py>(py: Python<'py>, name: &HeaderName) -> Option<Bound<'py, PyString>> {
+    use pyo3::intern;
+    let key = match name.as_str() {
+        "host" => intern!(py, "HTTP_HOST"),
+        "user-agent" => intern!(py, "HTTP_USER_AGENT"),
+        "accept" => intern!(py, "HTTP_ACCEPT"),
+        "accept-encoding" => intern!(py, "HTTP_ACCEPT_ENCODING"),
+        "accept-language" => intern!(py, "HTTP_ACCEPT_LANGUAGE"),
+        "cookie" => intern!(py, "HTTP_COOKIE"),
+        "connection" => intern!(py, "HTTP_CONNECTION"),
+        "referer" => intern!(py, "HTTP_REFERER"),
+        "authorization" => intern!(py, "HTTP_AUTHORIZATION"),
+        "x-forwarded-for" => intern!(py, "HTTP_X_FORWARDED_FOR"),
+        "x-forwarded-proto" => intern!(py, "HTTP_X_FORWARDED_PROTO"),
+        "x-forwarded-host" => intern!(py, "HTTP_X_FORWARDED_HOST"),
+        "x-request-id" => intern!(py, "HTTP_X_REQUEST_ID"),
+        "content-type" => intern!(py, "CONTENT_TYPE"),
+        "content-length" => intern!(py, "CONTENT_LENGTH"),
+        n if n.contains('_') => return None,
+        n => {
+            return Some(PyString::new(
+                py,
+                &format!("HTTP_{}", n.to_ascii_uppercase().replace('-', "_")),
+            ))
+        }
+    };
+    Some(key.clone())
+}
+
+/// The environ of PEP 3333 §"environ Variables" for one request. Its keys and constant values are
+/// interned Python strings made once, so that building it allocates little more than the
+/// request's own text.
 fn environ<'py>(
     py: Python<'py>,
     parts: &http::request::Parts,
     body: Body,
     handle: &tokio::runtime::Handle,
+    errors: &Py<Errors>,
 ) -> PyResult<Bound<'py, PyDict>> {
+    use pyo3::intern;
+    let constants = CONSTANTS.get_or_try_init(py, || -> PyResult<Constants> {
+        Ok(Constants {
+            version: PyTuple::new(py, [1, 0])?.unbind(),
+            file_wrapper: py.get_type::<FileWrapper>().into_any().unbind(),
+        })
+    })?;
     let env = PyDict::new(py);
     let path = parts.uri.path();
     // SCRIPT_NAME is where the route is mounted; PATH_INFO what follows.
     let (script_name, path_info) = match parts.extensions.get::<MountPoint>() {
-        Some(mount) if mount.stripped => (mount.prefix.to_string(), path),
+        Some(mount) if mount.stripped => (&*mount.prefix, path),
         Some(mount) => (
-            mount.prefix.to_string(),
+            &*mount.prefix,
             path.strip_prefix(&*mount.prefix).unwrap_or(path),
         ),
-        None => (String::new(), path),
+        None => ("", path),
     };
-    env.set_item("REQUEST_METHOD", parts.method.as_str())?;
-    env.set_item("SCRIPT_NAME", script_name)?;
-    env.set_item("PATH_INFO", latin1_str(&percent_decode(path_info)))?;
-    env.set_item("QUERY_STRING", parts.uri.query().unwrap_or(""))?;
+    let method = match parts.method {
+        http::Method::GET => intern!(py, "GET").clone(),
+        http::Method::POST => intern!(py, "POST").clone(),
+        http::Method::HEAD => intern!(py, "HEAD").clone(),
+        ref other => PyString::new(py, other.as_str()),
+    };
+    env.set_item(intern!(py, "REQUEST_METHOD"), method)?;
+    env.set_item(intern!(py, "SCRIPT_NAME"), script_name)?;
+    let path_info = if path_info.contains('%') {
+        PyString::new(py, &latin1_str(&percent_decode(path_info)))
+    } else {
+        // Without escapes, the path is ASCII already (the URI's characters are).
+        PyString::new(py, path_info)
+    };
+    env.set_item(intern!(py, "PATH_INFO"), path_info)?;
+    env.set_item(intern!(py, "QUERY_STRING"), parts.uri.query().unwrap_or(""))?;
     env.set_item(
-        "RAW_URI",
+        intern!(py, "RAW_URI"),
         parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
     )?;
     let protocol = match parts.version {
-        http::Version::HTTP_10 => "HTTP/1.0",
-        http::Version::HTTP_2 => "HTTP/2",
-        _ => "HTTP/1.1",
+        http::Version::HTTP_10 => intern!(py, "HTTP/1.0"),
+        http::Version::HTTP_2 => intern!(py, "HTTP/2"),
+        _ => intern!(py, "HTTP/1.1"),
     };
-    env.set_item("SERVER_PROTOCOL", protocol)?;
+    env.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
     // Over TLS, the connection said so once (`TlsInfo`); an HTTP/2 request's URI carries `:scheme`.
     let scheme = if parts.extensions.get::<TlsInfo>().is_some() {
         "https"
@@ -570,45 +898,48 @@ fn environ<'py>(
         })
         .unwrap_or("localhost");
     let (server_name, server_port) = split_host(host, scheme);
-    env.set_item("SERVER_NAME", server_name)?;
-    env.set_item("SERVER_PORT", server_port)?;
+    env.set_item(intern!(py, "SERVER_NAME"), server_name)?;
+    env.set_item(intern!(py, "SERVER_PORT"), server_port)?;
     // REMOTE_ADDR is the client as resolved with `server.trusted_proxies`; REMOTE_PORT the peer's.
     if let Some(client) = ClientIp::of(&parts.extensions) {
-        env.set_item("REMOTE_ADDR", client.ip.to_string())?;
+        env.set_item(intern!(py, "REMOTE_ADDR"), client.ip.to_string())?;
     }
     if let Some(ClientAddr(addr)) = parts.extensions.get::<ClientAddr>() {
-        env.set_item("REMOTE_PORT", addr.port().to_string())?;
+        env.set_item(intern!(py, "REMOTE_PORT"), addr.port().to_string())?;
     }
-    let mut joined: Vec<(String, Vec<u8>)> = Vec::with_capacity(parts.headers.len());
-    for (name, value) in &parts.headers {
-        let key = match name.as_str() {
-            "content-type" => "CONTENT_TYPE".to_owned(),
-            "content-length" => "CONTENT_LENGTH".to_owned(),
-            // A name with `_` would pose as the one with `-` (X_Forwarded_For as
-            // X-Forwarded-For): dropped, as nginx and gunicorn do.
-            n if n.contains('_') => continue,
-            n => format!("HTTP_{}", n.to_ascii_uppercase().replace('-', "_")),
+    // Repeated headers are joined (`,`, or `; ` for cookies); the others are set as they are.
+    for name in parts.headers.keys() {
+        let mut values = parts.headers.get_all(name).iter();
+        let Some(first) = values.next() else { continue };
+        let Some(key) = header_key(py, name) else {
+            continue;
         };
-        match joined.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, existing)) => {
-                let sep: &[u8] = if name == http::header::COOKIE {
-                    b"; "
-                } else {
-                    b","
-                };
-                existing.extend_from_slice(sep);
-                existing.extend_from_slice(value.as_bytes());
-            }
-            None => joined.push((key, value.as_bytes().to_vec())),
+        let mut rest = values.peekable();
+        if rest.peek().is_none() {
+            env.set_item(key, latin1_text(py, first.as_bytes()))?;
+            continue;
         }
+        let sep: &[u8] = if name == http::header::COOKIE {
+            b"; "
+        } else {
+            b","
+        };
+        let mut value = first.as_bytes().to_vec();
+        for more in rest {
+            value.extend_from_slice(sep);
+            value.extend_from_slice(more.as_bytes());
+        }
+        env.set_item(key, latin1_text(py, &value))?;
     }
-    for (key, value) in joined {
-        env.set_item(key, latin1_str(&value))?;
-    }
-    env.set_item("wsgi.version", (1, 0))?;
-    env.set_item("wsgi.url_scheme", scheme)?;
+    env.set_item(intern!(py, "wsgi.version"), constants.version.bind(py))?;
+    let scheme = match scheme {
+        "https" => intern!(py, "https").clone(),
+        "http" => intern!(py, "http").clone(),
+        other => PyString::new(py, other),
+    };
+    env.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
     env.set_item(
-        "wsgi.input",
+        intern!(py, "wsgi.input"),
         Py::new(
             py,
             Input {
@@ -620,13 +951,24 @@ fn environ<'py>(
             },
         )?,
     )?;
-    env.set_item("wsgi.input_terminated", true)?;
-    env.set_item("wsgi.errors", Py::new(py, Errors::default())?)?;
-    env.set_item("wsgi.multithread", true)?;
-    env.set_item("wsgi.multiprocess", false)?;
-    env.set_item("wsgi.run_once", false)?;
-    env.set_item("wsgi.file_wrapper", py.get_type::<FileWrapper>())?;
+    env.set_item(intern!(py, "wsgi.input_terminated"), true)?;
+    env.set_item(intern!(py, "wsgi.errors"), errors.bind(py))?;
+    env.set_item(intern!(py, "wsgi.multithread"), true)?;
+    env.set_item(intern!(py, "wsgi.multiprocess"), false)?;
+    env.set_item(intern!(py, "wsgi.run_once"), false)?;
+    env.set_item(
+        intern!(py, "wsgi.file_wrapper"),
+        constants.file_wrapper.bind(py),
+    )?;
     Ok(env)
+}
+
+/// Bytes as a latin-1 `str`, without a copy through Rust's UTF-8 when they are ASCII.
+fn latin1_text<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) if text.is_ascii() => PyString::new(py, text),
+        _ => PyString::new(py, &latin1_str(bytes)),
+    }
 }
 
 /// `Host` split into SERVER_NAME and SERVER_PORT (the scheme's port when it names none).
