@@ -138,7 +138,8 @@ impl AppService {
     }
 
     /// Handles one request in a future of the caller's own, without boxing a run of steps: what the
-    /// router does for the app of every route. Nothing runs until the future is first polled.
+    /// router does for the app of every route. A run's steps see the request when the future is first
+    /// polled; a service of its own type is called at once, as `handle` calls it.
     pub fn start(&self, req: Request) -> Started {
         match &self.inner {
             Kind::Erased(service) => Started {
