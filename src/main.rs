@@ -85,34 +85,53 @@ unsafe impl std::alloc::GlobalAlloc for Mimalloc {
     }
 }
 
-/// Gives the memory a worker freed back to the OS once it has nothing to do, at most once a second.
+/// Gives the memory a worker freed back to the OS when it goes idle.
 ///
 /// mimalloc keeps a page it emptied for 10 ms (its purge delay) before it tells the OS it can have
 /// it, so a page emptied and soon filled again costs neither an `madvise` nor the page faults of
 /// touching it again. Telling the OS at once (a purge delay of 0, which parapet used before) costs
-/// `bare` 0.45 page faults and about 2 µs of kernel time per request. But mimalloc purges only when
-/// the thread that owns the pages calls it again, and a worker that goes quiet after a burst (its
-/// keep-alive connections idle, their buffers released) would keep that memory for as long as it
-/// stays quiet: so each worker, about to park, collects (`mi_collect`), at most once a second. The
-/// idle-release timer (`server.idle_release`, 1 s) wakes a worker after the burst, and the park that
-/// follows it gives the buffers back. `MIMALLOC_PURGE_DELAY` in the environment still sets the delay.
-fn collect_when_idle() {
+/// `bare` 0.45 page faults and about 2 µs of kernel time per request under load. But mimalloc purges
+/// only when the thread that owns the pages calls it again, and a worker that goes quiet after a burst
+/// (its keep-alive connections idle, their buffers released) would keep that memory for as long as it
+/// stays quiet. So a worker about to park collects (`mi_collect`, forced) when it slept 50 ms or more
+/// before this wake-up (it was idle: whatever woke it, such as the idle-release timer freeing
+/// connections' buffers, is followed by a collect), and otherwise at most once a second.
+/// `MIMALLOC_PURGE_DELAY` in the environment still sets the delay.
+mod idle_collect {
     use std::cell::Cell;
     use std::time::{Duration, Instant};
+
     thread_local! {
-        static LAST: Cell<Option<Instant>> = const { Cell::new(None) };
+        static LAST_COLLECT: Cell<Option<Instant>> = const { Cell::new(None) };
+        static PARKED_AT: Cell<Option<Instant>> = const { Cell::new(None) };
+        static WOKE_FROM_IDLE: Cell<bool> = const { Cell::new(false) };
     }
-    let now = Instant::now();
-    LAST.with(|last| {
-        if last
-            .get()
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
-        {
-            last.set(Some(now));
+
+    /// How long a sleep makes the next park collect.
+    const IDLE: Duration = Duration::from_millis(50);
+    /// The longest a busy worker goes without collecting.
+    const BUSY: Duration = Duration::from_secs(1);
+
+    /// `on_thread_unpark`: was the sleep that just ended an idle one?
+    pub(crate) fn unparked() {
+        let idle = PARKED_AT.get().is_some_and(|at| at.elapsed() >= IDLE);
+        WOKE_FROM_IDLE.set(idle);
+    }
+
+    /// `on_thread_park`: collects after an idle sleep, or when the last collect is a second old.
+    pub(crate) fn parking() {
+        let now = Instant::now();
+        PARKED_AT.set(Some(now));
+        let due = WOKE_FROM_IDLE.replace(false)
+            || LAST_COLLECT
+                .get()
+                .is_none_or(|t| now.duration_since(t) >= BUSY);
+        if due {
+            LAST_COLLECT.set(Some(now));
             // SAFETY: collects the calling thread's heap; no pointer is handed over.
             unsafe { libmimalloc_sys::mi_collect(true) };
         }
-    });
+    }
 }
 
 fn main() -> ExitCode {
@@ -146,7 +165,10 @@ fn main() -> ExitCode {
                 }
                 None => tokio::runtime::Builder::new_multi_thread(),
             };
-            runtime.enable_all().on_thread_park(collect_when_idle);
+            runtime
+                .enable_all()
+                .on_thread_park(idle_collect::parking)
+                .on_thread_unpark(idle_collect::unparked);
             let runtime = match runtime.build() {
                 Ok(rt) => rt,
                 Err(err) => {
