@@ -122,14 +122,17 @@ mod idle_collect {
     pub(crate) fn parking() {
         let now = Instant::now();
         PARKED_AT.set(Some(now));
-        let due = WOKE_FROM_IDLE.replace(false)
+        let idle = WOKE_FROM_IDLE.replace(false);
+        let due = idle
             || LAST_COLLECT
                 .get()
                 .is_none_or(|t| now.duration_since(t) >= BUSY);
         if due {
             LAST_COLLECT.set(Some(now));
+            // After an idle sleep everything free goes back (forced); a busy worker gives back only
+            // the pages whose purge delay ran out, not those it is about to use again.
             // SAFETY: collects the calling thread's heap; no pointer is handed over.
-            unsafe { libmimalloc_sys::mi_collect(true) };
+            unsafe { libmimalloc_sys::mi_collect(idle) };
         }
     }
 }
