@@ -978,40 +978,6 @@ fn client_scheme(tls: bool) -> HeaderValue {
     HeaderValue::from_static(if tls { "https" } else { "http" })
 }
 
-/// Writes `ip` as text into `buf` (64 bytes hold any address), returning the length: IPv4 by hand
-/// (std's `Display` goes through the formatting machinery, a few hundred instructions per request),
-/// IPv6 by `Display`.
-fn format_ip(ip: IpAddr, buf: &mut [u8; 64]) -> usize {
-    match ip {
-        IpAddr::V4(v4) => {
-            let mut len = 0;
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    buf[len] = b'.';
-                    len += 1;
-                }
-                if octet >= 100 {
-                    buf[len] = b'0' + octet / 100;
-                    len += 1;
-                }
-                if octet >= 10 {
-                    buf[len] = b'0' + octet / 10 % 10;
-                    len += 1;
-                }
-                buf[len] = b'0' + octet % 10;
-                len += 1;
-            }
-            len
-        }
-        IpAddr::V6(_) => {
-            use std::io::Write;
-            let mut cursor = std::io::Cursor::new(&mut buf[..]);
-            let _ = write!(cursor, "{ip}");
-            cursor.position() as usize
-        }
-    }
-}
-
 /// Sets the forwarding headers. What a client says about earlier hops is believed only from a peer
 /// in `server.trusted_proxies` (`peer_trusted`):
 ///
@@ -1032,8 +998,7 @@ fn set_forwarded(
     if let Some(peer) = peer {
         // The address is formatted on the stack: the header value is the only allocation.
         let mut buf = [0u8; 64];
-        let len = format_ip(peer.to_canonical(), &mut buf);
-        let ip = &buf[..len];
+        let ip = parapet_middlewares::ip::format(peer.to_canonical(), &mut buf).as_bytes();
         let mut prior = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
         let value = if !peer_trusted || prior.peek().is_none() {
             HeaderValue::from_bytes(ip).ok()
@@ -1071,27 +1036,6 @@ fn set_forwarded(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn addresses_are_formatted_as_std_formats_them() {
-        let cases = [
-            "0.0.0.0",
-            "1.2.3.4",
-            "10.0.99.100",
-            "127.0.0.1",
-            "255.255.255.255",
-            "192.168.10.9",
-            "::1",
-            "2001:db8::8:800:200c:417a",
-            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
-        ];
-        for case in cases {
-            let ip: IpAddr = case.parse().unwrap();
-            let mut buf = [0u8; 64];
-            let len = format_ip(ip, &mut buf);
-            assert_eq!(std::str::from_utf8(&buf[..len]).unwrap(), ip.to_string());
-        }
-    }
 
     #[test]
     fn hop_by_hop_headers_and_connection_named_ones_are_removed() {

@@ -291,9 +291,7 @@ impl Record {
             Format::Common | Format::Combined => {
                 use std::fmt::Write;
                 match remote {
-                    Some(ip) => {
-                        let _ = write!(out, "{ip}");
-                    }
+                    Some(ip) => out.push_str(crate::ip::format(ip, &mut [0; 64])),
                     None => out.push('-'),
                 }
                 out.push_str(" - - [");
@@ -333,7 +331,9 @@ impl Record {
                 out.push_str("\",\"remote\":");
                 match remote {
                     Some(ip) => {
-                        let _ = write!(out, "\"{ip}\"");
+                        out.push('"');
+                        out.push_str(crate::ip::format(ip, &mut [0; 64]));
+                        out.push('"');
                     }
                     None => out.push_str("null"),
                 }
