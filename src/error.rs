@@ -65,4 +65,8 @@ pub enum Error {
     /// The upstream connection failed before the response head arrived.
     #[error("the connection to the upstream failed before its response head")]
     UpstreamProtocol(#[source] hyper::Error),
+    /// The upstream connection closed or broke before the response head arrived (parapet's own
+    /// HTTP/1.1 client, for requests without a body).
+    #[error("the connection to the upstream failed before its response head")]
+    UpstreamIo(#[source] std::io::Error),
 }

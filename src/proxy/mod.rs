@@ -32,6 +32,7 @@ use parapet_middlewares::{
 };
 
 mod balance;
+mod h1;
 mod health;
 mod pool;
 pub(crate) mod tls;
@@ -683,7 +684,7 @@ impl Upstream {
 /// request, and it is nothing a retry cures).
 fn is_reset(err: &Error) -> bool {
     match err {
-        Error::UpstreamConnect { .. } => true,
+        Error::UpstreamConnect { .. } | Error::UpstreamIo(_) => true,
         Error::UpstreamProtocol(e) => {
             e.is_incomplete_message()
                 || e.is_closed()

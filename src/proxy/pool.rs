@@ -42,7 +42,7 @@ use tokio::net::TcpStream;
 
 use crate::config::UpstreamProtocol;
 
-use super::Failure;
+use super::{h1, Failure};
 use crate::Error;
 
 /// An idle connection unused this long is closed rather than reused (upstreams commonly close idle
@@ -53,6 +53,16 @@ struct Idle {
     sender: http1::SendRequest<Body>,
     since: Instant,
 }
+
+/// An idle connection of parapet's own client ([`super::h1`]).
+struct LeanIdle {
+    conn: h1::Conn,
+    since: Instant,
+}
+
+/// How often idle connections of parapet's own client are checked: those the server closed, or
+/// idle longer than [`IDLE_TIMEOUT`], are closed (they have no task of their own to notice).
+const LEAN_SWEEP: Duration = Duration::from_secs(5);
 
 /// How a pool's connections are made: over TLS or not, and which HTTP version they speak.
 pub(crate) struct Transport {
@@ -97,6 +107,13 @@ pub(crate) struct ServerPool {
     h2: Mutex<Option<http2::SendRequest<Body>>>,
     /// Held while an HTTP/2 connection is being opened: one at a time.
     h2_connecting: tokio::sync::Mutex<()>,
+    /// Requests without a body go through parapet's own client ([`super::h1`]): a plain-TCP server
+    /// spoken to in HTTP/1.1.
+    lean: bool,
+    /// Its idle connections, at most `max_idle`.
+    lean_idle: Mutex<Vec<LeanIdle>>,
+    /// Set once the task sweeping `lean_idle` runs.
+    sweeping: AtomicBool,
 }
 
 impl ServerPool {
@@ -112,6 +129,9 @@ impl ServerPool {
             max_idle,
             idle: Mutex::new(Vec::new()),
             speaks_h2: AtomicBool::new(transport.may_h2()),
+            lean: transport.tls.is_none() && transport.protocol != UpstreamProtocol::H2,
+            lean_idle: Mutex::new(Vec::new()),
+            sweeping: AtomicBool::new(false),
             transport,
             h2: Mutex::new(None),
             h2_connecting: tokio::sync::Mutex::new(()),
@@ -143,6 +163,30 @@ impl ServerPool {
                 sender,
                 since: Instant::now(),
             });
+        }
+    }
+
+    fn pop_lean(&self) -> Option<h1::Conn> {
+        let mut idle = self.lean_idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(mut conn) = idle.pop() {
+            if conn.since.elapsed() < IDLE_TIMEOUT && conn.conn.is_usable() {
+                return Some(conn.conn);
+            }
+        }
+        None
+    }
+
+    fn put_lean(self: &Arc<Self>, conn: h1::Conn) {
+        let mut idle = self.lean_idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push(LeanIdle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+        drop(idle);
+        if !self.sweeping.load(Ordering::Relaxed) && !self.sweeping.swap(true, Ordering::Relaxed) {
+            tokio::spawn(sweep(Arc::downgrade(self)));
         }
     }
 
@@ -217,13 +261,7 @@ impl ServerPool {
         };
         let (io, h2) = tokio::time::timeout(self.connect_timeout, connecting)
             .await
-            .map_err(|_| Error::UpstreamConnect {
-                server: self.authority.clone(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no connection within {:?}", self.connect_timeout),
-                ),
-            })??;
+            .map_err(|_| self.connect_timed_out())??;
         self.speaks_h2.store(h2, Ordering::Relaxed);
         let conn = match io {
             Io::Plain(stream) => self.handshake(stream, h2).await?,
@@ -271,6 +309,105 @@ impl ServerPool {
             }
         });
         Ok(Conn::H1(sender))
+    }
+
+    fn connect_timed_out(&self) -> Error {
+        Error::UpstreamConnect {
+            server: self.authority.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no connection within {:?}", self.connect_timeout),
+            ),
+        }
+    }
+
+    /// Opens a connection for parapet's own client, within `connect_timeout`. Boxed, as
+    /// [`Self::connect`] is.
+    fn connect_lean(&self) -> Pin<Box<dyn Future<Output = Result<h1::Conn, Error>> + Send + '_>> {
+        Box::pin(async move {
+            let stream = tokio::time::timeout(self.connect_timeout, self.connect_tcp())
+                .await
+                .map_err(|_| self.connect_timed_out())??;
+            Ok(h1::Conn::new(stream))
+        })
+    }
+
+    /// Sends `req`, which has no body, with parapet's own client ([`super::h1`]) on an idle or new
+    /// connection. A pooled connection that closed without answering (stale) is replaced by a new
+    /// one and the request sent again, if it is idempotent or was not written whole.
+    async fn send_lean(
+        self: &Arc<Self>,
+        req: http::Request<Body>,
+        lease: Lease,
+    ) -> Result<http::Response<Body>, SendError> {
+        let idempotent = matches!(
+            *req.method(),
+            http::Method::GET
+                | http::Method::HEAD
+                | http::Method::OPTIONS
+                | http::Method::TRACE
+                | http::Method::PUT
+                | http::Method::DELETE
+        );
+        let mut reused = true;
+        loop {
+            let idle = if reused { self.pop_lean() } else { None };
+            let mut conn = match idle {
+                Some(conn) => conn,
+                None => {
+                    reused = false;
+                    match self.connect_lean().await {
+                        Ok(conn) => conn,
+                        Err(err) => return Err(SendError::unsent(Failure::Send(err), req)),
+                    }
+                }
+            };
+            let head = match conn.exchange(&req).await {
+                Ok(head) => head,
+                Err(h1::Failed::Closed { written, source }) => {
+                    if reused && (idempotent || !written) {
+                        reused = false;
+                        continue;
+                    }
+                    let failure = Failure::Send(Error::UpstreamIo(source));
+                    if written {
+                        return Err(SendError {
+                            failure,
+                            unsent: None,
+                        });
+                    }
+                    return Err(SendError::unsent(failure, req));
+                }
+                Err(h1::Failed::Broken(source)) => {
+                    return Err(SendError {
+                        failure: Failure::Send(Error::UpstreamIo(source)),
+                        unsent: None,
+                    })
+                }
+                Err(h1::Failed::Malformed(why)) => {
+                    return Err(SendError {
+                        failure: Failure::Framing(why),
+                        unsent: None,
+                    })
+                }
+            };
+            let body = match head.answer(&mut conn) {
+                h1::Answer::Whole { body, reusable } => {
+                    if reusable {
+                        self.put_lean(conn);
+                    }
+                    body
+                }
+                h1::Answer::Streaming(rest) => Body::new(h1::Streamed::new(
+                    conn,
+                    rest,
+                    Arc::clone(self),
+                    lease.read_timeout,
+                    lease.permit,
+                )),
+            };
+            return Ok(head.response.map(|()| body));
+        }
     }
 
     async fn connect_tcp(&self) -> Result<TcpStream, Error> {
@@ -384,6 +521,17 @@ impl ServerPool {
         upload: Option<Arc<Upload>>,
         lease: Lease,
     ) -> Result<http::Response<Body>, SendError> {
+        if self.lean
+            && upload.is_none()
+            && !Upload::tracks(&req)
+            && *req.method() != http::Method::CONNECT
+            && req
+                .extensions()
+                .get::<crate::tunnel::UpgradeRequest>()
+                .is_none()
+        {
+            return self.send_lean(req, lease).await;
+        }
         // One pooled connection at most gets a chance: a second stale one is unlikely, and a fresh
         // connection is the sure way to get the request through.
         let mut reused = true;
@@ -496,6 +644,23 @@ impl ServerPool {
                 _permit: lease.permit,
             })
         })
+    }
+}
+
+impl h1::Release for Arc<ServerPool> {
+    fn release(&self, conn: h1::Conn) {
+        self.put_lean(conn);
+    }
+}
+
+/// Closes, every [`LEAN_SWEEP`], the idle connections of parapet's own client that the server
+/// closed or that were idle longer than [`IDLE_TIMEOUT`]; ends with the pool.
+async fn sweep(pool: std::sync::Weak<ServerPool>) {
+    loop {
+        tokio::time::sleep(LEAN_SWEEP).await;
+        let Some(pool) = pool.upgrade() else { return };
+        let mut idle = pool.lean_idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain_mut(|c| c.since.elapsed() < IDLE_TIMEOUT && c.conn.is_usable());
     }
 }
 
