@@ -17,8 +17,10 @@
 //!    timeout 504, broken protocol 502 (an ambiguously framed response head included), and the
 //!    client's own request body broken or cut short 400, blamed on the client.
 //!
-//! Bodies are never buffered: hyper moves frames between the two connections with backpressure, and an
+//! Bodies are never buffered: frames move between the two connections with backpressure, and an
 //! upstream body that breaks off mid-way surfaces as a body error, which aborts the client's connection.
+//! A request without a body to a plain-TCP HTTP/1.1 server is sent by parapet's own client (`h1`),
+//! in the request's own task; every other one by hyper's (`pool`).
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -8,6 +8,10 @@
 //! a request that a stale connection could not take (it was never written) is retried once on a new
 //! connection, which is what makes reuse safe for every method.
 //!
+//! A request without a body to a plain-TCP HTTP/1.1 server skips hyper's client altogether: it goes
+//! through parapet's own ([`super::h1`]), whose connections have an idle list of their own here,
+//! swept every few seconds for connections the server closed (they have no task to notice it).
+//!
 //! An HTTP/2 connection (`protocol = "h2"`, or `auto` over TLS when the server's ALPN chose `h2`) is
 //! multiplexed: the pool keeps one, whose `SendRequest` is cloned for each request, and opens a new
 //! one when it closes or fails. Connections are opened one at a time, so a burst of requests to a
