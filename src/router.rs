@@ -321,6 +321,18 @@ pub(crate) fn remove_connection_options(headers: &mut HeaderMap, keep: &[&str]) 
     let Some(first) = lines.next() else {
         return false;
     };
+    // The usual line, one `keep-alive` or `close` naming no header present: nothing to look for.
+    let only = |option: &str| {
+        first.as_bytes().eq_ignore_ascii_case(option.as_bytes()) && !headers.contains_key(option)
+    };
+    if lines.next().is_none() && (only("keep-alive") || only("close")) {
+        headers.remove(header::CONNECTION);
+        return false;
+    }
+    let mut lines = headers.get_all(header::CONNECTION).iter();
+    let Some(first) = lines.next() else {
+        return false;
+    };
     let mut upgrade = false;
     // Values are reference-counted: keeping them costs no copy, and an empty `more`, the rule, no
     // allocation.

@@ -55,6 +55,8 @@ use tokio::net::TcpStream;
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// The most fields a response head may have (hyper's default too).
 pub(crate) const MAX_HEADERS: usize = 100;
+/// The fields a response's header map has room for at least (see [`Conn::parse`]).
+const MIN_MAP_CAPACITY: usize = 24;
 /// The most bytes of a chunk-size line (the size and its extensions), and of a body's trailers.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 const MAX_TRAILERS: usize = 16 * 1024;
@@ -286,7 +288,10 @@ impl Conn {
         if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
             return Ok(Parsed::Interim);
         }
-        let mut headers = HeaderMap::with_capacity(count);
+        // Room for the fields layers add on the way out, and, as hyper's server keeps a response's
+        // (cleared) map to parse the connection's next request into, for that request's fields and
+        // the forwarding ones the proxy adds to it: neither grows the map then.
+        let mut headers = HeaderMap::with_capacity(count.max(MIN_MAP_CAPACITY));
         let mut keep_alive = version == Version::HTTP_11;
         let mut close = false;
         for &(name, name_len, value, value_len) in &ranges[..count] {

@@ -76,12 +76,16 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let mut hop = 0u8;
     let mut proxy = false;
     for name in headers.keys() {
-        if name == header::CONNECTION {
-            connection = true;
-        } else if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
-            hop |= 1 << i;
-        } else if name.as_str().starts_with("proxy-") {
-            proxy = true;
+        // By the name's text: one length test rules out most names (comparing `HeaderName`s one
+        // by one costs several times as much).
+        match name.as_str() {
+            "connection" => connection = true,
+            "te" => hop |= 1 << 1,
+            "trailer" => hop |= 1 << 2,
+            "transfer-encoding" => hop |= 1 << 3,
+            "upgrade" => hop |= 1 << 4,
+            "keep-alive" => hop |= 1 << 5,
+            other => proxy |= other.starts_with("proxy-"),
         }
     }
     if connection {
