@@ -171,13 +171,16 @@ impl Prefixes {
 /// Whether `parts`, end to end, begin with `prefix`.
 fn starts_with(parts: &[&[u8]], mut prefix: &[u8]) -> bool {
     for part in parts {
-        if prefix.len() <= part.len() {
-            return part.starts_with(prefix);
-        }
-        if !prefix.starts_with(part) {
+        let n = part.len().min(prefix.len());
+        // Byte by byte: a prefix that does not match mostly fails at its first bytes, sooner than
+        // a call to `memcmp` returns.
+        if !part[..n].iter().zip(&prefix[..n]).all(|(a, b)| a == b) {
             return false;
         }
-        prefix = &prefix[part.len()..];
+        prefix = &prefix[n..];
+        if prefix.is_empty() {
+            return true;
+        }
     }
     prefix.is_empty()
 }
@@ -200,17 +203,16 @@ impl Redirect {
             .or_else(|| req.headers().get(http::header::HOST).map(|h| h.as_bytes()))
             .unwrap_or_default();
         // A Host parapet admitted is ASCII; anything else is not a host to match.
-        let host = std::str::from_utf8(host).unwrap_or_default();
+        let host = if host.is_ascii() {
+            host
+        } else {
+            std::str::from_utf8(host).map_or(&b""[..], str::as_bytes)
+        };
         let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         // Neither scheme begins a URL the regex may match: the request passes, without the scheme
         // being worked out, the URL assembled or the regex run.
         let may_match = |scheme: &str| {
-            let parts = [
-                scheme.as_bytes(),
-                b"://",
-                host.as_bytes(),
-                target.as_bytes(),
-            ];
+            let parts = [scheme.as_bytes(), b"://", host, target.as_bytes()];
             self.prefixes.may_match(&parts)
         };
         if !may_match("http") && !may_match("https") {
@@ -221,7 +223,8 @@ impl Redirect {
             url.clear();
             url.push_str(scheme(req));
             url.push_str("://");
-            url.push_str(host);
+            // UTF-8: ASCII, or checked above.
+            url.push_str(std::str::from_utf8(host).unwrap_or_default());
             url.push_str(target);
             let rule = &*self.rule;
             if !rule.regex.is_match(&url) {
