@@ -237,6 +237,81 @@ pub struct BasicAuthLayer {
     users: Arc<Users>,
 }
 
+/// What [`BasicAuthLayer::check`] says of a request, for a host that calls the inner service
+/// itself (parapet hands an admitted request straight to the app's own future: no future of this
+/// layer's, no box).
+#[derive(Debug)]
+pub enum Check {
+    /// Credentials verified not long ago: the request goes on as it now is (its `Authorization`
+    /// removed unless forwarded).
+    Admitted,
+    /// The answer: `401` with the challenge.
+    Refused(Response<Body>),
+    /// A known user with a password not verified lately: [`Verification::run`] says.
+    Verify(Verification),
+}
+
+/// A password to verify with bcrypt, on tokio's blocking threads (never on an async worker).
+pub struct Verification {
+    pending: Pending,
+    users: Arc<Users>,
+}
+
+impl std::fmt::Debug for Verification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the password.
+        f.debug_struct("Verification").finish_non_exhaustive()
+    }
+}
+
+impl Verification {
+    /// Runs bcrypt off the async workers: `Ok`, `req` as it goes on (the pair is remembered);
+    /// `Err`, the answer: `401`, or `500` if the verification did not finish.
+    pub async fn run(self, req: Request<Body>) -> Result<Request<Body>, Response<Body>> {
+        let Verification { pending, users } = self;
+        let fingerprint = pending.fingerprint;
+        let verify = tokio::task::spawn_blocking(move || {
+            bcrypt::verify(&pending.password, &pending.hash).unwrap_or(false)
+        });
+        match verify.await {
+            Ok(true) => {
+                users.remember(fingerprint);
+                Ok(users.admitted(req))
+            }
+            Ok(false) => Err(users.refusal()),
+            Err(_) => Err(unfinished()),
+        }
+    }
+}
+
+/// The `500` of a verification that did not finish (its blocking task panicked, or the runtime is
+/// shutting down).
+fn unfinished() -> Response<Body> {
+    GatewayError::new(GatewayErrorKind::Internal)
+        .with_detail("the password verification did not finish")
+        .into_response()
+}
+
+impl BasicAuthLayer {
+    /// Judges `req` as the layer's service does, without calling anything: admitted (and
+    /// rewritten as it goes on), refused, or to be verified.
+    pub fn check(&self, req: &mut Request<Body>) -> Check {
+        match self.users.check(req.headers().get(AUTHORIZATION)) {
+            Verdict::Admitted => {
+                if !self.users.forward {
+                    req.headers_mut().remove(AUTHORIZATION);
+                }
+                Check::Admitted
+            }
+            Verdict::Refused => Check::Refused(self.users.refusal()),
+            Verdict::Verify(pending) => Check::Verify(Verification {
+                pending,
+                users: Arc::clone(&self.users),
+            }),
+        }
+    }
+}
+
 impl BasicAuthLayer {
     /// A layer admitting `users` (name and bcrypt hash), asking for `realm`; `forward` keeps the
     /// `Authorization` header on the request going on.
@@ -384,11 +459,7 @@ where
                         },
                         // The blocking task panicked or the runtime is shutting down.
                         (Err(_), _, _) => State::Answer {
-                            response: Some(
-                                GatewayError::new(GatewayErrorKind::Internal)
-                                    .with_detail("the password verification did not finish")
-                                    .into_response(),
-                            ),
+                            response: Some(unfinished()),
                         },
                     }
                 }
@@ -516,6 +587,46 @@ mod tests {
             401
         );
         assert_eq!(layer.users.verified.lock().unwrap().len(), 1);
+    }
+
+    /// The host's way: `check`, then the inner service called by the caller.
+    async fn host_call(layer: &BasicAuthLayer, auth: Option<&str>) -> (u16, bool) {
+        let mut req = Request::get("/");
+        if let Some(auth) = auth {
+            req = req.header(AUTHORIZATION, auth);
+        }
+        let mut req = req.body(Body::empty()).unwrap();
+        let req = match layer.check(&mut req) {
+            Check::Admitted => req,
+            Check::Refused(res) => return (res.status().as_u16(), false),
+            Check::Verify(verification) => match verification.run(req).await {
+                Ok(req) => req,
+                Err(res) => return (res.status().as_u16(), false),
+            },
+        };
+        (200, req.headers().contains_key(AUTHORIZATION))
+    }
+
+    #[tokio::test]
+    async fn check_and_run_judge_as_the_service_does() {
+        let kept = layer(true);
+        let good = basic("alice", "s3cret");
+        assert_eq!(host_call(&kept, Some(&good)).await, (200, true));
+        assert_eq!(host_call(&kept, Some(&good)).await, (200, true));
+        assert_eq!(kept.users.verified.lock().unwrap().len(), 1);
+        let removed = layer(false);
+        for _ in 0..2 {
+            // Verified, then remembered: the header removed either way.
+            assert_eq!(host_call(&removed, Some(&good)).await, (200, false));
+        }
+        for bad in [
+            None,
+            Some(basic("alice", "wrong")),
+            Some(basic("bob", "s3cret")),
+        ] {
+            assert_eq!(host_call(&removed, bad.as_deref()).await, (401, false));
+        }
+        assert_eq!(removed.users.verified.lock().unwrap().len(), 1);
     }
 
     /// Polls `future` once: whether it is still pending.
