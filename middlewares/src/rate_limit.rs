@@ -167,7 +167,7 @@ impl Usual {
     fn new(n: u64) -> Self {
         Self {
             n,
-            value: number(n),
+            value: lasting(n),
         }
     }
 
@@ -230,7 +230,7 @@ impl Limiter {
             base: Instant::now(),
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
-            limit: number(burst),
+            limit: lasting(burst),
             // As `gcra` counts them for a request at or after its key's TAT.
             full_remaining: Usual::new((tolerance - interval) / interval),
             full_reset: Usual::new(seconds_up(Duration::from_nanos(interval))),
@@ -365,6 +365,24 @@ fn number(n: u64) -> HeaderValue {
         Some(v) => v.clone(),
         None => crate::values::decimal(n),
     }
+}
+
+/// A header value for `n` that lives as long as the process, for the numbers a limiter sends on
+/// every response (its `burst`, the remaining count and reset of a full bucket): cloned and dropped
+/// without a reference count to update. Made once per number and kept, so they are as many as the
+/// distinct numbers of the limits configured, never more.
+fn lasting(n: u64) -> HeaderValue {
+    static MADE: OnceLock<Mutex<HashMap<u64, HeaderValue>>> = OnceLock::new();
+    if n < 1024 {
+        return number(n);
+    }
+    let mut made = MADE
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    made.entry(n)
+        .or_insert_with(|| HeaderValue::from_static(Box::leak(n.to_string().into_boxed_str())))
+        .clone()
 }
 
 /// The guard behind [`RateLimitLayer`].
@@ -619,6 +637,7 @@ mod tests {
                 limiter.full_remaining.value(remaining),
                 remaining.to_string().as_str()
             );
+            assert_eq!(limiter.limit, burst.to_string().as_str());
             assert_eq!(
                 limiter.full_reset.value(seconds_up(reset)),
                 seconds_up(reset).to_string().as_str()
