@@ -19,10 +19,13 @@
 //! a verification is handed to tokio's blocking threads (`spawn_blocking`) and the request waits for
 //! it without holding its worker, which goes on serving other requests. So that its cost is paid
 //! once per user and password rather than per request, a verified pair is remembered for
-//! [`CACHE_TTL`] as a keyed 128-bit hash of the pair (never the password itself), at most
-//! [`CACHE_MAX`] pairs per layer; a remembered pair is admitted on the worker at once, with no
-//! allocation (the credentials are decoded on the stack). A changed file (a reload) starts with an
-//! empty cache. A wrong password is not remembered: each attempt costs a verification.
+//! [`CACHE_TTL`] as a keyed 128-bit hash (SipHash, two random keys per layer) of the credentials as
+//! sent, the pair in base64 (never the password itself), at most [`CACHE_MAX`] pairs per layer.
+//! Standard base64 spells a pair one way only (canonical padding, no stray bits), so the text sent
+//! stands for the pair. A remembered pair is admitted on the worker at once, by that hash alone:
+//! no decoding, no allocation, one lookup in a map that takes the hash as it is. Credentials not
+//! remembered are decoded (on the stack) and their user looked up. A changed file (a reload) starts
+//! with an empty cache. A wrong password is not remembered: each attempt costs a verification.
 //!
 //! ```
 //! use parapet_middlewares::basic_auth::{htpasswd, BasicAuthLayer};
@@ -35,7 +38,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::future::Future;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
@@ -91,7 +94,29 @@ struct Users {
     challenge: HeaderValue,
     forward: bool,
     keys: (RandomState, RandomState),
-    verified: Mutex<HashMap<u128, Instant>>,
+    verified: Mutex<HashMap<u128, Instant, BuildHasherDefault<Fingerprinted>>>,
+}
+
+/// The verified pairs' hasher: a fingerprint is already a keyed hash, uniform and out of a
+/// client's reach, so its low 64 bits are taken as they are.
+#[derive(Default)]
+struct Fingerprinted(u64);
+
+impl Hasher for Fingerprinted {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u128` is called (a `u128` key); this keeps any other use well defined.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
 }
 
 /// What the `Authorization` header of a request says.
@@ -115,11 +140,11 @@ struct Pending {
 const STACK_DECODE: usize = 256;
 
 impl Users {
-    fn fingerprint(&self, user: &str, password: &[u8]) -> u128 {
+    /// The keyed 128-bit hash of credentials as sent (their base64 text).
+    fn fingerprint(&self, encoded: &[u8]) -> u128 {
         let half = |state: &RandomState| {
             let mut h = state.build_hasher();
-            user.hash(&mut h);
-            password.hash(&mut h);
+            h.write(encoded);
             h.finish()
         };
         (u128::from(half(&self.keys.0)) << 64) | u128::from(half(&self.keys.1))
@@ -135,7 +160,17 @@ impl Users {
             return Verdict::Refused;
         }
         let encoded = value[6..].trim_ascii();
-        // The common case decodes on the stack: no allocation per request.
+        let fingerprint = self.fingerprint(encoded);
+        if self
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fingerprint)
+            .is_some_and(|until| *until > Instant::now())
+        {
+            return Verdict::Admitted;
+        }
+        // Not remembered: decoded on the stack in the common case, no allocation.
         let mut stack = [0u8; STACK_DECODE];
         let heap;
         let decoded = match STANDARD.decode_slice(encoded, &mut stack) {
@@ -159,14 +194,6 @@ impl Users {
         let Some(hash) = self.hashes.get(user) else {
             return Verdict::Refused;
         };
-        let fingerprint = self.fingerprint(user, password);
-        let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-        if verified
-            .get(&fingerprint)
-            .is_some_and(|until| *until > Instant::now())
-        {
-            return Verdict::Admitted;
-        }
         Verdict::Verify(Pending {
             fingerprint,
             password: password.to_vec(),
@@ -208,6 +235,81 @@ impl Users {
 #[derive(Clone, Debug)]
 pub struct BasicAuthLayer {
     users: Arc<Users>,
+}
+
+/// What [`BasicAuthLayer::check`] says of a request, for a host that calls the inner service
+/// itself (parapet hands an admitted request straight to the app's own future: no future of this
+/// layer's, no box).
+#[derive(Debug)]
+pub enum Check {
+    /// Credentials verified not long ago: the request goes on as it now is (its `Authorization`
+    /// removed unless forwarded).
+    Admitted,
+    /// The answer: `401` with the challenge.
+    Refused(Response<Body>),
+    /// A known user with a password not verified lately: [`Verification::run`] says.
+    Verify(Verification),
+}
+
+/// A password to verify with bcrypt, on tokio's blocking threads (never on an async worker).
+pub struct Verification {
+    pending: Pending,
+    users: Arc<Users>,
+}
+
+impl std::fmt::Debug for Verification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the password.
+        f.debug_struct("Verification").finish_non_exhaustive()
+    }
+}
+
+impl Verification {
+    /// Runs bcrypt off the async workers: `Ok`, `req` as it goes on (the pair is remembered);
+    /// `Err`, the answer: `401`, or `500` if the verification did not finish.
+    pub async fn run(self, req: Request<Body>) -> Result<Request<Body>, Response<Body>> {
+        let Verification { pending, users } = self;
+        let fingerprint = pending.fingerprint;
+        let verify = tokio::task::spawn_blocking(move || {
+            bcrypt::verify(&pending.password, &pending.hash).unwrap_or(false)
+        });
+        match verify.await {
+            Ok(true) => {
+                users.remember(fingerprint);
+                Ok(users.admitted(req))
+            }
+            Ok(false) => Err(users.refusal()),
+            Err(_) => Err(unfinished()),
+        }
+    }
+}
+
+/// The `500` of a verification that did not finish (its blocking task panicked, or the runtime is
+/// shutting down).
+fn unfinished() -> Response<Body> {
+    GatewayError::new(GatewayErrorKind::Internal)
+        .with_detail("the password verification did not finish")
+        .into_response()
+}
+
+impl BasicAuthLayer {
+    /// Judges `req` as the layer's service does, without calling anything: admitted (and
+    /// rewritten as it goes on), refused, or to be verified.
+    pub fn check(&self, req: &mut Request<Body>) -> Check {
+        match self.users.check(req.headers().get(AUTHORIZATION)) {
+            Verdict::Admitted => {
+                if !self.users.forward {
+                    req.headers_mut().remove(AUTHORIZATION);
+                }
+                Check::Admitted
+            }
+            Verdict::Refused => Check::Refused(self.users.refusal()),
+            Verdict::Verify(pending) => Check::Verify(Verification {
+                pending,
+                users: Arc::clone(&self.users),
+            }),
+        }
+    }
 }
 
 impl BasicAuthLayer {
@@ -357,11 +459,7 @@ where
                         },
                         // The blocking task panicked or the runtime is shutting down.
                         (Err(_), _, _) => State::Answer {
-                            response: Some(
-                                GatewayError::new(GatewayErrorKind::Internal)
-                                    .with_detail("the password verification did not finish")
-                                    .into_response(),
-                            ),
+                            response: Some(unfinished()),
                         },
                     }
                 }
@@ -463,6 +561,72 @@ mod tests {
         let t = Instant::now();
         assert!(!bcrypt::verify("x", users.hashes.get("alice").unwrap()).unwrap());
         assert!(cached < t.elapsed() * 100, "{cached:?}");
+    }
+
+    #[tokio::test]
+    async fn the_cache_knows_a_pair_by_its_one_spelling_in_base64() {
+        // 11 bytes: the base64 text ends with padding, where another spelling could hide.
+        let hash = bcrypt::hash("s3cre", 4).unwrap();
+        let layer = BasicAuthLayer::new("r", htpasswd(&format!("alice:{hash}\n")).unwrap(), false);
+        assert_eq!(STANDARD.encode("alice:s3cre"), "YWxpY2U6czNjcmU=");
+        assert_eq!(
+            call(&layer, Some("Basic YWxpY2U6czNjcmU=")).await.status(),
+            200
+        );
+        // The same text, the scheme in another case and spaces around: remembered, one entry.
+        let res = call(&layer, Some("basic   YWxpY2U6czNjcmU=  ")).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(layer.users.verified.lock().unwrap().len(), 1);
+        // Stray bits in the last character, or no padding: not the pair's spelling, refused.
+        for other in ["Basic YWxpY2U6czNjcmV=", "Basic YWxpY2U6czNjcmU"] {
+            assert_eq!(call(&layer, Some(other)).await.status(), 401, "{other}");
+        }
+        // Remembered by the whole text: another password of the same user is still verified.
+        assert_eq!(
+            call(&layer, Some(&basic("alice", "s3crf"))).await.status(),
+            401
+        );
+        assert_eq!(layer.users.verified.lock().unwrap().len(), 1);
+    }
+
+    /// The host's way: `check`, then the inner service called by the caller.
+    async fn host_call(layer: &BasicAuthLayer, auth: Option<&str>) -> (u16, bool) {
+        let mut req = Request::get("/");
+        if let Some(auth) = auth {
+            req = req.header(AUTHORIZATION, auth);
+        }
+        let mut req = req.body(Body::empty()).unwrap();
+        let req = match layer.check(&mut req) {
+            Check::Admitted => req,
+            Check::Refused(res) => return (res.status().as_u16(), false),
+            Check::Verify(verification) => match verification.run(req).await {
+                Ok(req) => req,
+                Err(res) => return (res.status().as_u16(), false),
+            },
+        };
+        (200, req.headers().contains_key(AUTHORIZATION))
+    }
+
+    #[tokio::test]
+    async fn check_and_run_judge_as_the_service_does() {
+        let kept = layer(true);
+        let good = basic("alice", "s3cret");
+        assert_eq!(host_call(&kept, Some(&good)).await, (200, true));
+        assert_eq!(host_call(&kept, Some(&good)).await, (200, true));
+        assert_eq!(kept.users.verified.lock().unwrap().len(), 1);
+        let removed = layer(false);
+        for _ in 0..2 {
+            // Verified, then remembered: the header removed either way.
+            assert_eq!(host_call(&removed, Some(&good)).await, (200, false));
+        }
+        for bad in [
+            None,
+            Some(basic("alice", "wrong")),
+            Some(basic("bob", "s3cret")),
+        ] {
+            assert_eq!(host_call(&removed, bad.as_deref()).await, (401, false));
+        }
+        assert_eq!(removed.users.verified.lock().unwrap().len(), 1);
     }
 
     /// Polls `future` once: whether it is still pending.

@@ -26,7 +26,9 @@
 //! without it is keyed by its client address.
 //!
 //! **Memory** is bounded: the keys live in [`SHARDS`] shards (a read-write lock each, taken for
-//! writing only to add a key), at most [`MAX_KEYS`] keys in all. A shard that is full forgets first
+//! writing only to add a key), at most [`MAX_KEYS`] keys in all. A key is hashed once per request
+//! (SipHash, keyed at random per limiter: a client choosing its keys cannot aim them at one bucket
+//! of a map), and that one hash both picks the shard and places the key in the shard's map. A shard that is full forgets first
 //! the keys whose bucket is full again (their TAT is past: forgetting them changes nothing), then, if
 //! a flood of distinct keys still fills it, an eighth of its keys, which start again with a full
 //! bucket. About 100 bytes per key: 10 MB at the maximum.
@@ -55,7 +57,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
@@ -94,10 +96,88 @@ pub struct RateLimitConfig {
     pub key: RateKey,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Key {
     Ip(IpAddr),
     Value(HeaderValue),
+}
+
+/// A key and its hash, made once per request by the limiter's keyed hasher: the shard is picked by
+/// bits 32 to 37 of the hash, and the shard's map takes the whole hash as it is ([`Prehashed`]);
+/// the map places a key by its low bits and tells keys apart by its top 7, none of which pick the
+/// shard. Two keys are the same only if they are equal: a shared hash never merges them.
+#[derive(Debug)]
+struct Hashed {
+    hash: u64,
+    key: Key,
+}
+
+impl Hashed {
+    fn shard(&self) -> usize {
+        (self.hash >> 32) as usize % SHARDS
+    }
+}
+
+impl PartialEq for Hashed {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.key == other.key
+    }
+}
+
+impl Eq for Hashed {}
+
+impl Hash for Hashed {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// The shards' hasher: a [`Hashed`] key's hash, taken as it is.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is called (by `Hashed`); this keeps any other use well defined.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Shard = RwLock<HashMap<Hashed, AtomicU64, BuildHasherDefault<Prehashed>>>;
+
+/// A header value made once for the number a limiter sends most: `remaining` and `reset` when the
+/// bucket was full (a client below the rate), cloned rather than made per response.
+#[derive(Debug)]
+struct Usual {
+    n: u64,
+    value: HeaderValue,
+}
+
+impl Usual {
+    fn new(n: u64) -> Self {
+        Self {
+            n,
+            value: lasting(n),
+        }
+    }
+
+    fn value(&self, n: u64) -> HeaderValue {
+        if n == self.n {
+            self.value.clone()
+        } else {
+            number(n)
+        }
+    }
 }
 
 /// One limit's state: a TAT per key.
@@ -110,8 +190,12 @@ pub struct Limiter {
     tolerance: u64,
     base: Instant,
     hasher: RandomState,
-    shards: Box<[RwLock<HashMap<Key, AtomicU64>>]>,
+    shards: Box<[Shard]>,
     limit: HeaderValue,
+    /// `RateLimit-Remaining` after a request that found its bucket full.
+    full_remaining: Usual,
+    /// `RateLimit-Reset` after a request that found its bucket full.
+    full_reset: Usual,
 }
 
 /// A limiter's decision.
@@ -139,13 +223,17 @@ impl Limiter {
         let per = u64::try_from(config.per.as_nanos()).unwrap_or(u64::MAX);
         let interval = (per / config.count.max(1)).max(1);
         let burst = config.burst.max(1);
+        let tolerance = interval.saturating_mul(burst);
         Limiter {
             interval,
-            tolerance: interval.saturating_mul(burst),
+            tolerance,
             base: Instant::now(),
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
-            limit: number(burst),
+            limit: lasting(burst),
+            // As `gcra` counts them for a request at or after its key's TAT.
+            full_remaining: Usual::new((tolerance - interval) / interval),
+            full_reset: Usual::new(seconds_up(Duration::from_nanos(interval))),
             config,
         }
     }
@@ -175,9 +263,31 @@ impl Limiter {
             .saturating_add(self.tolerance)
     }
 
+    /// `key` with its hash.
+    fn hashed(&self, key: Key) -> Hashed {
+        let mut h = self.hasher.build_hasher();
+        match &key {
+            // Each kind of key written its own way (lengths differ): they stay apart.
+            Key::Ip(IpAddr::V4(ip)) => h.write_u32(ip.to_bits()),
+            Key::Ip(IpAddr::V6(ip)) => h.write_u128(ip.to_bits()),
+            Key::Value(value) => {
+                h.write(value.as_bytes());
+                h.write_u8(0xff);
+            }
+        }
+        Hashed {
+            hash: h.finish(),
+            key,
+        }
+    }
+
     /// Counts one request of `key` at `now` (nanoseconds on the limiter's clock).
     fn check(&self, key: Key, now: u64) -> Decision {
-        let shard = &self.shards[(self.hasher.hash_one(&key) as usize) % SHARDS];
+        self.check_hashed(self.hashed(key), now)
+    }
+
+    fn check_hashed(&self, key: Hashed, now: u64) -> Decision {
+        let shard = &self.shards[key.shard()];
         if let Ok(map) = shard.read() {
             if let Some(tat) = map.get(&key) {
                 return self.gcra(tat, now);
@@ -189,10 +299,15 @@ impl Limiter {
             // Keys whose bucket is full again carry nothing: forget them first.
             map.retain(|_, tat| *tat.get_mut() > now);
             if map.len() >= MAX_KEYS / SHARDS {
-                let drop: Vec<Key> = map.keys().take(map.len() / 8 + 1).cloned().collect();
-                for k in drop {
-                    map.remove(&k);
-                }
+                // The first eighth in the map's order, as good as any.
+                let mut drop = map.len() / 8 + 1;
+                map.retain(|_, _| {
+                    if drop == 0 {
+                        return true;
+                    }
+                    drop -= 1;
+                    false
+                });
             }
         }
         let tat = map.entry(key).or_insert_with(|| AtomicU64::new(0));
@@ -252,6 +367,24 @@ fn number(n: u64) -> HeaderValue {
     }
 }
 
+/// A header value for `n` that lives as long as the process, for the numbers a limiter sends on
+/// every response (its `burst`, the remaining count and reset of a full bucket): cloned and dropped
+/// without a reference count to update. Made once per number and kept, so they are as many as the
+/// distinct numbers of the limits configured, never more.
+fn lasting(n: u64) -> HeaderValue {
+    static MADE: OnceLock<Mutex<HashMap<u64, HeaderValue>>> = OnceLock::new();
+    if n < 1024 {
+        return number(n);
+    }
+    let mut made = MADE
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    made.entry(n)
+        .or_insert_with(|| HeaderValue::from_static(Box::leak(n.to_string().into_boxed_str())))
+        .clone()
+}
+
 /// The guard behind [`RateLimitLayer`].
 #[derive(Clone, Debug)]
 pub struct RateLimit {
@@ -283,10 +416,11 @@ impl Guard for RateLimit {
     }
 
     fn response(&self, (remaining, reset): (u64, u64), res: &mut Response<Body>) {
+        let limiter = &self.limiter;
         let headers = res.headers_mut();
-        headers.insert(LIMIT, self.limiter.limit.clone());
-        headers.insert(REMAINING, number(remaining));
-        headers.insert(RESET, number(reset));
+        headers.insert(LIMIT, limiter.limit.clone());
+        headers.insert(REMAINING, limiter.full_remaining.value(remaining));
+        headers.insert(RESET, limiter.full_reset.value(reset));
     }
 }
 
@@ -423,6 +557,96 @@ mod tests {
         let later = now + 10 * SECOND;
         limiter.check(Key::Ip("10.0.0.1".parse().unwrap()), later);
         assert!(limiter.keys() <= MAX_KEYS);
+    }
+
+    #[test]
+    fn one_hash_spreads_keys_over_the_shards_and_never_merges_two_keys() {
+        let limiter = Limiter::new(config(1, 1));
+        let now = limiter.tolerance;
+        for i in 0..2000u32 {
+            limiter.check(Key::Ip(IpAddr::V4(Ipv4Addr::from(i))), now);
+        }
+        assert_eq!(limiter.keys(), 2000);
+        // Every shard has some, and no shard holds a large share.
+        for shard in limiter.shards.iter() {
+            let n = shard.read().unwrap().len();
+            assert!((5..=100).contains(&n), "{n}");
+        }
+        // The same IPv4 address as IPv4 and as an IPv6-mapped address, and as a header value: three
+        // keys, three hashes.
+        let v4: IpAddr = "192.0.2.1".parse().unwrap();
+        let v6: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        let value = Key::Value(HeaderValue::from_static("192.0.2.1"));
+        let hashes = [
+            limiter.hashed(Key::Ip(v4)).hash,
+            limiter.hashed(Key::Ip(v6)).hash,
+            limiter.hashed(value).hash,
+        ];
+        assert!(hashes[0] != hashes[1] && hashes[1] != hashes[2] && hashes[0] != hashes[2]);
+        // The same key hashes the same; another limiter (another random key) hashes differently.
+        assert_eq!(limiter.hashed(Key::Ip(v4)).hash, hashes[0]);
+        assert_ne!(
+            Limiter::new(config(1, 1)).hashed(Key::Ip(v4)).hash,
+            hashes[0]
+        );
+        // Two keys with the same hash (made so here) keep buckets of their own.
+        let limiter = Limiter::new(config(10, 1));
+        let t0 = limiter.tolerance;
+        let same = |ip: &str| Hashed {
+            hash: 42,
+            key: Key::Ip(ip.parse().unwrap()),
+        };
+        assert!(matches!(
+            limiter.check_hashed(same("192.0.2.1"), t0),
+            Decision::Allowed { .. }
+        ));
+        assert!(matches!(
+            limiter.check_hashed(same("192.0.2.1"), t0),
+            Decision::Limited { .. }
+        ));
+        assert!(matches!(
+            limiter.check_hashed(same("192.0.2.2"), t0),
+            Decision::Allowed { .. }
+        ));
+        assert_eq!(limiter.keys(), 2);
+    }
+
+    #[test]
+    fn the_usual_values_are_the_numbers_a_full_bucket_gives() {
+        for (count, per, burst) in [
+            (10, 1, 3),
+            (1_000_000_000, 1, 1_000_000_000),
+            (1, 3600, 1),
+            (7, 60, 2000),
+        ] {
+            let limiter = Limiter::new(RateLimitConfig {
+                count,
+                per: Duration::from_secs(per),
+                burst,
+                key: RateKey::ClientIp,
+            });
+            let now = limiter.tolerance;
+            let Decision::Allowed { remaining, reset } =
+                limiter.check(Key::Ip("192.0.2.1".parse().unwrap()), now)
+            else {
+                panic!()
+            };
+            assert_eq!(remaining, limiter.full_remaining.n);
+            assert_eq!(seconds_up(reset), limiter.full_reset.n);
+            assert_eq!(
+                limiter.full_remaining.value(remaining),
+                remaining.to_string().as_str()
+            );
+            assert_eq!(limiter.limit, burst.to_string().as_str());
+            assert_eq!(
+                limiter.full_reset.value(seconds_up(reset)),
+                seconds_up(reset).to_string().as_str()
+            );
+            assert_eq!(
+                limiter.full_remaining.value(remaining + 1),
+                (remaining + 1).to_string().as_str()
+            );
+        }
     }
 
     #[test]

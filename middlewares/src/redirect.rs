@@ -52,7 +52,12 @@
 //! ```
 //!
 //! A request that does not match costs no allocation (the URL is assembled in a buffer kept by the
-//! thread) besides the box parapet's chain puts every layer's response future in.
+//! thread). Most do not even cost the regex: when the regex is anchored at the start (`^...`), the
+//! literal prefixes every match begins with are found once, when the layer is made (for
+//! `^https?://old\.example\.com/`: `http://old.example.com/` and `https://old.example.com/`), and a
+//! request whose URL (or path) begins with none of them passes on without its URL being assembled
+//! or the regex run. A regex that is not anchored, or whose prefixes are unbounded or too many (a
+//! `(?i-u)` host spells out every case), is run on every request.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -95,7 +100,9 @@ impl RedirectStatus {
 /// A redirect rule: requests matching `regex` are sent to `to`.
 #[derive(Clone, Debug)]
 pub struct RedirectRule {
-    /// Matched against the full URL, or against the path if it begins with `^/`.
+    /// Matched against the full URL, or against the path if it begins with `^/`. Read as
+    /// `Regex::new` compiles it: the layer reads its pattern (`as_str`) for the literal prefixes of
+    /// its matches, so flags are written in the pattern (`(?i-u)`), not set by a `RegexBuilder`.
     pub regex: Regex,
     /// The replacement of the match, with `$1`... for the groups.
     pub to: String,
@@ -109,6 +116,73 @@ pub struct Redirect {
     rule: Arc<RedirectRule>,
     /// Whether the regex is matched against the path (it begins with `^/`).
     on_path: bool,
+    /// What a URL (or path) the regex matches begins with.
+    prefixes: Arc<Prefixes>,
+}
+
+/// More literal prefixes than this are not compared one by one: the regex is asked.
+const MAX_PREFIXES: usize = 16;
+
+/// The literal prefixes every match of a regex anchored at the start begins with, found once from
+/// its pattern: a text that begins with none of them cannot match. `None`: no such set (a regex
+/// not anchored, or prefixes unbounded or too many), every text may match.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Prefixes(Option<Box<[Box<[u8]>]>>);
+
+impl Prefixes {
+    /// The prefixes of `pattern`, as `Regex::new` reads it (the regex crate's own parser and
+    /// literal extractor, with the same default flags).
+    pub(crate) fn of(pattern: &str) -> Prefixes {
+        use regex_syntax::hir::literal::{ExtractKind, Extractor};
+        use regex_syntax::hir::Look;
+        let Ok(hir) = regex_syntax::parse(pattern) else {
+            return Prefixes(None);
+        };
+        // Anchored: every match begins at the start of the text (not `(?m)^`, which may also
+        // match after a line break).
+        if !hir.properties().look_set_prefix().contains(Look::Start) {
+            return Prefixes(None);
+        }
+        // A finite set: every match begins with one of these (exact or not, a literal is a prefix
+        // of the matches it stands for).
+        let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+        match seq.literals() {
+            Some(literals)
+                if !literals.is_empty()
+                    && literals.len() <= MAX_PREFIXES
+                    && literals.iter().all(|l| !l.is_empty()) =>
+            {
+                Prefixes(Some(literals.iter().map(|l| l.as_bytes().into()).collect()))
+            }
+            _ => Prefixes(None),
+        }
+    }
+
+    /// Whether the text made of `parts` end to end may match: `false` only if it begins with
+    /// none of the prefixes.
+    pub(crate) fn may_match(&self, parts: &[&[u8]]) -> bool {
+        match &self.0 {
+            None => true,
+            Some(prefixes) => prefixes.iter().any(|p| starts_with(parts, p)),
+        }
+    }
+}
+
+/// Whether `parts`, end to end, begin with `prefix`.
+fn starts_with(parts: &[&[u8]], mut prefix: &[u8]) -> bool {
+    for part in parts {
+        let n = part.len().min(prefix.len());
+        // Byte by byte: a prefix that does not match mostly fails at its first bytes, sooner than
+        // a call to `memcmp` returns.
+        if !part[..n].iter().zip(&prefix[..n]).all(|(a, b)| a == b) {
+            return false;
+        }
+        prefix = &prefix[n..];
+        if prefix.is_empty() {
+            return true;
+        }
+    }
+    prefix.is_empty()
 }
 
 thread_local! {
@@ -122,20 +196,36 @@ impl Redirect {
         if self.on_path {
             return self.path_location(req.uri());
         }
+        let host = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().as_bytes())
+            .or_else(|| req.headers().get(http::header::HOST).map(|h| h.as_bytes()))
+            .unwrap_or_default();
+        // A Host parapet admitted is ASCII; anything else is not a host to match.
+        let host = if host.is_ascii() {
+            host
+        } else {
+            std::str::from_utf8(host).map_or(&b""[..], str::as_bytes)
+        };
+        let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        // Neither scheme begins a URL the regex may match: the request passes, without the scheme
+        // being worked out, the URL assembled or the regex run.
+        let may_match = |scheme: &str| {
+            let parts = [scheme.as_bytes(), b"://", host, target.as_bytes()];
+            self.prefixes.may_match(&parts)
+        };
+        if !may_match("http") && !may_match("https") {
+            return None;
+        }
         URL.with(|url| {
             let mut url = url.borrow_mut();
             url.clear();
             url.push_str(scheme(req));
             url.push_str("://");
-            let host = req
-                .uri()
-                .authority()
-                .map(|a| a.as_str().as_bytes())
-                .or_else(|| req.headers().get(http::header::HOST).map(|h| h.as_bytes()))
-                .unwrap_or_default();
-            // A Host parapet admitted is ASCII; anything else is not a host to match.
+            // UTF-8: ASCII, or checked above.
             url.push_str(std::str::from_utf8(host).unwrap_or_default());
-            url.push_str(req.uri().path_and_query().map_or("/", |pq| pq.as_str()));
+            url.push_str(target);
             let rule = &*self.rule;
             if !rule.regex.is_match(&url) {
                 return None;
@@ -148,7 +238,7 @@ impl Redirect {
     fn path_location(&self, uri: &Uri) -> Option<String> {
         let rule = &*self.rule;
         let path = uri.path();
-        if !rule.regex.is_match(path) {
+        if !self.prefixes.may_match(&[path.as_bytes()]) || !rule.regex.is_match(path) {
             return None;
         }
         let mut location = rule.regex.replace(path, rule.to.as_str()).into_owned();
@@ -174,11 +264,12 @@ fn scheme(req: &Request<Body>) -> &'static str {
         return "https";
     }
     let trusted = ClientIp::of(req.extensions()).is_some_and(|c| c.peer_trusted);
-    let forwarded_https = req
-        .headers()
-        .get(&X_FORWARDED_PROTO)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
-    if trusted && forwarded_https {
+    let forwarded_https = || {
+        req.headers()
+            .get(&X_FORWARDED_PROTO)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+    };
+    if trusted && forwarded_https() {
         "https"
     } else {
         "http"
@@ -217,10 +308,12 @@ impl RedirectLayer {
     /// A layer redirecting by `rule`.
     pub fn new(rule: RedirectRule) -> Self {
         let on_path = rule.regex.as_str().starts_with("^/");
+        let prefixes = Arc::new(Prefixes::of(rule.regex.as_str()));
         Self {
             inner: GuardLayer::new(Redirect {
                 rule: Arc::new(rule),
                 on_path,
+                prefixes,
             }),
         }
     }
@@ -378,6 +471,116 @@ mod tests {
         assert_eq!(call(&temporary, get("/old", "x")).await.0, 302);
         assert_eq!(call(&temporary, post()).await.0, 307);
         assert_eq!(call(&fixed, post()).await.0, 303);
+    }
+
+    /// The pre-filter never turns away a text the regex matches, however the text is cut in parts.
+    #[test]
+    fn the_prefix_filter_never_skips_a_text_the_regex_matches() {
+        let texts = [
+            "http://old.example.com/a?b",
+            "https://old.example.com/",
+            "https://OLD.Example.com/x",
+            "http://other.example.com/a",
+            "http://old.example.com",
+            "/old/a",
+            "/OLD/a",
+            "/new/old/a",
+            "x\n/old/a",
+            "",
+            "ab",
+            "b",
+            "bc",
+            "ac",
+            "\u{212A}ey",
+            "éx",
+            "ax",
+            "key",
+            "KEY",
+            "http://www.old.example.com/",
+        ];
+        // (regex, whether the filter is active: it knows the prefixes)
+        let cases = [
+            (r"^https?://old\.example\.com/(.*)$", true),
+            (r"^(http|https)://old\.example\.com/", true),
+            (r"^https?://(www\.)?old\.example\.com/", true),
+            (r"^(?:a|b)c", true),
+            (r"^http://x|^https://old", true),
+            (r"^http://x|https://old", false),
+            (r"(?i-u)^https://old\.example\.com/", false),
+            (r"(?i-u)^/old/", true),
+            (r"(?i-u)^key", true),
+            (r"^[éa]x|^\u{212A}", true),
+            (r"(?m)^/old", false),
+            (r"\A/old", true),
+            (r"^/old/(.*)$", true),
+            (r"old\.example", false),
+            (r"^$", false),
+            (r"^(|a)b", true),
+            (r"^.*old", false),
+            (r"^[a-c]c", true),
+            (r"^\w+", false),
+            (r"^http:/{2}old", true),
+        ];
+        for (pattern, active) in cases {
+            let regex = Regex::new(pattern).unwrap();
+            let prefixes = Prefixes::of(pattern);
+            assert_eq!(prefixes.0.is_some(), active, "{pattern}: {prefixes:?}");
+            for text in texts {
+                let bytes = text.as_bytes();
+                let whole = prefixes.may_match(&[bytes]);
+                if regex.is_match(text) {
+                    assert!(whole, "{pattern} matches {text:?}, the filter said no");
+                }
+                // Cut in parts anywhere, the answer is the same.
+                for i in 0..=bytes.len() {
+                    for j in i..=bytes.len() {
+                        let parts = [&bytes[..i], &bytes[i..j], b"", &bytes[j..]];
+                        assert_eq!(
+                            prefixes.may_match(&parts),
+                            whole,
+                            "{pattern} {text:?} {i} {j}"
+                        );
+                    }
+                }
+            }
+        }
+        // An active filter does turn texts away.
+        let prefixes = Prefixes::of(r"^https?://old\.example\.com/(.*)$");
+        assert!(!prefixes.may_match(&[b"http", b"://", b"bench.local", b"/x?y=1"]));
+        assert!(!prefixes.may_match(&[b"http", b"://", b"old.example.co"]));
+        assert!(prefixes.may_match(&[b"https", b"://", b"old.example.com", b"/x"]));
+    }
+
+    #[tokio::test]
+    async fn a_url_turned_away_by_the_prefixes_passes_and_one_they_admit_is_matched() {
+        // Alternation at the start, optional parts: the prefixes are several.
+        let moved = layer(
+            r"^(http|https)://(www\.)?old\.example\.com/(?P<rest>.*)$",
+            "https://new.example.com/${rest}",
+            MOVED,
+        );
+        assert_eq!(
+            call(&moved, get("/a", "www.old.example.com")).await,
+            (301, "https://new.example.com/a".into())
+        );
+        assert_eq!(
+            call(&moved, get("/a", "old.example.com")).await,
+            (301, "https://new.example.com/a".into())
+        );
+        assert_eq!(
+            call(&moved, get("/a", "new.example.com")).await,
+            (200, "/a".into())
+        );
+        // A case-insensitive path regex: the filter knows every case.
+        let path = layer(r"^/(?i-u:old)/(.*)$", "/new/$1", MOVED);
+        assert_eq!(
+            call(&path, get("/OlD/x?q", "h")).await,
+            (301, "/new/x?q".into())
+        );
+        assert_eq!(
+            call(&path, get("/older/x", "h")).await,
+            (200, "/older/x".into())
+        );
     }
 
     #[tokio::test]

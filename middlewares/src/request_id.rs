@@ -119,8 +119,8 @@ pub fn make() -> HeaderValue {
     let mut buf = [0u8; 33];
     buf[..17].copy_from_slice(prefix);
     let len = 17 + hex(&mut buf[17..], n, false);
-    // Hexadecimal digits and '-' are valid header value bytes.
-    crate::values::header_value(&buf[..len]).unwrap_or_else(|| HeaderValue::from_static("-"))
+    // SAFETY: hexadecimal digits and '-' are valid header value bytes; 33 bytes at most.
+    unsafe { crate::values::carve(&buf[..len]) }
 }
 
 /// Writes `n` in lowercase hexadecimal (16 digits if `pad`), returning the length written.

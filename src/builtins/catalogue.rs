@@ -5,7 +5,7 @@
 //! build (the layer).
 
 use http::{HeaderName, Method};
-use parapet_middlewares::basic_auth::{htpasswd, BasicAuthLayer};
+use parapet_middlewares::basic_auth::{htpasswd, BasicAuthLayer, Check};
 use parapet_middlewares::cors::{CorsConfig, CorsLayer};
 use parapet_middlewares::forward_auth::{ForwardAuthConfig, ForwardAuthLayer};
 use parapet_middlewares::ip::IpRange;
@@ -18,6 +18,7 @@ use parapet_middlewares::rewrite::{Regex, RewriteLayer};
 use crate::chain::Middleware;
 use crate::config::{ConfigError, Located, Table, Value};
 use crate::registry::Registry;
+use crate::service::AppService;
 
 use super::no_check;
 
@@ -58,7 +59,7 @@ pub(super) fn register(registry: &mut Registry) {
             |b: &BasicAuth, _| read_users(&b.users).err().into_iter().collect(),
             |b: &BasicAuth, _| {
                 let users = read_users(&b.users).map_err(|e| vec![e])?;
-                Ok(Middleware::from_layer(BasicAuthLayer::new(
+                Ok(basic_auth_middleware(BasicAuthLayer::new(
                     &b.realm, users, b.forward,
                 )))
             },
@@ -93,6 +94,28 @@ pub(super) fn register(registry: &mut Registry) {
             let regex = Regex::new(&r.regex).map_err(|e| vec![at.error(e.to_string())])?;
             Ok(Middleware::from_guard(r.layer(regex).guard().clone()))
         });
+}
+
+/// `basic_auth` around an app: an admitted request goes straight to the app's own future (no
+/// future, no box of this layer's); a refusal is answered at once; a password to verify waits for
+/// bcrypt, off the workers, in a future of its own.
+fn basic_auth_middleware(layer: BasicAuthLayer) -> Middleware {
+    Middleware::from_wrap(move |inner: AppService| {
+        let layer = layer.clone();
+        AppService::from_fn(move |mut req| match layer.check(&mut req) {
+            Check::Admitted => inner.handle(req),
+            Check::Refused(answer) => Box::pin(std::future::ready(Ok(answer))),
+            Check::Verify(verification) => {
+                let inner = inner.clone();
+                Box::pin(async move {
+                    match verification.run(req).await {
+                        Ok(req) => inner.handle(req).await,
+                        Err(answer) => Ok(answer),
+                    }
+                })
+            }
+        })
+    })
 }
 
 /// The settings of a `request_id` layer.

@@ -57,6 +57,20 @@ impl Middleware {
         }
     }
 
+    /// A middleware that wraps the service inside it by a function of its own: for a layer that
+    /// calls its inner service itself without a future of its own (`basic_auth` hands an admitted
+    /// request straight to the app's future), so without the boxed future [`Middleware::from_layer`]
+    /// costs per request. Like a layer, it is not part of a run of steps: the guards and
+    /// interceptors outside it and inside it make two runs.
+    pub fn from_wrap<F>(wrap: F) -> Middleware
+    where
+        F: Fn(AppService) -> AppService + Send + Sync + 'static,
+    {
+        Middleware {
+            parts: Arc::new([Part::Wrap(Arc::new(wrap))]),
+        }
+    }
+
     /// A middleware from a [`Guard`]: it answers or passes on, in the run of steps it is part of.
     pub fn from_guard<G: Guard>(guard: G) -> Middleware {
         Middleware {
