@@ -531,17 +531,13 @@ fn decode(framing: &mut Framing, buf: &mut BytesMut) -> Result<Decoded, BoxError
         match framing {
             Framing::Done => return Ok(Decoded::End),
             Framing::Length(left) => {
-                if buf.is_empty() {
-                    return Ok(Decoded::More);
-                }
-                let n = (*left).min(buf.len() as u64);
-                *left -= n;
-                if *left == 0 {
-                    *framing = Framing::Done;
-                }
-                return Ok(Decoded::Frame(Frame::data(
-                    buf.split_to(n as usize).freeze(),
-                )));
+                let (decoded, left) = take(*left, buf);
+                *framing = if left == 0 {
+                    Framing::Done
+                } else {
+                    Framing::Length(left)
+                };
+                return Ok(decoded);
             }
             Framing::Eof => {
                 if buf.is_empty() {
@@ -570,17 +566,13 @@ fn decode(framing: &mut Framing, buf: &mut BytesMut) -> Result<Decoded, BoxError
                 });
             }
             Framing::Chunked(Chunk::Data(left)) => {
-                if buf.is_empty() {
-                    return Ok(Decoded::More);
-                }
-                let n = (*left).min(buf.len() as u64);
-                *left -= n;
-                if *left == 0 {
-                    *framing = Framing::Chunked(Chunk::DataEnd);
-                }
-                return Ok(Decoded::Frame(Frame::data(
-                    buf.split_to(n as usize).freeze(),
-                )));
+                let (decoded, left) = take(*left, buf);
+                *framing = Framing::Chunked(if left == 0 {
+                    Chunk::DataEnd
+                } else {
+                    Chunk::Data(left)
+                });
+                return Ok(decoded);
             }
             Framing::Chunked(Chunk::DataEnd) => {
                 if buf.len() < 2 {
@@ -631,6 +623,17 @@ fn decode(framing: &mut Framing, buf: &mut BytesMut) -> Result<Decoded, BoxError
             }
         }
     }
+}
+
+/// Takes up to `left` bytes of data out of `buf` as a frame (`More` if `buf` is empty), and what
+/// is left to take after it.
+fn take(left: u64, buf: &mut BytesMut) -> (Decoded, u64) {
+    if buf.is_empty() {
+        return (Decoded::More, left);
+    }
+    let n = left.min(buf.len() as u64);
+    let data = buf.split_to(n as usize).freeze();
+    (Decoded::Frame(Frame::data(data)), left - n)
 }
 
 /// The size a chunk-size line (ending in CRLF) gives: hexadecimal digits, then optionally

@@ -455,15 +455,7 @@ impl Upstream {
     fn replayable(&self, req: &Request) -> Replayable {
         let on = &self.config.retry_on;
         let any = on.timeout || on.reset || on.status_502 || on.status_503 || on.status_504;
-        let idempotent = matches!(
-            *req.method(),
-            http::Method::GET
-                | http::Method::HEAD
-                | http::Method::OPTIONS
-                | http::Method::TRACE
-                | http::Method::PUT
-                | http::Method::DELETE
-        );
+        let idempotent = is_idempotent(req.method());
         // An upgrade is never sent twice: its upstream connection becomes the tunnel.
         if !(any && idempotent) || req.extensions().get::<UpgradeRequest>().is_some() {
             return Replayable::No;
@@ -683,6 +675,19 @@ impl Upstream {
             }
         }
     }
+}
+
+/// Whether a method is idempotent (RFC 9110 §9.2.2): a request that may be sent twice.
+fn is_idempotent(method: &http::Method) -> bool {
+    matches!(
+        *method,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::TRACE
+            | http::Method::PUT
+            | http::Method::DELETE
+    )
 }
 
 /// Whether a failed send was the connection closing or breaking (`retry_on = ["reset"]`), not the

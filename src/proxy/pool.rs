@@ -344,15 +344,7 @@ impl ServerPool {
         req: http::Request<Body>,
         lease: Lease,
     ) -> Result<http::Response<Body>, SendError> {
-        let idempotent = matches!(
-            *req.method(),
-            http::Method::GET
-                | http::Method::HEAD
-                | http::Method::OPTIONS
-                | http::Method::TRACE
-                | http::Method::PUT
-                | http::Method::DELETE
-        );
+        let idempotent = super::is_idempotent(req.method());
         let mut reused = true;
         loop {
             let idle = if reused { self.pop_lean() } else { None };
