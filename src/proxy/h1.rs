@@ -467,6 +467,56 @@ pub(crate) trait Release: Send + Sync + 'static {
 }
 
 pin_project_lite::pin_project! {
+    /// `read_timeout` on a response body, shared by [`Streamed`] and hyper's bodies in the pool:
+    /// a pause between two reads longer than it fails the body. The timer is re-armed only when it
+    /// fires (from the time of the last read), not at every read.
+    pub(crate) struct ReadTimeout {
+        timeout: Option<Duration>,
+        last_read: tokio::time::Instant,
+        #[pin]
+        sleep: tokio::time::Sleep,
+    }
+}
+
+impl ReadTimeout {
+    /// A timer for `timeout` (none: never fires).
+    pub(crate) fn new(timeout: Option<Duration>) -> Self {
+        Self {
+            timeout,
+            last_read: tokio::time::Instant::now(),
+            // Armed only if `timeout` is set (polled only then).
+            sleep: tokio::time::sleep(timeout.unwrap_or(Duration::from_secs(3600))),
+        }
+    }
+
+    /// The body made progress.
+    pub(crate) fn read(self: Pin<&mut Self>) {
+        let this = self.project();
+        if this.timeout.is_some() {
+            *this.last_read = tokio::time::Instant::now();
+        }
+    }
+
+    /// At a `Pending` read: the error to fail the body with if it paused longer than the timeout
+    /// (the timer is then disarmed).
+    pub(crate) fn poll_expired(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Option<BoxError> {
+        let mut this = self.project();
+        let timeout = (*this.timeout)?;
+        while this.sleep.as_mut().poll(cx).is_ready() {
+            let deadline = *this.last_read + timeout;
+            if tokio::time::Instant::now() >= deadline {
+                *this.timeout = None;
+                let err = GatewayError::new(GatewayErrorKind::UpstreamTimeout)
+                    .with_detail("response body paused longer than read_timeout");
+                return Some(Box::new(err));
+            }
+            this.sleep.as_mut().reset(deadline);
+        }
+        None
+    }
+}
+
+pin_project_lite::pin_project! {
     /// A response body still coming on its connection: frames as they are read, the connection
     /// handed back ([`Release`]) once the body was read to its end with nothing after it, dropped
     /// (closed) otherwise. With `read_timeout`, a pause between two reads longer than it fails the
@@ -476,10 +526,8 @@ pin_project_lite::pin_project! {
         framing: Framing,
         keep_alive: bool,
         pool: R,
-        read_timeout: Option<Duration>,
-        last_read: tokio::time::Instant,
         #[pin]
-        sleep: tokio::time::Sleep,
+        read_timeout: ReadTimeout,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
         // An error found while data read with it may not have left yet: returned at the next poll
         // (see `poll_frame`).
@@ -501,10 +549,7 @@ impl<R: Release> Streamed<R> {
             framing: rest.framing,
             keep_alive: rest.keep_alive,
             pool,
-            read_timeout,
-            last_read: tokio::time::Instant::now(),
-            // Armed only if `read_timeout` is set (polled only then).
-            sleep: tokio::time::sleep(read_timeout.unwrap_or(Duration::from_secs(3600))),
+            read_timeout: ReadTimeout::new(read_timeout),
             permit,
             failed: None,
         }
@@ -739,29 +784,16 @@ impl<R: Release> Streamed<R> {
                         "upstream closed the connection before the body's end",
                     ))));
                 }
-                Poll::Ready(Ok(_)) => {
-                    if this.read_timeout.is_some() {
-                        *this.last_read = tokio::time::Instant::now();
-                    }
-                }
+                Poll::Ready(Ok(_)) => this.read_timeout.as_mut().read(),
                 Poll::Ready(Err(err)) => {
                     *this.conn = None;
                     return Poll::Ready(Some(Err(Box::new(err))));
                 }
                 Poll::Pending => {
-                    if let Some(timeout) = *this.read_timeout {
-                        while this.sleep.as_mut().poll(cx).is_ready() {
-                            let deadline = *this.last_read + timeout;
-                            if tokio::time::Instant::now() >= deadline {
-                                *this.conn = None;
-                                *this.read_timeout = None;
-                                this.permit.take();
-                                let err = GatewayError::new(GatewayErrorKind::UpstreamTimeout)
-                                    .with_detail("response body paused longer than read_timeout");
-                                return Poll::Ready(Some(Err(Box::new(err))));
-                            }
-                            this.sleep.as_mut().reset(deadline);
-                        }
+                    if let Some(err) = this.read_timeout.as_mut().poll_expired(cx) {
+                        *this.conn = None;
+                        this.permit.take();
+                        return Poll::Ready(Some(Err(err)));
                     }
                     return Poll::Pending;
                 }

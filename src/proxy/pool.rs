@@ -633,10 +633,7 @@ impl ServerPool {
                 sender,
                 pool,
                 request_done,
-                read_timeout: lease.read_timeout,
-                last_read: tokio::time::Instant::now(),
-                // Armed only if `read_timeout` is set (polled only then).
-                sleep: tokio::time::sleep(lease.read_timeout.unwrap_or(IDLE_TIMEOUT)),
+                read_timeout: h1::ReadTimeout::new(lease.read_timeout),
                 _permit: lease.permit,
             })
         })
@@ -725,10 +722,8 @@ pin_project_lite::pin_project! {
         pool: Arc<ServerPool>,
         // Set once the request body was sent to its end; `None` for a request without a body.
         request_done: Option<Arc<Upload>>,
-        read_timeout: Option<Duration>,
-        last_read: tokio::time::Instant,
         #[pin]
-        sleep: tokio::time::Sleep,
+        read_timeout: h1::ReadTimeout,
         _permit: Option<tokio::sync::OwnedSemaphorePermit>,
     }
 }
@@ -958,25 +953,12 @@ impl http_body::Body for PooledBody {
                 release(this.sender, this.request_done.as_ref(), this.pool);
             }
             Poll::Ready(Some(Err(_))) => *this.sender = None,
-            Poll::Ready(Some(Ok(_))) => {
-                if this.read_timeout.is_some() {
-                    *this.last_read = tokio::time::Instant::now();
-                }
-            }
+            Poll::Ready(Some(Ok(_))) => this.read_timeout.as_mut().read(),
             Poll::Pending => {
-                if let Some(timeout) = *this.read_timeout {
-                    while this.sleep.as_mut().poll(cx).is_ready() {
-                        let deadline = *this.last_read + timeout;
-                        if tokio::time::Instant::now() >= deadline {
-                            // Never pooled: the connection goes with this body.
-                            *this.sender = None;
-                            *this.read_timeout = None;
-                            let err = GatewayError::new(GatewayErrorKind::UpstreamTimeout)
-                                .with_detail("response body paused longer than read_timeout");
-                            return Poll::Ready(Some(Err(Box::new(err))));
-                        }
-                        this.sleep.as_mut().reset(deadline);
-                    }
+                if let Some(err) = this.read_timeout.as_mut().poll_expired(cx) {
+                    // Never pooled: the connection goes with this body.
+                    *this.sender = None;
+                    return Poll::Ready(Some(Err(err)));
                 }
             }
         }
