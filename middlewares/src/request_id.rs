@@ -15,7 +15,9 @@
 //! - set on the request going in (the upstream sees it), and put in its extensions as a
 //!   [`RequestId`], where the access log and the `errors` layer read it;
 //! - set on the response going out, whatever answered it (the upstream, or an inner layer's own 401,
-//!   403 or 429), and put in its extensions too, for the layers outside this one.
+//!   403 or 429); and put in its extensions too when a layer outside this one asked for it (it put
+//!   [`RequestIdWanted`] in the request's extensions, as the access log and the `errors` layer do
+//!   when they see no id yet), so a response whose only reader would be nobody pays for no map.
 //!
 //! A made id is a per-process random prefix (16 hexadecimal digits, drawn when the process starts)
 //! and a counter, such as `5f0c3e9a1b2d4c68-1a3`: unique within the process and, with 64 random
@@ -23,9 +25,9 @@
 //! own: the id is carved out of a per-thread 4 KiB chunk shared by about 200 ids (the chunk is freed
 //! when the last of them is dropped).
 //!
-//! On the pass-through path the layer costs two allocations, the boxes `http::Extensions` puts the
-//! [`RequestId`] of the request and of the response in (each extension value is boxed), besides the
-//! box parapet's chain puts every layer's response future in.
+//! On the pass-through path the layer costs one allocation, the box `http::Extensions` puts the
+//! request's [`RequestId`] in (each extension value is boxed), and one more for the response's when
+//! an outer layer asked for it.
 //!
 //! W3C Trace Context's `traceparent` and `tracestate` are not touched: they pass through as they came.
 //!
@@ -70,6 +72,26 @@ impl RequestId {
     /// The id as text (ids are token characters, always ASCII).
     pub fn as_str(&self) -> &str {
         self.0.to_str().unwrap_or("")
+    }
+}
+
+/// Put in a request's extensions by a layer that reads the [`RequestId`] from the response (one
+/// outside the `request_id` layer, which saw no id on the request): the `request_id` layer then puts
+/// the id in the response's extensions too. A marker of no size: inserting it allocates nothing of
+/// its own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestIdWanted;
+
+/// For a layer that reads the id: the request's id if a `request_id` layer outside gave it one;
+/// otherwise `None`, and a [`RequestIdWanted`] left in the request asks a `request_id` layer inside,
+/// if any, to put the id in the response's extensions.
+pub fn read_or_ask(req: &mut Request<Body>) -> Option<HeaderValue> {
+    match req.extensions().get::<RequestId>() {
+        Some(id) => Some(id.0.clone()),
+        None => {
+            req.extensions_mut().insert(RequestIdWanted);
+            None
+        }
     }
 }
 
@@ -144,9 +166,10 @@ pub struct RequestIds {
 }
 
 impl Interceptor for RequestIds {
-    type State = HeaderValue;
+    /// The id, and whether a layer outside asked for it in the response's extensions.
+    type State = (HeaderValue, bool);
 
-    fn request(&self, req: &mut Request<Body>) -> HeaderValue {
+    fn request(&self, req: &mut Request<Body>) -> (HeaderValue, bool) {
         // One lookup of the header, kept or replaced in place.
         let id = match req.headers_mut().entry(&self.header) {
             Entry::Occupied(mut given) => {
@@ -162,13 +185,19 @@ impl Interceptor for RequestIds {
             }
             Entry::Vacant(slot) => slot.insert(make()).clone(),
         };
-        req.extensions_mut().insert(RequestId(id.clone()));
-        id
+        let extensions = req.extensions_mut();
+        let wanted = extensions.get::<RequestIdWanted>().is_some();
+        extensions.insert(RequestId(id.clone()));
+        (id, wanted)
     }
 
-    fn response(&self, id: HeaderValue, res: &mut Response<Body>) {
-        res.headers_mut().insert(self.header.clone(), id.clone());
-        res.extensions_mut().insert(RequestId(id));
+    fn response(&self, (id, wanted): (HeaderValue, bool), res: &mut Response<Body>) {
+        if wanted {
+            res.headers_mut().insert(self.header.clone(), id.clone());
+            res.extensions_mut().insert(RequestId(id));
+        } else {
+            res.headers_mut().insert(self.header.clone(), id);
+        }
     }
 }
 
@@ -238,6 +267,7 @@ mod tests {
         let req = Request::get("/")
             .header("x-request-id", "Abc.123_x~y")
             .header("traceparent", tp)
+            .extension(RequestIdWanted)
             .body(Body::empty())
             .unwrap();
         let res = send(req).await;
@@ -278,6 +308,17 @@ mod tests {
             .body(Body::empty())
             .unwrap();
         assert_eq!(send(req).await.headers()["x-request-id"], &ok[..]);
+    }
+
+    #[tokio::test]
+    async fn the_response_carries_the_id_in_its_extensions_only_when_asked() {
+        let asked = Request::get("/").extension(RequestIdWanted);
+        let res = send(asked.body(Body::empty()).unwrap()).await;
+        let id = res.extensions().get::<RequestId>().unwrap();
+        assert_eq!(res.headers()["x-request-id"], id.0);
+        let res = send(Request::get("/").body(Body::empty()).unwrap()).await;
+        assert!(res.extensions().get::<RequestId>().is_none());
+        assert!(res.headers().contains_key("x-request-id"));
     }
 
     #[tokio::test]

@@ -142,6 +142,7 @@ impl Interceptor for AccessLog {
     type State = Record;
 
     fn request(&self, req: &mut Request<Body>) -> Record {
+        let request_id = crate::request_id::read_or_ask(req);
         let headers = req.headers();
         Record {
             log: self.clone(),
@@ -155,7 +156,7 @@ impl Interceptor for AccessLog {
             version: req.version(),
             user_agent: headers.get(http::header::USER_AGENT).cloned(),
             referer: headers.get(http::header::REFERER).cloned(),
-            request_id: req.extensions().get::<RequestId>().map(|id| id.0.clone()),
+            request_id,
             status: None,
             final_status: None,
             upstream: None,

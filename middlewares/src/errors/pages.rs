@@ -88,10 +88,7 @@ impl Interceptor for ErrorPages {
     type State = Option<HeaderValue>;
 
     fn request(&self, req: &mut Request<Body>) -> Option<HeaderValue> {
-        match req.extensions().get::<RequestId>() {
-            Some(id) => Some(id.0.clone()),
-            None => req.headers().get("x-request-id").cloned(),
-        }
+        crate::request_id::read_or_ask(req).or_else(|| req.headers().get("x-request-id").cloned())
     }
 
     fn response(&self, request_id: Option<HeaderValue>, res: &mut Response<Body>) {
