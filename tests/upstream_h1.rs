@@ -259,6 +259,31 @@ async fn connection_close_and_http_1_0_decide_reuse() {
 }
 
 #[tokio::test]
+async fn headers_a_connection_line_names_are_not_returned_to_the_client() {
+    let (up, _) = scripted(|c, _| match c {
+        // The usual `close` line, with a header named `Close` it also names.
+        0 => reply_and_close(
+            b"HTTP/1.1 200 OK\r\nclose: 1\r\nconnection: close\r\nx-kept: yes\r\ncontent-length: 2\r\n\r\nok",
+        ),
+        // A line naming a header of its own, with keep-alive.
+        _ => reply(
+            b"HTTP/1.1 200 OK\r\nx-secret: 1\r\nconnection: keep-alive, X-Secret\r\nkeep-alive: timeout=5\r\nx-kept: yes\r\ncontent-length: 2\r\n\r\nok",
+        ),
+    })
+    .await;
+    let server = proxy_to(up).await;
+    let addr = server.local_addr("main").unwrap();
+    for _ in 0..3 {
+        let (status, headers, body) = fetch(addr, "GET", "/").await;
+        assert_eq!((status, body.unwrap()), (200, b"ok".to_vec()));
+        assert_eq!(headers["x-kept"], "yes");
+        for hop in ["connection", "close", "x-secret", "keep-alive"] {
+            assert!(headers.get(hop).is_none(), "{hop} returned: {headers:?}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_connection_with_bytes_after_its_response_is_not_reused() {
     let (up, accepted) =
         scripted(|_, _| reply(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokEXTRA")).await;

@@ -294,6 +294,7 @@ impl Conn {
         let mut headers = HeaderMap::with_capacity(count.max(MIN_MAP_CAPACITY));
         let mut keep_alive = version == Version::HTTP_11;
         let mut close = false;
+        let mut closes_named = false;
         for &(name, name_len, value, value_len) in &ranges[..count] {
             let name = HeaderName::from_bytes(&head[name as usize..(name + name_len) as usize])
                 .map_err(|_| Failed::Malformed("invalid field name in response head"))?;
@@ -309,8 +310,19 @@ impl Conn {
                 } else if !keep_alive {
                     keep_alive = has_token(&value, "keep-alive");
                 }
+                // A line of `keep-alive` or `close` only, the usual one, describes this connection
+                // and names no header but `Keep-Alive` (hop-by-hop anyway) and `Close` (removed
+                // below): it is not kept, so the proxy's hop-by-hop pass has no option to parse.
+                if only_tokens(&value, &["keep-alive", "close"]) {
+                    closes_named |= has_token(&value, "close");
+                    continue;
+                }
             }
             headers.append(name, value);
+        }
+        if closes_named {
+            // RFC 9110 §7.6.1: a header named by a `Connection` option is not forwarded.
+            headers.remove("close");
         }
         let framing = if status == StatusCode::SWITCHING_PROTOCOLS {
             keep_alive = false;
@@ -390,6 +402,15 @@ fn has_token(value: &HeaderValue, token: &str) -> bool {
         .as_bytes()
         .split(|&b| b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Whether every comma-separated element of `value` is one of `tokens` (case-insensitively), empty
+/// elements aside.
+fn only_tokens(value: &HeaderValue, tokens: &[&str]) -> bool {
+    value.as_bytes().split(|&b| b == b',').all(|t| {
+        let t = t.trim_ascii();
+        t.is_empty() || tokens.iter().any(|k| t.eq_ignore_ascii_case(k.as_bytes()))
+    })
 }
 
 /// Whether the last transfer coding is `chunked` (RFC 9112 §6.3).
@@ -824,6 +845,17 @@ mod tests {
             );
         }
         map
+    }
+
+    #[test]
+    fn only_tokens_admits_lists_of_the_given_tokens_alone() {
+        let only =
+            |v: &str| only_tokens(&HeaderValue::from_str(v).unwrap(), &["keep-alive", "close"]);
+        assert!(only("keep-alive"));
+        assert!(only("Close"));
+        assert!(only(" close , keep-alive,"));
+        assert!(!only("keep-alive, x-secret"));
+        assert!(!only("upgrade"));
     }
 
     #[test]

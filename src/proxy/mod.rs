@@ -22,7 +22,9 @@
 //! A request without a body to a plain-TCP HTTP/1.1 server is sent by parapet's own client (`h1`),
 //! in the request's own task; every other one by hyper's (`pool`).
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
@@ -130,6 +132,27 @@ struct Server {
     pool: Arc<ServerPool>,
     /// `max_connections`: a permit per request until its response body ends.
     limit: Option<Arc<Semaphore>>,
+}
+
+pin_project_lite::pin_project! {
+    /// The proxy's response future as an app's: its response, never an error. A wrapper rather than
+    /// an `async` block, which would hold the proxy's future in a slot of its own (see
+    /// [`Upstream::send_timed`]).
+    struct Infallible<F> {
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F: Future<Output = Response>> Future for Infallible<F> {
+    type Output = Result<Response, std::convert::Infallible>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.project().fut.poll(cx).map(Ok)
+    }
 }
 
 /// Retries may be at most a fifth of requests (linkerd's default `retry_budget` ratio)...
@@ -270,7 +293,10 @@ impl Upstream {
         let upstream = Arc::clone(self);
         AppService::from_fn(move |req| {
             let upstream = Arc::clone(&upstream);
-            Box::pin(async move { Ok(upstream.forward(req).await) })
+            let f = Infallible {
+                fut: upstream.forward(req),
+            };
+            Box::pin(f)
         })
     }
 
@@ -536,7 +562,6 @@ impl Upstream {
     /// Cost: a request without a body, one timer as before; with a body, the same timer re-armed as
     /// the body goes (once per `timeout`, and once at its end), and [`Upload`]'s one allocation.
     async fn send(&self, chosen: &Chosen<'_>, req: Request) -> Result<Response, SendError> {
-        let timeout = self.config.timeout;
         let permit = match chosen.limit {
             None => None,
             Some(limit) => match Arc::clone(limit).try_acquire_owned() {
@@ -551,9 +576,7 @@ impl Upstream {
             read_timeout: Some(self.config.read_timeout),
         };
         if !Upload::tracks(&req) {
-            // Written straight into the timeout: a future moved into another keeps its first slot
-            // in this one's state too.
-            return match tokio::time::timeout(timeout, chosen.pool.send(req, None, lease)).await {
+            return match self.send_timed(chosen, req, lease).await {
                 Ok(result) => result,
                 Err(_elapsed) => Err(SendError {
                     failure: Failure::TimedOut,
@@ -562,6 +585,18 @@ impl Upstream {
             };
         }
         Box::pin(self.send_uploading(chosen, req, lease)).await
+    }
+
+    /// `req` sent on `chosen`'s pool within `timeout`. Not `async`: the pool's future, built here and
+    /// moved into the timeout, would otherwise take a slot of its own in the caller's state beside
+    /// the timeout that holds it (rust-lang/rust#62958), and every request's future would carry it.
+    fn send_timed<'a>(
+        &self,
+        chosen: &Chosen<'a>,
+        req: Request,
+        lease: Lease,
+    ) -> tokio::time::Timeout<impl Future<Output = Result<Response, SendError>> + 'a> {
+        tokio::time::timeout(self.config.timeout, chosen.pool.send(req, None, lease))
     }
 
     /// Waits up to `queue_timeout` for a connection permit of the server's (`max_connections`).
@@ -599,7 +634,7 @@ impl Upstream {
             unsent: None,
         };
         let Some(upload) = upload else {
-            return match tokio::time::timeout(timeout, chosen.pool.send(req, None, lease)).await {
+            return match self.send_timed(chosen, req, lease).await {
                 Ok(result) => result,
                 Err(_elapsed) => Err(timed_out()),
             };

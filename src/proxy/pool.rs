@@ -513,7 +513,7 @@ impl ServerPool {
     /// opened, or a fresh one broke before taking a byte) comes back in the error, to be retried.
     pub(crate) async fn send(
         self: &Arc<Self>,
-        mut req: http::Request<Body>,
+        req: http::Request<Body>,
         upload: Option<Arc<Upload>>,
         lease: Lease,
     ) -> Result<http::Response<Body>, SendError> {
@@ -528,6 +528,19 @@ impl ServerPool {
         {
             return self.send_lean(req, lease).await;
         }
+        // Boxed: hyper's client path is some kilobytes of state, which every request's future would
+        // otherwise carry and copy (into the box the app's future lives in) even when the request
+        // goes by parapet's own client, in a few hundred bytes.
+        Box::pin(self.send_hyper(req, upload, lease)).await
+    }
+
+    /// [`Self::send`] by hyper's client: requests with a body, upgrades, CONNECT, HTTP/2 and TLS.
+    async fn send_hyper(
+        self: &Arc<Self>,
+        mut req: http::Request<Body>,
+        upload: Option<Arc<Upload>>,
+        lease: Lease,
+    ) -> Result<http::Response<Body>, SendError> {
         // One pooled connection at most gets a chance: a second stale one is unlikely, and a fresh
         // connection is the sure way to get the request through.
         let mut reused = true;
