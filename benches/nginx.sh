@@ -71,6 +71,8 @@ else
 fi
 if [ -n "${WSBENCH_BIN:-}" ]; then
   wsbench=$WSBENCH_BIN   # an already built load tool
+elif [[ " $ONLY " != *" websocket "* ]]; then
+  wsbench=""             # not needed: no build
 else
   echo "building the WebSocket load tool (release)..." >&2
   cargo build --release --manifest-path "$repo/Cargo.toml" -q --example wsbench
@@ -247,10 +249,10 @@ wait_port() {
 }
 
 nginx -p "$work" -c "$work/origin.conf" -g 'daemon off;' & pids+=($!)
-"$wsbench" echo "$WS_ORIGIN" & pids+=($!)
+if [ -n "$wsbench" ]; then "$wsbench" echo "$WS_ORIGIN" & pids+=($!); fi
 nginx -p "$work" -c "$work/proxy.conf" -g 'daemon off;' & pids+=($!); nginx_master=$!
 PARAPET_LOG=warn "$parapet" run -c "$work/parapet.toml" & pids+=($!); parapet_pid=$!
-wait_port "$ORIGIN"; wait_port "$WS_ORIGIN"; wait_port "$NGINX"; wait_port "$PARAPET"; wait_port "$NGINX_TLS"; wait_port "$PARAPET_TLS"
+wait_port "$ORIGIN"; [ -z "$wsbench" ] || wait_port "$WS_ORIGIN"; wait_port "$NGINX"; wait_port "$PARAPET"; wait_port "$NGINX_TLS"; wait_port "$PARAPET_TLS"
 nginx_pids="$nginx_master $(pgrep -P "$nginx_master" | tr '\n' ' ')"
 
 declare -A PORT=([nginx]=$NGINX [parapet]=$PARAPET)
