@@ -293,10 +293,9 @@ impl Upstream {
         let upstream = Arc::clone(self);
         AppService::from_fn(move |req| {
             let upstream = Arc::clone(&upstream);
-            let f = Infallible {
+            Box::pin(Infallible {
                 fut: upstream.forward(req),
-            };
-            Box::pin(f)
+            })
         })
     }
 
