@@ -294,7 +294,6 @@ impl Conn {
         let mut headers = HeaderMap::with_capacity(count.max(MIN_MAP_CAPACITY));
         let mut keep_alive = version == Version::HTTP_11;
         let mut close = false;
-        let mut closes_named = false;
         for &(name, name_len, value, value_len) in &ranges[..count] {
             let name = HeaderName::from_bytes(&head[name as usize..(name + name_len) as usize])
                 .map_err(|_| Failed::Malformed("invalid field name in response head"))?;
@@ -314,14 +313,14 @@ impl Conn {
                 // and names no header but `Keep-Alive` (hop-by-hop anyway) and `Close` (removed
                 // below): it is not kept, so the proxy's hop-by-hop pass has no option to parse.
                 if only_tokens(&value, &["keep-alive", "close"]) {
-                    closes_named |= has_token(&value, "close");
                     continue;
                 }
             }
             headers.append(name, value);
         }
-        if closes_named {
-            // RFC 9110 §7.6.1: a header named by a `Connection` option is not forwarded.
+        if close {
+            // RFC 9110 §7.6.1: a header named by a `Connection` option is not forwarded (a line
+            // kept above and naming `close` would have it removed by the hop-by-hop pass too).
             headers.remove("close");
         }
         let framing = if status == StatusCode::SWITCHING_PROTOCOLS {
