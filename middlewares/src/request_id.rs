@@ -193,11 +193,9 @@ impl Interceptor for RequestIds {
 
     fn response(&self, (id, wanted): (HeaderValue, bool), res: &mut Response<Body>) {
         if wanted {
-            res.headers_mut().insert(self.header.clone(), id.clone());
-            res.extensions_mut().insert(RequestId(id));
-        } else {
-            res.headers_mut().insert(self.header.clone(), id);
+            res.extensions_mut().insert(RequestId(id.clone()));
         }
+        res.headers_mut().insert(self.header.clone(), id);
     }
 }
 
