@@ -221,6 +221,9 @@ pub struct ServerConfig {
     /// How long an upgraded connection (a WebSocket tunnel) may pass no byte either way before it
     /// is closed (`tunnel_timeout`, default 1h).
     pub tunnel_timeout: Duration,
+    /// Whether HTTP/1.1 requests without a body are served by parapet's own lean path rather than
+    /// hyper's connection (`lean_http1`, default true); see `server::lean`.
+    pub lean_http1: bool,
 }
 
 impl Default for ServerConfig {
@@ -240,6 +243,7 @@ impl Default for ServerConfig {
             max_requests_per_connection: Some(10_000),
             trusted_proxies: Vec::new(),
             tunnel_timeout: Duration::from_secs(3600),
+            lean_http1: true,
         }
     }
 }

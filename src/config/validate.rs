@@ -269,6 +269,9 @@ fn read_server(mut t: Table<'_>) -> ServerConfig {
     if let Some(b) = t.bool("reuse_port") {
         server.reuse_port = b;
     }
+    if let Some(b) = t.bool("lean_http1") {
+        server.lean_http1 = b;
+    }
     // Counted by the connection's one-second clock: less than a second would be no time at all.
     if let Some(d) = t.duration("body_timeout") {
         server.body_timeout = d.max(Duration::from_secs(1));

@@ -18,7 +18,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -209,6 +209,12 @@ pub(crate) struct Builders {
     max_uri_length: AtomicU16,
     /// `server.max_requests_per_connection`, `u64::MAX` for none.
     max_requests: AtomicU64,
+    /// `server.max_header_size`, for the lean HTTP/1.1 path (hyper's builder holds its own).
+    max_header_size: AtomicUsize,
+    /// `server.max_headers`, likewise.
+    max_headers: AtomicUsize,
+    /// `server.lean_http1`.
+    lean_http1: AtomicBool,
     /// `server.max_connections`, shared by every listener.
     pub(super) connections: ConnectionLimit,
 }
@@ -224,6 +230,9 @@ impl Builders {
             h2: ArcSwap::from_pointee(h2_builder(server)),
             max_uri_length: Default::default(),
             max_requests: Default::default(),
+            max_header_size: Default::default(),
+            max_headers: Default::default(),
+            lean_http1: Default::default(),
             connections: ConnectionLimit::new(),
         };
         builders.set(server);
@@ -249,6 +258,11 @@ impl Builders {
             server.max_requests_per_connection.unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+        self.max_header_size
+            .store(server.max_header_size, Ordering::Relaxed);
+        self.max_headers
+            .store(server.max_headers, Ordering::Relaxed);
+        self.lean_http1.store(server.lean_http1, Ordering::Relaxed);
         self.h1.store(Arc::new(h1_builder(server)));
         self.connections.set(server.max_connections);
     }
@@ -259,6 +273,22 @@ impl Builders {
 
     pub(super) fn max_requests(&self) -> u64 {
         self.max_requests.load(Ordering::Relaxed)
+    }
+
+    /// What the lean HTTP/1.1 path of a connection accepted now works with; `None` if
+    /// `server.lean_http1` is off.
+    pub(super) fn lean(&self) -> Option<super::lean::Limits> {
+        if !self.lean_http1.load(Ordering::Relaxed) {
+            return None;
+        }
+        let idle_release = self.idle_release();
+        Some(super::lean::Limits {
+            max_header_size: self.max_header_size.load(Ordering::Relaxed),
+            max_headers: self.max_headers.load(Ordering::Relaxed),
+            header_timeout: self.header_timeout(),
+            body_timeout: self.body_timeout(),
+            release_after: release_ticks(idle_release),
+        })
     }
 
     pub(super) fn idle_release(&self) -> Duration {
@@ -276,6 +306,15 @@ impl Builders {
     /// `server.tunnel_timeout`, read when a tunnel opens.
     pub(super) fn tunnel_timeout(&self) -> Duration {
         Duration::from_millis(self.tunnel_timeout.load(Ordering::Relaxed))
+    }
+}
+
+/// `server.idle_release` in clock ticks (whole seconds, at least one); 0 releases at once.
+pub(super) fn release_ticks(idle_release: Duration) -> u32 {
+    if idle_release.is_zero() {
+        0
+    } else {
+        u32::try_from(idle_release.as_secs().max(1)).unwrap_or(u32::MAX)
     }
 }
 
@@ -447,6 +486,14 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
     type Future = DispatchFuture;
 
     fn call(&self, req: http::Request<Incoming>) -> DispatchFuture {
+        self.dispatch(req.map(|body| http1::client_body(body, self.quiet.as_ref())))
+    }
+}
+
+impl ConnectionService {
+    /// Hands a request to the listener's entry in the current gateway; hyper's connections call it
+    /// through [`hyper::service::Service`], the lean HTTP/1.1 path directly.
+    pub(super) fn dispatch(&self, mut req: Request) -> DispatchFuture {
         // RFC 9110 §15.5.15: a target longer than the server will interpret is answered 414.
         if target_len(req.uri()) > usize::from(self.max_uri_length) {
             tracing::debug!(client = %self.client.0, "request target over server.max_uri_length: 414");
@@ -456,7 +503,6 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
             };
         }
         // `admit`, below, puts the client's address in the extensions.
-        let mut req: Request = req.map(|body| http1::client_body(body, self.quiet.as_ref()));
         if let Some(tls) = &self.tls {
             // One reference count and the extension's own small allocation, TLS requests only.
             req.extensions_mut().insert(tls.clone());
@@ -513,6 +559,10 @@ impl Future for DispatchFuture {
             response = switch_protocols(response, guard.as_ref());
         }
         report_final_status(&response);
+        // parapet speaks HTTP/1.1 to the client whatever version the upstream answered in (RFC 9110
+        // §6.2): an HTTP/1.0 upstream's answer must not tell a 1.1 client to drop the connection.
+        // hyper answers an HTTP/1.0 request in 1.0 itself; HTTP/2 ignores the field.
+        *response.version_mut() = http::Version::HTTP_11;
         // The last request `max_requests_per_connection` allows: the response says the connection
         // closes, and hyper closes it once the response is out (RFC 9112 §9.6). So does parapet's
         // refusal of a malformed or oversized request: what follows it on the connection (a

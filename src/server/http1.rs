@@ -110,6 +110,14 @@ impl std::fmt::Debug for TunnelSlot {
     }
 }
 
+impl Quiet {
+    /// Drops a tunnel a 101 left for a connection that cannot open it (the lean path, which serves
+    /// no upgrade).
+    pub(super) fn drop_tunnel(&self) {
+        drop(self.tunnel.take());
+    }
+}
+
 impl TunnelSlot {
     fn take(&self) -> Option<crate::tunnel::Pending> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
@@ -426,8 +434,8 @@ impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
 pub(crate) struct ConnIo<S = TcpStream> {
     stream: S,
     /// Bytes read before hyper's connection parsed them (by a released hyper connection, or by the
-    /// sniff of a preface that came in pieces): read again first.
-    replay: Bytes,
+    /// sniff of a preface that came in pieces, or by the lean path): read again first.
+    pub(super) replay: Bytes,
     quiet: Arc<Quiet>,
 }
 
@@ -438,6 +446,31 @@ impl<S> ConnIo<S> {
             replay,
             quiet,
         }
+    }
+}
+
+impl<S: AsyncRead + Unpin> ConnIo<S> {
+    /// Reads what the client sends next into `buf` for the lean path (bytes to replay first); the
+    /// number of bytes read, 0 at the end of the stream.
+    pub(super) fn poll_read_buf(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut bytes::BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        if !self.replay.is_empty() {
+            let n = self.replay.len();
+            buf.extend_from_slice(&std::mem::take(&mut self.replay));
+            return Poll::Ready(Ok(n));
+        }
+        if buf.capacity() - buf.len() < 512 {
+            buf.reserve(4096);
+        }
+        let mut read = tokio::io::ReadBuf::uninit(buf.spare_capacity_mut());
+        ready!(Pin::new(&mut self.stream).poll_read(cx, &mut read))?;
+        let n = read.filled().len();
+        // SAFETY: the read initialised the first `n` bytes of the spare capacity.
+        unsafe { buf.set_len(buf.len() + n) };
+        Poll::Ready(Ok(n))
     }
 }
 
@@ -632,6 +665,11 @@ impl Clock {
             .reset(tokio::time::Instant::now() + TICK);
     }
 
+    /// Whole ticks without a request in flight or any request started or finished.
+    pub(super) fn quiet_ticks(&self) -> u32 {
+        self.quiet_ticks
+    }
+
     fn timed_out(&self, limit: Duration) -> bool {
         Duration::from_secs(u64::from(self.quiet_ticks)) >= limit
     }
@@ -751,14 +789,28 @@ pub(crate) async fn serve<S: ClientStream>(
     service.quiet = Some(Arc::clone(&quiet));
     let mut io = ConnIo::new(stream, replay, Arc::clone(&quiet));
     let mut clock = Clock::new();
+    // The lean path's limits, taken with hyper's when the connection was accepted.
+    let lean = builders.lean();
     loop {
+        if let Some(limits) = &lean {
+            // Boxed: its state is not part of an idle connection's task.
+            let lean = Box::pin(super::lean::serve(
+                &mut io, &service, &quiet, &mut clock, limits, &mut phase,
+            ))
+            .await;
+            match lean {
+                super::lean::Lean::Closed => return,
+                super::lean::Lean::Idle => {
+                    if !wait_idle(&mut io, &mut clock, builders, &mut phase).await {
+                        return;
+                    }
+                    continue;
+                }
+                super::lean::Lean::HandOff => {}
+            }
+        }
         quiet.reset();
-        let idle_release = builders.idle_release();
-        let release_after = if idle_release.is_zero() {
-            0
-        } else {
-            u32::try_from(idle_release.as_secs().max(1)).unwrap_or(u32::MAX)
-        };
+        let release_after = super::connection::release_ticks(builders.idle_release());
         let conn = ReleasableConn {
             conn: Some(Box::new(h1.serve_connection(io, service))),
             quiet: &quiet,
@@ -812,31 +864,44 @@ pub(crate) async fn serve<S: ClientStream>(
             continue;
         }
         drop(read_ahead);
-        // Idle, holding nothing but the socket: wait for the next request until the head timeout
-        // (counted from the last request), and close when the listener drains.
-        let waited = Duration::from_secs(u64::from(clock.quiet_ticks));
-        let since = tokio::time::Instant::now();
-        clock
-            .timer
-            .as_mut()
-            .reset(since + builders.header_timeout().saturating_sub(waited));
-        let next = tokio::select! {
-            next = io.stream.next_bytes() => next,
-            _ = clock.timer.as_mut() => None,
-            _ = phase.wait_for(|p| *p >= Phase::Draining) => None,
-        };
-        match next {
-            Some(bytes) => io.replay = bytes,
-            None => return,
+        if !wait_idle(&mut io, &mut clock, builders, &mut phase).await {
+            return;
         }
-        // The wait counts toward the head timeout: the next head is due as if never released.
-        let idle = u32::try_from(since.elapsed().as_secs()).unwrap_or(u32::MAX);
-        clock.quiet_ticks = clock.quiet_ticks.saturating_add(idle);
-        clock
-            .timer
-            .as_mut()
-            .reset(tokio::time::Instant::now() + TICK);
     }
+}
+
+/// Idle, holding nothing but the socket: waits for the client's next bytes until the head timeout
+/// (counted from the last request), and gives up when the listener drains. `false`: the connection
+/// is done.
+async fn wait_idle<S: ClientStream>(
+    io: &mut ConnIo<S>,
+    clock: &mut Clock,
+    builders: &Builders,
+    phase: &mut watch::Receiver<Phase>,
+) -> bool {
+    let waited = Duration::from_secs(u64::from(clock.quiet_ticks));
+    let since = tokio::time::Instant::now();
+    clock
+        .timer
+        .as_mut()
+        .reset(since + builders.header_timeout().saturating_sub(waited));
+    let next = tokio::select! {
+        next = io.stream.next_bytes() => next,
+        _ = clock.timer.as_mut() => None,
+        _ = phase.wait_for(|p| *p >= Phase::Draining) => None,
+    };
+    match next {
+        Some(bytes) => io.replay = bytes,
+        None => return false,
+    }
+    // The wait counts toward the head timeout: the next head is due as if never released.
+    let idle = u32::try_from(since.elapsed().as_secs()).unwrap_or(u32::MAX);
+    clock.quiet_ticks = clock.quiet_ticks.saturating_add(idle);
+    clock
+        .timer
+        .as_mut()
+        .reset(tokio::time::Instant::now() + TICK);
+    true
 }
 
 impl<S: ClientStream> Graceful for ReleasableConn<'_, S> {

@@ -32,6 +32,7 @@ use crate::{Error, Registry};
 pub(crate) mod accept;
 mod connection;
 mod http1;
+mod lean;
 mod plan;
 mod reload;
 

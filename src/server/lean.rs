@@ -1,0 +1,1031 @@
+//! parapet's own HTTP/1.1 server path for requests without a body, with hyper's behind it.
+//!
+//! Most requests an edge proxy serves are `GET`s with no body, on keep-alive connections. For those,
+//! hyper's server connection is more machine than the work needs: a dispatcher between the socket
+//! and the service, a message state machine, a body channel, an encoder. This path reads the head
+//! with `httparse` straight into a `HeaderMap` whose values share the read buffer, calls the
+//! connection's service, and writes the response head and a small body in one `write`.
+//!
+//! It serves only what it is sure to serve as hyper would. At the first request it does not take
+//! (one with a body, `Expect`, `Upgrade`, `CONNECT`, HTTP/1.0, a head hyper would refuse: too large,
+//! too many lines, a malformed line or target), it stops and the connection goes to hyper's
+//! connection, the bytes read so far replayed first ([`ConnIo`]); hyper then answers it, 4xx
+//! included, exactly as before. When that hyper connection is released idle, the next request
+//! comes here again.
+//!
+//! The response is written as hyper writes it (`hyper::proto::h1::role::Server::encode`): the
+//! status line with the upstream's own reason phrase, the headers in order, the framing chosen from
+//! the response's `Content-Length` or `Transfer-Encoding` or from the body's exact size (else
+//! chunked), no body for `HEAD`, 204 and 304, a `date` header, trailers only to a client that sent
+//! `TE: trailers` and only the fields the response's `Trailer` names, `connection: close` when the
+//! connection closes after it. A body that ends early or fails closes the connection, so a client
+//! never takes a cut body for a whole one.
+//!
+//! Timing is the connection's [`Clock`]'s, as on hyper's path: the head timeout (slow heads, idle
+//! keep-alive), `body_timeout` for a client that does not read its response, the idle release (the
+//! read buffer given back), and draining at shutdown. While a request is in flight the client's
+//! socket is still read, as hyper reads it: a client that hangs up cancels its request (a 499 in the
+//! access log), and a pipelined request waits in the buffer.
+
+use std::future::{poll_fn, Future as _};
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::pin::{pin, Pin};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, StatusCode, Uri, Version};
+use http_body::Body as _;
+use parapet_middlewares::Body;
+use tokio::sync::watch;
+
+use super::connection::ConnectionService;
+use super::http1::{ClientStream, Clock, ConnIo, Quiet, ServedBody};
+use super::Phase;
+
+/// What a connection's lean path works with, taken when the connection was accepted.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Limits {
+    /// `server.max_header_size`: a larger head goes to hyper, which answers 431.
+    pub(super) max_header_size: usize,
+    /// `server.max_headers`: more lines go to hyper, which answers 431.
+    pub(super) max_headers: usize,
+    /// `server.header_timeout`.
+    pub(super) header_timeout: Duration,
+    /// `server.body_timeout`.
+    pub(super) body_timeout: Duration,
+    /// `server.idle_release` in clock ticks; 0: the moment the connection is idle.
+    pub(super) release_after: u32,
+}
+
+/// How the lean path left the connection.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Lean {
+    /// Idle, nothing read: the read buffer is given back, the socket waits for the next request.
+    Idle,
+    /// A request it does not serve: hyper's connection takes over, `ConnIo`'s replay holding the
+    /// bytes read and not served.
+    HandOff,
+    /// The connection is done: closed by either side, timed out, or drained.
+    Closed,
+}
+
+/// The read buffer's first size; a head that does not fit makes it grow, up to `max_header_size`.
+const READ_BUF: usize = 4096;
+/// Header lines parsed in place on the stack, as hyper's default; a head with more lines (allowed
+/// by a larger `max_headers`) goes to hyper.
+const MAX_HEADERS: usize = 100;
+/// A body frame up to this size is copied beside the head and sent in one `write`; a larger one is
+/// sent from where it is, in a vectored write with the head.
+const COPY_UNDER: usize = 1024;
+/// Bytes the socket is still read for while a request is in flight (pipelined requests); then
+/// reading pauses until the response is out.
+const READ_AHEAD: usize = 64 * 1024;
+
+/// A request head the lean path serves.
+struct Head {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    /// The client asked to close after this response (`Connection: close`).
+    close: bool,
+    /// The client accepts trailers (`TE: trailers`).
+    trailers: bool,
+}
+
+// Returned once per head and matched at once, never stored: boxing the head would allocate for
+// every request.
+#[allow(clippy::large_enum_variant)]
+enum Parsed {
+    Head(Head),
+    /// More bytes are needed.
+    Partial,
+    /// Not for the lean path: hyper's connection takes it from the buffer's start.
+    HandOff,
+}
+
+/// Serves requests on `io` until the connection closes, goes idle, or sends a request this path
+/// leaves to hyper.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn serve<S: ClientStream>(
+    io: &mut ConnIo<S>,
+    service: &ConnectionService,
+    quiet: &Arc<Quiet>,
+    clock: &mut Clock,
+    limits: &Limits,
+    phase: &mut watch::Receiver<Phase>,
+) -> Lean {
+    let mut buf = BytesMut::with_capacity(READ_BUF);
+    let mut out = Vec::new();
+    loop {
+        // A whole head, from what is buffered or read now.
+        let head = loop {
+            match parse(&mut buf, limits) {
+                Parsed::Head(head) => break head,
+                Parsed::HandOff => {
+                    io.replay = buf.freeze();
+                    return Lean::HandOff;
+                }
+                Parsed::Partial => {}
+            }
+            match read_more(io, &mut buf, quiet, clock, limits, phase).await {
+                Read::Bytes => {}
+                Read::Idle => return Lean::Idle,
+                Read::Closed => return Lean::Closed,
+            }
+        };
+        let head_only = head.method == Method::HEAD;
+        let (client_close, trailers) = (head.close, head.trailers);
+        let mut request = http::Request::new(Body::empty());
+        *request.method_mut() = head.method;
+        *request.uri_mut() = head.uri;
+        *request.headers_mut() = head.headers;
+        *request.version_mut() = Version::HTTP_11;
+        let Some(response) = respond(io, &mut buf, service.dispatch(request), phase).await else {
+            return Lean::Closed;
+        };
+        // Draining: this response is the connection's last, as hyper's graceful shutdown has it.
+        let close = client_close || *phase.borrow() >= Phase::Draining;
+        let sent = send(
+            io, quiet, clock, limits, &mut out, response, head_only, close, trailers,
+        )
+        .await;
+        out.clear();
+        match sent {
+            Ok(true) => {}
+            Ok(false) => {
+                // The last response is out: close the sending side as hyper does.
+                let _ = poll_fn(|cx| hyper::rt::Write::poll_shutdown(Pin::new(&mut *io), cx)).await;
+                return Lean::Closed;
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "response not sent whole: closing");
+                return Lean::Closed;
+            }
+        }
+    }
+}
+
+/// What a read for more of a request head came to.
+enum Read {
+    Bytes,
+    Idle,
+    Closed,
+}
+
+/// Reads more of a head into `buf`, timing the wait by the connection's clock.
+async fn read_more<S: ClientStream>(
+    io: &mut ConnIo<S>,
+    buf: &mut BytesMut,
+    quiet: &Quiet,
+    clock: &mut Clock,
+    limits: &Limits,
+    phase: &mut watch::Receiver<Phase>,
+) -> Read {
+    let empty = buf.is_empty();
+    if empty && limits.release_after == 0 {
+        // Released the moment it is idle: read only what is there now.
+        return match poll_fn(|cx| Poll::Ready(io.poll_read_buf(cx, buf))).await {
+            Poll::Ready(Ok(0) | Err(_)) => Read::Closed,
+            Poll::Ready(Ok(_)) => Read::Bytes,
+            Poll::Pending => Read::Idle,
+        };
+    }
+    loop {
+        tokio::select! {
+            biased;
+            read = poll_fn(|cx| io.poll_read_buf(cx, buf)) => {
+                return match read {
+                    Ok(0) | Err(_) => Read::Closed,
+                    Ok(_) => Read::Bytes,
+                };
+            }
+            alarm = poll_fn(|cx| clock.poll_tick(cx, quiet, limits.header_timeout, limits.body_timeout)) => {
+                if alarm.is_some() {
+                    tracing::debug!("no request head within the timeout: closing");
+                    return Read::Closed;
+                }
+                if empty && clock.quiet_ticks() >= limits.release_after {
+                    return Read::Idle;
+                }
+            }
+            // An idle connection closes when its listener drains; a head under way is served.
+            _ = phase.wait_for(|p| *p >= Phase::Draining), if empty => return Read::Closed,
+        }
+    }
+}
+
+/// Waits for the response, reading the socket meanwhile as hyper does: a client that hangs up
+/// cancels the request (`None`), and a pipelined request's bytes wait in `buf`.
+async fn respond<S: ClientStream>(
+    io: &mut ConnIo<S>,
+    buf: &mut BytesMut,
+    dispatch: super::connection::DispatchFuture,
+    phase: &mut watch::Receiver<Phase>,
+) -> Option<http::Response<ServedBody>> {
+    let mut dispatch = pin!(dispatch);
+    // The usual case: answered at once (an in-process handler), or the wait begins.
+    if let Poll::Ready(Ok(response)) = poll_fn(|cx| Poll::Ready(dispatch.as_mut().poll(cx))).await {
+        return Some(response);
+    }
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            biased;
+            response = dispatch.as_mut() => {
+                let Ok(response) = response;
+                return Some(response);
+            }
+            read = poll_fn(|cx| io.poll_read_buf(cx, buf)), if reading => match read {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => reading = buf.len() < READ_AHEAD,
+            },
+            _ = phase.wait_for(|p| *p >= Phase::Closing) => return None,
+        }
+    }
+}
+
+/// How a response's body is framed on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    /// Exactly this many bytes follow the head (0: none).
+    Length(u64),
+    /// Chunked (RFC 9112 §7.1).
+    Chunked,
+}
+
+/// The body's length as hyper's encoder sees it: `None` for an empty body.
+fn body_length(body: &ServedBody) -> Option<Option<u64>> {
+    if body.is_end_stream() {
+        None
+    } else {
+        Some(body.size_hint().exact())
+    }
+}
+
+/// Writes the response: its head, then its body framed as hyper frames it. `Ok(true)`: the
+/// connection stays open for the next request.
+#[allow(clippy::too_many_arguments)]
+async fn send<S: ClientStream>(
+    io: &mut ConnIo<S>,
+    quiet: &Quiet,
+    clock: &mut Clock,
+    limits: &Limits,
+    out: &mut Vec<u8>,
+    response: http::Response<ServedBody>,
+    head_only: bool,
+    mut close: bool,
+    trailers: bool,
+) -> io::Result<bool> {
+    let (mut parts, body) = response.into_parts();
+    if parts.status.is_informational() {
+        // A 1xx as the final answer to a request that asked for no upgrade (a 101's tunnel goes
+        // with the request's `Upgrade`, which hyper serves): as hyper, a 500, and close.
+        tracing::warn!(status = %parts.status, "a 1xx response to a request without an upgrade: 500");
+        quiet.drop_tunnel();
+        parts = http::Response::new(()).into_parts().0;
+        parts.status = StatusCode::INTERNAL_SERVER_ERROR;
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        drop(body);
+        let body = ServedBody::new(Body::empty(), None);
+        encode_head(out, &parts, None, head_only, true, &mut false)?;
+        let body = pin!(body);
+        write_body(
+            io,
+            quiet,
+            clock,
+            limits,
+            out,
+            body,
+            Framing::Length(0),
+            None,
+        )
+        .await?;
+        return Ok(false);
+    }
+    let length = body_length(&body);
+    let framing = encode_head(out, &parts, length, head_only, close, &mut close)?;
+    // Trailers go only to a client that accepts them, and only the fields `Trailer` names.
+    let allowed: Option<Vec<HeaderName>> =
+        (trailers && framing == Framing::Chunked && parts.headers.contains_key(header::TRAILER))
+            .then(|| {
+                parts
+                    .headers
+                    .get_all(header::TRAILER)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split(','))
+                    .filter_map(|s| HeaderName::from_bytes(s.trim().as_bytes()).ok())
+                    .collect()
+            });
+    let body = pin!(body);
+    let whole = write_body(
+        io,
+        quiet,
+        clock,
+        limits,
+        out,
+        body,
+        framing,
+        allowed.as_deref(),
+    )
+    .await?;
+    Ok(whole && !close)
+}
+
+/// Writes the response head into `out` as hyper's `Server::encode` does; returns the body's
+/// framing. `close`: the connection closes after this response; set further if a `Connection`
+/// header of the response says so.
+fn encode_head(
+    out: &mut Vec<u8>,
+    parts: &http::response::Parts,
+    length: Option<Option<u64>>,
+    head_only: bool,
+    close_in: bool,
+    close: &mut bool,
+) -> io::Result<Framing> {
+    let status = parts.status;
+    let reason = parts.extensions.get::<hyper::ext::ReasonPhrase>();
+    if status == StatusCode::OK && reason.is_none() {
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    } else {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.push(b' ');
+        match reason {
+            Some(reason) => out.extend_from_slice(reason.as_bytes()),
+            None => out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes()),
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    // RFC 9110 §6.4.1: no content for HEAD, 204 and 304 (1xx never reach here).
+    let bodiless_status = matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
+    let can_chunk = !head_only && !bodiless_status;
+    let mut framing = None;
+    let mut wrote_date = false;
+    let mut wrote_close = false;
+    let mut te_last_chunked = true;
+    let mut te_open = false;
+    for (name, value) in &parts.headers {
+        if te_open && name != header::TRANSFER_ENCODING {
+            close_te(out, te_last_chunked);
+            te_open = false;
+        }
+        match *name {
+            header::CONTENT_LENGTH => {
+                if framing == Some(Framing::Chunked) {
+                    // Transfer-Encoding came first and wins (RFC 9112 §6.3).
+                    continue;
+                }
+                match length {
+                    None if !head_only => continue,
+                    None => {}
+                    Some(Some(known)) => {
+                        if framing.is_some() {
+                            continue;
+                        }
+                        framing = Some(Framing::Length(known));
+                    }
+                    Some(None) => {
+                        let Some(len) = parse_length(value.as_bytes()) else {
+                            return Err(io::Error::other(
+                                "a response with an invalid content-length",
+                            ));
+                        };
+                        match framing {
+                            Some(Framing::Length(prev)) if prev != len => {
+                                return Err(io::Error::other(
+                                    "a response with differing content-lengths",
+                                ));
+                            }
+                            Some(_) => continue,
+                            None => framing = Some(Framing::Length(len)),
+                        }
+                    }
+                }
+            }
+            header::TRANSFER_ENCODING => {
+                if !can_chunk {
+                    continue;
+                }
+                if framing.is_some() && !te_open && framing != Some(Framing::Chunked) {
+                    return Err(io::Error::other(
+                        "a response with both content-length and transfer-encoding",
+                    ));
+                }
+                te_last_chunked = has_token(value.as_bytes(), b"chunked");
+                if te_open {
+                    out.extend_from_slice(b", ");
+                } else {
+                    out.extend_from_slice(b"transfer-encoding: ");
+                    te_open = true;
+                }
+                out.extend_from_slice(value.as_bytes());
+                framing = Some(Framing::Chunked);
+                continue;
+            }
+            header::CONNECTION if has_token(value.as_bytes(), b"close") => {
+                *close = true;
+                wrote_close = true;
+            }
+            header::DATE => wrote_date = true,
+            header::TRAILER if !can_chunk => continue,
+            _ => {}
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if te_open {
+        close_te(out, te_last_chunked);
+    }
+    let framing = match framing {
+        Some(framing) => framing,
+        None => match length {
+            // Unknown length: chunked, or nothing for a bodiless answer.
+            Some(None) if can_chunk => {
+                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                Framing::Chunked
+            }
+            Some(None) => Framing::Length(0),
+            None | Some(Some(0)) => {
+                if !bodiless_status && !head_only {
+                    out.extend_from_slice(b"content-length: 0\r\n");
+                }
+                Framing::Length(0)
+            }
+            Some(Some(len)) => {
+                if !bodiless_status {
+                    out.extend_from_slice(b"content-length: ");
+                    out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+                Framing::Length(len)
+            }
+        },
+    };
+    if close_in && !wrote_close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    if !wrote_date {
+        out.extend_from_slice(b"date: ");
+        date(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(if can_chunk {
+        framing
+    } else {
+        Framing::Length(0)
+    })
+}
+
+/// Ends a `transfer-encoding` line, with `chunked` last as RFC 9112 §6.1 requires.
+fn close_te(out: &mut Vec<u8>, last_chunked: bool) {
+    if !last_chunked {
+        out.extend_from_slice(b", chunked");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Sends the body after the head held in `out`. `Ok(false)`: the body ended short of its length
+/// and the connection must close.
+#[allow(clippy::too_many_arguments)]
+async fn write_body<S: ClientStream>(
+    io: &mut ConnIo<S>,
+    quiet: &Quiet,
+    clock: &mut Clock,
+    limits: &Limits,
+    out: &mut Vec<u8>,
+    mut body: Pin<&mut ServedBody>,
+    framing: Framing,
+    trailers: Option<&[HeaderName]>,
+) -> io::Result<bool> {
+    let mut remaining = match framing {
+        Framing::Length(0) => {
+            write_all(io, quiet, clock, limits, &mut [IoSlice::new(out)]).await?;
+            return Ok(true);
+        }
+        Framing::Length(n) => n,
+        Framing::Chunked => u64::MAX,
+    };
+    loop {
+        // The head waits for the first frame, to go out in one write with it, unless the frame is
+        // not ready yet: then the head goes now (a stream's client sees it at once).
+        let frame = match poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                if !out.is_empty() {
+                    write_all(io, quiet, clock, limits, &mut [IoSlice::new(out)]).await?;
+                    out.clear();
+                }
+                poll_fn(|cx| body.as_mut().poll_frame(cx)).await
+            }
+        };
+        match frame {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(mut data) => {
+                    if data.is_empty() {
+                        continue;
+                    }
+                    let mut chunk = [0u8; 20];
+                    let mut too_long = false;
+                    let (size_line, tail): (&[u8], &[u8]) = if framing == Framing::Chunked {
+                        (chunk_size(&mut chunk, data.len()), b"\r\n")
+                    } else {
+                        if data.len() as u64 > remaining {
+                            // More than the length said: send what it promised, then close.
+                            data.truncate(remaining as usize);
+                            too_long = true;
+                        }
+                        remaining -= data.len() as u64;
+                        (&[], &[])
+                    };
+                    if data.len() <= COPY_UNDER {
+                        out.extend_from_slice(size_line);
+                        out.extend_from_slice(&data);
+                        out.extend_from_slice(tail);
+                        write_all(io, quiet, clock, limits, &mut [IoSlice::new(out)]).await?;
+                    } else {
+                        out.extend_from_slice(size_line);
+                        write_all(
+                            io,
+                            quiet,
+                            clock,
+                            limits,
+                            &mut [IoSlice::new(out), IoSlice::new(&data), IoSlice::new(tail)],
+                        )
+                        .await?;
+                    }
+                    out.clear();
+                    if remaining == 0 {
+                        // The whole length is out: what the body holds beyond it is not sent.
+                        return Ok(!too_long);
+                    }
+                    if framing == Framing::Chunked && body.is_end_stream() {
+                        out.extend_from_slice(b"0\r\n\r\n");
+                        write_all(io, quiet, clock, limits, &mut [IoSlice::new(out)]).await?;
+                        return Ok(true);
+                    }
+                }
+                Err(frame) => {
+                    // Trailers end the body.
+                    if framing != Framing::Chunked {
+                        continue;
+                    }
+                    out.extend_from_slice(b"0\r\n");
+                    if let (Some(allowed), Ok(fields)) = (trailers, frame.into_trailers()) {
+                        for (name, value) in &fields {
+                            if allowed.contains(name) && trailer_allowed(name) {
+                                out.extend_from_slice(name.as_str().as_bytes());
+                                out.extend_from_slice(b": ");
+                                out.extend_from_slice(value.as_bytes());
+                                out.extend_from_slice(b"\r\n");
+                            }
+                        }
+                    }
+                    out.extend_from_slice(b"\r\n");
+                    write_all(io, quiet, clock, limits, &mut [IoSlice::new(out)]).await?;
+                    return Ok(true);
+                }
+            },
+            None => {
+                if framing == Framing::Chunked {
+                    out.extend_from_slice(b"0\r\n\r\n");
+                    write_all(io, quiet, clock, limits, &mut [IoSlice::new(out)]).await?;
+                    return Ok(true);
+                }
+                // Ended short of its length: what was sent stands, and the connection closes.
+                if !out.is_empty() {
+                    write_all(io, quiet, clock, limits, &mut [IoSlice::new(out)]).await?;
+                }
+                tracing::debug!(
+                    missing = remaining,
+                    "response body ended short of its length"
+                );
+                return Ok(false);
+            }
+            Some(Err(err)) => {
+                if !out.is_empty() {
+                    write_all(io, quiet, clock, limits, &mut [IoSlice::new(out)]).await?;
+                }
+                return Err(io::Error::other(err));
+            }
+        }
+    }
+}
+
+/// Fields never sent as trailers (RFC 9110 §6.5.1: framing, routing, authentication and control).
+fn trailer_allowed(name: &HeaderName) -> bool {
+    !matches!(
+        *name,
+        header::AUTHORIZATION
+            | header::CACHE_CONTROL
+            | header::CONTENT_ENCODING
+            | header::CONTENT_LENGTH
+            | header::CONTENT_RANGE
+            | header::CONTENT_TYPE
+            | header::HOST
+            | header::MAX_FORWARDS
+            | header::SET_COOKIE
+            | header::TE
+            | header::TRAILER
+            | header::TRANSFER_ENCODING
+    )
+}
+
+/// A chunk's size line: the length in hex and CRLF.
+fn chunk_size(buf: &mut [u8; 20], len: usize) -> &[u8] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut at = buf.len() - 2;
+    buf[at..].copy_from_slice(b"\r\n");
+    let mut n = len;
+    loop {
+        at -= 1;
+        buf[at] = HEX[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[at..]
+}
+
+/// Writes every slice, flushes, and times a client that does not read by the connection's clock:
+/// `body_timeout` of stalled ticks fails the write.
+async fn write_all<S: ClientStream>(
+    io: &mut ConnIo<S>,
+    quiet: &Quiet,
+    clock: &mut Clock,
+    limits: &Limits,
+    bufs: &mut [IoSlice<'_>],
+) -> io::Result<()> {
+    let mut bufs = bufs;
+    IoSlice::advance_slices(&mut bufs, 0);
+    let mut flushed = false;
+    poll_fn(|cx| loop {
+        if bufs.is_empty() {
+            if flushed {
+                return Poll::Ready(Ok(()));
+            }
+            match hyper::rt::Write::poll_flush(Pin::new(&mut *io), cx) {
+                Poll::Ready(Ok(())) => {
+                    flushed = true;
+                    continue;
+                }
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                Poll::Pending => {}
+            }
+        } else {
+            match hyper::rt::Write::poll_write_vectored(Pin::new(&mut *io), cx, bufs) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    IoSlice::advance_slices(&mut bufs, n);
+                    continue;
+                }
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                Poll::Pending => {}
+            }
+        }
+        // The client does not take what is written: the clock times it.
+        match clock.poll_tick(cx, quiet, limits.header_timeout, limits.body_timeout) {
+            Poll::Ready(Some(_)) => {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client did not read its response within server.body_timeout",
+                )))
+            }
+            // A tick without an alarm: the clock re-armed; wait on it again.
+            Poll::Ready(None) => continue,
+            Poll::Pending => return Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Parses a request head at the start of `buf`; a served one is split off it.
+fn parse(buf: &mut BytesMut, limits: &Limits) -> Parsed {
+    if buf.is_empty() {
+        return Parsed::Partial;
+    }
+    let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+    // Where each header's name and value are in the head: (name start, name end, value start,
+    // value end).
+    let mut at = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let max = limits.max_headers.min(MAX_HEADERS);
+    let (len, method, path, count) = {
+        let mut req = httparse::Request::new(&mut []);
+        let bytes: &[u8] = buf;
+        let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+            &mut req,
+            bytes,
+            &mut slots[..max],
+        ) {
+            Ok(httparse::Status::Complete(len)) if len <= limits.max_header_size => len,
+            Ok(httparse::Status::Partial) if bytes.len() < limits.max_header_size => {
+                return Parsed::Partial
+            }
+            // Too large, too many lines, malformed: hyper answers it.
+            _ => return Parsed::HandOff,
+        };
+        if req.version != Some(1) {
+            return Parsed::HandOff;
+        }
+        let method = match req.method.map(|m| Method::from_bytes(m.as_bytes())) {
+            Some(Ok(m)) if m != Method::CONNECT => m,
+            _ => return Parsed::HandOff,
+        };
+        let base = bytes.as_ptr() as usize;
+        let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
+        let path = req.path.expect("a complete head has a target");
+        let path = (offset(path.as_bytes()), path.len() as u32);
+        for (slot, h) in at.iter_mut().zip(req.headers.iter()) {
+            let name = offset(h.name.as_bytes());
+            let value = offset(h.value);
+            *slot = (
+                name,
+                name + h.name.len() as u32,
+                value,
+                value + h.value.len() as u32,
+            );
+        }
+        (len, method, path, req.headers.len())
+    };
+    // Checked before the head is split off: nothing below fails for a head that passes.
+    let bytes: &[u8] = buf;
+    let mut close = false;
+    let mut trailers = false;
+    for &(n0, n1, v0, v1) in &at[..count] {
+        let name = &bytes[n0 as usize..n1 as usize];
+        let value = &bytes[v0 as usize..v1 as usize];
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if value != b"0" {
+                return Parsed::HandOff;
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"expect")
+            || name.eq_ignore_ascii_case(b"upgrade")
+        {
+            return Parsed::HandOff;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            close |= has_token(value, b"close");
+        } else if name.eq_ignore_ascii_case(b"te") {
+            trailers |= has_token(value, b"trailers");
+        }
+        if HeaderName::from_bytes(name).is_err() {
+            return Parsed::HandOff;
+        }
+    }
+    let target = &bytes[path.0 as usize..(path.0 + path.1) as usize];
+    if Uri::try_from(target).is_err() {
+        return Parsed::HandOff;
+    }
+    let head = buf.split_to(len).freeze();
+    let uri = Uri::from_maybe_shared(head.slice(path.0 as usize..(path.0 + path.1) as usize))
+        .expect("checked above");
+    let mut headers = HeaderMap::with_capacity(count);
+    for &(n0, n1, v0, v1) in &at[..count] {
+        let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize]).expect("checked above");
+        // SAFETY: httparse accepted the value: visible ASCII, obs-text, spaces and tabs, which is
+        // what `HeaderValue` allows (hyper builds its values the same way).
+        let value = unsafe {
+            HeaderValue::from_maybe_shared_unchecked(head.slice(v0 as usize..v1 as usize))
+        };
+        headers.append(name, value);
+    }
+    Parsed::Head(Head {
+        method,
+        uri,
+        headers,
+        close,
+        trailers,
+    })
+}
+
+/// Whether a comma-separated list holds `token` (ASCII case-insensitive).
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// A `Content-Length` value: digits only.
+fn parse_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// The `date` header's value, formatted once a second per thread.
+fn date(out: &mut Vec<u8>) {
+    use std::cell::Cell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static DATE: Cell<(u64, [u8; 29])> = const { Cell::new((0, [0; 29])) };
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|cached| {
+        let (at, mut value) = cached.get();
+        if at != secs {
+            value.copy_from_slice(httpdate::fmt_http_date(now).as_bytes());
+            cached.set((secs, value));
+        }
+        out.extend_from_slice(&value);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            max_header_size: 32 * 1024,
+            max_headers: 100,
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
+            release_after: 1,
+        }
+    }
+
+    fn parsed(bytes: &[u8]) -> (Parsed, BytesMut) {
+        let mut buf = BytesMut::from(bytes);
+        (parse(&mut buf, &limits()), buf)
+    }
+
+    #[test]
+    fn a_get_is_parsed_and_split_off_what_follows() {
+        let (p, rest) = parsed(b"GET /a?b HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nx-a: 2\r\nConnection: keep-alive, Close\r\n\r\nGET /next");
+        let Parsed::Head(head) = p else {
+            panic!("not parsed")
+        };
+        assert_eq!(head.method, Method::GET);
+        assert_eq!(head.uri, "/a?b");
+        assert_eq!(head.headers["host"], "x");
+        assert_eq!(head.headers.get_all("x-a").iter().count(), 2);
+        assert!(head.close);
+        assert!(!head.trailers);
+        assert_eq!(&rest[..], b"GET /next");
+    }
+
+    #[test]
+    fn requests_it_does_not_serve_are_left_to_hyper_whole() {
+        for bytes in [
+            &b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc"[..],
+            b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\n\r\n",
+            b"GET / HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+            b"CONNECT x:443 HTTP/1.1\r\nhost: x:443\r\n\r\n",
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nbad header: x\r\n\r\n",
+            b"GET /\x7f HTTP/1.1\r\nhost: x\r\n\r\n",
+            b"GET http://[::1 HTTP/1.1\r\nhost: x\r\n\r\n",
+        ] {
+            let (p, rest) = parsed(bytes);
+            assert!(
+                matches!(p, Parsed::HandOff),
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+            assert_eq!(&rest[..], bytes, "nothing consumed");
+        }
+    }
+
+    #[test]
+    fn a_head_in_pieces_waits_and_one_too_large_goes_to_hyper() {
+        assert!(matches!(
+            parsed(b"GET / HTTP/1.1\r\nhost").0,
+            Parsed::Partial
+        ));
+        let mut limits = limits();
+        limits.max_header_size = 1024;
+        let big = format!("GET / HTTP/1.1\r\nx: {}", "a".repeat(1100));
+        let mut buf = BytesMut::from(big.as_bytes());
+        assert!(matches!(parse(&mut buf, &limits), Parsed::HandOff));
+        limits.max_headers = 2;
+        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\n\r\n"[..]);
+        assert!(matches!(parse(&mut buf, &limits), Parsed::HandOff));
+    }
+
+    fn head(
+        status: u16,
+        headers: &[(&str, &str)],
+        length: Option<Option<u64>>,
+        head_only: bool,
+    ) -> (String, Framing, bool) {
+        let mut response = http::Response::new(());
+        *response.status_mut() = StatusCode::from_u16(status).unwrap();
+        for (n, v) in headers {
+            response.headers_mut().append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        let (parts, ()) = response.into_parts();
+        let mut out = Vec::new();
+        let mut close = false;
+        let framing = encode_head(&mut out, &parts, length, head_only, false, &mut close).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let text = text.split("date: ").next().unwrap().to_owned();
+        (text, framing, close)
+    }
+
+    #[test]
+    fn heads_are_framed_as_hyper_frames_them() {
+        assert_eq!(
+            head(200, &[("x", "1")], Some(Some(5)), false),
+            (
+                "HTTP/1.1 200 OK\r\nx: 1\r\ncontent-length: 5\r\n".into(),
+                Framing::Length(5),
+                false
+            )
+        );
+        assert_eq!(
+            head(200, &[("content-length", "5")], Some(Some(5)), false).1,
+            Framing::Length(5)
+        );
+        assert_eq!(
+            head(200, &[("content-length", "7")], Some(None), false).1,
+            Framing::Length(7)
+        );
+        assert_eq!(
+            head(200, &[], Some(None), false),
+            (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n".into(),
+                Framing::Chunked,
+                false
+            )
+        );
+        assert_eq!(
+            head(200, &[("transfer-encoding", "gzip")], Some(None), false).0,
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n"
+        );
+        assert_eq!(
+            head(200, &[], None, false).0,
+            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n"
+        );
+        assert_eq!(
+            head(204, &[], None, false),
+            (
+                "HTTP/1.1 204 No Content\r\n".into(),
+                Framing::Length(0),
+                false
+            )
+        );
+        assert_eq!(
+            head(304, &[("content-length", "9")], Some(Some(9)), false),
+            (
+                "HTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n".into(),
+                Framing::Length(0),
+                false
+            )
+        );
+        // HEAD: the length the GET would have, no body.
+        assert_eq!(
+            head(200, &[("content-length", "9")], None, true),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 9\r\n".into(),
+                Framing::Length(0),
+                false
+            )
+        );
+        assert_eq!(
+            head(200, &[], Some(None), true),
+            ("HTTP/1.1 200 OK\r\n".into(), Framing::Length(0), false)
+        );
+        assert!(head(200, &[("connection", "close")], None, false).2);
+        assert!(head(200, &[("connection", "keep-alive")], None, false)
+            .0
+            .contains("connection: keep-alive\r\n"));
+        // A length the response cannot be framed by closes the connection unanswered, as hyper.
+        let mut bad = http::Response::new(());
+        bad.headers_mut()
+            .insert("content-length", HeaderValue::from_static("x"));
+        let (parts, ()) = bad.into_parts();
+        assert!(encode_head(
+            &mut Vec::new(),
+            &parts,
+            Some(None),
+            false,
+            false,
+            &mut false
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn chunk_sizes_are_hex() {
+        let mut b = [0; 20];
+        assert_eq!(chunk_size(&mut b, 0), b"0\r\n");
+        assert_eq!(chunk_size(&mut b, 255), b"ff\r\n");
+        assert_eq!(chunk_size(&mut b, 4096), b"1000\r\n");
+    }
+}
