@@ -27,7 +27,7 @@
 //! socket is still read, as hyper reads it: a client that hangs up cancels its request (a 499 in the
 //! access log), and a pipelined request waits in the buffer.
 
-use std::future::{poll_fn, Future as _};
+use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::pin::{pin, Pin};
@@ -87,9 +87,7 @@ const READ_AHEAD: usize = 64 * 1024;
 
 /// A request head the lean path serves.
 struct Head {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    request: http::Request<Body>,
     /// The client asked to close after this response (`Connection: close`).
     close: bool,
     /// The client accepts trailers (`TE: trailers`).
@@ -120,10 +118,17 @@ pub(super) async fn serve<S: ClientStream>(
 ) -> Lean {
     let mut buf = BytesMut::with_capacity(READ_BUF);
     let mut out = Vec::new();
+    // The listener's phases, watched by one future each for the whole session rather than one per
+    // wait: each ends the session when it resolves, so neither is polled again after.
+    let (mut draining, mut closing) = (phase.clone(), phase.clone());
+    let mut draining = pin!(draining.wait_for(|p| *p >= Phase::Draining));
+    let mut closing = pin!(closing.wait_for(|p| *p >= Phase::Closing));
+    // The last response's header map, emptied, for the next request's.
+    let mut spare = None;
     loop {
         // A whole head, from what is buffered or read now.
         let head = loop {
-            match parse(&mut buf, limits) {
+            match parse(&mut buf, limits, &mut spare) {
                 Parsed::Head(head) => break head,
                 Parsed::HandOff => {
                     io.replay = buf.freeze();
@@ -131,26 +136,28 @@ pub(super) async fn serve<S: ClientStream>(
                 }
                 Parsed::Partial => {}
             }
-            match read_more(io, &mut buf, quiet, clock, limits, phase).await {
+            match read_more(io, &mut buf, quiet, clock, limits, draining.as_mut()).await {
                 Read::Bytes => {}
                 Read::Idle => return Lean::Idle,
                 Read::Closed => return Lean::Closed,
             }
         };
-        let head_only = head.method == Method::HEAD;
+        let head_only = head.request.method() == Method::HEAD;
         let (client_close, trailers) = (head.close, head.trailers);
-        let mut request = http::Request::new(Body::empty());
-        *request.method_mut() = head.method;
-        *request.uri_mut() = head.uri;
-        *request.headers_mut() = head.headers;
-        *request.version_mut() = Version::HTTP_11;
-        let Some(response) = respond(io, &mut buf, service.dispatch(request), phase).await else {
+        let Some(response) = respond(
+            io,
+            &mut buf,
+            service.dispatch(head.request),
+            closing.as_mut(),
+        )
+        .await
+        else {
             return Lean::Closed;
         };
         // Draining: this response is the connection's last, as hyper's graceful shutdown has it.
         let close = client_close || *phase.borrow() >= Phase::Draining;
         let sent = send(
-            io, quiet, clock, limits, &mut out, response, head_only, close, trailers,
+            io, quiet, clock, limits, &mut out, &mut spare, response, head_only, close, trailers,
         )
         .await;
         out.clear();
@@ -177,13 +184,13 @@ enum Read {
 }
 
 /// Reads more of a head into `buf`, timing the wait by the connection's clock.
-async fn read_more<S: ClientStream>(
+async fn read_more<S: ClientStream, D: Future>(
     io: &mut ConnIo<S>,
     buf: &mut BytesMut,
     quiet: &Quiet,
     clock: &mut Clock,
     limits: &Limits,
-    phase: &mut watch::Receiver<Phase>,
+    mut draining: Pin<&mut D>,
 ) -> Read {
     let empty = buf.is_empty();
     if empty && limits.release_after == 0 {
@@ -213,18 +220,18 @@ async fn read_more<S: ClientStream>(
                 }
             }
             // An idle connection closes when its listener drains; a head under way is served.
-            _ = phase.wait_for(|p| *p >= Phase::Draining), if empty => return Read::Closed,
+            _ = draining.as_mut(), if empty => return Read::Closed,
         }
     }
 }
 
 /// Waits for the response, reading the socket meanwhile as hyper does: a client that hangs up
 /// cancels the request (`None`), and a pipelined request's bytes wait in `buf`.
-async fn respond<S: ClientStream>(
+async fn respond<S: ClientStream, D: Future>(
     io: &mut ConnIo<S>,
     buf: &mut BytesMut,
     dispatch: super::connection::DispatchFuture,
-    phase: &mut watch::Receiver<Phase>,
+    mut closing: Pin<&mut D>,
 ) -> Option<http::Response<ServedBody>> {
     let mut dispatch = pin!(dispatch);
     // The usual case: answered at once (an in-process handler), or the wait begins.
@@ -243,7 +250,7 @@ async fn respond<S: ClientStream>(
                 Ok(0) | Err(_) => return None,
                 Ok(_) => reading = buf.len() < READ_AHEAD,
             },
-            _ = phase.wait_for(|p| *p >= Phase::Closing) => return None,
+            _ = closing.as_mut() => return None,
         }
     }
 }
@@ -275,6 +282,7 @@ async fn send<S: ClientStream>(
     clock: &mut Clock,
     limits: &Limits,
     out: &mut Vec<u8>,
+    spare: &mut Option<HeaderMap>,
     response: http::Response<ServedBody>,
     head_only: bool,
     mut close: bool,
@@ -323,6 +331,9 @@ async fn send<S: ClientStream>(
                     .filter_map(|s| HeaderName::from_bytes(s.trim().as_bytes()).ok())
                     .collect()
             });
+    parts.headers.clear();
+    *spare = Some(std::mem::take(&mut parts.headers));
+    drop(parts);
     let body = pin!(body);
     let whole = write_body(
         io,
@@ -710,7 +721,7 @@ async fn write_all<S: ClientStream>(
 }
 
 /// Parses a request head at the start of `buf`; a served one is split off it.
-fn parse(buf: &mut BytesMut, limits: &Limits) -> Parsed {
+fn parse(buf: &mut BytesMut, limits: &Limits, spare: &mut Option<HeaderMap>) -> Parsed {
     if buf.is_empty() {
         return Parsed::Partial;
     }
@@ -757,55 +768,57 @@ fn parse(buf: &mut BytesMut, limits: &Limits) -> Parsed {
         }
         (len, method, path, req.headers.len())
     };
-    // Checked before the head is split off: nothing below fails for a head that passes.
-    let bytes: &[u8] = buf;
+    let head = buf.split_to(len).freeze();
+    let Ok(uri) = Uri::from_maybe_shared(head.slice(path.0 as usize..(path.0 + path.1) as usize))
+    else {
+        return hand_back(buf, head);
+    };
+    // The last response's map, emptied: its room is what a proxied request grows to (hyper keeps
+    // it the same way).
+    let mut headers = spare.take().unwrap_or_default();
+    headers.reserve(count);
     let mut close = false;
     let mut trailers = false;
     for &(n0, n1, v0, v1) in &at[..count] {
-        let name = &bytes[n0 as usize..n1 as usize];
-        let value = &bytes[v0 as usize..v1 as usize];
-        if name.eq_ignore_ascii_case(b"content-length") {
-            if value != b"0" {
-                return Parsed::HandOff;
-            }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
-            || name.eq_ignore_ascii_case(b"expect")
-            || name.eq_ignore_ascii_case(b"upgrade")
-        {
-            return Parsed::HandOff;
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            close |= has_token(value, b"close");
-        } else if name.eq_ignore_ascii_case(b"te") {
-            trailers |= has_token(value, b"trailers");
-        }
-        if HeaderName::from_bytes(name).is_err() {
-            return Parsed::HandOff;
-        }
-    }
-    let target = &bytes[path.0 as usize..(path.0 + path.1) as usize];
-    if Uri::try_from(target).is_err() {
-        return Parsed::HandOff;
-    }
-    let head = buf.split_to(len).freeze();
-    let uri = Uri::from_maybe_shared(head.slice(path.0 as usize..(path.0 + path.1) as usize))
-        .expect("checked above");
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(n0, n1, v0, v1) in &at[..count] {
-        let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize]).expect("checked above");
+        let Ok(name) = HeaderName::from_bytes(&head[n0 as usize..n1 as usize]) else {
+            return hand_back(buf, head);
+        };
         // SAFETY: httparse accepted the value: visible ASCII, obs-text, spaces and tabs, which is
         // what `HeaderValue` allows (hyper builds its values the same way).
         let value = unsafe {
             HeaderValue::from_maybe_shared_unchecked(head.slice(v0 as usize..v1 as usize))
         };
+        match name {
+            header::CONTENT_LENGTH if value.as_bytes() == b"0" => {}
+            header::CONTENT_LENGTH
+            | header::TRANSFER_ENCODING
+            | header::EXPECT
+            | header::UPGRADE => return hand_back(buf, head),
+            header::CONNECTION => close |= has_token(value.as_bytes(), b"close"),
+            header::TE => trailers |= has_token(value.as_bytes(), b"trailers"),
+            _ => {}
+        }
         headers.append(name, value);
     }
+    let mut request = http::Request::new(Body::empty());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
     Parsed::Head(Head {
-        method,
-        uri,
-        headers,
+        request,
         close,
         trailers,
     })
+}
+
+/// Puts a head split off `buf` back before what follows it, for hyper's connection to read.
+fn hand_back(buf: &mut BytesMut, head: bytes::Bytes) -> Parsed {
+    let mut whole = BytesMut::with_capacity(head.len() + buf.len());
+    whole.extend_from_slice(&head);
+    whole.extend_from_slice(buf);
+    *buf = whole;
+    Parsed::HandOff
 }
 
 /// Whether a comma-separated list holds `token` (ASCII case-insensitive).
@@ -858,7 +871,7 @@ mod tests {
 
     fn parsed(bytes: &[u8]) -> (Parsed, BytesMut) {
         let mut buf = BytesMut::from(bytes);
-        (parse(&mut buf, &limits()), buf)
+        (parse(&mut buf, &limits(), &mut None), buf)
     }
 
     #[test]
@@ -867,10 +880,10 @@ mod tests {
         let Parsed::Head(head) = p else {
             panic!("not parsed")
         };
-        assert_eq!(head.method, Method::GET);
-        assert_eq!(head.uri, "/a?b");
-        assert_eq!(head.headers["host"], "x");
-        assert_eq!(head.headers.get_all("x-a").iter().count(), 2);
+        assert_eq!(head.request.method(), Method::GET);
+        assert_eq!(head.request.uri(), "/a?b");
+        assert_eq!(head.request.headers()["host"], "x");
+        assert_eq!(head.request.headers().get_all("x-a").iter().count(), 2);
         assert!(head.close);
         assert!(!head.trailers);
         assert_eq!(&rest[..], b"GET /next");
@@ -909,10 +922,16 @@ mod tests {
         limits.max_header_size = 1024;
         let big = format!("GET / HTTP/1.1\r\nx: {}", "a".repeat(1100));
         let mut buf = BytesMut::from(big.as_bytes());
-        assert!(matches!(parse(&mut buf, &limits), Parsed::HandOff));
+        assert!(matches!(
+            parse(&mut buf, &limits, &mut None),
+            Parsed::HandOff
+        ));
         limits.max_headers = 2;
         let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\n\r\n"[..]);
-        assert!(matches!(parse(&mut buf, &limits), Parsed::HandOff));
+        assert!(matches!(
+            parse(&mut buf, &limits, &mut None),
+            Parsed::HandOff
+        ));
     }
 
     fn head(
