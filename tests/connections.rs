@@ -229,6 +229,31 @@ async fn released_idle_connections_close_at_shutdown_and_at_client_close() {
 }
 
 #[tokio::test]
+async fn a_head_under_way_does_not_hold_up_shutdown() {
+    // Not released while idle: the connection stays with the path that served its first request.
+    let (server, addr) = gateway("10s").await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    // With the first request, the beginning of a next head that never ends (the header timeout is
+    // 30 s): read by the time the first is answered.
+    stream
+        .write_all(b"GET /one HTTP/1.1\r\nhost: a\r\n\r\nGET /two HTTP/1.1\r\nho")
+        .await
+        .unwrap();
+    let (_, body) = read_response(&mut stream, &mut buf).await;
+    assert_eq!(body, "GET /one 0");
+    let started = std::time::Instant::now();
+    assert!(server.shutdown_within(Duration::from_secs(10)).await);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown waited {:?}",
+        started.elapsed()
+    );
+    let (sent, _) = closed(&mut stream).await;
+    assert_eq!(sent, "", "no answer to a head never finished");
+}
+
+#[tokio::test]
 async fn http_1_0_and_connection_close_requests_are_answered_then_closed() {
     let (_server, addr) = gateway("0s").await;
     for request in [

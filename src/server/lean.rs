@@ -219,8 +219,10 @@ async fn read_more<S: ClientStream, D: Future>(
                     return Read::Idle;
                 }
             }
-            // An idle connection closes when its listener drains; a head under way is served.
-            _ = draining.as_mut(), if empty => return Read::Closed,
+            // The listener drains: an idle connection closes, and so does one whose next head is
+            // under way (not yet a request; its client may send it again elsewhere), so that no
+            // slow head holds a drain up until the header timeout.
+            _ = draining.as_mut() => return Read::Closed,
         }
     }
 }
@@ -1038,6 +1040,129 @@ mod tests {
             &mut false
         )
         .is_err());
+    }
+
+    /// A body of these frames, each ready at once.
+    struct Frames(std::collections::VecDeque<http_body::Frame<bytes::Bytes>>);
+
+    impl http_body::Body for Frames {
+        type Data = bytes::Bytes;
+        type Error = parapet_middlewares::BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+
+    /// Sends `response` for a GET on a real socket, as the lean path does; what the client read and
+    /// whether the connection may stay open.
+    async fn sent(
+        headers: &[(&str, &str)],
+        frames: Vec<http_body::Frame<bytes::Bytes>>,
+        te_trailers: bool,
+    ) -> (String, bool) {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let quiet = Arc::new(Quiet::default());
+        let mut io = ConnIo::new(server, bytes::Bytes::new(), Arc::clone(&quiet));
+        let mut clock = Clock::new();
+        let mut response =
+            http::Response::new(ServedBody::new(Body::new(Frames(frames.into())), None));
+        for (n, v) in headers {
+            response.headers_mut().append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        let keep = send(
+            &mut io,
+            &quiet,
+            &mut clock,
+            &limits(),
+            &mut Vec::new(),
+            &mut None,
+            response,
+            false,
+            false,
+            te_trailers,
+        )
+        .await
+        .unwrap();
+        drop(io);
+        let mut raw = Vec::new();
+        client.read_to_end(&mut raw).await.unwrap();
+        let raw = String::from_utf8(raw).unwrap();
+        // The date aside.
+        let (before, after) = raw.split_once("date: ").unwrap();
+        (
+            format!("{before}{}", &after[after.find("\r\n").unwrap() + 2..]),
+            keep,
+        )
+    }
+
+    fn data(s: &str) -> http_body::Frame<bytes::Bytes> {
+        http_body::Frame::data(bytes::Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    fn trailers() -> http_body::Frame<bytes::Bytes> {
+        let mut t = HeaderMap::new();
+        t.insert("x-sum", HeaderValue::from_static("5"));
+        t.insert("x-other", HeaderValue::from_static("1"));
+        t.insert("content-length", HeaderValue::from_static("9"));
+        http_body::Frame::trailers(t)
+    }
+
+    #[tokio::test]
+    async fn bodies_are_chunked_with_the_trailers_a_client_asked_for() {
+        let big = "x".repeat(2000);
+        let (raw, keep) = sent(
+            &[("trailer", "x-sum, content-length")],
+            vec![data("abc"), data(&big), trailers()],
+            true,
+        )
+        .await;
+        assert_eq!(
+            raw,
+            format!("HTTP/1.1 200 OK\r\ntrailer: x-sum, content-length\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n7d0\r\n{big}\r\n0\r\nx-sum: 5\r\n\r\n")
+        );
+        assert!(keep);
+        // No `TE: trailers` from the client: none sent.
+        let (raw, keep) = sent(
+            &[("trailer", "x-sum")],
+            vec![data("abc"), trailers()],
+            false,
+        )
+        .await;
+        assert!(raw.ends_with("\r\n\r\n3\r\nabc\r\n0\r\n\r\n"), "{raw}");
+        assert!(keep);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_breaks_its_length_closes_the_connection() {
+        // Shorter than it said: what came is sent, and the connection closes.
+        let (raw, keep) = sent(&[("content-length", "9")], vec![data("abc")], false).await;
+        assert!(raw.ends_with("content-length: 9\r\n\r\nabc"), "{raw}");
+        assert!(!keep);
+        // Longer: the length said is sent, no more, and the connection closes.
+        let (raw, keep) = sent(&[("content-length", "2")], vec![data("abc")], false).await;
+        assert!(raw.ends_with("content-length: 2\r\n\r\nab"), "{raw}");
+        assert!(!keep);
+        // Exactly: kept.
+        let (raw, keep) = sent(
+            &[("content-length", "3")],
+            vec![data("a"), data("bc")],
+            false,
+        )
+        .await;
+        assert!(raw.ends_with("content-length: 3\r\n\r\nabc"), "{raw}");
+        assert!(keep);
     }
 
     #[test]
