@@ -156,6 +156,31 @@ async fn an_upstream_that_never_answers_is_a_504_after_the_timeout() {
 }
 
 #[tokio::test]
+async fn a_pooled_connection_that_stops_answering_is_a_504_after_the_timeout() {
+    // The second request goes on the first one's connection, whose timer is re-armed, not new.
+    let up = upstream(|req: http::Request<hyper::body::Incoming>| async move {
+        if req.uri().path() == "/stall" {
+            std::future::pending::<()>().await;
+        }
+        text(200, "fast")
+    })
+    .await;
+    let server = start(&proxy_config(&[up], "timeout = \"500ms\"")).await;
+    let addr = server.local_addr("main").unwrap();
+    assert_eq!(get(addr, None, "/fast").await.0, 200);
+    let started = std::time::Instant::now();
+    let (status, _, _) = get(addr, None, "/stall").await;
+    assert_eq!(status, 504);
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(500), "{took:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    // The stalled connection is gone; the next request gets a new one, in time.
+    let started = std::time::Instant::now();
+    assert_eq!(get(addr, None, "/fast").await.0, 200);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
 async fn an_upstreams_own_5xx_passes_through_unchanged() {
     let up = upstream(|_req| async { text(503, "upstream is busy") }).await;
     let server = start(&proxy_config(&[up], "")).await;

@@ -72,6 +72,10 @@ pub(crate) struct Conn {
     read: BytesMut,
     /// The request head being written; its capacity kept from one request to the next.
     write: Vec<u8>,
+    /// The timer bounding an exchange ([`Self::exchange_by`]), kept from one request to the next:
+    /// re-armed rather than made anew, and a later deadline only moves a counter in tokio's timer
+    /// where a new one is registered and removed under the timer's lock.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// Why an exchange failed.
@@ -139,6 +143,7 @@ impl Conn {
             io,
             read: BytesMut::new(),
             write: Vec::new(),
+            timer: None,
         }
     }
 
@@ -168,6 +173,38 @@ impl Conn {
     ) -> impl std::future::Future<Output = Result<Head, Failed>> + Send + '_ {
         encode(&mut self.write, req);
         self.answer_to(req.method() == Method::HEAD)
+    }
+
+    /// [`Self::exchange`] bounded by `deadline` on the connection's own timer; `None` if the
+    /// deadline passed first (the connection is then not to be used again).
+    pub(crate) fn exchange_by(
+        &mut self,
+        req: &http::Request<Body>,
+        deadline: tokio::time::Instant,
+    ) -> impl std::future::Future<Output = Option<Result<Head, Failed>>> + Send + '_ {
+        encode(&mut self.write, req);
+        let head_only = req.method() == Method::HEAD;
+        async move {
+            let mut timer = match self.timer.take() {
+                Some(mut timer) => {
+                    timer.as_mut().reset(deadline);
+                    timer
+                }
+                None => Box::pin(tokio::time::sleep_until(deadline)),
+            };
+            let answer = {
+                let mut exchange = std::pin::pin!(self.answer_to(head_only));
+                std::future::poll_fn(|cx| {
+                    if let Poll::Ready(answer) = exchange.as_mut().poll(cx) {
+                        return Poll::Ready(Some(answer));
+                    }
+                    timer.as_mut().poll(cx).map(|()| None)
+                })
+                .await
+            };
+            self.timer = Some(timer);
+            answer
+        }
     }
 
     async fn answer_to(&mut self, head_only: bool) -> Result<Head, Failed> {

@@ -574,6 +574,11 @@ impl Upstream {
             permit,
             read_timeout: Some(self.config.read_timeout),
         };
+        if chosen.pool.takes_lean(&req) {
+            // The pool's own client times the exchange on the connection's own timer.
+            let deadline = tokio::time::Instant::now() + self.config.timeout;
+            return chosen.pool.send_lean(req, lease, Some(deadline)).await;
+        }
         if !Upload::tracks(&req) {
             return match self.send_timed(chosen, req, lease).await {
                 Ok(result) => result,

@@ -339,10 +339,14 @@ impl ServerPool {
     /// Sends `req`, which has no body, with parapet's own client ([`super::h1`]) on an idle or new
     /// connection. A pooled connection that closed without answering (stale) is replaced by a new
     /// one and the request sent again, if it is idempotent or was not written whole.
-    async fn send_lean(
+    ///
+    /// With a `deadline`, the response head must come by then (the connection's own timer, see
+    /// [`h1::Conn::exchange_by`]), else [`Failure::TimedOut`]; without, the caller times it.
+    pub(crate) async fn send_lean(
         self: &Arc<Self>,
         req: http::Request<Body>,
         lease: Lease,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<http::Response<Body>, SendError> {
         let idempotent = super::is_idempotent(req.method());
         let mut reused = true;
@@ -352,13 +356,32 @@ impl ServerPool {
                 Some(conn) => conn,
                 None => {
                     reused = false;
-                    match self.connect_lean().await {
+                    let connected = match deadline {
+                        Some(deadline) => {
+                            match tokio::time::timeout_at(deadline, self.connect_lean()).await {
+                                Ok(connected) => connected,
+                                Err(_) => return Err(SendError::unsent(Failure::TimedOut, req)),
+                            }
+                        }
+                        None => self.connect_lean().await,
+                    };
+                    match connected {
                         Ok(conn) => conn,
                         Err(err) => return Err(SendError::unsent(Failure::Send(err), req)),
                     }
                 }
             };
-            let head = match conn.exchange(&req).await {
+            let answer = match deadline {
+                Some(deadline) => conn.exchange_by(&req, deadline).await,
+                None => Some(conn.exchange(&req).await),
+            };
+            let Some(answer) = answer else {
+                return Err(SendError {
+                    failure: Failure::TimedOut,
+                    unsent: None,
+                });
+            };
+            let head = match answer {
                 Ok(head) => head,
                 Err(h1::Failed::Closed { written, source }) => {
                     if reused && (idempotent || !written) {
@@ -517,21 +540,25 @@ impl ServerPool {
         upload: Option<Arc<Upload>>,
         lease: Lease,
     ) -> Result<http::Response<Body>, SendError> {
-        if self.lean
-            && upload.is_none()
-            && !Upload::tracks(&req)
-            && *req.method() != http::Method::CONNECT
-            && req
-                .extensions()
-                .get::<crate::tunnel::UpgradeRequest>()
-                .is_none()
-        {
-            return self.send_lean(req, lease).await;
+        if upload.is_none() && self.takes_lean(&req) {
+            return self.send_lean(req, lease, None).await;
         }
         // Boxed: hyper's client path is some kilobytes of state, which every request's future would
         // otherwise carry and copy (into the box the app's future lives in) even when the request
         // goes by parapet's own client, in a few hundred bytes.
         Box::pin(self.send_hyper(req, upload, lease)).await
+    }
+
+    /// Whether parapet's own client sends `req` ([`Self::send_lean`]): a request with no body
+    /// tracked for upload, no upgrade and no CONNECT, to a plain HTTP/1.1 server.
+    pub(crate) fn takes_lean(&self, req: &http::Request<Body>) -> bool {
+        self.lean
+            && !Upload::tracks(req)
+            && *req.method() != http::Method::CONNECT
+            && req
+                .extensions()
+                .get::<crate::tunnel::UpgradeRequest>()
+                .is_none()
     }
 
     /// [`Self::send`] by hyper's client: requests with a body, upgrades, CONNECT, HTTP/2 and TLS.
