@@ -236,25 +236,25 @@ async fn respond<S: ClientStream, D: Future>(
     mut closing: Pin<&mut D>,
 ) -> Option<http::Response<ServedBody>> {
     let mut dispatch = pin!(dispatch);
-    // The usual case: answered at once (an in-process handler), or the wait begins.
-    if let Poll::Ready(Ok(response)) = poll_fn(|cx| Poll::Ready(dispatch.as_mut().poll(cx))).await {
-        return Some(response);
-    }
     let mut reading = true;
-    loop {
-        tokio::select! {
-            biased;
-            response = dispatch.as_mut() => {
-                let Ok(response) = response;
-                return Some(response);
-            }
-            read = poll_fn(|cx| io.poll_read_buf(cx, buf)), if reading => match read {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => reading = buf.len() < READ_AHEAD,
-            },
-            _ = closing.as_mut() => return None,
+    // One poll of each per wake-up: the response first (at once, from an in-process handler).
+    poll_fn(|cx| {
+        if let Poll::Ready(Ok(response)) = dispatch.as_mut().poll(cx) {
+            return Poll::Ready(Some(response));
         }
-    }
+        while reading {
+            match io.poll_read_buf(cx, buf) {
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
+                Poll::Ready(Ok(_)) => reading = buf.len() < READ_AHEAD,
+                Poll::Pending => break,
+            }
+        }
+        if closing.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// How a response's body is framed on the wire.
