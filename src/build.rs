@@ -199,6 +199,11 @@ impl Gateway {
             };
             let mount: Option<Arc<str>> =
                 wants_mount(&route.app).then(|| route.path.trim_end_matches('/').into());
+            // Only an access log reads the router's panic signal; any middleware, or a handler (an
+            // embedder's may read it too), counts as a reader: an upstream alone does not.
+            let panic_signal = config.apps.get(route.app.as_str()).is_none_or(|a| {
+                !a.middlewares.is_empty() || matches!(a.endpoint, EndpointConfig::Handler(_))
+            });
             // The route as the metrics name it: its host, if it has one, and its path.
             let label = match &route.host {
                 HostMatch::Any => route.path.clone(),
@@ -217,6 +222,7 @@ impl Gateway {
                         strip_prefix: route.strip_prefix,
                         mount: mount.clone(),
                         stats: RouteStats::new(listener, &label, &route.app),
+                        panic_signal,
                     };
                     table.insert(&route.host, &route.path, target);
                 }

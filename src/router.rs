@@ -52,6 +52,10 @@ pub struct RouteTarget {
     /// whose SCRIPT_NAME is the route's prefix): the router then puts a [`MountPoint`] on each
     /// request. `None` for upstreams, which pay nothing for it.
     pub mount: Option<Arc<str>>,
+    /// Whether something in the app may read a [`PanicSignal`] (an access log in its chain, a
+    /// handler of the embedder's): the router then attaches one to each request, two allocations.
+    /// An upstream with no middlewares has no reader: its requests go without.
+    pub panic_signal: bool,
 }
 
 /// Where the route that matched a request is mounted, in the request's extensions for the apps that
@@ -76,8 +80,9 @@ impl std::fmt::Debug for RouteTarget {
 
 /// What [`Router::dispatch`] decided for a request.
 pub enum Dispatch {
-    /// Give this request to this app, counted in these stats.
-    App(AppService, Request, Arc<RouteStats>),
+    /// Give this request to this app, counted in these stats; with a [`PanicSignal`] if `true`
+    /// (see [`RouteTarget::panic_signal`]).
+    App(AppService, Request, Arc<RouteStats>, bool),
     /// parapet answers itself: no route matched, or the request is refused.
     Answer(Response),
 }
@@ -150,7 +155,7 @@ impl Router {
                 *req.uri_mut() = uri;
             }
         }
-        Dispatch::App(app, req, Arc::clone(&target.stats))
+        Dispatch::App(app, req, Arc::clone(&target.stats), target.panic_signal)
     }
 }
 
@@ -173,8 +178,8 @@ impl Router {
     pub fn route(&self, req: Request) -> RouterFuture {
         let started = Instant::now();
         match self.dispatch(req) {
-            Dispatch::App(app, mut req, stats) => {
-                let signal = PanicSignal::attach(&mut req);
+            Dispatch::App(app, mut req, stats, panic_signal) => {
+                let signal = panic_signal.then(|| PanicSignal::attach(&mut req));
                 RouterFuture::App {
                     fut: app.start(req),
                     signal,
@@ -200,7 +205,7 @@ pin_project! {
     #[allow(missing_docs)]
     pub enum RouterFuture {
         /// The app is answering; `signal` tells the access logs inside it that a panic ended it.
-        App { #[pin] fut: Started, signal: PanicSignal, stats: Arc<RouteStats>, started: Instant },
+        App { #[pin] fut: Started, signal: Option<PanicSignal>, stats: Arc<RouteStats>, started: Instant },
         /// parapet answered.
         Ready { response: Option<Response> },
     }
@@ -227,7 +232,9 @@ impl Future for RouterFuture {
                         let message = parapet_middlewares::gateway::panic_message(&*panic);
                         tracing::error!("app panicked before its response head: {message}");
                         // Signal, then drop the app's future: an access log inside it logs the 500.
-                        signal.set();
+                        if let Some(signal) = signal {
+                            signal.set();
+                        }
                         stats.record(http::StatusCode::INTERNAL_SERVER_ERROR, started.elapsed());
                         self.set(RouterFuture::Ready { response: None });
                         Poll::Ready(Ok(GatewayError::new(GatewayErrorKind::Internal)

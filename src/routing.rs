@@ -327,29 +327,61 @@ pub fn valid_host(value: &[u8]) -> bool {
     if value.first() == Some(&b'[') {
         return true;
     }
-    if host.is_empty() || host.windows(2).any(|w| w == b"..") {
+    if host.is_empty() {
         return false;
     }
     let mut i = 0;
     while i < host.len() {
         let b = host[i];
-        if b == b'%' {
-            if host.get(i + 1).and_then(|h| hex(*h)).is_none()
-                || host.get(i + 2).and_then(|l| hex(*l)).is_none()
-            {
+        if REG_NAME[usize::from(b)] {
+            // No empty label (`a..b`).
+            if b == b'.' && host.get(i + 1) == Some(&b'.') {
                 return false;
             }
-            i += 3;
+            i += 1;
             continue;
         }
-        // sub-delims: ! $ & ' ( ) * + , ; =
-        if !(is_unreserved(b) || b"!$&'()*+,;=".contains(&b)) {
+        if b != b'%'
+            || host.get(i + 1).and_then(|h| hex(*h)).is_none()
+            || host.get(i + 2).and_then(|l| hex(*l)).is_none()
+        {
             return false;
         }
-        i += 1;
+        i += 3;
     }
     true
 }
+
+/// The bytes a reg-name takes as they are (RFC 3986 §3.2.2): unreserved and sub-delims
+/// (`! $ & ' ( ) * + , ; =`); `%` begins a percent-encoding. One lookup per byte: every request's
+/// `Host` is checked.
+static REG_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            );
+        b += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {
