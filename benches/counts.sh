@@ -9,8 +9,8 @@
 # Per request, for each proxy process:
 #   instructions   valgrind --tool=callgrind, counters zeroed after a warm-up, dumped after the load
 #                  (the proxy alone: the origin and the load generator are other processes)
-#   allocations    valgrind --tool=dhat: blocks allocated during (warm-up + load) minus during the
-#                  warm-up alone, two runs
+#   allocations    calls to the allocator (malloc and friends; mimalloc's entry points for parapet)
+#                  in the same callgrind dump
 #   syscalls, context switches, cpu migrations
 #                  perf stat -e raw_syscalls:sys_enter,context-switches,cpu-migrations on the process
 #                  (software events: they work where hardware counters are "not supported")
@@ -147,6 +147,27 @@ start() {
 stop() { kill -INT "$proxy_pid" 2>/dev/null || true; wait_gone "$proxy_pid"; }
 
 results="$work/results.txt"
+# Calls to an allocation function in a callgrind file (callgrind names a function once, then by id).
+alloc_calls() {
+  python3 - "$1" <<'PY'
+import re, sys
+names, cur, total = {}, None, 0
+wanted = re.compile(r"^(malloc|calloc|realloc|mi_malloc|mi_zalloc|mi_calloc|mi_realloc"
+                    r"|mi_malloc_aligned|mi_zalloc_aligned|mi_realloc_aligned)$")
+for line in open(sys.argv[1]):
+    m = re.match(r"^(c?fn)=\((\d+)\)(?: (.*))?$", line.rstrip("\n"))
+    if m:
+        kind, i, name = m.groups()
+        if name:
+            names[i] = name
+        cur = names.get(i) if kind == "cfn" else None
+    elif line.startswith("calls=") and cur:
+        if wanted.match(cur):
+            total += int(line.split("=")[1].split()[0])
+        cur = None
+print(total)
+PY
+}
 for name in nginx parapet; do
   # perf: syscalls, context switches, migrations.
   start "$name" env
@@ -176,14 +197,10 @@ for name in nginx parapet; do
   echo "instructions $name $($stat div "$ir" "$VN")" >> "$results"
   stop
 
-  # dhat: allocations (warm-up + load, minus warm-up alone).
-  # dhat's summary on exit: "Total:     N bytes in M blocks".
-  blocks() { grep 'Total:' "$1" | tail -1 | sed 's/.* in \([0-9,]*\) blocks.*/\1/' | tr -d ,; }
-  start "$name" valgrind --tool=dhat --dhat-out-file=/dev/null --log-file="$work/dhat.warm"
-  load "$WARM"; stop
-  start "$name" valgrind --tool=dhat --dhat-out-file=/dev/null --log-file="$work/dhat.load"
-  load "$WARM"; load "$VN"; stop
-  echo "allocations $name $($stat div "$(( $(blocks "$work/dhat.load") - $(blocks "$work/dhat.warm") ))" "$VN")" >> "$results"
+  # Allocations: calls to the allocator in the same callgrind dump (malloc and friends for nginx,
+  # mimalloc's entry points for parapet, whose global allocator calls them directly, past the
+  # malloc valgrind's dhat would count).
+  echo "allocations $name $($stat div "$(alloc_calls "$OUT"/callgrind."$name".*)" "$VN")" >> "$results"
   rm -f "$OUT"/callgrind."$name".*.old
 done
 
