@@ -270,7 +270,8 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Which upstream server answered, attached to the responses that come from an upstream.
+/// Which upstream server answered, attached to the responses that come from an upstream whose
+/// request asked for it ([`UpstreamResponseWanted`]).
 ///
 /// The access log reads it to log the upstream's address and its own status, which a layer may since
 /// have rewritten.
@@ -281,6 +282,13 @@ pub struct UpstreamResponse {
     /// The status the upstream sent.
     pub status: StatusCode,
 }
+
+/// Put in a request's extensions by a layer that will read the [`UpstreamResponse`] of its response
+/// (the access log does): a proxy attaches one only then, so that a response no layer reads it from
+/// pays for no extension map (a box, a table and the value's box). A marker of no size: inserting it
+/// allocates nothing of its own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpstreamResponseWanted;
 
 #[cfg(test)]
 mod tests {

@@ -60,7 +60,9 @@ mod values;
 
 pub use body::Body;
 pub use error::{Error, ErrorChain};
-pub use gateway::{ErrorSource, GatewayError, GatewayErrorKind, UpstreamResponse};
+pub use gateway::{
+    ErrorSource, GatewayError, GatewayErrorKind, UpstreamResponse, UpstreamResponseWanted,
+};
 
 /// The address of the client that sent a request, in the request's extensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

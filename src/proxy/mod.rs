@@ -33,6 +33,7 @@ use http::uri::{PathAndQuery, Uri};
 use http::Version;
 use parapet_middlewares::{
     Body, ClientIp, ErrorChain, GatewayError, GatewayErrorKind, TlsInfo, UpstreamResponse,
+    UpstreamResponseWanted,
 };
 
 mod balance;
@@ -307,6 +308,8 @@ impl Upstream {
         // The request, kept only when a retry may send it again: an idempotent one whose body is
         // none or small ([`REPLAY_BODY_LIMIT`]).
         let mut replay: Option<Replay> = None;
+        // Whether a layer outside (the access log) will read which server answered.
+        let wanted = req.extensions().get::<UpstreamResponseWanted>().is_some();
         let mut pending = req;
         let mut from: Option<usize> = None;
         self.deposit();
@@ -400,7 +403,7 @@ impl Upstream {
                             }
                         }
                     }
-                    return match upstream_response(chosen.name, response) {
+                    return match upstream_response(chosen.name, response, wanted) {
                         Ok(response) => response,
                         Err(failure) => {
                             chosen.state.stats.failed(UpstreamFailure::Protocol);
@@ -983,7 +986,11 @@ fn upstream_request(
 /// frame the body sent to the client differently from the one read (a truncated 200). The
 /// connection goes with the dropped response. Two different `Content-Length` values (§6.3) never
 /// get here: hyper's client refuses that head itself.
-fn upstream_response(name: &Arc<str>, response: Response) -> Result<Response, Failure> {
+fn upstream_response(
+    name: &Arc<str>,
+    response: Response,
+    wanted: bool,
+) -> Result<Response, Failure> {
     if response.headers().contains_key(header::TRANSFER_ENCODING)
         && response.headers().contains_key(header::CONTENT_LENGTH)
     {
@@ -1016,10 +1023,12 @@ fn upstream_response(name: &Arc<str>, response: Response) -> Result<Response, Fa
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, upgrade);
     }
-    parts.extensions.insert(UpstreamResponse {
-        server: Arc::clone(name),
-        status: parts.status,
-    });
+    if wanted {
+        parts.extensions.insert(UpstreamResponse {
+            server: Arc::clone(name),
+            status: parts.status,
+        });
+    }
     Ok(Response::from_parts(parts, body))
 }
 

@@ -58,7 +58,9 @@ use crate::host::PanicSignal;
 use crate::intercept::{Intercept, InterceptLayer, Interceptor};
 use crate::request_id::RequestId;
 use crate::tunnel::{Tunnel, TunnelEnd};
-use crate::{Body, BoxError, ClientAddr, GatewayError, TlsInfo, UpstreamResponse};
+use crate::{
+    Body, BoxError, ClientAddr, GatewayError, TlsInfo, UpstreamResponse, UpstreamResponseWanted,
+};
 
 /// The settings of an `access_log` layer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,6 +145,8 @@ impl Interceptor for AccessLog {
 
     fn request(&self, req: &mut Request<Body>) -> Record {
         let request_id = crate::request_id::read_or_ask(req);
+        // The proxy names the server that answered only for a request that asks.
+        req.extensions_mut().insert(UpstreamResponseWanted);
         let headers = req.headers();
         Record {
             log: self.clone(),

@@ -45,7 +45,12 @@ fn ok_service() -> impl tower::Service<
     Error = Infallible,
     Future = impl Send,
 > + Clone {
-    tower::service_fn(|_req: Request<Body>| async move {
+    tower::service_fn(|req: Request<Body>| async move {
+        // A proxy names the server only when asked: the log asks.
+        assert!(req
+            .extensions()
+            .get::<crate::UpstreamResponseWanted>()
+            .is_some());
         let mut r = Response::new(Body::from("hello"));
         r.extensions_mut().insert(UpstreamResponse {
             server: "http://127.0.0.1:9".into(),
