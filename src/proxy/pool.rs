@@ -360,7 +360,14 @@ impl ServerPool {
                         Some(deadline) => {
                             match tokio::time::timeout_at(deadline, self.connect_lean()).await {
                                 Ok(connected) => connected,
-                                Err(_) => return Err(SendError::unsent(Failure::TimedOut, req)),
+                                // As when the whole send was under one timeout: no retry
+                                // after the deadline.
+                                Err(_) => {
+                                    return Err(SendError {
+                                        failure: Failure::TimedOut,
+                                        unsent: None,
+                                    })
+                                }
                             }
                         }
                         None => self.connect_lean().await,
