@@ -164,10 +164,9 @@ fn answers(mut raw: &[u8], methods: &[&str]) -> Vec<Answer> {
     out
 }
 
-/// Starts a gateway with the lean path on or off in front of `upstream`, sends `requests` on one
-/// connection (the last asks to close), and reads until the gateway closes.
-async fn exchange(lean: bool, upstream: SocketAddr, requests: &[u8]) -> Vec<u8> {
-    let server = common::start(&format!(
+/// A gateway with the lean path on or off: `/here` answered in process, the rest by `upstream`.
+async fn gateway(lean: bool, upstream: SocketAddr) -> parapet::Server {
+    common::start(&format!(
         r#"
 [server]
 lean_http1 = {lean}
@@ -186,7 +185,13 @@ upstream = "up"
 servers = ["http://{upstream}"]
 "#
     ))
-    .await;
+    .await
+}
+
+/// Starts a gateway with the lean path on or off in front of `upstream`, sends `requests` on one
+/// connection (the last asks to close), and reads until the gateway closes.
+async fn exchange(lean: bool, upstream: SocketAddr, requests: &[u8]) -> Vec<u8> {
+    let server = gateway(lean, upstream).await;
     let mut stream = TcpStream::connect(server.local_addr("main").unwrap())
         .await
         .unwrap();
@@ -290,19 +295,7 @@ async fn the_lean_path_answers_pipelined_requests_as_hyper_does() {
 #[tokio::test]
 async fn a_lean_connection_is_kept_between_requests_and_closed_when_asked() {
     let upstream = scripted_upstream().await;
-    let server = common::start(&format!(
-        r#"
-[listeners.main]
-bind = "127.0.0.1:0"
-[[routes]]
-app = "up"
-[apps.up]
-upstream = "up"
-[upstreams.up]
-servers = ["http://{upstream}"]
-"#
-    ))
-    .await;
+    let server = gateway(true, upstream).await;
     let mut stream = TcpStream::connect(server.local_addr("main").unwrap())
         .await
         .unwrap();

@@ -1,5 +1,10 @@
 //! HTTP/1.1 connections that give their buffers back while idle.
 //!
+//! Requests without a body are served by parapet's lean path ([`super::lean`]) when
+//! `server.lean_http1` is on; it hands the connection to hyper's, described here, at the first
+//! request it does not take, and takes it back when hyper's connection is released idle. Both keep
+//! to the same [`Quiet`] and [`Clock`].
+//!
 //! hyper's HTTP/1 connection keeps an 8 KiB read buffer and an 8 KiB write buffer for as long as the
 //! connection lives, idle or not; with thousands of idle keep-alive clients that is most of the
 //! gateway's memory. Like nginx, which frees a keep-alive connection's buffers when its response is

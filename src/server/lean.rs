@@ -961,67 +961,70 @@ mod tests {
 
     #[test]
     fn heads_are_framed_as_hyper_frames_them() {
-        assert_eq!(
-            head(200, &[("x", "1")], Some(Some(5)), false),
+        type Case = (
+            u16,
+            &'static [(&'static str, &'static str)],
+            Option<Option<u64>>,
+            bool,
+        );
+        let ok = "HTTP/1.1 200 OK\r\n";
+        // (status, headers, the body's length, HEAD), then the head written and the framing.
+        let cases: [(Case, String, Framing); 10] = [
             (
-                "HTTP/1.1 200 OK\r\nx: 1\r\ncontent-length: 5\r\n".into(),
+                (200, &[("x", "1")], Some(Some(5)), false),
+                format!("{ok}x: 1\r\ncontent-length: 5\r\n"),
                 Framing::Length(5),
-                false
-            )
-        );
-        assert_eq!(
-            head(200, &[("content-length", "5")], Some(Some(5)), false).1,
-            Framing::Length(5)
-        );
-        assert_eq!(
-            head(200, &[("content-length", "7")], Some(None), false).1,
-            Framing::Length(7)
-        );
-        assert_eq!(
-            head(200, &[], Some(None), false),
+            ),
             (
-                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n".into(),
+                (200, &[("content-length", "5")], Some(Some(5)), false),
+                format!("{ok}content-length: 5\r\n"),
+                Framing::Length(5),
+            ),
+            (
+                (200, &[("content-length", "7")], Some(None), false),
+                format!("{ok}content-length: 7\r\n"),
+                Framing::Length(7),
+            ),
+            (
+                (200, &[], Some(None), false),
+                format!("{ok}transfer-encoding: chunked\r\n"),
                 Framing::Chunked,
-                false
-            )
-        );
-        assert_eq!(
-            head(200, &[("transfer-encoding", "gzip")], Some(None), false).0,
-            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n"
-        );
-        assert_eq!(
-            head(200, &[], None, false).0,
-            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n"
-        );
-        assert_eq!(
-            head(204, &[], None, false),
+            ),
             (
+                (200, &[("transfer-encoding", "gzip")], Some(None), false),
+                format!("{ok}transfer-encoding: gzip, chunked\r\n"),
+                Framing::Chunked,
+            ),
+            (
+                (200, &[], None, false),
+                format!("{ok}content-length: 0\r\n"),
+                Framing::Length(0),
+            ),
+            (
+                (204, &[], None, false),
                 "HTTP/1.1 204 No Content\r\n".into(),
                 Framing::Length(0),
-                false
-            )
-        );
-        assert_eq!(
-            head(304, &[("content-length", "9")], Some(Some(9)), false),
+            ),
             (
+                (304, &[("content-length", "9")], Some(Some(9)), false),
                 "HTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n".into(),
                 Framing::Length(0),
-                false
-            )
-        );
-        // HEAD: the length the GET would have, no body.
-        assert_eq!(
-            head(200, &[("content-length", "9")], None, true),
+            ),
+            // HEAD: the length the GET would have, no body.
             (
-                "HTTP/1.1 200 OK\r\ncontent-length: 9\r\n".into(),
+                (200, &[("content-length", "9")], None, true),
+                format!("{ok}content-length: 9\r\n"),
                 Framing::Length(0),
-                false
-            )
-        );
-        assert_eq!(
-            head(200, &[], Some(None), true),
-            ("HTTP/1.1 200 OK\r\n".into(), Framing::Length(0), false)
-        );
+            ),
+            ((200, &[], Some(None), true), ok.into(), Framing::Length(0)),
+        ];
+        for ((status, headers, length, head_only), text, framing) in cases {
+            assert_eq!(
+                head(status, headers, length, head_only),
+                (text, framing, false),
+                "{status} {headers:?} {length:?} HEAD {head_only}"
+            );
+        }
         assert!(head(200, &[("connection", "close")], None, false).2);
         assert!(head(200, &[("connection", "keep-alive")], None, false)
             .0
