@@ -107,7 +107,6 @@ enum Parsed {
 
 /// Serves requests on `io` until the connection closes, goes idle, or sends a request this path
 /// leaves to hyper.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn serve<S: ClientStream>(
     io: &mut ConnIo<S>,
     service: &ConnectionService,
@@ -156,8 +155,20 @@ pub(super) async fn serve<S: ClientStream>(
         };
         // Draining: this response is the connection's last, as hyper's graceful shutdown has it.
         let close = client_close || *phase.borrow() >= Phase::Draining;
+        let mut client = Client {
+            io: &mut *io,
+            quiet,
+            clock: &mut *clock,
+            limits,
+        };
         let sent = send(
-            io, quiet, clock, limits, &mut out, &mut spare, response, head_only, close, trailers,
+            &mut client,
+            &mut out,
+            &mut spare,
+            response,
+            head_only,
+            close,
+            trailers,
         )
         .await;
         out.clear();
@@ -275,14 +286,19 @@ fn body_length(body: &ServedBody) -> Option<Option<u64>> {
     }
 }
 
+/// The client's side of the connection, as writing to it needs it: the socket, the connection's
+/// state and clock, and the limits that time a client that does not read.
+struct Client<'a, S> {
+    io: &'a mut ConnIo<S>,
+    quiet: &'a Quiet,
+    clock: &'a mut Clock,
+    limits: &'a Limits,
+}
+
 /// Writes the response: its head, then its body framed as hyper frames it. `Ok(true)`: the
 /// connection stays open for the next request.
-#[allow(clippy::too_many_arguments)]
 async fn send<S: ClientStream>(
-    io: &mut ConnIo<S>,
-    quiet: &Quiet,
-    clock: &mut Clock,
-    limits: &Limits,
+    client: &mut Client<'_, S>,
     out: &mut Vec<u8>,
     spare: &mut Option<HeaderMap>,
     response: http::Response<ServedBody>,
@@ -295,7 +311,7 @@ async fn send<S: ClientStream>(
         // A 1xx as the final answer to a request that asked for no upgrade (a 101's tunnel goes
         // with the request's `Upgrade`, which hyper serves): as hyper, a 500, and close.
         tracing::warn!(status = %parts.status, "a 1xx response to a request without an upgrade: 500");
-        quiet.drop_tunnel();
+        client.quiet.drop_tunnel();
         parts = http::Response::new(()).into_parts().0;
         parts.status = StatusCode::INTERNAL_SERVER_ERROR;
         parts
@@ -305,17 +321,7 @@ async fn send<S: ClientStream>(
         let body = ServedBody::new(Body::empty(), None);
         encode_head(out, &parts, None, head_only, true, &mut false)?;
         let body = pin!(body);
-        write_body(
-            io,
-            quiet,
-            clock,
-            limits,
-            out,
-            body,
-            Framing::Length(0),
-            None,
-        )
-        .await?;
+        write_body(client, out, body, Framing::Length(0), None).await?;
         return Ok(false);
     }
     let length = body_length(&body);
@@ -337,17 +343,7 @@ async fn send<S: ClientStream>(
     *spare = Some(std::mem::take(&mut parts.headers));
     drop(parts);
     let body = pin!(body);
-    let whole = write_body(
-        io,
-        quiet,
-        clock,
-        limits,
-        out,
-        body,
-        framing,
-        allowed.as_deref(),
-    )
-    .await?;
+    let whole = write_body(client, out, body, framing, allowed.as_deref()).await?;
     Ok(whole && !close)
 }
 
@@ -509,12 +505,8 @@ fn close_te(out: &mut Vec<u8>, last_chunked: bool) {
 
 /// Sends the body after the head held in `out`. `Ok(false)`: the body ended short of its length
 /// and the connection must close.
-#[allow(clippy::too_many_arguments)]
 async fn write_body<S: ClientStream>(
-    io: &mut ConnIo<S>,
-    quiet: &Quiet,
-    clock: &mut Clock,
-    limits: &Limits,
+    client: &mut Client<'_, S>,
     out: &mut Vec<u8>,
     mut body: Pin<&mut ServedBody>,
     framing: Framing,
@@ -522,7 +514,7 @@ async fn write_body<S: ClientStream>(
 ) -> io::Result<bool> {
     let mut remaining = match framing {
         Framing::Length(0) => {
-            write_all(io, quiet, clock, limits, &mut [IoSlice::new(out)]).await?;
+            client.write_all(&mut [IoSlice::new(out)]).await?;
             return Ok(true);
         }
         Framing::Length(n) => n,
@@ -535,7 +527,7 @@ async fn write_body<S: ClientStream>(
             Poll::Ready(frame) => frame,
             Poll::Pending => {
                 if !out.is_empty() {
-                    write_all(io, quiet, clock, limits, &mut [IoSlice::new(out)]).await?;
+                    client.write_all(&mut [IoSlice::new(out)]).await?;
                     out.clear();
                 }
                 poll_fn(|cx| body.as_mut().poll_frame(cx)).await
@@ -564,17 +556,16 @@ async fn write_body<S: ClientStream>(
                         out.extend_from_slice(size_line);
                         out.extend_from_slice(&data);
                         out.extend_from_slice(tail);
-                        write_all(io, quiet, clock, limits, &mut [IoSlice::new(out)]).await?;
+                        client.write_all(&mut [IoSlice::new(out)]).await?;
                     } else {
                         out.extend_from_slice(size_line);
-                        write_all(
-                            io,
-                            quiet,
-                            clock,
-                            limits,
-                            &mut [IoSlice::new(out), IoSlice::new(&data), IoSlice::new(tail)],
-                        )
-                        .await?;
+                        client
+                            .write_all(&mut [
+                                IoSlice::new(out),
+                                IoSlice::new(&data),
+                                IoSlice::new(tail),
+                            ])
+                            .await?;
                     }
                     out.clear();
                     if remaining == 0 {
@@ -583,7 +574,7 @@ async fn write_body<S: ClientStream>(
                     }
                     if framing == Framing::Chunked && body.is_end_stream() {
                         out.extend_from_slice(b"0\r\n\r\n");
-                        write_all(io, quiet, clock, limits, &mut [IoSlice::new(out)]).await?;
+                        client.write_all(&mut [IoSlice::new(out)]).await?;
                         return Ok(true);
                     }
                 }
@@ -604,19 +595,19 @@ async fn write_body<S: ClientStream>(
                         }
                     }
                     out.extend_from_slice(b"\r\n");
-                    write_all(io, quiet, clock, limits, &mut [IoSlice::new(out)]).await?;
+                    client.write_all(&mut [IoSlice::new(out)]).await?;
                     return Ok(true);
                 }
             },
             None => {
                 if framing == Framing::Chunked {
                     out.extend_from_slice(b"0\r\n\r\n");
-                    write_all(io, quiet, clock, limits, &mut [IoSlice::new(out)]).await?;
+                    client.write_all(&mut [IoSlice::new(out)]).await?;
                     return Ok(true);
                 }
                 // Ended short of its length: what was sent stands, and the connection closes.
                 if !out.is_empty() {
-                    write_all(io, quiet, clock, limits, &mut [IoSlice::new(out)]).await?;
+                    client.write_all(&mut [IoSlice::new(out)]).await?;
                 }
                 tracing::debug!(
                     missing = remaining,
@@ -626,7 +617,7 @@ async fn write_body<S: ClientStream>(
             }
             Some(Err(err)) => {
                 if !out.is_empty() {
-                    write_all(io, quiet, clock, limits, &mut [IoSlice::new(out)]).await?;
+                    client.write_all(&mut [IoSlice::new(out)]).await?;
                 }
                 return Err(io::Error::other(err));
             }
@@ -670,56 +661,58 @@ fn chunk_size(buf: &mut [u8; 20], len: usize) -> &[u8] {
     &buf[at..]
 }
 
-/// Writes every slice, flushes, and times a client that does not read by the connection's clock:
-/// `body_timeout` of stalled ticks fails the write.
-async fn write_all<S: ClientStream>(
-    io: &mut ConnIo<S>,
-    quiet: &Quiet,
-    clock: &mut Clock,
-    limits: &Limits,
-    bufs: &mut [IoSlice<'_>],
-) -> io::Result<()> {
-    let mut bufs = bufs;
-    IoSlice::advance_slices(&mut bufs, 0);
-    let mut flushed = false;
-    poll_fn(|cx| loop {
-        if bufs.is_empty() {
-            if flushed {
-                return Poll::Ready(Ok(()));
-            }
-            match hyper::rt::Write::poll_flush(Pin::new(&mut *io), cx) {
-                Poll::Ready(Ok(())) => {
-                    flushed = true;
-                    continue;
+impl<S: ClientStream> Client<'_, S> {
+    /// Writes every slice, flushes, and times a client that does not read by the connection's
+    /// clock: `body_timeout` of stalled ticks fails the write.
+    async fn write_all(&mut self, bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+        let Client {
+            io,
+            quiet,
+            clock,
+            limits,
+        } = self;
+        let mut bufs = bufs;
+        IoSlice::advance_slices(&mut bufs, 0);
+        let mut flushed = false;
+        poll_fn(|cx| loop {
+            if bufs.is_empty() {
+                if flushed {
+                    return Poll::Ready(Ok(()));
                 }
-                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
-                Poll::Pending => {}
-            }
-        } else {
-            match hyper::rt::Write::poll_write_vectored(Pin::new(&mut *io), cx, bufs) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => {
-                    IoSlice::advance_slices(&mut bufs, n);
-                    continue;
+                match hyper::rt::Write::poll_flush(Pin::new(&mut *io), cx) {
+                    Poll::Ready(Ok(())) => {
+                        flushed = true;
+                        continue;
+                    }
+                    Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                    Poll::Pending => {}
                 }
-                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
-                Poll::Pending => {}
+            } else {
+                match hyper::rt::Write::poll_write_vectored(Pin::new(&mut *io), cx, bufs) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => {
+                        IoSlice::advance_slices(&mut bufs, n);
+                        continue;
+                    }
+                    Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                    Poll::Pending => {}
+                }
             }
-        }
-        // The client does not take what is written: the clock times it.
-        match clock.poll_tick(cx, quiet, limits.header_timeout, limits.body_timeout) {
-            Poll::Ready(Some(_)) => {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "the client did not read its response within server.body_timeout",
-                )))
+            // The client does not take what is written: the clock times it.
+            match clock.poll_tick(cx, quiet, limits.header_timeout, limits.body_timeout) {
+                Poll::Ready(Some(_)) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client did not read its response within server.body_timeout",
+                    )))
+                }
+                // A tick without an alarm: the clock re-armed; wait on it again.
+                Poll::Ready(None) => continue,
+                Poll::Pending => return Poll::Pending,
             }
-            // A tick without an alarm: the clock re-armed; wait on it again.
-            Poll::Ready(None) => continue,
-            Poll::Pending => return Poll::Pending,
-        }
-    })
-    .await
+        })
+        .await
+    }
 }
 
 /// Parses a request head at the start of `buf`; a served one is split off it.
@@ -1084,11 +1077,15 @@ mod tests {
                 HeaderValue::from_str(v).unwrap(),
             );
         }
+        let limits = limits();
+        let mut writer = Client {
+            io: &mut io,
+            quiet: &quiet,
+            clock: &mut clock,
+            limits: &limits,
+        };
         let keep = send(
-            &mut io,
-            &quiet,
-            &mut clock,
-            &limits(),
+            &mut writer,
             &mut Vec::new(),
             &mut None,
             response,
