@@ -320,10 +320,16 @@ impl Upstream {
             let req = match from {
                 // The request was made for another server: rebased on this one's path.
                 Some(prev) => rebase(pending, &self.config.servers[prev], chosen.server),
-                None => match upstream_request(chosen.server, pending, chosen.pool.may_h2()) {
-                    Ok(req) => req,
-                    Err(err) => return err.into_response(),
-                },
+                // Rewritten in place: a request is large, and each move of it a copy.
+                None => {
+                    let mut req = pending;
+                    if let Err(err) =
+                        upstream_request(chosen.server, &mut req, chosen.pool.may_h2())
+                    {
+                        return err.into_response();
+                    }
+                    req
+                }
             };
             // Kept only where a retry can go to another server: the copy is the one cost retries add
             // to a request that needs none.
@@ -900,24 +906,23 @@ impl SendError {
 ///   is hop-by-hop (RFC 9110 §10.1.4).
 fn upstream_request(
     server: &UpstreamServer,
-    req: Request,
+    req: &mut Request,
     may_h2: bool,
-) -> Result<Request, GatewayError> {
-    let (mut parts, body) = req.into_parts();
+) -> Result<(), GatewayError> {
     // The host the request was routed by: a URI authority (HTTP/2, absolute form) wins over
     // `Host` (RFC 9112 §3.2.2), as in the router, so the upstream is told the same site.
-    let original_host = match parts.uri.authority() {
+    let original_host = match req.uri().authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => parts.headers.get(header::HOST).cloned(),
+        None => req.headers().get(header::HOST).cloned(),
     };
     // HTTP/1.1 to an origin server takes the origin form: the path and query only (RFC 9112 §3.2.1).
     let uri = if server.base_path.is_empty() {
-        match parts.uri.path_and_query() {
+        match req.uri().path_and_query() {
             Some(pq) => Uri::from(pq.clone()),
             None => Uri::from_static("/"),
         }
     } else {
-        let pq = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        let pq = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
         match Uri::try_from(format!("{}{}", server.base_path, pq)) {
             Ok(uri) => uri,
             Err(_) => {
@@ -927,10 +932,14 @@ fn upstream_request(
         }
     };
 
-    let peer = parts.extensions.get::<ClientAddr>().map(|c| c.0.ip());
+    let extensions = req.extensions();
+    let peer = extensions.get::<ClientAddr>().map(|c| c.0.ip());
     // Nothing vouches for a request that did not come through parapet's server.
-    let peer_trusted = ClientIp::of(&parts.extensions).is_some_and(|c| c.peer_trusted);
-    let headers = &mut parts.headers;
+    let peer_trusted = ClientIp::of(extensions).is_some_and(|c| c.peer_trusted);
+    let upgrading = extensions.get::<UpgradeRequest>().is_some();
+    // The connection's fact, set once per TLS connection (`TlsInfo`): no URI is rebuilt for it.
+    let tls = extensions.get::<TlsInfo>().is_some();
+    let headers = req.headers_mut();
     let te_trailers = may_h2
         && headers.get_all(header::TE).iter().any(|v| {
             v.to_str().is_ok_and(|v| {
@@ -942,7 +951,7 @@ fn upstream_request(
             })
         });
     // A WebSocket (or other upgrade) keeps its `Upgrade`, and says so again (RFC 9110 §7.8).
-    let upgrade = if parts.extensions.get::<UpgradeRequest>().is_some() {
+    let upgrade = if upgrading {
         headers.get(header::UPGRADE).cloned()
     } else {
         None
@@ -955,8 +964,6 @@ fn upstream_request(
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, upgrade);
     }
-    // The connection's fact, set once per TLS connection (`TlsInfo`): no URI is rebuilt for it.
-    let tls = parts.extensions.get::<TlsInfo>().is_some();
     set_forwarded(headers, peer, peer_trusted, original_host.as_ref(), tls);
     match original_host {
         Some(host) => {
@@ -967,14 +974,14 @@ fn upstream_request(
         None => {
             if let Ok(host) = HeaderValue::from_str(server.authority.as_str()) {
                 headers.insert(header::HOST, host);
-                parts.extensions.insert(HostIsServers);
+                req.extensions_mut().insert(HostIsServers);
             }
         }
     }
-    parts.uri = uri;
+    *req.uri_mut() = uri;
     // The upstream connection is HTTP/1.1 whatever the client spoke.
-    parts.version = Version::HTTP_11;
-    Ok(http::Request::from_parts(parts, body))
+    *req.version_mut() = Version::HTTP_11;
+    Ok(())
 }
 
 /// Phase 4, when a response came: hop-by-hop headers removed, and an [`UpstreamResponse`] extension
