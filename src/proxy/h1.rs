@@ -433,7 +433,7 @@ fn encode(out: &mut Vec<u8>, req: &http::Request<Body>) {
 }
 
 /// Whether a comma-separated field value lists `token` (case-insensitively).
-fn has_token(value: &HeaderValue, token: &str) -> bool {
+pub(crate) fn has_token(value: &HeaderValue, token: &str) -> bool {
     value
         .as_bytes()
         .split(|&b| b == b',')
@@ -455,7 +455,15 @@ fn is_chunked(headers: &HeaderMap) -> bool {
         .get_all(header::TRANSFER_ENCODING)
         .iter()
         .next_back()
-        .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
+        .is_some_and(ends_chunked)
+}
+
+/// Whether the last coding a `Transfer-Encoding` line lists is `chunked`.
+pub(crate) fn ends_chunked(value: &HeaderValue) -> bool {
+    value
+        .as_bytes()
+        .rsplit(|&b| b == b',')
+        .next()
         .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
@@ -465,11 +473,7 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
     let mut length = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
         for part in value.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            let n = part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+            let n = length_digits(part.trim_ascii())?;
             match length {
                 Some(l) if l != n => return None,
                 _ => length = Some(n),
@@ -477,6 +481,14 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         }
     }
     length
+}
+
+/// One `Content-Length` number: 1 to 19 digits, nothing else.
+pub(crate) fn length_digits(part: &[u8]) -> Option<u64> {
+    if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
 }
 
 /// What to do with a response once its head is in: its body, and whether the connection can be

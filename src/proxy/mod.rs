@@ -37,7 +37,7 @@ use parapet_middlewares::{
 };
 
 mod balance;
-mod h1;
+pub(crate) mod h1;
 mod health;
 mod pool;
 pub(crate) mod tls;

@@ -45,6 +45,7 @@ use tokio::sync::watch;
 use super::connection::ConnectionService;
 use super::http1::{ClientStream, Clock, ConnIo, Quiet, ServedBody};
 use super::Phase;
+use crate::proxy::h1::{has_token, length_digits};
 
 /// What a connection's lean path works with, taken when the connection was accepted.
 #[derive(Clone, Copy, Debug)]
@@ -401,7 +402,7 @@ fn encode_head(
                         framing = Some(Framing::Length(known));
                     }
                     Some(None) => {
-                        let Some(len) = parse_length(value.as_bytes()) else {
+                        let Some(len) = length_digits(value.as_bytes()) else {
                             return Err(io::Error::other(
                                 "a response with an invalid content-length",
                             ));
@@ -427,7 +428,7 @@ fn encode_head(
                         "a response with both content-length and transfer-encoding",
                     ));
                 }
-                te_last_chunked = has_token(value.as_bytes(), b"chunked");
+                te_last_chunked = has_token(value, "chunked");
                 if te_open {
                     out.extend_from_slice(b", ");
                 } else {
@@ -438,7 +439,7 @@ fn encode_head(
                 framing = Some(Framing::Chunked);
                 continue;
             }
-            header::CONNECTION if has_token(value.as_bytes(), b"close") => {
+            header::CONNECTION if has_token(value, "close") => {
                 *close = true;
                 wrote_close = true;
             }
@@ -789,8 +790,8 @@ fn parse(buf: &mut BytesMut, limits: &Limits, spare: &mut Option<HeaderMap>) -> 
             | header::TRANSFER_ENCODING
             | header::EXPECT
             | header::UPGRADE => return hand_back(buf, head),
-            header::CONNECTION => close |= has_token(value.as_bytes(), b"close"),
-            header::TE => trailers |= has_token(value.as_bytes(), b"trailers"),
+            header::CONNECTION => close |= has_token(&value, "close"),
+            header::TE => trailers |= has_token(&value, "trailers"),
             _ => {}
         }
         headers.append(name, value);
@@ -814,21 +815,6 @@ fn hand_back(buf: &mut BytesMut, head: bytes::Bytes) -> Parsed {
     whole.extend_from_slice(buf);
     *buf = whole;
     Parsed::HandOff
-}
-
-/// Whether a comma-separated list holds `token` (ASCII case-insensitive).
-fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-}
-
-/// A `Content-Length` value: digits only.
-fn parse_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 /// The `date` header's value, formatted once a second per thread.
