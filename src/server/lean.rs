@@ -45,7 +45,7 @@ use tokio::sync::watch;
 use super::connection::ConnectionService;
 use super::http1::{ClientStream, Clock, ConnIo, Quiet, ServedBody};
 use super::Phase;
-use crate::proxy::h1::{has_token, length_digits};
+use crate::proxy::h1::{ends_chunked, has_token, length_digits};
 
 /// What a connection's lean path works with, taken when the connection was accepted.
 #[derive(Clone, Copy, Debug)]
@@ -428,7 +428,7 @@ fn encode_head(
                         "a response with both content-length and transfer-encoding",
                     ));
                 }
-                te_last_chunked = has_token(value, "chunked");
+                te_last_chunked = ends_chunked(value);
                 if te_open {
                     out.extend_from_slice(b", ");
                 } else {
@@ -948,7 +948,7 @@ mod tests {
         );
         let ok = "HTTP/1.1 200 OK\r\n";
         // (status, headers, the body's length, HEAD), then the head written and the framing.
-        let cases: [(Case, String, Framing); 10] = [
+        let cases: [(Case, String, Framing); 11] = [
             (
                 (200, &[("x", "1")], Some(Some(5)), false),
                 format!("{ok}x: 1\r\ncontent-length: 5\r\n"),
@@ -972,6 +972,18 @@ mod tests {
             (
                 (200, &[("transfer-encoding", "gzip")], Some(None), false),
                 format!("{ok}transfer-encoding: gzip, chunked\r\n"),
+                Framing::Chunked,
+            ),
+            // `chunked` must come last (RFC 9112 §6.1): listed before another coding, it is
+            // added again at the end.
+            (
+                (
+                    200,
+                    &[("transfer-encoding", "chunked, gzip")],
+                    Some(None),
+                    false,
+                ),
+                format!("{ok}transfer-encoding: chunked, gzip, chunked\r\n"),
                 Framing::Chunked,
             ),
             (
