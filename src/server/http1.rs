@@ -115,14 +115,6 @@ impl std::fmt::Debug for TunnelSlot {
     }
 }
 
-impl Quiet {
-    /// Drops a tunnel a 101 left for a connection that cannot open it (the lean path, which serves
-    /// no upgrade).
-    pub(super) fn drop_tunnel(&self) {
-        drop(self.tunnel.take());
-    }
-}
-
 impl TunnelSlot {
     fn take(&self) -> Option<crate::tunnel::Pending> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
@@ -178,6 +170,12 @@ impl Quiet {
             }
             Poll::Ready(Err(_)) => self.write_blocked.store(false, Ordering::Relaxed),
         }
+    }
+
+    /// Drops a tunnel a 101 left for a connection that cannot open it (the lean path, which serves
+    /// no upgrade).
+    pub(super) fn drop_tunnel(&self) {
+        drop(self.tunnel.take());
     }
 
     /// hyper wants to read and nothing is there: idle if the last response is out.
