@@ -417,6 +417,32 @@ impl Future for Started {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A response future as an app's ([`AppFuture`]): its response, never an error. A wrapper
+    /// rather than an `async move { Ok(fut.await) }` block, which would hold the wrapped future in a
+    /// slot of its own beside the block's, so that the box an app's future goes in is larger and
+    /// every request copies more into it (rust-lang/rust#62958).
+    pub(crate) struct NeverFails<F> {
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F> NeverFails<F> {
+    /// Wraps `fut`.
+    pub(crate) fn new(fut: F) -> Self {
+        Self { fut }
+    }
+}
+
+impl<F: Future<Output = Response>> Future for NeverFails<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().fut.poll(cx).map(Ok)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,6 @@
 
 use std::future::Future;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
@@ -49,6 +48,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::{ConfigError, UpstreamConfig, UpstreamServer};
 use crate::metrics::UpstreamFailure;
+use crate::service::NeverFails;
 use crate::tunnel::UpgradeRequest;
 use crate::{AppService, ClientAddr, Error, Request, Response};
 
@@ -133,27 +133,6 @@ struct Server {
     pool: Arc<ServerPool>,
     /// `max_connections`: a permit per request until its response body ends.
     limit: Option<Arc<Semaphore>>,
-}
-
-pin_project_lite::pin_project! {
-    /// The proxy's response future as an app's: its response, never an error. A wrapper rather than
-    /// an `async` block, which would hold the proxy's future in a slot of its own (see
-    /// [`Upstream::send_timed`]).
-    struct Infallible<F> {
-        #[pin]
-        fut: F,
-    }
-}
-
-impl<F: Future<Output = Response>> Future for Infallible<F> {
-    type Output = Result<Response, std::convert::Infallible>;
-
-    fn poll(
-        self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        self.project().fut.poll(cx).map(Ok)
-    }
 }
 
 /// Retries may be at most a fifth of requests (linkerd's default `retry_budget` ratio)...
@@ -294,9 +273,7 @@ impl Upstream {
         let upstream = Arc::clone(self);
         AppService::from_fn(move |req| {
             let upstream = Arc::clone(&upstream);
-            Box::pin(Infallible {
-                fut: upstream.forward(req),
-            })
+            Box::pin(NeverFails::new(upstream.forward(req)))
         })
     }
 
@@ -567,8 +544,9 @@ impl Upstream {
     /// error. With `max_connections`, a permit of the server's is waited for first, at most
     /// `queue_timeout`, and held by the response body.
     ///
-    /// Cost: a request without a body, one timer as before; with a body, the same timer re-armed as
-    /// the body goes (once per `timeout`, and once at its end), and [`Upload`]'s one allocation.
+    /// Cost: a request parapet's own client sends, no timer of its own (its pooled connection's,
+    /// re-armed); another without a body, one timer; with a body, that timer re-armed as the body
+    /// goes (once per `timeout`, and once at its end), and [`Upload`]'s one allocation.
     async fn send(&self, chosen: &Chosen<'_>, req: Request) -> Result<Response, SendError> {
         let permit = match chosen.limit {
             None => None,

@@ -34,6 +34,7 @@ use tokio::sync::{mpsc as tmpsc, oneshot};
 
 use super::Wsgi;
 use crate::router::MountPoint;
+use crate::service::NeverFails;
 use crate::{AppService, Request, Response};
 
 /// Body pieces buffered between the app and a slow client before the app waits.
@@ -260,13 +261,10 @@ fn load(settings: &Wsgi) -> Result<WsgiApp, String> {
 impl WsgiApp {
     /// The service handing each request to the app's threads.
     pub(super) fn service(self: Arc<Self>) -> AppService {
-        AppService::from_fn(move |req| {
-            let app = Arc::clone(&self);
-            Box::pin(async move { Ok(app.handle(req).await) })
-        })
+        AppService::from_fn(move |req| Box::pin(NeverFails::new(Arc::clone(&self).handle(req))))
     }
 
-    async fn handle(&self, req: Request) -> Response {
+    async fn handle(self: Arc<Self>, req: Request) -> Response {
         let (head_tx, head_rx) = oneshot::channel();
         let (body_tx, body_rx) = tmpsc::channel(RESPONSE_PIECES);
         let job = Job {
