@@ -792,10 +792,10 @@ pub(crate) async fn serve<S: ClientStream>(
     service.quiet = Some(Arc::clone(&quiet));
     let mut io = ConnIo::new(stream, replay, Arc::clone(&quiet));
     let mut clock = Clock::new();
-    // The lean path's limits, taken with hyper's when the connection was accepted.
-    let lean = builders.lean();
     loop {
-        if let Some(limits) = &lean {
+        // The lean path's settings, read afresh for each of its sessions as the timeouts are for
+        // each hyper connection below: a reload reaches a keep-alive connection.
+        if let Some(limits) = &builders.lean() {
             // Boxed: its state is not part of an idle connection's task.
             let lean = Box::pin(super::lean::serve(
                 &mut io, &service, &quiet, &mut clock, limits, &mut phase,
