@@ -319,10 +319,8 @@ async fn send<S: ClientStream>(
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         drop(body);
-        let body = ServedBody::new(Body::empty(), None);
         encode_head(out, &parts, None, head_only, true, &mut false)?;
-        let body = pin!(body);
-        write_body(client, out, body, Framing::Length(0), None).await?;
+        client.write_all(&mut [IoSlice::new(out)]).await?;
         return Ok(false);
     }
     let length = body_length(&body);
@@ -1051,9 +1049,10 @@ mod tests {
         }
     }
 
-    /// Sends `response` for a GET on a real socket, as the lean path does; what the client read and
-    /// whether the connection may stay open.
+    /// Sends a response of `status` for a GET on a real socket, as the lean path does; what the
+    /// client read and whether the connection may stay open.
     async fn sent(
+        status: u16,
         headers: &[(&str, &str)],
         frames: Vec<http_body::Frame<bytes::Bytes>>,
         te_trailers: bool,
@@ -1069,6 +1068,7 @@ mod tests {
         let mut clock = Clock::new();
         let mut response =
             http::Response::new(ServedBody::new(Body::new(Frames(frames.into())), None));
+        *response.status_mut() = StatusCode::from_u16(status).unwrap();
         for (n, v) in headers {
             response.headers_mut().append(
                 HeaderName::from_bytes(n.as_bytes()).unwrap(),
@@ -1121,6 +1121,7 @@ mod tests {
     async fn bodies_are_chunked_with_the_trailers_a_client_asked_for() {
         let big = "x".repeat(2000);
         let (raw, keep) = sent(
+            200,
             &[("trailer", "x-sum, content-length")],
             vec![data("abc"), data(&big), trailers()],
             true,
@@ -1133,6 +1134,7 @@ mod tests {
         assert!(keep);
         // No `TE: trailers` from the client: none sent.
         let (raw, keep) = sent(
+            200,
             &[("trailer", "x-sum")],
             vec![data("abc"), trailers()],
             false,
@@ -1145,15 +1147,16 @@ mod tests {
     #[tokio::test]
     async fn a_body_that_breaks_its_length_closes_the_connection() {
         // Shorter than it said: what came is sent, and the connection closes.
-        let (raw, keep) = sent(&[("content-length", "9")], vec![data("abc")], false).await;
+        let (raw, keep) = sent(200, &[("content-length", "9")], vec![data("abc")], false).await;
         assert!(raw.ends_with("content-length: 9\r\n\r\nabc"), "{raw}");
         assert!(!keep);
         // Longer: the length said is sent, no more, and the connection closes.
-        let (raw, keep) = sent(&[("content-length", "2")], vec![data("abc")], false).await;
+        let (raw, keep) = sent(200, &[("content-length", "2")], vec![data("abc")], false).await;
         assert!(raw.ends_with("content-length: 2\r\n\r\nab"), "{raw}");
         assert!(!keep);
         // Exactly: kept.
         let (raw, keep) = sent(
+            200,
             &[("content-length", "3")],
             vec![data("a"), data("bc")],
             false,
@@ -1161,6 +1164,16 @@ mod tests {
         .await;
         assert!(raw.ends_with("content-length: 3\r\n\r\nabc"), "{raw}");
         assert!(keep);
+    }
+
+    #[tokio::test]
+    async fn a_1xx_as_the_final_answer_is_a_500_and_the_connection_closes() {
+        let (raw, keep) = sent(103, &[("link", "</a.css>")], vec![data("abc")], false).await;
+        assert_eq!(
+            raw,
+            "HTTP/1.1 500 Internal Server Error\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+        );
+        assert!(!keep);
     }
 
     #[test]
