@@ -81,9 +81,15 @@ where
 }
 
 /// An address where nothing listens: connections are refused.
+///
+/// The port stays bound (a socket that never listens, kept for the life of the test process), so
+/// no other test running beside this one can be given it and answer in its place.
 pub async fn dead_address() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::mem::forget(socket);
+    addr
 }
 
 /// An upstream that accepts connections and never answers.
