@@ -260,6 +260,33 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// `CHAIN_COUNT=NAME`: only `CHAIN_LOCAL_REQUESTS` requests through the in-process app of one
+/// catalogue layer (`bare` for none), nothing else: for counting its instructions under callgrind,
+/// where two runs of different lengths give the cost per request by their difference
+/// (benches/layer-counts.sh).
+async fn count_one(
+    up: std::net::SocketAddr,
+    log: &std::path::Path,
+    registry: &Registry,
+    name: &str,
+) {
+    let chain = match name {
+        "bare" => "[]",
+        _ => match CATALOGUE.iter().find(|(n, _)| *n == name) {
+            Some((_, chain)) => chain,
+            None => panic!("CHAIN_COUNT: no layer {name:?}"),
+        },
+    };
+    let config = Config::parse("count.toml", &local_config(up, chain, log), registry).unwrap();
+    let gateway = Gateway::build(&config, registry, None).unwrap();
+    let sample = run_n(&gateway, local_requests()).await;
+    println!(
+        "{name}: {} requests, {:.2} allocations/request",
+        local_requests(),
+        sample.allocs
+    );
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -272,6 +299,11 @@ fn main() {
         let log = dir.join("access.log");
         std::fs::write(dir.join("htpasswd"), HTPASSWD).unwrap();
         let registry = Registry::new();
+        if let Ok(name) = std::env::var("CHAIN_COUNT") {
+            count_one(up, &log, &registry, &name).await;
+            let _ = std::fs::remove_dir_all(&dir);
+            return;
+        }
         let bare = Config::parse("bare.toml", &config(up, "[]", &log), &registry).unwrap();
         let chain = Config::parse(
             "chain.toml",

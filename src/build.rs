@@ -197,8 +197,11 @@ impl Gateway {
             let Some(app) = apps.get(route.app.as_str()) else {
                 continue;
             };
+            // A route at `/` is mounted nowhere: no extension, which a reader takes as the empty
+            // prefix it would be (and a request spared the insert).
+            let prefix = route.path.trim_end_matches('/');
             let mount: Option<Arc<str>> =
-                wants_mount(&route.app).then(|| route.path.trim_end_matches('/').into());
+                (wants_mount(&route.app) && !prefix.is_empty()).then(|| prefix.into());
             // Only an access log reads the router's panic signal; any middleware, or a handler (an
             // embedder's may read it too), counts as a reader: an upstream alone does not.
             let panic_signal = config.apps.get(route.app.as_str()).is_none_or(|a| {
@@ -241,9 +244,13 @@ impl Gateway {
             })
             .map(|(manager, _)| manager.challenges());
         let mut entries = HashMap::with_capacity(config.listeners.len());
+        // A `request_id` in a listener's chain tags requests if any app may read the id.
+        let apps_read_request_id = apps.values().any(AppService::reads_request_id);
         for l in &config.listeners {
             let table = tables.remove(l.name.as_str()).unwrap_or_default();
-            let router = Router::new(table, &l.name).into_service();
+            let router = Router::new(table, &l.name)
+                .into_service()
+                .with_request_id_read(apps_read_request_id);
             if let Some(chain) = resolve(&l.middlewares, &middlewares) {
                 let mut entry = chain::build(chain.into_iter(), router);
                 if let (Some(challenges), None) = (http01, &l.tls) {

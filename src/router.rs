@@ -50,7 +50,7 @@ pub struct RouteTarget {
     pub stats: Arc<RouteStats>,
     /// Set for apps that want to know where they are mounted (in-process handlers such as WSGI's,
     /// whose SCRIPT_NAME is the route's prefix): the router then puts a [`MountPoint`] on each
-    /// request. `None` for upstreams, which pay nothing for it.
+    /// request. `None` for upstreams, which pay nothing for it, and for a route at `/`.
     pub mount: Option<Arc<str>>,
     /// Whether something in the app may read a [`PanicSignal`] (an access log in its chain, a
     /// handler of the embedder's): the router then attaches one to each request, two allocations.
@@ -62,7 +62,8 @@ pub struct RouteTarget {
 /// ask for it ([`RouteTarget::mount`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MountPoint {
-    /// The route's path prefix, without a trailing slash: `/shop`, or empty for `/`.
+    /// The route's path prefix, without a trailing slash: `/shop`. A route at `/` puts no
+    /// `MountPoint` in the request: read its absence as an empty prefix.
     pub prefix: Arc<str>,
     /// Whether the prefix was removed from the request's path (`strip_prefix`): if not, the path
     /// still starts with it.

@@ -66,6 +66,9 @@ where
 #[derive(Clone)]
 pub struct AppService {
     inner: Kind,
+    /// Whether something in it may read the `RequestId` a `request_id` layer outside puts in a
+    /// request's extensions ([`AppService::reads_request_id`]).
+    reads_request_id: bool,
 }
 
 #[derive(Clone)]
@@ -95,6 +98,7 @@ impl AppService {
     {
         Self {
             inner: Kind::Erased(Arc::new(Shared(service))),
+            reads_request_id: true,
         }
     }
 
@@ -106,12 +110,37 @@ impl AppService {
     {
         Self {
             inner: Kind::Erased(Arc::new(FnService(f))),
+            reads_request_id: true,
         }
     }
 
+    /// Whether something in this service may read the
+    /// [`RequestId`](parapet_middlewares::request_id::RequestId) that a `request_id` layer outside
+    /// it puts in the request's extensions. True unless said otherwise
+    /// ([`AppService::reads_no_request_id`]): a service of unknown make may read it.
+    pub fn reads_request_id(&self) -> bool {
+        self.reads_request_id
+    }
+
+    /// This service, known to read no `RequestId` from a request's extensions: a `request_id` layer
+    /// around it leaves the extension out, and the request is spared its box and map insert. For
+    /// endpoints and layers that do not read it (parapet's own, but for `access_log` and
+    /// `errors`).
+    pub fn reads_no_request_id(self) -> Self {
+        self.with_request_id_read(false)
+    }
+
+    /// This service with its [`AppService::reads_request_id`] set to `reads`.
+    pub(crate) fn with_request_id_read(mut self, reads: bool) -> Self {
+        self.reads_request_id = reads;
+        self
+    }
+
     /// This service inside `step`: the step becomes the outermost of the run this service starts
-    /// with, or of a new run around it.
+    /// with, or of a new run around it. Whether it reads a request id is the inner service's answer
+    /// (the step's own is its middleware's to add, see `crate::chain`).
     pub fn with_step(self, step: Arc<dyn Step>) -> Self {
+        let reads_request_id = self.reads_request_id;
         let run = match self.inner {
             Kind::Run(run) => Run {
                 steps: std::iter::once(step)
@@ -126,6 +155,7 @@ impl AppService {
         };
         Self {
             inner: Kind::Run(Arc::new(run)),
+            reads_request_id,
         }
     }
 
@@ -146,6 +176,7 @@ impl AppService {
                 state: State::Inner {
                     fut: service.call(req),
                 },
+
                 run: None,
                 filled: 0,
                 slots: Slots::new(0),
@@ -377,12 +408,14 @@ impl Future for Started {
                 StateProj::Inner { fut } => break ready!(fut.poll(cx))?,
                 StateProj::Answered { answer } => break answer.take().unwrap_or_default(),
                 StateProj::Waiting { req } => {
-                    let mut req = req.take().expect("polled after the request was taken");
                     let run = this.run.as_ref().expect("a waiting future has a run");
                     let mut answer = None;
+                    // The steps see the request where it is: a request is large, and each move of
+                    // it a copy.
+                    let waiting = req.as_mut().expect("polled after the request was taken");
                     for step in run.steps.iter() {
                         let slot = this.slots.get(*this.filled);
-                        match step.request(&mut req, slot) {
+                        match step.request(waiting, slot) {
                             Ok(()) => *this.filled += 1,
                             Err(a) => {
                                 answer = Some(a);
@@ -390,13 +423,14 @@ impl Future for Started {
                             }
                         }
                     }
-                    let next = match answer {
-                        Some(answer) => State::Answered {
+                    let next = match (answer, req.take()) {
+                        (Some(answer), _) => State::Answered {
                             answer: Some(answer),
                         },
-                        None => State::Inner {
+                        (None, Some(req)) => State::Inner {
                             fut: run.inner.handle(req),
                         },
+                        (None, None) => unreachable!("the request was there a moment ago"),
                     };
                     this.state.set(next);
                 }

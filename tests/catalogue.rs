@@ -146,6 +146,52 @@ async fn request_id_outside_a_combined_log_ends_its_lines_with_the_id() {
     assert!(lines[0].ends_with(" \"t-42\""), "{}", lines[0]);
 }
 
+/// A `request_id` puts the id in the request's extensions only where something inside may read it:
+/// here an access log in the app, inside the listener's `request_id` and a `cors` that reads
+/// nothing; the app beside it, an upstream alone, gets the header and no extension.
+#[tokio::test]
+async fn request_id_in_the_listener_reaches_a_log_in_an_app_through_layers_that_read_nothing() {
+    let up = echoing_upstream().await;
+    let path = log_path();
+    let config = app_config(
+        up,
+        r#"["cors", "log"]"#,
+        &format!(
+            "[middlewares.log]\nkind = \"access_log\"\npath = \"{}\"\n\
+             [middlewares.rid]\nkind = \"request_id\"\n\
+             [middlewares.cors]\nkind = \"cors\"\norigins = [\"https://a.example\"]\n\
+             [[routes]]\npath = \"/bare\"\napp = \"bare\"\n\
+             [apps.bare]\nupstream = \"up\"\n",
+            path.display()
+        ),
+    )
+    .replace(
+        "bind = \"127.0.0.1:0\"",
+        "bind = \"127.0.0.1:0\"\nmiddlewares = [\"rid\"]",
+    );
+    let server = start(&config).await;
+    let addr = server.local_addr("main").unwrap();
+    let (_, headers, _) = send(
+        Request::get(format!("http://{addr}/c"))
+            .header("x-request-id", "t-7")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(headers["x-request-id"], "t-7");
+    let lines = log_lines(&path, 1).await;
+    assert!(lines[0].ends_with(" \"t-7\""), "{}", lines[0]);
+    let (status, headers, _) = send(
+        Request::get(format!("http://{addr}/bare/d"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let made = headers["x-request-id"].to_str().unwrap();
+    assert_eq!(headers["x-got-x-request-id"], made);
+}
+
 #[tokio::test]
 async fn request_id_refuses_an_invalid_header_name() {
     let err = parapet::Config::parse(

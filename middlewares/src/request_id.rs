@@ -13,7 +13,8 @@
 //! whatever was there. Either way the id is
 //!
 //! - set on the request going in (the upstream sees it), and put in its extensions as a
-//!   [`RequestId`], where the access log and the `errors` layer read it;
+//!   [`RequestId`], where the access log and the `errors` layer read it (a host that knows nothing
+//!   inside the layer reads it leaves this out: [`RequestIds::tagging_requests`]);
 //! - set on the response going out, whatever answered it (the upstream, or an inner layer's own 401,
 //!   403 or 429); and put in its extensions too when a layer outside this one asked for it (it put
 //!   [`RequestIdWanted`] in the request's extensions, as the access log and the `errors` layer do
@@ -27,7 +28,8 @@
 //!
 //! On the pass-through path the layer costs one allocation, the box `http::Extensions` puts the
 //! request's [`RequestId`] in (each extension value is boxed), and one more for the response's when
-//! an outer layer asked for it.
+//! an outer layer asked for it. parapet leaves the request's out where nothing inside the layer
+//! reads it (an upstream, with none of `access_log` and `errors` inside): no allocation at all.
 //!
 //! W3C Trace Context's `traceparent` and `tracestate` are not touched: they pass through as they came.
 //!
@@ -163,6 +165,19 @@ fn hex(out: &mut [u8], n: u64, pad: bool) -> usize {
 #[derive(Clone, Debug)]
 pub struct RequestIds {
     header: HeaderName,
+    /// Whether the id goes into the request's extensions too.
+    tagging: bool,
+}
+
+impl RequestIds {
+    /// Whether the id is put in the request's extensions as a [`RequestId`] (the default), for
+    /// readers inside the layer (an access log, the `errors` layer, an app of the host's). A host
+    /// that knows nothing inside reads it turns this off, and the request is spared the box and the
+    /// map insert an extension costs.
+    pub fn tagging_requests(mut self, tagging: bool) -> Self {
+        self.tagging = tagging;
+        self
+    }
 }
 
 impl Interceptor for RequestIds {
@@ -187,7 +202,9 @@ impl Interceptor for RequestIds {
         };
         let extensions = req.extensions_mut();
         let wanted = extensions.get::<RequestIdWanted>().is_some();
-        extensions.insert(RequestId(id.clone()));
+        if self.tagging {
+            extensions.insert(RequestId(id.clone()));
+        }
         (id, wanted)
     }
 
@@ -209,7 +226,10 @@ impl RequestIdLayer {
     /// A layer keeping or making ids in `header`.
     pub fn new(header: HeaderName) -> Self {
         Self {
-            inner: InterceptLayer::new(RequestIds { header }),
+            inner: InterceptLayer::new(RequestIds {
+                header,
+                tagging: true,
+            }),
         }
     }
 }
@@ -329,6 +349,33 @@ mod tests {
         let res = send(req).await;
         assert_eq!(res.headers().get_all("x-request-id").iter().count(), 1);
         assert_ne!(res.headers()["x-request-id"], "one");
+    }
+
+    #[tokio::test]
+    async fn an_untagging_layer_leaves_the_request_extensions_alone() {
+        let ids = RequestIdLayer::new(HeaderName::from_static("x-request-id"))
+            .interceptor()
+            .clone()
+            .tagging_requests(false);
+        let inner = tower::service_fn(|req: Request<Body>| async move {
+            assert!(req.extensions().get::<RequestId>().is_none());
+            let id = req.headers()["x-request-id"].clone();
+            let mut res = Response::new(Body::empty());
+            res.headers_mut().insert("x-seen", id);
+            Ok::<_, Infallible>(res)
+        });
+        let service = crate::intercept::InterceptLayer::new(ids).layer(inner);
+        let req = Request::get("/").extension(RequestIdWanted);
+        let res = service
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        // Still on both sides of the exchange, and for an outer reader that asked.
+        assert_eq!(res.headers()["x-seen"], res.headers()["x-request-id"]);
+        assert_eq!(
+            res.extensions().get::<RequestId>().unwrap().0,
+            res.headers()["x-request-id"]
+        );
     }
 
     #[test]

@@ -26,21 +26,23 @@ use super::no_check;
 pub(super) fn register(registry: &mut Registry) {
     registry
         .register_middleware_kind("request_id", request_id, no_check, |r: &RequestId, _| {
-            Ok(Middleware::from_interceptor(
+            Ok(Middleware::from_request_ids(
                 RequestIdLayer::new(r.header.clone()).interceptor().clone(),
             ))
         })
         .register_middleware_kind("cors", cors, no_check, |c: &CorsConfig, _| {
-            Ok(Middleware::from_guard(
-                CorsLayer::new(c.clone()).guard().clone(),
-            ))
+            Ok(
+                Middleware::from_guard(CorsLayer::new(c.clone()).guard().clone())
+                    .reads_no_request_id(),
+            )
         })
         .register_middleware_kind("ip_filter", ip_filter, no_check, |f: &IpFilter, _| {
             Ok(Middleware::from_guard(
                 IpFilterLayer::new(f.allow.clone(), f.deny.clone())
                     .guard()
                     .clone(),
-            ))
+            )
+            .reads_no_request_id())
         })
         .register_middleware_kind(
             "rate_limit",
@@ -50,7 +52,8 @@ pub(super) fn register(registry: &mut Registry) {
                 // Keyed by the instance's place: a reload keeping it keeps its counts.
                 Ok(Middleware::from_guard(
                     RateLimitLayer::shared(&at.key, r.clone()).guard().clone(),
-                ))
+                )
+                .reads_no_request_id())
             },
         )
         .register_middleware_kind(
@@ -59,16 +62,19 @@ pub(super) fn register(registry: &mut Registry) {
             |b: &BasicAuth, _| read_users(&b.users).err().into_iter().collect(),
             |b: &BasicAuth, _| {
                 let users = read_users(&b.users).map_err(|e| vec![e])?;
-                Ok(basic_auth_middleware(BasicAuthLayer::new(
-                    &b.realm, users, b.forward,
-                )))
+                Ok(
+                    basic_auth_middleware(BasicAuthLayer::new(&b.realm, users, b.forward))
+                        .reads_no_request_id(),
+                )
             },
         )
         .register_middleware_kind(
             "forward_auth",
             forward_auth,
             no_check,
-            |f: &ForwardAuthConfig, _| Ok(Middleware::from_layer(ForwardAuthLayer::new(f.clone()))),
+            |f: &ForwardAuthConfig, _| {
+                Ok(Middleware::from_layer(ForwardAuthLayer::new(f.clone())).reads_no_request_id())
+            },
         )
         .register_middleware_kind("rewrite", rewrite, no_check, |r: &Rewrite, at| {
             // Compiled once already by the parse step: they cannot fail here.
@@ -88,11 +94,12 @@ pub(super) fn register(registry: &mut Registry) {
                 (Some(redirect), None) => Middleware::from_guard(redirect.guard().clone()),
                 (None, Some(path)) => Middleware::from_guard(path.guard().clone()),
                 (None, None) => return Err(vec![at.error("a rewrite needs `path` or `redirect`")]),
-            })
+            }
+            .reads_no_request_id())
         })
         .register_middleware_kind("redirect", redirect, no_check, |r: &Redirect, at| {
             let regex = Regex::new(&r.regex).map_err(|e| vec![at.error(e.to_string())])?;
-            Ok(Middleware::from_guard(r.layer(regex).guard().clone()))
+            Ok(Middleware::from_guard(r.layer(regex).guard().clone()).reads_no_request_id())
         });
 }
 

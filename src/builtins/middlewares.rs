@@ -26,12 +26,13 @@ pub(super) fn register(registry: &mut Registry) {
     registry
         .register_middleware_kind("access_log", access_log, check_access_log, build_access_log)
         .register_middleware_kind("body_limit", body_limit, no_check, |b: &BodyLimit, _| {
-            Ok(Middleware::from_layer(BodyLimitLayer::new(b.max_size)))
+            Ok(Middleware::from_layer(BodyLimitLayer::new(b.max_size)).reads_no_request_id())
         })
         .register_middleware_kind("compress", compress, no_check, |c: &CompressConfig, _| {
-            Ok(Middleware::from_interceptor(
-                CompressLayer::new(c.clone()).interceptor().clone(),
-            ))
+            Ok(
+                Middleware::from_interceptor(CompressLayer::new(c.clone()).interceptor().clone())
+                    .reads_no_request_id(),
+            )
         })
         .register_middleware_kind("errors", errors, check_errors, build_errors)
         .register_middleware_kind("headers", headers, no_check, |h: &Headers, _| {
@@ -39,7 +40,8 @@ pub(super) fn register(registry: &mut Registry) {
                 HeadersLayer::new(h.request.clone(), h.response.clone())
                     .interceptor()
                     .clone(),
-            ))
+            )
+            .reads_no_request_id())
         });
     super::catalogue::register(registry);
 }

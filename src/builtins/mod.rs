@@ -31,20 +31,24 @@ impl Registry {
 /// Registers every built-in kind.
 pub fn register(registry: &mut Registry) {
     registry
-        .register_handler_kind("respond", respond::parse, no_check, |r, _| Ok(r.service()))
+        .register_handler_kind("respond", respond::parse, no_check, |r, _| {
+            Ok(r.service().reads_no_request_id())
+        })
         .register_handler_kind(
             "static",
             static_files::parse,
             static_files::check,
-            |s, _| Ok(s.value.service()),
+            |s, _| Ok(s.value.service().reads_no_request_id()),
         )
+        .register_handler_kind("redirect", redirect::parse, no_check, |r, _| {
+            Ok(r.service().reads_no_request_id())
+        })
         .register_handler_kind(
-            "redirect",
-            redirect::parse,
+            "echo",
+            |_| Some(()),
             no_check,
-            |r, _| Ok(r.service()),
-        )
-        .register_handler_kind("echo", |_| Some(()), no_check, |_, _| Ok(echo::service()));
+            |_, _| Ok(echo::service().reads_no_request_id()),
+        );
     wsgi::register(registry);
     middlewares::register(registry);
 }

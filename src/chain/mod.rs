@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use parapet_middlewares::guard::Guard;
 use parapet_middlewares::intercept::Interceptor;
+use parapet_middlewares::request_id::RequestIds;
 use tower::{Layer, Service};
 
 use crate::service::{guard_step, interceptor_step, Step};
@@ -25,10 +26,18 @@ pub struct Middleware {
     parts: Arc<[Part]>,
 }
 
+/// A part of a middleware, with whether it may read the `RequestId` a `request_id` layer outside
+/// puts in the request's extensions (see [`Middleware::reads_no_request_id`]).
 #[derive(Clone)]
 enum Part {
-    Wrap(Arc<dyn Fn(AppService) -> AppService + Send + Sync>),
-    Step(Arc<dyn Step>),
+    Wrap(Arc<dyn Fn(AppService) -> AppService + Send + Sync>, bool),
+    Step(Arc<dyn Step>, bool),
+    /// A `request_id` layer's step in its two forms: putting the id in the request's extensions,
+    /// for the readers inside, and not, where nothing inside reads it.
+    RequestId {
+        tagging: Arc<dyn Step>,
+        plain: Arc<dyn Step>,
+    },
 }
 
 impl std::fmt::Debug for Middleware {
@@ -51,9 +60,10 @@ impl Middleware {
         <L::Service as Service<Request>>::Future: Send + 'static,
     {
         Middleware {
-            parts: Arc::new([Part::Wrap(Arc::new(move |inner| {
-                AppService::new(layer.layer(inner))
-            }))]),
+            parts: Arc::new([Part::Wrap(
+                Arc::new(move |inner| AppService::new(layer.layer(inner))),
+                true,
+            )]),
         }
     }
 
@@ -67,21 +77,51 @@ impl Middleware {
         F: Fn(AppService) -> AppService + Send + Sync + 'static,
     {
         Middleware {
-            parts: Arc::new([Part::Wrap(Arc::new(wrap))]),
+            parts: Arc::new([Part::Wrap(Arc::new(wrap), true)]),
         }
     }
 
     /// A middleware from a [`Guard`]: it answers or passes on, in the run of steps it is part of.
     pub fn from_guard<G: Guard>(guard: G) -> Middleware {
         Middleware {
-            parts: Arc::new([Part::Step(guard_step(guard))]),
+            parts: Arc::new([Part::Step(guard_step(guard), true)]),
         }
     }
 
     /// A middleware from an [`Interceptor`], in the run of steps it is part of.
     pub fn from_interceptor<I: Interceptor>(interceptor: I) -> Middleware {
         Middleware {
-            parts: Arc::new([Part::Step(interceptor_step(interceptor))]),
+            parts: Arc::new([Part::Step(interceptor_step(interceptor), true)]),
+        }
+    }
+
+    /// A `request_id` layer's interceptor: it puts the id in the request's extensions only where
+    /// something inside it may read it there ([`AppService::reads_request_id`]), which spares
+    /// every other request a box and a map insert.
+    pub fn from_request_ids(ids: RequestIds) -> Middleware {
+        Middleware {
+            parts: Arc::new([Part::RequestId {
+                tagging: interceptor_step(ids.clone().tagging_requests(true)),
+                plain: interceptor_step(ids.tagging_requests(false)),
+            }]),
+        }
+    }
+
+    /// This middleware, known not to read the `RequestId` a `request_id` layer outside it puts in
+    /// a request's extensions. Any middleware not said to is taken to read it (an embedder's may):
+    /// parapet's own say so, but for `access_log` and `errors`, which log the id.
+    pub fn reads_no_request_id(self) -> Middleware {
+        let parts: Vec<Part> = self
+            .parts
+            .iter()
+            .map(|part| match part {
+                Part::Wrap(wrap, _) => Part::Wrap(Arc::clone(wrap), false),
+                Part::Step(step, _) => Part::Step(Arc::clone(step), false),
+                other => other.clone(),
+            })
+            .collect();
+        Middleware {
+            parts: parts.into(),
         }
     }
 
@@ -100,13 +140,18 @@ impl Middleware {
 
     /// Wraps `inner` in this middleware.
     pub fn wrap(&self, inner: AppService) -> AppService {
-        self.parts
-            .iter()
-            .rev()
-            .fold(inner, |inner, part| match part {
-                Part::Wrap(wrap) => wrap(inner),
-                Part::Step(step) => inner.with_step(Arc::clone(step)),
-            })
+        self.parts.iter().rev().fold(inner, |inner, part| {
+            let inside = inner.reads_request_id();
+            match part {
+                Part::Wrap(wrap, reads) => wrap(inner).with_request_id_read(inside || *reads),
+                Part::Step(step, reads) => inner
+                    .with_step(Arc::clone(step))
+                    .with_request_id_read(inside || *reads),
+                Part::RequestId { tagging, plain } => {
+                    inner.with_step(Arc::clone(if inside { tagging } else { plain }))
+                }
+            }
+        })
     }
 }
 
@@ -116,4 +161,80 @@ pub fn build<'a>(
     endpoint: AppService,
 ) -> AppService {
     chain.rev().fold(endpoint, |inner, m| m.wrap(inner))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderName;
+    use parapet_middlewares::request_id::{RequestId, RequestIdLayer};
+    use parapet_middlewares::Body;
+
+    /// An endpoint answering whether the request carried a `RequestId` extension.
+    fn endpoint() -> AppService {
+        AppService::from_fn(|req: Request| {
+            let tagged = req.extensions().get::<RequestId>().is_some();
+            Box::pin(async move {
+                let mut res = Response::new(Body::empty());
+                res.headers_mut().insert(
+                    "x-tagged",
+                    http::HeaderValue::from_static(if tagged { "yes" } else { "no" }),
+                );
+                Ok(res)
+            })
+        })
+    }
+
+    fn request_id() -> Middleware {
+        Middleware::from_request_ids(
+            RequestIdLayer::new(HeaderName::from_static("x-request-id"))
+                .interceptor()
+                .clone(),
+        )
+    }
+
+    /// An interceptor that changes nothing.
+    fn noop() -> parapet_middlewares::headers::Headers {
+        use parapet_middlewares::headers::{HeaderOps, HeadersLayer};
+        HeadersLayer::new(HeaderOps::default(), HeaderOps::default())
+            .interceptor()
+            .clone()
+    }
+
+    /// A step that reads nothing, said to.
+    fn plain_step() -> Middleware {
+        Middleware::from_interceptor(noop()).reads_no_request_id()
+    }
+
+    async fn tagged(app: AppService) -> String {
+        let res = app.handle(http::Request::new(Body::empty())).await.unwrap();
+        assert!(res.headers().contains_key("x-request-id"));
+        res.headers()["x-tagged"].to_str().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_request_id_tags_requests_only_where_something_inside_may_read_the_id() {
+        // An endpoint of unknown make may read it.
+        assert_eq!(
+            tagged(build([&request_id()].into_iter(), endpoint())).await,
+            "yes"
+        );
+        // One that says it does not is spared the extension, through layers that read nothing.
+        let quiet = endpoint().reads_no_request_id();
+        assert_eq!(
+            tagged(build([&request_id()].into_iter(), quiet.clone())).await,
+            "no"
+        );
+        let chain = [request_id(), plain_step()];
+        let app = build(chain.iter(), quiet.clone());
+        assert!(!app.reads_request_id());
+        assert_eq!(tagged(app).await, "no");
+        // A layer of unknown make inside counts as a reader.
+        let unknown = Middleware::from_interceptor(noop());
+        let chain = [request_id(), plain_step(), unknown];
+        let app = build(chain.iter(), quiet);
+        assert!(app.reads_request_id());
+        // (It reads nothing in fact, so the endpoint shows the extension passed through.)
+        assert_eq!(tagged(app).await, "yes");
+    }
 }
