@@ -263,7 +263,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// `CHAIN_COUNT=NAME`: only `CHAIN_LOCAL_REQUESTS` requests through the in-process app of one
 /// catalogue layer (`bare` for none), nothing else: for counting its instructions under callgrind,
 /// where two runs of different lengths give the cost per request by their difference
-/// (benches/layer-counts.sh).
+/// (benches/layer-counts.sh). With `CHAIN_COUNT_PROXIED=1`, the proxied app instead.
 async fn count_one(
     up: std::net::SocketAddr,
     log: &std::path::Path,
@@ -277,7 +277,12 @@ async fn count_one(
             None => panic!("CHAIN_COUNT: no layer {name:?}"),
         },
     };
-    let config = Config::parse("count.toml", &local_config(up, chain, log), registry).unwrap();
+    // `CHAIN_COUNT_PROXIED=1`: through the upstream over loopback instead.
+    let text = match std::env::var_os("CHAIN_COUNT_PROXIED") {
+        Some(_) => config(up, chain, log),
+        None => local_config(up, chain, log),
+    };
+    let config = Config::parse("count.toml", &text, registry).unwrap();
     let gateway = Gateway::build(&config, registry, None).unwrap();
     let sample = run_n(&gateway, local_requests()).await;
     println!(

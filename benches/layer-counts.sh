@@ -4,6 +4,9 @@
 #
 #   benches/layer-counts.sh [LAYER...]     # default: every layer; needs valgrind
 #
+# PROXIED=1: the layer in front of the bench's upstream over loopback instead (the upstream's own
+# instructions included).
+#
 # Each app (bare, then each layer alone) runs twice under callgrind, with N1 and N2 requests
 # (CHAIN_COUNT, see benches/chain.rs); (total₂ − total₁) / (N2 − N1) is its cost per request, setup
 # and warm-up cancelled out. Built with `cargo build --profile profiling --bench chain` (line tables,
@@ -19,7 +22,7 @@ bin=$(ls -t target/profiling/deps/chain-* | grep -v '\.d$' | head -1)
 layers=("$@")
 [ ${#layers[@]} -eq 0 ] && layers=(request_id cors ip_filter rate_limit basic_auth rewrite redirect headers.replace)
 total() { # name n
-  CHAIN_COUNT=$1 CHAIN_LOCAL_REQUESTS=$2 valgrind --tool=callgrind --callgrind-out-file="$OUT/$1.$2.cg" \
+  env CHAIN_COUNT="$1" CHAIN_LOCAL_REQUESTS="$2" ${PROXIED:+CHAIN_COUNT_PROXIED=1} valgrind --tool=callgrind --callgrind-out-file="$OUT/$1.$2.cg" \
     "$bin" --bench >/dev/null 2>"$OUT/$1.$2.err"
   grep -h '^summary:\|^totals:' "$OUT/$1.$2.cg" | tail -1 | awk '{print $2}'
 }

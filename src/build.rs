@@ -202,11 +202,9 @@ impl Gateway {
             let prefix = route.path.trim_end_matches('/');
             let mount: Option<Arc<str>> =
                 (wants_mount(&route.app) && !prefix.is_empty()).then(|| prefix.into());
-            // Only an access log reads the router's panic signal; any middleware, or a handler (an
-            // embedder's may read it too), counts as a reader: an upstream alone does not.
-            let panic_signal = config.apps.get(route.app.as_str()).is_none_or(|a| {
-                !a.middlewares.is_empty() || matches!(a.endpoint, EndpointConfig::Handler(_))
-            });
+            // Only an access log reads the router's panic signal, but any layer or handler of an
+            // embedder's may: the app's own answer.
+            let panic_signal = app.reads_tags();
             // The route as the metrics name it: its host, if it has one, and its path.
             let label = match &route.host {
                 HostMatch::Any => route.path.clone(),
@@ -245,12 +243,12 @@ impl Gateway {
             .map(|(manager, _)| manager.challenges());
         let mut entries = HashMap::with_capacity(config.listeners.len());
         // A `request_id` in a listener's chain tags requests if any app may read the id.
-        let apps_read_request_id = apps.values().any(AppService::reads_request_id);
+        let apps_read_tags = apps.values().any(AppService::reads_tags);
         for l in &config.listeners {
             let table = tables.remove(l.name.as_str()).unwrap_or_default();
             let router = Router::new(table, &l.name)
                 .into_service()
-                .with_request_id_read(apps_read_request_id);
+                .with_tags_read(apps_read_tags);
             if let Some(chain) = resolve(&l.middlewares, &middlewares) {
                 let mut entry = chain::build(chain.into_iter(), router);
                 if let (Some(challenges), None) = (http01, &l.tls) {

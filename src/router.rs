@@ -53,8 +53,9 @@ pub struct RouteTarget {
     /// request. `None` for upstreams, which pay nothing for it, and for a route at `/`.
     pub mount: Option<Arc<str>>,
     /// Whether something in the app may read a [`PanicSignal`] (an access log in its chain, a
-    /// handler of the embedder's): the router then attaches one to each request, two allocations.
-    /// An upstream with no middlewares has no reader: its requests go without.
+    /// layer or handler of the embedder's: [`AppService::reads_tags`](crate::AppService::reads_tags)):
+    /// the router then attaches one to each request, two allocations. An app of parapet's own
+    /// layers and endpoints but for `access_log` and `errors` has no reader: its requests go without.
     pub panic_signal: bool,
 }
 

@@ -66,9 +66,9 @@ where
 #[derive(Clone)]
 pub struct AppService {
     inner: Kind,
-    /// Whether something in it may read the `RequestId` a `request_id` layer outside puts in a
-    /// request's extensions ([`AppService::reads_request_id`]).
-    reads_request_id: bool,
+    /// Whether something in it may read the tags outer layers put in a request's extensions for
+    /// readers inside ([`AppService::reads_tags`]).
+    reads_tags: bool,
 }
 
 #[derive(Clone)]
@@ -98,7 +98,7 @@ impl AppService {
     {
         Self {
             inner: Kind::Erased(Arc::new(Shared(service))),
-            reads_request_id: true,
+            reads_tags: true,
         }
     }
 
@@ -110,37 +110,38 @@ impl AppService {
     {
         Self {
             inner: Kind::Erased(Arc::new(FnService(f))),
-            reads_request_id: true,
+            reads_tags: true,
         }
     }
 
-    /// Whether something in this service may read the
-    /// [`RequestId`](parapet_middlewares::request_id::RequestId) that a `request_id` layer outside
-    /// it puts in the request's extensions. True unless said otherwise
-    /// ([`AppService::reads_no_request_id`]): a service of unknown make may read it.
-    pub fn reads_request_id(&self) -> bool {
-        self.reads_request_id
+    /// Whether something in this service may read the tags that layers outside it put in a
+    /// request's extensions only for readers inside: a `request_id` layer's
+    /// [`RequestId`](parapet_middlewares::request_id::RequestId), the router's
+    /// [`PanicSignal`](parapet_middlewares::host::PanicSignal). True unless said otherwise
+    /// ([`AppService::reads_no_tags`]): a service of unknown make may read them.
+    pub fn reads_tags(&self) -> bool {
+        self.reads_tags
     }
 
-    /// This service, known to read no `RequestId` from a request's extensions: a `request_id` layer
-    /// around it leaves the extension out, and the request is spared its box and map insert. For
-    /// endpoints and layers that do not read it (parapet's own, but for `access_log` and
+    /// This service, known to read none of those tags: a `request_id` layer around it leaves its
+    /// extension out, and so does the router, and the request is spared their boxes and map
+    /// inserts. For endpoints and layers that read neither (parapet's own, but for `access_log` and
     /// `errors`).
-    pub fn reads_no_request_id(self) -> Self {
-        self.with_request_id_read(false)
+    pub fn reads_no_tags(self) -> Self {
+        self.with_tags_read(false)
     }
 
-    /// This service with its [`AppService::reads_request_id`] set to `reads`.
-    pub(crate) fn with_request_id_read(mut self, reads: bool) -> Self {
-        self.reads_request_id = reads;
+    /// This service with its [`AppService::reads_tags`] set to `reads`.
+    pub(crate) fn with_tags_read(mut self, reads: bool) -> Self {
+        self.reads_tags = reads;
         self
     }
 
     /// This service inside `step`: the step becomes the outermost of the run this service starts
-    /// with, or of a new run around it. Whether it reads a request id is the inner service's answer
-    /// (the step's own is its middleware's to add, see `crate::chain`).
+    /// with, or of a new run around it. Whether it reads tags is the inner service's answer (the
+    /// step's own is its middleware's to add, see `crate::chain`).
     pub fn with_step(self, step: Arc<dyn Step>) -> Self {
-        let reads_request_id = self.reads_request_id;
+        let reads_tags = self.reads_tags;
         let run = match self.inner {
             Kind::Run(run) => Run {
                 steps: std::iter::once(step)
@@ -155,7 +156,7 @@ impl AppService {
         };
         Self {
             inner: Kind::Run(Arc::new(run)),
-            reads_request_id,
+            reads_tags,
         }
     }
 

@@ -31,10 +31,7 @@ pub(super) fn register(registry: &mut Registry) {
             ))
         })
         .register_middleware_kind("cors", cors, no_check, |c: &CorsConfig, _| {
-            Ok(
-                Middleware::from_guard(CorsLayer::new(c.clone()).guard().clone())
-                    .reads_no_request_id(),
-            )
+            Ok(Middleware::from_guard(CorsLayer::new(c.clone()).guard().clone()).reads_no_tags())
         })
         .register_middleware_kind("ip_filter", ip_filter, no_check, |f: &IpFilter, _| {
             Ok(Middleware::from_guard(
@@ -42,7 +39,7 @@ pub(super) fn register(registry: &mut Registry) {
                     .guard()
                     .clone(),
             )
-            .reads_no_request_id())
+            .reads_no_tags())
         })
         .register_middleware_kind(
             "rate_limit",
@@ -53,7 +50,7 @@ pub(super) fn register(registry: &mut Registry) {
                 Ok(Middleware::from_guard(
                     RateLimitLayer::shared(&at.key, r.clone()).guard().clone(),
                 )
-                .reads_no_request_id())
+                .reads_no_tags())
             },
         )
         .register_middleware_kind(
@@ -64,7 +61,7 @@ pub(super) fn register(registry: &mut Registry) {
                 let users = read_users(&b.users).map_err(|e| vec![e])?;
                 Ok(
                     basic_auth_middleware(BasicAuthLayer::new(&b.realm, users, b.forward))
-                        .reads_no_request_id(),
+                        .reads_no_tags(),
                 )
             },
         )
@@ -73,7 +70,7 @@ pub(super) fn register(registry: &mut Registry) {
             forward_auth,
             no_check,
             |f: &ForwardAuthConfig, _| {
-                Ok(Middleware::from_layer(ForwardAuthLayer::new(f.clone())).reads_no_request_id())
+                Ok(Middleware::from_layer(ForwardAuthLayer::new(f.clone())).reads_no_tags())
             },
         )
         .register_middleware_kind("rewrite", rewrite, no_check, |r: &Rewrite, at| {
@@ -95,11 +92,11 @@ pub(super) fn register(registry: &mut Registry) {
                 (None, Some(path)) => Middleware::from_guard(path.guard().clone()),
                 (None, None) => return Err(vec![at.error("a rewrite needs `path` or `redirect`")]),
             }
-            .reads_no_request_id())
+            .reads_no_tags())
         })
         .register_middleware_kind("redirect", redirect, no_check, |r: &Redirect, at| {
             let regex = Regex::new(&r.regex).map_err(|e| vec![at.error(e.to_string())])?;
-            Ok(Middleware::from_guard(r.layer(regex).guard().clone()).reads_no_request_id())
+            Ok(Middleware::from_guard(r.layer(regex).guard().clone()).reads_no_tags())
         });
 }
 

@@ -26,12 +26,12 @@ pub(super) fn register(registry: &mut Registry) {
     registry
         .register_middleware_kind("access_log", access_log, check_access_log, build_access_log)
         .register_middleware_kind("body_limit", body_limit, no_check, |b: &BodyLimit, _| {
-            Ok(Middleware::from_layer(BodyLimitLayer::new(b.max_size)).reads_no_request_id())
+            Ok(Middleware::from_layer(BodyLimitLayer::new(b.max_size)).reads_no_tags())
         })
         .register_middleware_kind("compress", compress, no_check, |c: &CompressConfig, _| {
             Ok(
                 Middleware::from_interceptor(CompressLayer::new(c.clone()).interceptor().clone())
-                    .reads_no_request_id(),
+                    .reads_no_tags(),
             )
         })
         .register_middleware_kind("errors", errors, check_errors, build_errors)
@@ -41,7 +41,7 @@ pub(super) fn register(registry: &mut Registry) {
                     .interceptor()
                     .clone(),
             )
-            .reads_no_request_id())
+            .reads_no_tags())
         });
     super::catalogue::register(registry);
 }

@@ -32,22 +32,22 @@ impl Registry {
 pub fn register(registry: &mut Registry) {
     registry
         .register_handler_kind("respond", respond::parse, no_check, |r, _| {
-            Ok(r.service().reads_no_request_id())
+            Ok(r.service().reads_no_tags())
         })
         .register_handler_kind(
             "static",
             static_files::parse,
             static_files::check,
-            |s, _| Ok(s.value.service().reads_no_request_id()),
+            |s, _| Ok(s.value.service().reads_no_tags()),
         )
         .register_handler_kind("redirect", redirect::parse, no_check, |r, _| {
-            Ok(r.service().reads_no_request_id())
+            Ok(r.service().reads_no_tags())
         })
         .register_handler_kind(
             "echo",
             |_| Some(()),
             no_check,
-            |_, _| Ok(echo::service().reads_no_request_id()),
+            |_, _| Ok(echo::service().reads_no_tags()),
         );
     wsgi::register(registry);
     middlewares::register(registry);

@@ -26,8 +26,8 @@ pub struct Middleware {
     parts: Arc<[Part]>,
 }
 
-/// A part of a middleware, with whether it may read the `RequestId` a `request_id` layer outside
-/// puts in the request's extensions (see [`Middleware::reads_no_request_id`]).
+/// A part of a middleware, with whether it may read the tags outer layers put in a request's
+/// extensions for readers inside (see [`Middleware::reads_no_tags`]).
 #[derive(Clone)]
 enum Part {
     Wrap(Arc<dyn Fn(AppService) -> AppService + Send + Sync>, bool),
@@ -96,7 +96,7 @@ impl Middleware {
     }
 
     /// A `request_id` layer's interceptor: it puts the id in the request's extensions only where
-    /// something inside it may read it there ([`AppService::reads_request_id`]), which spares
+    /// something inside it may read it there ([`AppService::reads_tags`]), which spares
     /// every other request a box and a map insert.
     pub fn from_request_ids(ids: RequestIds) -> Middleware {
         Middleware {
@@ -107,10 +107,11 @@ impl Middleware {
         }
     }
 
-    /// This middleware, known not to read the `RequestId` a `request_id` layer outside it puts in
-    /// a request's extensions. Any middleware not said to is taken to read it (an embedder's may):
-    /// parapet's own say so, but for `access_log` and `errors`, which log the id.
-    pub fn reads_no_request_id(self) -> Middleware {
+    /// This middleware, known not to read the tags layers outside it put in a request's extensions
+    /// for readers inside ([`AppService::reads_tags`]: a `request_id`'s id, the router's panic
+    /// signal). Any middleware not said to is taken to read them (an embedder's may): parapet's own
+    /// say so, but for `access_log` and `errors`, which log them.
+    pub fn reads_no_tags(self) -> Middleware {
         let parts: Vec<Part> = self
             .parts
             .iter()
@@ -141,12 +142,12 @@ impl Middleware {
     /// Wraps `inner` in this middleware.
     pub fn wrap(&self, inner: AppService) -> AppService {
         self.parts.iter().rev().fold(inner, |inner, part| {
-            let inside = inner.reads_request_id();
+            let inside = inner.reads_tags();
             match part {
-                Part::Wrap(wrap, reads) => wrap(inner).with_request_id_read(inside || *reads),
+                Part::Wrap(wrap, reads) => wrap(inner).with_tags_read(inside || *reads),
                 Part::Step(step, reads) => inner
                     .with_step(Arc::clone(step))
-                    .with_request_id_read(inside || *reads),
+                    .with_tags_read(inside || *reads),
                 Part::RequestId { tagging, plain } => {
                     inner.with_step(Arc::clone(if inside { tagging } else { plain }))
                 }
@@ -203,7 +204,7 @@ mod tests {
 
     /// A step that reads nothing, said to.
     fn plain_step() -> Middleware {
-        Middleware::from_interceptor(noop()).reads_no_request_id()
+        Middleware::from_interceptor(noop()).reads_no_tags()
     }
 
     async fn tagged(app: AppService) -> String {
@@ -220,20 +221,20 @@ mod tests {
             "yes"
         );
         // One that says it does not is spared the extension, through layers that read nothing.
-        let quiet = endpoint().reads_no_request_id();
+        let quiet = endpoint().reads_no_tags();
         assert_eq!(
             tagged(build([&request_id()].into_iter(), quiet.clone())).await,
             "no"
         );
         let chain = [request_id(), plain_step()];
         let app = build(chain.iter(), quiet.clone());
-        assert!(!app.reads_request_id());
+        assert!(!app.reads_tags());
         assert_eq!(tagged(app).await, "no");
         // A layer of unknown make inside counts as a reader.
         let unknown = Middleware::from_interceptor(noop());
         let chain = [request_id(), plain_step(), unknown];
         let app = build(chain.iter(), quiet);
-        assert!(app.reads_request_id());
+        assert!(app.reads_tags());
         // (It reads nothing in fact, so the endpoint shows the extension passed through.)
         assert_eq!(tagged(app).await, "yes");
     }

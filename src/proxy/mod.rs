@@ -275,7 +275,7 @@ impl Upstream {
             let upstream = Arc::clone(&upstream);
             Box::pin(NeverFails::new(upstream.forward(req)))
         })
-        .reads_no_request_id()
+        .reads_no_tags()
     }
 
     /// Proxies one request: the four phases of the module docs, the first three again on another

@@ -134,7 +134,7 @@ fn check(w: &Located<Wsgi>, _: &Location) -> Vec<ConfigError> {
 #[cfg(feature = "wsgi")]
 fn build(w: &Located<Wsgi>, _: &Location) -> Result<crate::AppService, Vec<ConfigError>> {
     python::app(&w.value)
-        .map(|app| app.service().reads_no_request_id())
+        .map(|app| app.service().reads_no_tags())
         .map_err(|e| vec![w.at.error(e)])
 }
 
