@@ -73,8 +73,31 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 /// field before a message is forwarded and, for each connection-option in this field, remove any
 /// header or trailer field(s) from the message with the same name").
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    remove_hop_by_hop_noting(headers);
+}
+
+/// Which of the forwarding headers a message may have ([`remove_hop_by_hop_noting`]): a bit unset is
+/// a header surely absent, which then costs no lookup.
+#[derive(Clone, Copy, Debug, Default)]
+struct Forwarding(u8);
+
+impl Forwarding {
+    const FOR: u8 = 1;
+    const PROTO: u8 = 1 << 1;
+    const HOST: u8 = 1 << 2;
+    const FORWARDED: u8 = 1 << 3;
+    const REAL_IP: u8 = 1 << 4;
+
+    fn may_have(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
+}
+
+/// [`remove_hop_by_hop`], noting on the way which forwarding headers the message had.
+fn remove_hop_by_hop_noting(headers: &mut HeaderMap) -> Forwarding {
     // One pass over the names first: most messages have none of these, and then cost no lookup.
     let mut connection = false;
+    let mut forwarding = 0u8;
     // Bit i: `HOP_BY_HOP[i]` is present (only those are looked up again to be removed).
     let mut hop = 0u8;
     let mut proxy = false;
@@ -88,6 +111,11 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             "transfer-encoding" => hop |= 1 << 3,
             "upgrade" => hop |= 1 << 4,
             "keep-alive" => hop |= 1 << 5,
+            "x-forwarded-for" => forwarding |= Forwarding::FOR,
+            "x-forwarded-proto" => forwarding |= Forwarding::PROTO,
+            "x-forwarded-host" => forwarding |= Forwarding::HOST,
+            "forwarded" => forwarding |= Forwarding::FORWARDED,
+            "x-real-ip" => forwarding |= Forwarding::REAL_IP,
             other => proxy |= other.starts_with("proxy-"),
         }
     }
@@ -109,6 +137,8 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+    // A header the `Connection` line named is gone now: its bit, still set, costs only a lookup.
+    Forwarding(forwarding)
 }
 
 /// An upstream built from its config: its servers (each with its state and connection pool), its
@@ -280,7 +310,7 @@ impl Upstream {
 
     /// Proxies one request: the four phases of the module docs, the first three again on another
     /// server when a retry is allowed (docs/config.md, "Retries").
-    async fn forward(self: Arc<Self>, req: Request) -> Response {
+    async fn forward(self: Arc<Self>, mut req: Request) -> Response {
         let mut tried = 0u64;
         let mut retries = 0u32;
         // The request, kept only when a retry may send it again: an idempotent one whose body is
@@ -288,44 +318,41 @@ impl Upstream {
         let mut replay: Option<Replay> = None;
         // Whether a layer outside (the access log) will read which server answered.
         let wanted = req.extensions().get::<UpstreamResponseWanted>().is_some();
-        let mut pending = req;
         let mut from: Option<usize> = None;
         self.deposit();
+        // `req` is rewritten in place and moved only into the send: a request is large, and each
+        // move of it a copy. A retry puts the request to send next back in it.
         loop {
-            let index = self.choose_server(&pending, tried);
+            let index = self.choose_server(&req, tried);
             tried |= 1u64 << (index % 64);
             let chosen = self.chosen(index);
-            let req = match from {
+            match from {
                 // The request was made for another server: rebased on this one's path.
-                Some(prev) => rebase(pending, &self.config.servers[prev], chosen.server),
-                // Rewritten in place: a request is large, and each move of it a copy.
+                Some(prev) => rebase(&mut req, &self.config.servers[prev], chosen.server),
                 None => {
-                    let mut req = pending;
                     if let Err(err) =
                         upstream_request(chosen.server, &mut req, chosen.pool.may_h2())
                     {
                         return err.into_response();
                     }
-                    req
                 }
-            };
+            }
             // Kept only where a retry can go to another server: the copy is the one cost retries add
             // to a request that needs none.
-            let req = if replay.is_none() && self.config.retries > 0 && self.servers.len() > 1 {
+            if replay.is_none() && self.config.retries > 0 && self.servers.len() > 1 {
                 match self.replayable(&req) {
-                    Replayable::No => req,
+                    Replayable::No => {}
                     Replayable::Bodiless => {
                         replay = Some(Replay {
                             head: head_of(&req),
                             body: None,
                             made_for: index,
                         });
-                        req
                     }
                     Replayable::Buffered => {
                         // Read whole (at most `REPLAY_BODY_LIMIT`, its length said so), under the
                         // client's `server.body_timeout` as when streamed.
-                        let (parts, body) = req.into_parts();
+                        let body = std::mem::take(req.body_mut());
                         // Boxed: rare, and large (see `ServerPool::connect`).
                         let bytes = match Box::pin(http_body_util::BodyExt::collect(body)).await {
                             Ok(collected) => collected.to_bytes(),
@@ -334,18 +361,15 @@ impl Upstream {
                                 return self.gateway_error(&chosen, failure).into_response();
                             }
                         };
-                        let req = http::Request::from_parts(parts, Body::from(bytes.clone()));
+                        *req.body_mut() = Body::from(bytes.clone());
                         replay = Some(Replay {
                             head: head_of(&req),
                             body: Some(bytes),
                             made_for: index,
                         });
-                        req
                     }
                 }
-            } else {
-                req
-            };
+            }
             // Counted until the head arrives, or the request is dropped (the client gone).
             let in_flight = self
                 .balancer
@@ -379,7 +403,7 @@ impl Upstream {
                         if let Some(replay) = &replay {
                             if self.withdraw() {
                                 tracing::info!(upstream = %self.config.name, server = %chosen.name, status, "retrying on another server");
-                                pending = replay.rebuild();
+                                req = replay.rebuild();
                                 from = Some(replay.made_for);
                                 retries += 1;
                                 chosen.state.stats.retried();
@@ -423,7 +447,7 @@ impl Upstream {
                     // load, so outside the budget.
                     if let (true, Some(unsent), Some(_)) = (more, unsent, why) {
                         tracing::info!(upstream = %self.config.name, server = %chosen.name, why, "request never reached the server: trying another");
-                        pending = unsent;
+                        req = unsent;
                         from = Some(index);
                         retries += 1;
                         chosen.state.stats.retried();
@@ -439,7 +463,7 @@ impl Upstream {
                         if let Some(replay) = &replay {
                             if self.withdraw() {
                                 tracing::info!(upstream = %self.config.name, server = %chosen.name, why, "retrying on another server");
-                                pending = replay.rebuild();
+                                req = replay.rebuild();
                                 from = Some(replay.made_for);
                                 retries += 1;
                                 chosen.state.stats.retried();
@@ -786,7 +810,7 @@ struct HostIsServers;
 
 /// A request made for server `from` ([`upstream_request`]) made for server `to`: the same unless
 /// their base paths differ, or its `Host` was `from`'s own ([`HostIsServers`]).
-fn rebase(mut req: Request, from: &UpstreamServer, to: &UpstreamServer) -> Request {
+fn rebase(req: &mut Request, from: &UpstreamServer, to: &UpstreamServer) {
     if req.extensions().get::<HostIsServers>().is_some() {
         if let Ok(host) = HeaderValue::from_str(to.authority.as_str()) {
             req.headers_mut().insert(header::HOST, host);
@@ -799,7 +823,6 @@ fn rebase(mut req: Request, from: &UpstreamServer, to: &UpstreamServer) -> Reque
             *req.uri_mut() = uri;
         }
     }
-    req
 }
 
 /// A request in flight to a server (`least_requests`), until its response head or its drop.
@@ -935,7 +958,7 @@ fn upstream_request(
     } else {
         None
     };
-    remove_hop_by_hop(headers);
+    let forwarding = remove_hop_by_hop_noting(headers);
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
@@ -943,7 +966,14 @@ fn upstream_request(
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, upgrade);
     }
-    set_forwarded(headers, peer, peer_trusted, original_host.as_ref(), tls);
+    set_forwarded(
+        headers,
+        peer,
+        peer_trusted,
+        original_host.as_ref(),
+        tls,
+        forwarding,
+    );
     match original_host {
         Some(host) => {
             headers.insert(header::HOST, host);
@@ -1040,15 +1070,19 @@ fn set_forwarded(
     peer_trusted: bool,
     host: Option<&HeaderValue>,
     tls: bool,
+    had: Forwarding,
 ) {
     if let Some(peer) = peer {
         // The address is formatted on the stack: the header value is the only allocation.
         let mut buf = [0u8; 64];
         let ip = parapet_middlewares::ip::format(peer.to_canonical(), &mut buf).as_bytes();
-        let mut prior = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
-        let value = if !peer_trusted || prior.peek().is_none() {
+        let value = if !peer_trusted
+            || !had.may_have(Forwarding::FOR)
+            || !headers.contains_key(&X_FORWARDED_FOR)
+        {
             HeaderValue::from_bytes(ip).ok()
         } else {
+            let prior = headers.get_all(&X_FORWARDED_FOR).iter();
             let mut joined = Vec::with_capacity(64);
             for v in prior {
                 joined.extend_from_slice(v.as_bytes());
@@ -1061,27 +1095,53 @@ fn set_forwarded(
             Some(value) => headers.insert(X_FORWARDED_FOR.clone(), value),
             None => headers.remove(&X_FORWARDED_FOR),
         };
-    } else if !peer_trusted {
+    } else if !peer_trusted && had.may_have(Forwarding::FOR) {
         headers.remove(&X_FORWARDED_FOR);
     }
-    if !peer_trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
+    // A trusted proxy's value is kept, if it sent one.
+    let keep = |headers: &HeaderMap, bit, name: &HeaderName| {
+        peer_trusted && had.may_have(bit) && headers.contains_key(name)
+    };
+    if !keep(headers, Forwarding::PROTO, &X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO.clone(), client_scheme(tls));
     }
-    if !peer_trusted || !headers.contains_key(&X_FORWARDED_HOST) {
+    if !keep(headers, Forwarding::HOST, &X_FORWARDED_HOST) {
         match host {
-            Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host.clone()),
-            None => headers.remove(&X_FORWARDED_HOST),
-        };
+            Some(host) => {
+                headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+            }
+            None if had.may_have(Forwarding::HOST) => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+            None => {}
+        }
     }
     if !peer_trusted {
-        headers.remove(header::FORWARDED);
-        headers.remove(&X_REAL_IP);
+        if had.may_have(Forwarding::FORWARDED) {
+            headers.remove(header::FORWARDED);
+        }
+        if had.may_have(Forwarding::REAL_IP) {
+            headers.remove(&X_REAL_IP);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`set_forwarded`] after the hop-by-hop pass that notes which forwarding headers there are,
+    /// as [`upstream_request`] calls it.
+    fn noted_forwarded(
+        headers: &mut HeaderMap,
+        peer: Option<IpAddr>,
+        peer_trusted: bool,
+        host: Option<&HeaderValue>,
+        tls: bool,
+    ) {
+        let had = remove_hop_by_hop_noting(headers);
+        set_forwarded(headers, peer, peer_trusted, host, tls, had);
+    }
 
     #[test]
     fn hop_by_hop_headers_and_connection_named_ones_are_removed() {
@@ -1109,7 +1169,7 @@ mod tests {
         h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
         h.append("x-forwarded-for", HeaderValue::from_static("2.2.2.2"));
         let host = HeaderValue::from_static("example.com");
-        set_forwarded(
+        noted_forwarded(
             &mut h,
             Some("10.0.0.9".parse().unwrap()),
             true,
@@ -1122,6 +1182,23 @@ mod tests {
     }
 
     #[test]
+    fn a_forwarding_header_the_connection_line_named_is_gone_before_it_is_added_to() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("x-forwarded-for, x-forwarded-proto"),
+        );
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert("x-forwarded-host", HeaderValue::from_static("kept.example"));
+        noted_forwarded(&mut h, Some("10.0.0.9".parse().unwrap()), true, None, false);
+        // From a trusted proxy: what it sent is kept, but for what it named as hop-by-hop.
+        assert_eq!(h["x-forwarded-for"], "10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "kept.example");
+    }
+
+    #[test]
     fn forwarding_headers_from_an_untrusted_peer_are_replaced() {
         let mut h = HeaderMap::new();
         h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
@@ -1131,7 +1208,7 @@ mod tests {
         h.insert("forwarded", HeaderValue::from_static("for=1.1.1.1"));
         h.insert("x-real-ip", HeaderValue::from_static("1.1.1.1"));
         let host = HeaderValue::from_static("example.com");
-        set_forwarded(
+        noted_forwarded(
             &mut h,
             Some("::ffff:10.0.0.9".parse().unwrap()),
             false,
@@ -1153,7 +1230,7 @@ mod tests {
         h.insert("x-forwarded-host", HeaderValue::from_static("www.example"));
         h.insert("forwarded", HeaderValue::from_static("for=1.1.1.1"));
         h.insert("x-real-ip", HeaderValue::from_static("1.1.1.1"));
-        set_forwarded(&mut h, Some("10.0.0.9".parse().unwrap()), true, None, false);
+        noted_forwarded(&mut h, Some("10.0.0.9".parse().unwrap()), true, None, false);
         assert_eq!(h["x-forwarded-for"], "10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "www.example");
