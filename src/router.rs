@@ -82,9 +82,9 @@ impl std::fmt::Debug for RouteTarget {
 
 /// What [`Router::dispatch`] decided for a request.
 pub enum Dispatch {
-    /// Give this request to this app, counted in these stats; with a [`PanicSignal`] if `true`
-    /// (see [`RouteTarget::panic_signal`]).
-    App(AppService, Request, Arc<RouteStats>, bool),
+    /// Give the request (as `dispatch` left it) to this app, counted in these stats; with a
+    /// [`PanicSignal`] if `true` (see [`RouteTarget::panic_signal`]).
+    App(AppService, Arc<RouteStats>, bool),
     /// parapet answers itself: no route matched, or the request is refused.
     Answer(Response),
 }
@@ -113,8 +113,10 @@ impl Router {
         AppService::from_fn(move |req| Box::pin(self.route(req)))
     }
 
-    /// The app for `req` and the request to give it, or the response parapet answers itself.
-    pub fn dispatch(&self, mut req: Request) -> Dispatch {
+    /// The app for `req`, which is made ready for it in place (its prefix stripped, its mount
+    /// point noted), or the response parapet answers itself. In place: a request is large, and
+    /// each move of it a copy.
+    pub fn dispatch(&self, req: &mut Request) -> Dispatch {
         if req.method() == Method::CONNECT {
             return Dispatch::Answer(
                 GatewayError::new(GatewayErrorKind::MethodNotAllowed)
@@ -157,7 +159,7 @@ impl Router {
                 *req.uri_mut() = uri;
             }
         }
-        Dispatch::App(app, req, Arc::clone(&target.stats), target.panic_signal)
+        Dispatch::App(app, Arc::clone(&target.stats), target.panic_signal)
     }
 }
 
@@ -177,10 +179,10 @@ impl tower::Service<Request> for Router {
 
 impl Router {
     /// Routes `req`: the app's response, or parapet's own.
-    pub fn route(&self, req: Request) -> RouterFuture {
+    pub fn route(&self, mut req: Request) -> RouterFuture {
         let started = Instant::now();
-        match self.dispatch(req) {
-            Dispatch::App(app, mut req, stats, panic_signal) => {
+        match self.dispatch(&mut req) {
+            Dispatch::App(app, stats, panic_signal) => {
                 let signal = panic_signal.then(|| PanicSignal::attach(&mut req));
                 RouterFuture::App {
                     fut: app.start(req),
