@@ -110,7 +110,7 @@ impl Router {
     /// This router as a listener's service: called without a clone of the router or tower's
     /// readiness round per request (a router is always ready).
     pub fn into_service(self) -> AppService {
-        AppService::from_fn(move |req| Box::pin(self.route(req)))
+        AppService::from_fn(move |req| crate::service::boxed_in_place(|| self.route(req)))
     }
 
     /// The app for `req`, which is made ready for it in place (its prefix stripped, its mount

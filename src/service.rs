@@ -463,11 +463,26 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F> NeverFails<F> {
-    /// Wraps `fut`.
-    pub(crate) fn new(fut: F) -> Self {
-        Self { fut }
+impl<F: Future<Output = Response> + Send + 'static> NeverFails<F> {
+    /// The future `make` makes, wrapped and boxed as an app's ([`boxed_in_place`]).
+    #[inline(always)]
+    pub(crate) fn boxed(make: impl FnOnce() -> F) -> AppFuture {
+        boxed_in_place(move || NeverFails { fut: make() })
     }
+}
+
+/// The future `make` makes, boxed as an app's: the box is allocated first and the future made in
+/// it, where `Box::pin(make())` makes it on the stack and then copies it into the box, its whole
+/// size (a proxied request's future is kibibytes), on every request.
+#[inline(always)]
+pub(crate) fn boxed_in_place<F>(make: impl FnOnce() -> F) -> AppFuture
+where
+    F: Future<Output = Result<Response, Infallible>> + Send + 'static,
+{
+    let mut slot = Box::<F>::new_uninit();
+    slot.write(make());
+    // SAFETY: written just above.
+    Box::into_pin(unsafe { slot.assume_init() })
 }
 
 impl<F: Future<Output = Response>> Future for NeverFails<F> {

@@ -303,7 +303,7 @@ impl Upstream {
         let upstream = Arc::clone(self);
         AppService::from_fn(move |req| {
             let upstream = Arc::clone(&upstream);
-            Box::pin(NeverFails::new(upstream.forward(req)))
+            NeverFails::boxed(move || upstream.forward(req))
         })
         .reads_no_tags()
     }

@@ -261,7 +261,10 @@ fn load(settings: &Wsgi) -> Result<WsgiApp, String> {
 impl WsgiApp {
     /// The service handing each request to the app's threads.
     pub(super) fn service(self: Arc<Self>) -> AppService {
-        AppService::from_fn(move |req| Box::pin(NeverFails::new(Arc::clone(&self).handle(req))))
+        AppService::from_fn(move |req| {
+            let app = Arc::clone(&self);
+            NeverFails::boxed(move || app.handle(req))
+        })
     }
 
     async fn handle(self: Arc<Self>, req: Request) -> Response {
