@@ -148,7 +148,9 @@ async fn request_id_outside_a_combined_log_ends_its_lines_with_the_id() {
 
 /// A `request_id` puts the id in the request's extensions only where something inside may read it:
 /// here an access log in the app, inside the listener's `request_id` and a `cors` that reads
-/// nothing; the app beside it, an upstream alone, gets the header and no extension.
+/// nothing, still logs it; the app beside it, an upstream alone, still gets the header. (That the
+/// extension is left out where nothing reads it is `src/chain`'s unit test: it cannot be seen over a
+/// socket.)
 #[tokio::test]
 async fn request_id_in_the_listener_reaches_a_log_in_an_app_through_layers_that_read_nothing() {
     let up = echoing_upstream().await;
