@@ -80,7 +80,10 @@ impl Default for CorsConfig {
 #[derive(Debug)]
 struct Rules {
     any_origin: bool,
-    origins: Vec<String>,
+    /// The allowed origins, each with its header value made once: an origin sent exactly as
+    /// configured is echoed with a copy of that value (shared bytes, no allocation) rather than of
+    /// the request's.
+    origins: Vec<(String, Option<HeaderValue>)>,
     any_method: bool,
     methods: Option<HeaderValue>,
     any_header: bool,
@@ -102,6 +105,14 @@ fn joined(list: &[String]) -> Option<HeaderValue> {
     HeaderValue::from_str(&items.join(", ")).ok()
 }
 
+/// `text` as a header value whose copies share its bytes: the first copy of a value made from a
+/// `Vec` allocates the shared count, so it is made here, once, not on a request.
+fn shared_value(text: &str) -> Option<HeaderValue> {
+    let value = HeaderValue::from_str(text).ok()?;
+    drop(value.clone());
+    Some(value)
+}
+
 /// The interceptor behind [`CorsLayer`].
 #[derive(Clone, Debug)]
 pub struct Cors {
@@ -113,18 +124,29 @@ pub struct Cors {
 pub enum Seen {
     /// No `Origin`, or one not allowed: only `Vary`.
     NoCors,
-    /// An allowed origin.
+    /// An allowed origin: the `Access-Control-Allow-Origin` value to send.
     Allowed(HeaderValue),
 }
 
 impl Cors {
-    fn allowed(&self, origin: &HeaderValue) -> bool {
+    /// The `Access-Control-Allow-Origin` value for a request from `origin`, or `None` if that
+    /// origin is not allowed. The value is the request's origin byte for byte (the Fetch standard
+    /// compares it so), or `*` for any origin without credentials.
+    fn allowed(&self, origin: &HeaderValue) -> Option<HeaderValue> {
         let rules = &self.rules;
-        rules.any_origin
-            || rules
-                .origins
-                .iter()
-                .any(|o| o.as_bytes().eq_ignore_ascii_case(origin.as_bytes()))
+        if rules.any_origin && !rules.credentials {
+            return Some(HeaderValue::from_static("*"));
+        }
+        let listed = rules
+            .origins
+            .iter()
+            .find(|(o, _)| o.as_bytes().eq_ignore_ascii_case(origin.as_bytes()));
+        match listed {
+            Some((_, Some(value))) if value.as_bytes() == origin.as_bytes() => Some(value.clone()),
+            Some(_) => Some(origin.clone()),
+            None if rules.any_origin => Some(origin.clone()),
+            None => None,
+        }
     }
 
     /// Whether the answer depends on the origin (then `Vary: Origin`).
@@ -132,12 +154,7 @@ impl Cors {
         !self.rules.any_origin || self.rules.credentials
     }
 
-    fn allow_origin(&self, origin: &HeaderValue, headers: &mut HeaderMap) {
-        let value = if self.rules.any_origin && !self.rules.credentials {
-            HeaderValue::from_static("*")
-        } else {
-            origin.clone()
-        };
+    fn allow_origin(&self, value: HeaderValue, headers: &mut HeaderMap) {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
         if self.rules.credentials {
             headers.insert(
@@ -158,10 +175,10 @@ impl Cors {
         ] {
             add_vary(out, name);
         }
-        if !self.allowed(origin) {
+        let Some(allowed) = self.allowed(origin) else {
             return res;
-        }
-        self.allow_origin(origin, out);
+        };
+        self.allow_origin(allowed, out);
         let asked_method = req.headers().get(header::ACCESS_CONTROL_REQUEST_METHOD);
         let methods = match (rules.any_method, rules.credentials) {
             (true, false) => Some(HeaderValue::from_static("*")),
@@ -215,10 +232,9 @@ impl Guard for Cors {
         {
             return Err(self.preflight(req, origin));
         }
-        if self.allowed(origin) {
-            Ok(Seen::Allowed(origin.clone()))
-        } else {
-            Ok(Seen::NoCors)
+        match self.allowed(origin) {
+            Some(allowed) => Ok(Seen::Allowed(allowed)),
+            None => Ok(Seen::NoCors),
         }
     }
 
@@ -228,7 +244,7 @@ impl Guard for Cors {
             add_vary(headers, header::ORIGIN);
         }
         if let Seen::Allowed(origin) = seen {
-            self.allow_origin(&origin, headers);
+            self.allow_origin(origin, headers);
             if let Some(expose) = &self.rules.expose {
                 headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone());
             }
@@ -252,7 +268,7 @@ impl CorsLayer {
                 .origins
                 .iter()
                 .filter(|s| *s != "*")
-                .cloned()
+                .map(|s| (s.clone(), shared_value(s)))
                 .collect(),
             any_method: any(&config.methods),
             methods: joined(&config.methods),
@@ -388,6 +404,23 @@ mod tests {
         // The upstream's own header is left: the layer adds none for an origin it does not allow.
         assert!(res.headers().get("access-control-expose-headers").is_none());
         assert_eq!(res.headers()["vary"], "origin");
+    }
+
+    #[tokio::test]
+    async fn an_origin_allowed_in_another_case_is_echoed_as_the_request_sent_it() {
+        // Origins match without regard to case, but the browser compares the echoed value with its
+        // own byte for byte: the request's spelling is sent, not the configured one.
+        let c = config(&["https://App.example.com"], false);
+        for sent in ["https://app.example.com", "https://App.example.com"] {
+            let req = Request::get("/api")
+                .header("origin", sent)
+                .body(Body::empty())
+                .unwrap();
+            let res = call(c.clone(), req).await;
+            assert_eq!(res.headers()["access-control-allow-origin"], sent);
+            let res = call(c.clone(), preflight(sent)).await;
+            assert_eq!(res.headers()["access-control-allow-origin"], sent);
+        }
     }
 
     #[tokio::test]
