@@ -14,14 +14,75 @@
 //! - `a new key each check`: a flood of clients never seen, beyond the limiter's maximum of keys:
 //!   each check takes a shard's write lock to add its key, and shards are pruned as they fill.
 //!
+//! Then the limiter's memory under a flood: one thread checks twice [`MAX_KEYS`] clients never seen,
+//! whose buckets stay partly spent (so none is forgotten as full again: the worst case), and the heap
+//! the limiter holds afterwards is reported (counted by this bench's allocator, which
+//! counts only during that pass so as not to slow the timed ones), with the keys it kept: the bound
+//! the docs give, at most `MAX_KEYS` keys of about 100 bytes each.
+//!
 //! Under `cargo test` each scenario runs briefly, as a smoke test.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use parapet::{Body, ClientAddr};
-use parapet_middlewares::rate_limit::{Decision, Limiter, RateKey, RateLimitConfig};
+use parapet_middlewares::rate_limit::{Decision, Limiter, RateKey, RateLimitConfig, MAX_KEYS};
+
+/// Whether the allocator counts (only during the memory pass).
+static COUNTING: AtomicBool = AtomicBool::new(false);
+/// Bytes allocated and not freed while counting.
+static LIVE: AtomicI64 = AtomicI64::new(0);
+
+/// The system allocator, counting the bytes live while [`COUNTING`] is set.
+struct Counting;
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
+        }
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
+        }
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// The heap a limiter holds after a flood of `2 * MAX_KEYS` clients never seen, one thread:
+/// (bytes, keys kept). Everything the flood allocates and frees is counted; only the limiter's
+/// (made inside the counted pass) is still live at its end.
+fn flood_memory(config: &RateLimitConfig) -> (i64, usize) {
+    let mut req = request(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    LIVE.store(0, Ordering::Relaxed);
+    COUNTING.store(true, Ordering::SeqCst);
+    let limiter = Limiter::new(config.clone());
+    for i in 0..(2 * MAX_KEYS as u32) {
+        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | i)), 40000);
+        *req.extensions_mut().get_mut::<ClientAddr>().unwrap() = ClientAddr(addr);
+        limiter.check_request(&req);
+    }
+    COUNTING.store(false, Ordering::SeqCst);
+    let bytes = LIVE.load(Ordering::Relaxed);
+    let keys = limiter.keys();
+    // Dropped uncounted: its frees would not change the figure read above.
+    drop(limiter);
+    (bytes, keys)
+}
 
 /// Checks per thread.
 fn checks() -> u64 {
@@ -130,4 +191,20 @@ fn main() {
             );
         }
     }
+    // Buckets that stay partly spent (one request of a burst of 2, an hour to refill): no key can
+    // be forgotten as full again, so the shards fill and drop an eighth, the worst case for memory.
+    let spent = RateLimitConfig {
+        count: 1,
+        per: Duration::from_secs(3600),
+        burst: 2,
+        ..open.clone()
+    };
+    let (bytes, keys) = flood_memory(&spent);
+    println!(
+        "a flood of {} clients never seen, one thread: {keys} keys kept (at most {MAX_KEYS}), {:.1} MB held by the limiter, {:.0} bytes per key kept",
+        2 * MAX_KEYS,
+        bytes as f64 / 1e6,
+        bytes as f64 / keys.max(1) as f64
+    );
+    assert!(keys <= MAX_KEYS, "the limiter keeps at most MAX_KEYS keys");
 }
