@@ -555,20 +555,20 @@ const HTPASSWD: &str =
     "# test users\nalice:$2b$04$5SIef7Yjo0IyerS1kAo2yuhY82HkhfSSR.AwhZHW/betGmDSPuY6m\n";
 
 #[tokio::test]
-async fn basic_auth_asks_for_credentials_and_does_not_forward_them() {
+async fn basic_auth_asks_for_credentials_does_not_forward_them_and_rereads_its_file_on_reload() {
     let up = echoing_upstream().await;
     let dir = temp_dir();
     let users = dir.join("htpasswd");
     std::fs::write(&users, HTPASSWD).unwrap();
-    let server = start(&app_config(
+    let toml = app_config(
         up,
         r#"["admin_auth"]"#,
         &format!(
             "[middlewares.admin_auth]\nkind = \"basic_auth\"\nrealm = \"admin\"\nusers = \"{}\"\n",
             users.display()
         ),
-    ))
-    .await;
+    );
+    let server = std::sync::Arc::new(start(&toml).await);
     let addr = server.local_addr("main").unwrap();
     let (status, headers, _) = get_with(addr, &[]).await;
     assert_eq!(status, 401);
@@ -586,6 +586,18 @@ async fn basic_auth_asks_for_credentials_and_does_not_forward_them() {
         assert_eq!((status, &body[..]), (200, "ok"));
         assert!(headers.get("x-got-authorization").is_none());
     }
+
+    // The file is read again with the config: alice removed (though her pair was remembered by the
+    // old config's layer), bob added.
+    let bob = bcrypt::hash("hunter2", 4).unwrap();
+    std::fs::write(&users, format!("bob:{bob}\n")).unwrap();
+    let config = parapet::Config::parse("test.toml", &toml, &parapet::Registry::new()).unwrap();
+    server.reload(config).await.unwrap();
+    let (status, _, _) = get_with(addr, &[("authorization", "Basic YWxpY2U6czNjcmV0")]).await;
+    assert_eq!(status, 401, "alice is gone after the reload");
+    // bob:hunter2
+    let (status, _, body) = get_with(addr, &[("authorization", "Basic Ym9iOmh1bnRlcjI=")]).await;
+    assert_eq!((status, &body[..]), (200, "ok"));
 }
 
 #[tokio::test]
