@@ -53,6 +53,7 @@ pub mod router;
 pub mod routing;
 pub mod server;
 pub mod service;
+mod spare;
 pub mod tls;
 pub mod tunnel;
 

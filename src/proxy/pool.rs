@@ -344,7 +344,7 @@ impl ServerPool {
     /// [`h1::Conn::exchange_by`]), else [`Failure::TimedOut`]; without, the caller times it.
     pub(crate) async fn send_lean(
         self: &Arc<Self>,
-        req: http::Request<Body>,
+        mut req: http::Request<Body>,
         lease: Lease,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<http::Response<Body>, SendError> {
@@ -432,6 +432,8 @@ impl ServerPool {
                     lease.permit,
                 )),
             };
+            // The request is done with: its extensions' map is kept for another request's.
+            crate::spare::give(std::mem::take(req.extensions_mut()));
             return Ok(head.response.map(|()| body));
         }
     }

@@ -45,7 +45,7 @@ use tokio::sync::watch;
 use super::connection::ConnectionService;
 use super::http1::{ClientStream, Clock, ConnIo, Quiet, ServedBody};
 use super::Phase;
-use crate::proxy::h1::{ends_chunked, has_token, length_digits};
+use crate::proxy::h1::{ends_chunked, has_token, length_digits, NameCache};
 
 /// What a connection's lean path works with, taken when the connection was accepted.
 #[derive(Clone, Copy, Debug)]
@@ -125,10 +125,12 @@ pub(super) async fn serve<S: ClientStream>(
     let mut closing = pin!(closing.wait_for(|p| *p >= Phase::Closing));
     // The last response's header map, emptied, for the next request's.
     let mut spare = None;
+    // The last request's field names, to know the next one's without parsing them again.
+    let mut names = NameCache::default();
     loop {
         // A whole head, from what is buffered or read now.
         let head = loop {
-            match parse(&mut buf, limits, &mut spare) {
+            match parse(&mut buf, limits, &mut spare, &mut names) {
                 Parsed::Head(head) => break head,
                 Parsed::HandOff => {
                     io.replay = buf.freeze();
@@ -715,7 +717,12 @@ impl<S: ClientStream> Client<'_, S> {
 }
 
 /// Parses a request head at the start of `buf`; a served one is split off it.
-fn parse(buf: &mut BytesMut, limits: &Limits, spare: &mut Option<HeaderMap>) -> Parsed {
+fn parse(
+    buf: &mut BytesMut,
+    limits: &Limits,
+    spare: &mut Option<HeaderMap>,
+    names: &mut NameCache,
+) -> Parsed {
     if buf.is_empty() {
         return Parsed::Partial;
     }
@@ -773,8 +780,8 @@ fn parse(buf: &mut BytesMut, limits: &Limits, spare: &mut Option<HeaderMap>) -> 
     headers.reserve(count);
     let mut close = false;
     let mut trailers = false;
-    for &(n0, n1, v0, v1) in &at[..count] {
-        let Ok(name) = HeaderName::from_bytes(&head[n0 as usize..n1 as usize]) else {
+    for (index, &(n0, n1, v0, v1)) in at[..count].iter().enumerate() {
+        let Ok(name) = names.name(index, &head[n0 as usize..n1 as usize]) else {
             return hand_back(buf, head);
         };
         // SAFETY: httparse accepted the value: visible ASCII, obs-text, spaces and tabs, which is
@@ -795,6 +802,7 @@ fn parse(buf: &mut BytesMut, limits: &Limits, spare: &mut Option<HeaderMap>) -> 
         headers.append(name, value);
     }
     let mut request = http::Request::new(Body::empty());
+    *request.extensions_mut() = crate::spare::take();
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
@@ -850,7 +858,37 @@ mod tests {
 
     fn parsed(bytes: &[u8]) -> (Parsed, BytesMut) {
         let mut buf = BytesMut::from(bytes);
-        (parse(&mut buf, &limits(), &mut None), buf)
+        (
+            parse(&mut buf, &limits(), &mut None, &mut NameCache::default()),
+            buf,
+        )
+    }
+
+    #[test]
+    fn heads_on_one_connection_get_their_own_names_whatever_the_last_one_sent() {
+        // One cache across the heads, as on a connection: the same names, other cases, other
+        // names at the same positions, fewer and more lines.
+        let mut names = NameCache::default();
+        let heads: [&[u8]; 4] = [
+            b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: a\r\nX-One: 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: a\r\nX-One: 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nhost: x\r\nX-Two: 2\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHOST: x\r\nX-Two: 2\r\nuser-agent: b\r\nAccept: */*\r\n\r\n",
+        ];
+        let expected: [&[&str]; 4] = [
+            &["host", "user-agent", "x-one"],
+            &["host", "user-agent", "x-one"],
+            &["host", "x-two"],
+            &["host", "x-two", "user-agent", "accept"],
+        ];
+        for (head, expected) in heads.iter().zip(expected) {
+            let mut buf = BytesMut::from(*head);
+            let Parsed::Head(head) = parse(&mut buf, &limits(), &mut None, &mut names) else {
+                panic!("not parsed")
+            };
+            let got: Vec<&str> = head.request.headers().keys().map(|k| k.as_str()).collect();
+            assert_eq!(got, expected);
+        }
     }
 
     #[test]
@@ -902,13 +940,13 @@ mod tests {
         let big = format!("GET / HTTP/1.1\r\nx: {}", "a".repeat(1100));
         let mut buf = BytesMut::from(big.as_bytes());
         assert!(matches!(
-            parse(&mut buf, &limits, &mut None),
+            parse(&mut buf, &limits, &mut None, &mut NameCache::default()),
             Parsed::HandOff
         ));
         limits.max_headers = 2;
         let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\n\r\n"[..]);
         assert!(matches!(
-            parse(&mut buf, &limits, &mut None),
+            parse(&mut buf, &limits, &mut None, &mut NameCache::default()),
             Parsed::HandOff
         ));
     }
