@@ -919,8 +919,10 @@ fn upstream_request(
     };
     // HTTP/1.1 to an origin server takes the origin form: the path and query only (RFC 9112 §3.2.1).
     let uri = if server.base_path.is_empty() {
-        match req.uri().path_and_query() {
-            Some(pq) => Uri::from(pq.clone()),
+        // The request's own path and query, moved rather than copied: the request's URI is
+        // replaced below anyway, and the first copy of a path a rewrite made allocates.
+        match std::mem::take(req.uri_mut()).into_parts().path_and_query {
+            Some(pq) => Uri::from(pq),
             None => Uri::from_static("/"),
         }
     } else {
