@@ -11,10 +11,13 @@
 #                  (the proxy alone: the origin and the load generator are other processes)
 #   allocations    calls to the allocator (malloc and friends; mimalloc's entry points for parapet)
 #                  in the same callgrind dump
-#   syscalls, context switches, cpu migrations
-#                  perf stat -e raw_syscalls:sys_enter,context-switches,cpu-migrations on the process
+#   syscalls, context switches, cpu migrations, page faults
+#                  perf stat -e raw_syscalls:sys_enter,context-switches,cpu-migrations,page-faults on
+#                  the process
 #                  (software events: they work where hardware counters are "not supported")
 #   wake-ups       = context switches here: a worker that sleeps in epoll_wait and is woken
+# RATE=10000: the perf counts at that fixed offered rate rather than closed loop. TRACE=1: also the
+# system calls by kind, with their time (perf trace -s).
 # The load is oha with 64 connections, closed loop. Top functions by instructions: the callgrind files
 # are kept in $OUT (default /tmp/parapet-counts), read them with callgrind_annotate.
 set -euo pipefail
@@ -130,7 +133,8 @@ wait_gone() { for _ in $(seq 1 600); do kill -0 "$1" 2>/dev/null || return 0; sl
 nginx -p "$work" -c "$work/origin.conf" -g 'daemon off;' & pids+=($!)
 wait_port "$ORIGIN"
 url="http://127.0.0.1:$PROXY$PATH_"
-load() { timeout 600 oha -n "$1" -c 64 --no-tui "$url" > /dev/null; }
+load() { timeout 600 oha -n "$1" -c 64 --no-tui "${rate_args[@]}" "$url" > /dev/null; }
+rate_args=()
 
 # Starts the proxy named $1, possibly under a wrapper ($2...); sets $proxy_pid.
 start() {
@@ -172,16 +176,31 @@ for name in nginx parapet; do
   # perf: syscalls, context switches, migrations.
   start "$name" env
   load "$WARM"
-  perf stat -x, -e raw_syscalls:sys_enter,context-switches,cpu-migrations -p "$proxy_pid" -o "$work/perf.txt" &
+  # RATE: the perf counts at that fixed offered rate (oha -q) rather than closed loop, as
+  # benches/nginx.sh measures CPU time: at a fixed rate a worker waits, and wakes, more often.
+  [ -n "${RATE:-}" ] && rate_args=(-q "$RATE")
+  perf stat -x, -e raw_syscalls:sys_enter,context-switches,cpu-migrations,page-faults -p "$proxy_pid" -o "$work/perf.txt" &
   perf_pid=$!
   sleep 0.5
   load "$N"
   kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
+  # TRACE=1: which system calls, and the time in each (perf trace -s), under the same load.
+  if [ -n "${TRACE:-}" ]; then
+    perf trace -s -p "$proxy_pid" -o "$work/trace.$name.txt" &
+    perf_pid=$!
+    sleep 0.5
+    load "$N"
+    kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
+    echo "== perf trace -s, $name, $N requests"
+    grep -E "^ +[a-z_0-9]+ +[0-9]" "$work/trace.$name.txt" | sort -k2 -n -r | head -12
+  fi
+  rate_args=()
   while IFS=, read -r value _ event _; do
     case "$event" in
       raw_syscalls:sys_enter) echo "syscalls $name $($stat div "$value" "$N")" >> "$results" ;;
       context-switches) echo "context_switches $name $($stat div "$value" "$N")" >> "$results" ;;
       cpu-migrations) echo "cpu_migrations $name $($stat div "$value" "$N")" >> "$results" ;;
+      page-faults) echo "page_faults $name $($stat div "$value" "$N")" >> "$results" ;;
     esac
   done < <(grep -v '^#' "$work/perf.txt" | grep ,)
   stop

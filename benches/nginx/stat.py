@@ -28,6 +28,17 @@ def cpu(pids):
     return total * 1_000_000 // TICK
 
 
+def cpu_split(pids):
+    """User and system CPU time of `pids`, in microseconds: "USER SYS"."""
+    user = system = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        user += int(fields[11])
+        system += int(fields[12])
+    return f"{user * 1_000_000 // TICK} {system * 1_000_000 // TICK}"
+
+
 def rss(pids):
     total = 0
     for pid in pids:
@@ -80,6 +91,8 @@ def main():
         print(" ".join(str(s.getsockname()[1]) for s in socks))
     elif cmd == "cpu":
         print(cpu(args))
+    elif cmd == "cpu-split":
+        print(cpu_split(args))
     elif cmd == "rss":
         print(rss(args))
     elif cmd == "oha-count":

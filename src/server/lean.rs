@@ -120,9 +120,11 @@ pub(super) async fn serve<S: ClientStream>(
     let mut out = Vec::new();
     // The listener's phases, watched by one future each for the whole session rather than one per
     // wait: each ends the session when it resolves, so neither is polled again after.
-    let (mut draining, mut closing) = (phase.clone(), phase.clone());
-    let mut draining = pin!(draining.wait_for(|p| *p >= Phase::Draining));
-    let mut closing = pin!(closing.wait_for(|p| *p >= Phase::Closing));
+    let (mut draining, mut closing, watcher) = (phase.clone(), phase.clone(), phase.clone());
+    let draining = pin!(draining.wait_for(|p| *p >= Phase::Draining));
+    let closing = pin!(closing.wait_for(|p| *p >= Phase::Closing));
+    let mut draining = PhaseWait::new(draining, &watcher);
+    let mut closing = PhaseWait::new(closing, &watcher);
     // The last response's header map, emptied, for the next request's.
     let mut spare = None;
     // The last request's field names, to know the next one's without parsing them again.
@@ -138,7 +140,7 @@ pub(super) async fn serve<S: ClientStream>(
                 }
                 Parsed::Partial => {}
             }
-            match read_more(io, &mut buf, quiet, clock, limits, draining.as_mut()).await {
+            match read_more(io, &mut buf, quiet, clock, limits, Pin::new(&mut draining)).await {
                 Read::Bytes => {}
                 Read::Idle => return Lean::Idle,
                 Read::Closed => return Lean::Closed,
@@ -150,7 +152,7 @@ pub(super) async fn serve<S: ClientStream>(
             io,
             &mut buf,
             service.dispatch(head.request),
-            closing.as_mut(),
+            Pin::new(&mut closing),
         )
         .await
         else {
@@ -187,6 +189,41 @@ pub(super) async fn serve<S: ClientStream>(
                 return Lean::Closed;
             }
         }
+    }
+}
+
+/// A wait for one of the listener's phases (a `wait_for` on its `watch`), polled again only once
+/// the phase has changed since its first poll. Polling tokio's `watch` future takes its waiters'
+/// lock each time (about 250 instructions), and a connection's task polls both of its phase waits
+/// at every wake-up, while the phase changes at most twice in the listener's life. The first poll
+/// registers the task as a waiter; a change of phase wakes it, and `watcher`, a receiver that has
+/// seen no change, then tells the wait to be polled (an atomic load when nothing changed).
+struct PhaseWait<'a, D> {
+    wait: Pin<&'a mut D>,
+    watcher: &'a watch::Receiver<Phase>,
+    polled: bool,
+}
+
+impl<'a, D: Future> PhaseWait<'a, D> {
+    fn new(wait: Pin<&'a mut D>, watcher: &'a watch::Receiver<Phase>) -> Self {
+        Self {
+            wait,
+            watcher,
+            polled: false,
+        }
+    }
+}
+
+impl<D: Future> Future for PhaseWait<'_, D> {
+    type Output = D::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<D::Output> {
+        // A closed channel (`Err`) is polled too: the wait then ends as the watch has it.
+        if self.polled && !self.watcher.has_changed().unwrap_or(true) {
+            return Poll::Pending;
+        }
+        self.polled = true;
+        self.wait.as_mut().poll(cx)
     }
 }
 
