@@ -229,6 +229,14 @@ impl PathError {
 /// One scan of the path; it allocates only when something must change. The query is not part of
 /// `path` and is never touched.
 pub fn normalize_path(path: &str) -> Result<std::borrow::Cow<'_, str>, PathError> {
+    if is_plain_path(path.as_bytes()) {
+        return Ok(std::borrow::Cow::Borrowed(path));
+    }
+    normalize_scan(path)
+}
+
+/// [`normalize_path`]'s full scan, byte by byte.
+fn normalize_scan(path: &str) -> Result<std::borrow::Cow<'_, str>, PathError> {
     let bytes = path.as_bytes();
     // The path as rewritten, from the first byte that changes; until then the input's prefix is it.
     let mut out: Option<Vec<u8>> = None;
@@ -315,6 +323,35 @@ pub fn normalize_path(path: &str) -> Result<std::borrow::Cow<'_, str>, PathError
             std::borrow::Cow::Owned(String::from_utf8(out).map_err(|_| PathError::BadPercent)?)
         }
     })
+}
+
+/// The bytes [`is_plain_path`] looks at: `%`, `\\`, NUL, `;`, `/` (the rest pass by a table lookup).
+const PATH_SPECIAL: [bool; 256] = {
+    let mut table = [false; 256];
+    table[b'%' as usize] = true;
+    table[b'\\' as usize] = true;
+    table[0] = true;
+    table[b';' as usize] = true;
+    table[b'/' as usize] = true;
+    table
+};
+
+/// Whether [`normalize_path`] would take `bytes` as they are, judged by a quick scan for the usual
+/// path: no `%`, `\\`, NUL or `;`, no empty segment, no segment that is `.` or `..`. `false` sends
+/// the path to the full scan, which finds what to change or refuse (or that nothing needs to).
+fn is_plain_path(bytes: &[u8]) -> bool {
+    let dots = |segment: &[u8]| matches!(segment, b"." | b"..");
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if !PATH_SPECIAL[usize::from(b)] {
+            continue;
+        }
+        if b != b'/' || (i > 0 && bytes[i - 1] == b'/') || dots(&bytes[start..i]) {
+            return false;
+        }
+        start = i + 1;
+    }
+    !dots(&bytes[start..])
 }
 
 /// The value of a hex digit.
@@ -495,6 +532,40 @@ mod tests {
         for path in ["/a/.well-known/x", "/a/.../b", "/file.txt", "/a/..b", "/.x"] {
             assert!(normalize_path(path).is_ok(), "{path}");
         }
+    }
+
+    #[test]
+    fn a_path_the_quick_scan_passes_is_one_the_full_scan_keeps_as_it_is() {
+        // Every path of up to four pieces from these: the quick scan may send a path on to the
+        // full scan, but one it passes must be one the full scan keeps unchanged.
+        let pieces = [
+            "/", "a", ".", "..", "...", "%2e", "%41", ";x", "\\", "//", "b.c", "é",
+        ];
+        let mut paths = vec![String::new()];
+        for _ in 0..4 {
+            let longer: Vec<String> = paths
+                .iter()
+                .flat_map(|p| pieces.iter().map(move |piece| format!("{p}{piece}")))
+                .collect();
+            paths.extend(longer);
+        }
+        let mut plain = 0;
+        for path in &paths {
+            let full = normalize_scan(path);
+            if is_plain_path(path.as_bytes()) {
+                plain += 1;
+                assert!(
+                    matches!(full, Ok(std::borrow::Cow::Borrowed(p)) if p == path),
+                    "{path:?}: {full:?}"
+                );
+            }
+            assert_eq!(normalize_path(path), full, "{path:?}");
+        }
+        assert!(
+            plain > 1000,
+            "{plain} of {} passed the quick scan",
+            paths.len()
+        );
     }
 
     #[test]
