@@ -357,3 +357,45 @@ async fn with_reuse_port_two_servers_share_a_port() {
         parapet::Config::parse("t.toml", &config(&addr.to_string(), false), &registry).unwrap();
     assert!(parapet::Server::start(taken, registry).await.is_err());
 }
+
+#[tokio::test]
+async fn an_http2_connection_finishes_its_stream_in_flight_and_closes_at_shutdown() {
+    let (server, addr) = gateway("10s").await;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = h2::client::handshake(tcp).await.unwrap();
+    let conn = tokio::spawn(conn);
+    // A first exchange, so the connection is being served (not sniffed) when the drain begins.
+    let get = |path: &str| {
+        http::Request::get(format!("http://a{path}"))
+            .body(())
+            .unwrap()
+    };
+    let (response, _) = send.send_request(get("/fast"), true).unwrap();
+    assert_eq!(response.await.unwrap().status(), 200);
+    send = send.ready().await.unwrap();
+    // A request the upstream answers after 3 s, in flight when the listener drains.
+    let (slow, _) = send.send_request(get("/slow"), true).unwrap();
+    let slow = tokio::spawn(async move {
+        let response = slow.await.unwrap();
+        let status = response.status();
+        let mut stream = response.into_body();
+        let mut body = Vec::new();
+        while let Some(chunk) = stream.data().await {
+            let chunk = chunk.unwrap();
+            let _ = stream.flow_control().release_capacity(chunk.len());
+            body.extend_from_slice(&chunk);
+        }
+        (status, body)
+    });
+    // Shutdown waits for the stream in flight, then the connection ends (a GOAWAY, then closed).
+    assert!(server.shutdown_within(Duration::from_secs(20)).await);
+    let (status, body) = slow.await.unwrap();
+    assert_eq!((status.as_u16(), &body[..]), (200, &b"GET /slow 0"[..]));
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("the connection ends after the drain");
+    assert!(
+        ended.unwrap().is_ok(),
+        "a graceful end, not a broken connection"
+    );
+}

@@ -432,12 +432,16 @@ where
 {
     tokio::pin!(conn);
     let mut draining = false;
+    // Tells the phase wait below to be polled only once the phase changed (see `PhaseWait`).
+    let watcher = phase.clone();
     loop {
         let next = if draining {
             Phase::Closing
         } else {
             Phase::Draining
         };
+        let wait = std::pin::pin!(phase.wait_for(|p| *p >= next));
+        let mut wait = super::PhaseWait::new(wait, &watcher);
         tokio::select! {
             result = conn.as_mut() => {
                 return match result {
@@ -449,7 +453,7 @@ where
                     }
                 };
             }
-            _ = phase.wait_for(|p| *p >= next) => {
+            _ = &mut wait => {
                 if draining {
                     return None;
                 }

@@ -44,7 +44,7 @@ use tokio::sync::watch;
 
 use super::connection::ConnectionService;
 use super::http1::{ClientStream, Clock, ConnIo, Quiet, ServedBody};
-use super::Phase;
+use super::{Phase, PhaseWait};
 use crate::proxy::h1::{ends_chunked, has_token, length_digits, NameCache};
 
 /// What a connection's lean path works with, taken when the connection was accepted.
@@ -189,41 +189,6 @@ pub(super) async fn serve<S: ClientStream>(
                 return Lean::Closed;
             }
         }
-    }
-}
-
-/// A wait for one of the listener's phases (a `wait_for` on its `watch`), polled again only once
-/// the phase has changed since its first poll. Polling tokio's `watch` future takes its waiters'
-/// lock each time (about 250 instructions), and a connection's task polls both of its phase waits
-/// at every wake-up, while the phase changes at most twice in the listener's life. The first poll
-/// registers the task as a waiter; a change of phase wakes it, and `watcher`, a receiver that has
-/// seen no change, then tells the wait to be polled (an atomic load when nothing changed).
-struct PhaseWait<'a, D> {
-    wait: Pin<&'a mut D>,
-    watcher: &'a watch::Receiver<Phase>,
-    polled: bool,
-}
-
-impl<'a, D: Future> PhaseWait<'a, D> {
-    fn new(wait: Pin<&'a mut D>, watcher: &'a watch::Receiver<Phase>) -> Self {
-        Self {
-            wait,
-            watcher,
-            polled: false,
-        }
-    }
-}
-
-impl<D: Future> Future for PhaseWait<'_, D> {
-    type Output = D::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<D::Output> {
-        // A closed channel (`Err`) is polled too: the wait then ends as the watch has it.
-        if self.polled && !self.watcher.has_changed().unwrap_or(true) {
-            return Poll::Pending;
-        }
-        self.polled = true;
-        self.wait.as_mut().poll(cx)
     }
 }
 

@@ -15,9 +15,12 @@
 //! their requests and close.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -377,6 +380,41 @@ fn build_gateway(
     previous: Option<&Gateway>,
 ) -> Result<Gateway, ConfigErrors> {
     Gateway::build(config, registry, previous)
+}
+
+/// A wait for one of the listener's phases (a `wait_for` on its `watch`), polled again only once
+/// the phase has changed since its first poll. Polling tokio's `watch` future takes its waiters'
+/// lock each time (about 250 instructions), and a connection's task polls its phase waits at every
+/// wake-up (the lean path's two, `connection::drive`'s one), while the phase changes at most twice in the listener's life. The first poll
+/// registers the task as a waiter; a change of phase wakes it, and `watcher`, a receiver that has
+/// seen no change, then tells the wait to be polled (an atomic load when nothing changed).
+pub(super) struct PhaseWait<'a, D> {
+    wait: Pin<&'a mut D>,
+    watcher: &'a watch::Receiver<Phase>,
+    polled: bool,
+}
+
+impl<'a, D: Future> PhaseWait<'a, D> {
+    pub(super) fn new(wait: Pin<&'a mut D>, watcher: &'a watch::Receiver<Phase>) -> Self {
+        Self {
+            wait,
+            watcher,
+            polled: false,
+        }
+    }
+}
+
+impl<D: Future> Future for PhaseWait<'_, D> {
+    type Output = D::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<D::Output> {
+        // A closed channel (`Err`) is polled too: the wait then ends as the watch has it.
+        if self.polled && !self.watcher.has_changed().unwrap_or(true) {
+            return Poll::Pending;
+        }
+        self.polled = true;
+        self.wait.as_mut().poll(cx)
+    }
 }
 
 #[cfg(all(test, target_os = "linux"))]
