@@ -377,8 +377,10 @@ async fn response_heads_framed_ambiguously_or_malformed_are_a_502() {
         }
         .into_boxed_slice(),
     );
-    let cases: [(&str, &'static [u8]); 9] = [
+    let cases: [(&str, &'static [u8]); 11] = [
         ("differing lengths", b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok"),
+        ("differing lengths in one line", b"HTTP/1.1 200 OK\r\ncontent-length: 2, 3\r\n\r\nok"),
+        ("a valid length, then an invalid one", b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: x\r\n\r\nok"),
         ("invalid length", b"HTTP/1.1 200 OK\r\ncontent-length: 2x\r\n\r\nok"),
         (
             "both framings",

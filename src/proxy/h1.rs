@@ -405,6 +405,11 @@ impl Conn {
         let mut headers = HeaderMap::with_capacity(count.max(MIN_MAP_CAPACITY));
         let mut keep_alive = version == Version::HTTP_11;
         let mut close = false;
+        // The framing fields seen on the way: `Transfer-Encoding` at all, and how many
+        // `Content-Length` lines with the first one's value, so that framing needs no lookup in the
+        // map for the usual head (a `Content-Length` line and no `Transfer-Encoding`).
+        let mut transfer_encoding = false;
+        let (mut lengths, mut first_length) = (0usize, None);
         for (index, &(name, name_len, value, value_len)) in ranges[..count].iter().enumerate() {
             let name = (self.names)
                 .name(index, &head[name as usize..(name + name_len) as usize])
@@ -428,6 +433,14 @@ impl Conn {
                     continue;
                 }
             }
+            if name == header::TRANSFER_ENCODING {
+                transfer_encoding = true;
+            } else if name == header::CONTENT_LENGTH {
+                lengths += 1;
+                if first_length.is_none() {
+                    first_length = Some(content_length_of(value.as_bytes()));
+                }
+            }
             headers.append(name, value);
         }
         if close {
@@ -443,7 +456,7 @@ impl Conn {
             || status == StatusCode::NOT_MODIFIED
         {
             Framing::Done
-        } else if headers.contains_key(header::TRANSFER_ENCODING) {
+        } else if transfer_encoding {
             if version == Version::HTTP_10 {
                 return Err(Failed::Malformed(
                     "Transfer-Encoding in an HTTP/1.0 response",
@@ -455,8 +468,14 @@ impl Conn {
                 keep_alive = false;
                 Framing::Eof
             }
-        } else if headers.contains_key(header::CONTENT_LENGTH) {
-            match content_length(&headers) {
+        } else if let Some(first) = first_length {
+            // One line: its value, read on the way; several: all of them, which must agree.
+            let length = if lengths == 1 {
+                first
+            } else {
+                content_length(&headers)
+            };
+            match length {
                 Some(0) => Framing::Done,
                 Some(n) => Framing::Length(n),
                 None => return Err(Failed::Malformed("invalid or differing Content-Length")),
@@ -547,12 +566,23 @@ pub(crate) fn ends_chunked(value: &HeaderValue) -> bool {
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     let mut length = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let n = length_digits(part.trim_ascii())?;
-            match length {
-                Some(l) if l != n => return None,
-                _ => length = Some(n),
-            }
+        let n = content_length_of(value.as_bytes())?;
+        match length {
+            Some(l) if l != n => return None,
+            _ => length = Some(n),
+        }
+    }
+    length
+}
+
+/// One `Content-Length` line's length: its comma-separated numbers, which must agree (`5, 5`).
+fn content_length_of(value: &[u8]) -> Option<u64> {
+    let mut length = None;
+    for part in value.split(|&b| b == b',') {
+        let n = length_digits(part.trim_ascii())?;
+        match length {
+            Some(l) if l != n => return None,
+            _ => length = Some(n),
         }
     }
     length
