@@ -259,7 +259,26 @@ impl Future for RouterFuture {
 #[derive(Clone, Copy, Debug)]
 struct Refused(&'static str);
 
-static PROXY: HeaderName = HeaderName::from_static("proxy");
+pub(crate) static PROXY: HeaderName = HeaderName::from_static("proxy");
+
+/// What a server's parser noted of a request's head as it read it, for [`admit_noted`] to skip the
+/// lookups for fields it knows are absent. [`HeadFacts::UNKNOWN`] (a head hyper parsed) makes every
+/// lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeadFacts {
+    /// The head may have a `Connection` line.
+    pub connection: bool,
+    /// The head may have a `Proxy` line.
+    pub proxy: bool,
+}
+
+impl HeadFacts {
+    /// Nothing known: every field may be there.
+    pub const UNKNOWN: Self = Self {
+        connection: true,
+        proxy: true,
+    };
+}
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Makes a request what every layer of the listener sees, where it enters parapet and before any
@@ -293,15 +312,22 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// allocation beyond the `ClientAddr` extension there always was; it allocates to rewrite a path that
 /// changed, for the `ClientIp` of a trusted proxy's request, and for a refusal.
 pub fn admit(req: &mut Request, peer: ClientAddr, trusted: &[IpRange]) {
+    admit_noted(req, peer, trusted, HeadFacts::UNKNOWN);
+}
+
+/// [`admit`], skipping the lookups for the fields `facts` says the head has not.
+pub fn admit_noted(req: &mut Request, peer: ClientAddr, trusted: &[IpRange], facts: HeadFacts) {
     let http11 = req.version() == http::Version::HTTP_11;
     let headers = req.headers_mut();
     // An HTTP/1.1 upgrade (a WebSocket) keeps its `Upgrade` header, for it alone.
-    let named_upgrade = remove_connection_named(headers);
+    let named_upgrade = facts.connection && remove_connection_named(headers);
     let upgrade = named_upgrade && http11 && headers.contains_key(header::UPGRADE);
     if named_upgrade && !upgrade {
         headers.remove(header::UPGRADE);
     }
-    headers.remove(&PROXY);
+    if facts.proxy {
+        headers.remove(&PROXY);
+    }
     let client = resolve_client(peer.0.ip(), trusted, headers);
     let extensions = req.extensions_mut();
     extensions.insert(peer);

@@ -497,7 +497,16 @@ impl hyper::service::Service<http::Request<Incoming>> for ConnectionService {
 impl ConnectionService {
     /// Hands a request to the listener's entry in the current gateway; hyper's connections call it
     /// through [`hyper::service::Service`], the lean HTTP/1.1 path directly.
-    pub(super) fn dispatch(&self, mut req: Request) -> DispatchFuture {
+    pub(super) fn dispatch(&self, req: Request) -> DispatchFuture {
+        self.dispatch_noted(req, crate::router::HeadFacts::UNKNOWN)
+    }
+
+    /// [`Self::dispatch`] of a request whose head's parser noted `facts` (the lean path's).
+    pub(super) fn dispatch_noted(
+        &self,
+        mut req: Request,
+        facts: crate::router::HeadFacts,
+    ) -> DispatchFuture {
         // RFC 9110 §15.5.15: a target longer than the server will interpret is answered 414.
         if target_len(req.uri()) > usize::from(self.max_uri_length) {
             tracing::debug!(client = %self.client.0, "request target over server.max_uri_length: 414");
@@ -516,7 +525,7 @@ impl ConnectionService {
         let gateway = self.gateway.load();
         // Here, before the listener's chain, so that every layer sees the same request: its path
         // normalised, its connection-named headers gone, its client resolved.
-        crate::router::admit(&mut req, self.client, gateway.trusted_proxies());
+        crate::router::admit_noted(&mut req, self.client, gateway.trusted_proxies(), facts);
         let entry = if self.retired.load(Ordering::Acquire) {
             self.fallback.as_ref()
         } else {

@@ -46,6 +46,7 @@ use super::connection::ConnectionService;
 use super::http1::{ClientStream, Clock, ConnIo, Quiet, ServedBody};
 use super::{Phase, PhaseWait};
 use crate::proxy::h1::{ends_chunked, has_token, length_digits, NameCache};
+use crate::router::{HeadFacts, PROXY};
 
 /// What a connection's lean path works with, taken when the connection was accepted.
 #[derive(Clone, Copy, Debug)]
@@ -93,6 +94,8 @@ struct Head {
     close: bool,
     /// The client accepts trailers (`TE: trailers`).
     trailers: bool,
+    /// Which fields the head has, for the router's admission.
+    facts: HeadFacts,
 }
 
 // Returned once per head and matched at once, never stored: boxing the head would allocate for
@@ -151,7 +154,7 @@ pub(super) async fn serve<S: ClientStream>(
         let Some(response) = respond(
             io,
             &mut buf,
-            service.dispatch(head.request),
+            service.dispatch_noted(head.request, head.facts),
             Pin::new(&mut closing),
         )
         .await
@@ -780,6 +783,11 @@ fn parse(
     // it the same way).
     let mut headers = spare.take().unwrap_or_default();
     headers.reserve(count);
+    // Which of the fields the router's admission looks for are here.
+    let mut facts = HeadFacts {
+        connection: false,
+        proxy: false,
+    };
     let mut close = false;
     let mut trailers = false;
     for (index, &(n0, n1, v0, v1)) in at[..count].iter().enumerate() {
@@ -797,9 +805,12 @@ fn parse(
             | header::TRANSFER_ENCODING
             | header::EXPECT
             | header::UPGRADE => return hand_back(buf, head),
-            header::CONNECTION => close |= has_token(&value, "close"),
+            header::CONNECTION => {
+                facts.connection = true;
+                close |= has_token(&value, "close");
+            }
             header::TE => trailers |= has_token(&value, "trailers"),
-            _ => {}
+            _ => facts.proxy |= name == PROXY,
         }
         headers.append(name, value);
     }
@@ -813,6 +824,7 @@ fn parse(
         request,
         close,
         trailers,
+        facts,
     })
 }
 
@@ -864,6 +876,25 @@ mod tests {
             parse(&mut buf, &limits(), &mut None, &mut NameCache::default()),
             buf,
         )
+    }
+
+    #[test]
+    fn a_head_notes_whether_it_has_connection_and_proxy_lines() {
+        let facts = |bytes: &[u8]| {
+            let Parsed::Head(head) = parsed(bytes).0 else {
+                panic!("not parsed")
+            };
+            (head.facts.connection, head.facts.proxy)
+        };
+        assert_eq!(facts(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), (false, false));
+        assert_eq!(
+            facts(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: x-a\r\n\r\n"),
+            (true, false)
+        );
+        assert_eq!(
+            facts(b"GET / HTTP/1.1\r\nHost: x\r\nPROXY: http://e\r\n\r\n"),
+            (false, true)
+        );
     }
 
     #[test]
