@@ -29,7 +29,7 @@ use crate::AppService;
 
 /// A built config: what the server runs on.
 pub struct Gateway {
-    entries: crate::routing::NameMap<AppService>,
+    entries: crate::fnv::NameMap<AppService>,
     upstreams: BTreeMap<String, Arc<Upstream>>,
     trusted_proxies: Vec<IpRange>,
     /// The TLS of each listener that terminates it.
@@ -241,7 +241,7 @@ impl Gateway {
                     .is_some_and(|a| a.challenge == AcmeChallenge::Http01)
             })
             .map(|(manager, _)| manager.challenges());
-        let mut entries = crate::routing::NameMap::default();
+        let mut entries = crate::fnv::NameMap::default();
         // A `request_id` in a listener's chain tags requests if any app may read the id.
         let apps_read_tags = apps.values().any(AppService::reads_tags);
         for l in &config.listeners {

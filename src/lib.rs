@@ -44,6 +44,7 @@ pub mod builtins;
 pub mod chain;
 pub mod config;
 pub mod error;
+mod fnv;
 pub mod handlers;
 pub mod metrics;
 pub mod proxy;

@@ -6,38 +6,8 @@
 //! specific host has no matching path, the less specific hosts are tried, so an exact-host route on
 //! `/api` does not hide an any-host route on `/`.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
 use crate::config::HostMatch;
-
-/// FNV-1a, for maps keyed by names from the config (listeners, route hosts) and looked up per
-/// request: SipHash, std's default, costs some 160 instructions for a short name, FNV a few per
-/// byte. Only the config inserts keys, so a client cannot choose keys that collide in the map; a
-/// lookup with a name of its choosing costs a hash and a probe like any other.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
-
-/// A map from names the config gives to `V`, hashed with [`Fnv`].
-pub(crate) type NameMap<V> = HashMap<Box<str>, V, BuildHasherDefault<Fnv>>;
+use crate::fnv::NameMap;
 
 /// Routes of one listener, grouped by host.
 #[derive(Clone, Debug)]

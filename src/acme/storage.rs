@@ -17,6 +17,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::fnv::{fnv1a, OFFSET};
+
 /// The directory of the ACME server at `directory_url` under `storage`: the URL's host, port and
 /// path, made a file name (`acme-v02.api.letsencrypt.org-directory`).
 pub(super) fn server_dir(storage: &Path, directory_url: &str) -> PathBuf {
@@ -38,7 +40,7 @@ pub(super) fn set_dir(server_dir: &Path, names: &[String]) -> PathBuf {
         "{}+{}-more-{:016x}",
         file_name(first),
         names.len() - 1,
-        fnv1a(joined.as_bytes())
+        fnv1a(OFFSET, joined.as_bytes())
     ))
 }
 
@@ -52,13 +54,6 @@ fn file_name(s: &str) -> String {
         })
         .collect();
     name.trim_matches(['-', '.']).to_owned()
-}
-
-/// FNV-1a, 64 bits: a hash stable across Rust releases and platforms, for file names.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// Creates `path` and its missing parents, readable by the owner only (0700).

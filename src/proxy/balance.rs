@@ -13,6 +13,7 @@ use parapet_middlewares::ClientIp;
 
 use super::health::ServerState;
 use crate::config::{Balance, HashKey, UpstreamServer};
+use crate::fnv::{fnv1a, OFFSET};
 use crate::Request;
 
 /// Virtual nodes per unit of weight on the hash ring: enough that each server's share is within a
@@ -176,7 +177,7 @@ fn ring(servers: &[UpstreamServer], weights: &[u32]) -> Box<[(u64, u32)]> {
     for (i, (server, w)) in servers.iter().zip(weights).enumerate() {
         let name = server.authority.as_str().as_bytes();
         for v in 0..VNODES * w {
-            let mut h = fnv1a(FNV_OFFSET, name);
+            let mut h = fnv1a(OFFSET, name);
             h = fnv1a(h, &v.to_le_bytes());
             ring.push((mix(h), i as u32));
         }
@@ -189,11 +190,11 @@ fn ring(servers: &[UpstreamServer], weights: &[u32]) -> Box<[(u64, u32)]> {
 fn hash_of(key: &HashKey, req: &Request) -> Option<u64> {
     let h = match key {
         HashKey::ClientIp => match ClientIp::of(req.extensions())?.ip.to_canonical() {
-            std::net::IpAddr::V4(ip) => fnv1a(FNV_OFFSET, &ip.octets()),
-            std::net::IpAddr::V6(ip) => fnv1a(FNV_OFFSET, &ip.octets()),
+            std::net::IpAddr::V4(ip) => fnv1a(OFFSET, &ip.octets()),
+            std::net::IpAddr::V6(ip) => fnv1a(OFFSET, &ip.octets()),
         },
-        HashKey::Header(name) => fnv1a(FNV_OFFSET, req.headers().get(name)?.as_bytes()),
-        HashKey::Cookie(name) => fnv1a(FNV_OFFSET, cookie(req, name)?),
+        HashKey::Header(name) => fnv1a(OFFSET, req.headers().get(name)?.as_bytes()),
+        HashKey::Cookie(name) => fnv1a(OFFSET, cookie(req, name)?),
     };
     Some(mix(h))
 }
@@ -209,16 +210,6 @@ fn cookie<'r>(req: &'r Request, name: &str) -> Option<&'r [u8]> {
             let (n, v) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
             (n == name.as_bytes()).then(|| &v[1..])
         })
-}
-
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-
-fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 /// splitmix64's finaliser: FNV's low bits are weak, the ring needs every bit.
