@@ -438,7 +438,7 @@ impl Conn {
             } else if name == header::CONTENT_LENGTH {
                 lengths += 1;
                 if first_length.is_none() {
-                    first_length = Some(content_length_of(value.as_bytes()));
+                    first_length = Some(agreed_length([value.as_bytes()]));
                 }
             }
             headers.append(name, value);
@@ -564,21 +564,19 @@ pub(crate) fn ends_chunked(value: &HeaderValue) -> bool {
 /// The body length `Content-Length` says: every value (lines, and comma-separated lists in them)
 /// must be the same number (RFC 9110 §8.6); `None` if one is not a number or they differ.
 fn content_length(headers: &HeaderMap) -> Option<u64> {
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        let n = content_length_of(value.as_bytes())?;
-        match length {
-            Some(l) if l != n => return None,
-            _ => length = Some(n),
-        }
-    }
-    length
+    agreed_length(
+        headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    )
 }
 
-/// One `Content-Length` line's length: its comma-separated numbers, which must agree (`5, 5`).
-fn content_length_of(value: &[u8]) -> Option<u64> {
+/// The length `Content-Length` lines (`values`) agree on: every comma-separated number of every
+/// line (`5, 5`) the same; `None` if one is not a number, two differ, or there is none.
+fn agreed_length<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Option<u64> {
     let mut length = None;
-    for part in value.split(|&b| b == b',') {
+    for part in values.into_iter().flat_map(|v| v.split(|&b| b == b',')) {
         let n = length_digits(part.trim_ascii())?;
         match length {
             Some(l) if l != n => return None,
