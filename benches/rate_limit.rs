@@ -18,7 +18,7 @@
 //! whose buckets stay partly spent (so none is forgotten as full again: the worst case), and the heap
 //! the limiter holds afterwards is reported (counted by this bench's allocator, which
 //! counts only during that pass so as not to slow the timed ones), with the keys it kept: the bound
-//! the docs give, at most `MAX_KEYS` keys of about 100 bytes each.
+//! the docs give, at most `MAX_KEYS` keys and about 8 MB.
 //!
 //! Under `cargo test` each scenario runs briefly, as a smoke test.
 

@@ -261,6 +261,8 @@ struct Refused(&'static str);
 
 pub(crate) static PROXY: HeaderName = HeaderName::from_static("proxy");
 
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 /// What a server's parser noted of a request's head as it read it, for [`admit_noted`] to skip the
 /// lookups for fields it knows are absent. [`HeadFacts::UNKNOWN`] (a head hyper parsed) makes every
 /// lookup.
@@ -279,7 +281,6 @@ impl HeadFacts {
         proxy: true,
     };
 }
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Makes a request what every layer of the listener sees, where it enters parapet and before any
 /// middleware runs:

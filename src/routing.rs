@@ -105,9 +105,10 @@ impl<T> RouteTable<T> {
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<(&str, &T)> {
         if let Some(host) = host {
             // Not hashed for a table without hosts (a listener that routes by path alone).
-            let exact = match self.exact.is_empty() {
-                true => None,
-                false => self.exact.get(host),
+            let exact = if self.exact.is_empty() {
+                None
+            } else {
+                self.exact.get(host)
             };
             if let Some(found) = exact.and_then(|t| t.find(path)) {
                 return Some(found);

@@ -123,11 +123,12 @@ pub(super) async fn serve<S: ClientStream>(
     let mut out = Vec::new();
     // The listener's phases, watched by one future each for the whole session rather than one per
     // wait: each ends the session when it resolves, so neither is polled again after.
-    let (mut draining, mut closing, watcher) = (phase.clone(), phase.clone(), phase.clone());
+    // The connection's own receiver tells them when the phase changed (see `PhaseWait`).
+    let (mut draining, mut closing) = (phase.clone(), phase.clone());
     let draining = pin!(draining.wait_for(|p| *p >= Phase::Draining));
     let closing = pin!(closing.wait_for(|p| *p >= Phase::Closing));
-    let mut draining = PhaseWait::new(draining, &watcher);
-    let mut closing = PhaseWait::new(closing, &watcher);
+    let mut draining = PhaseWait::new(draining, phase);
+    let mut closing = PhaseWait::new(closing, phase);
     // The last response's header map, emptied, for the next request's.
     let mut spare = None;
     // The last request's field names, to know the next one's without parsing them again.

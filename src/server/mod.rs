@@ -385,9 +385,10 @@ fn build_gateway(
 /// A wait for one of the listener's phases (a `wait_for` on its `watch`), polled again only once
 /// the phase has changed since its first poll. Polling tokio's `watch` future takes its waiters'
 /// lock each time (about 250 instructions), and a connection's task polls its phase waits at every
-/// wake-up (the lean path's two, `connection::drive`'s one), while the phase changes at most twice in the listener's life. The first poll
-/// registers the task as a waiter; a change of phase wakes it, and `watcher`, a receiver that has
-/// seen no change, then tells the wait to be polled (an atomic load when nothing changed).
+/// wake-up (the lean path's two, `connection::drive`'s one), while the phase changes at most twice
+/// in the listener's life. The first poll registers the task as a waiter; a change of phase wakes
+/// it, and `watcher`, a receiver of the same channel that has marked no change seen, then tells the
+/// wait to be polled (an atomic load when nothing changed).
 pub(super) struct PhaseWait<'a, D> {
     wait: Pin<&'a mut D>,
     watcher: &'a watch::Receiver<Phase>,
