@@ -374,15 +374,24 @@ impl Process {
             .unwrap_or_else(|| panic!("no {field} in /proc status"))
     }
 
-    /// Sends a signal by name (`TERM`, `HUP`...).
+    /// Sends a signal by name (`TERM`, `HUP`, `INT`), with `kill(2)` itself: the `kill` program is
+    /// procps', which a minimal Debian does not have and `.ci/run` does not install.
     pub fn signal(&self, name: &str) {
-        let ok = std::process::Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{name} failed");
+        let signal = match name {
+            "TERM" => libc::SIGTERM,
+            "HUP" => libc::SIGHUP,
+            "INT" => libc::SIGINT,
+            other => panic!("no signal {other} here"),
+        };
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) with a child's pid and a signal number; it touches no memory of ours.
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(
+            sent,
+            0,
+            "kill -{name} failed: {}",
+            std::io::Error::last_os_error()
+        );
     }
 
     /// Waits up to `limit` for the process to exit.
