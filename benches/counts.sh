@@ -17,7 +17,8 @@
 #                  (software events: they work where hardware counters are "not supported")
 #   wake-ups       = context switches here: a worker that sleeps in epoll_wait and is woken
 # RATE=10000: the perf counts at that fixed offered rate rather than closed loop. TRACE=1: also the
-# system calls by kind, with their time (perf trace -s).
+# system calls by kind, with their time (perf trace -s). RECORD=1: a cpu-clock profile of each proxy,
+# user and kernel (perf record), with its top symbols.
 # The load is oha with 64 connections, closed loop. Top functions by instructions: the callgrind files
 # are kept in $OUT (default /tmp/parapet-counts), read them with callgrind_annotate.
 set -euo pipefail
@@ -193,6 +194,19 @@ for name in nginx parapet; do
     kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
     echo "== perf trace -s, $name, $N requests"
     grep -E "^ +[a-z_0-9]+ +[0-9]" "$work/trace.$name.txt" | sort -k2 -n -r | head -12
+  fi
+  # RECORD=1: where the CPU time goes, user and kernel (perf record on the cpu-clock software event,
+  # which works without hardware counters), under the same load; kept as $OUT/perf.NAME.data.
+  if [ -n "${RECORD:-}" ]; then
+    perf record -q -e cpu-clock -F 20000 -g -p "$proxy_pid" -o "$OUT/perf.$name.data" &
+    perf_pid=$!
+    sleep 0.5
+    load "$N"
+    kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
+    echo "== perf record, $name, $N requests: samples by object, then the top symbols"
+    perf report -i "$OUT/perf.$name.data" --no-children --sort dso --stdio 2>/dev/null | grep -E "^ +[0-9]" | head -6 || true
+    perf report -i "$OUT/perf.$name.data" --no-children --sort dso,sym --stdio -g none 2>/dev/null \
+      | grep -E "^ +[0-9]" | head -40 || true
   fi
   rate_args=()
   while IFS=, read -r value _ event _; do
