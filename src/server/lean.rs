@@ -45,7 +45,7 @@ use tokio::sync::watch;
 use super::connection::ConnectionService;
 use super::http1::{ClientStream, Clock, ConnIo, Quiet, ServedBody};
 use super::{Phase, PhaseWait};
-use crate::proxy::h1::{ends_chunked, has_token, length_digits, NameCache};
+use crate::proxy::h1::{ends_chunked, has_token, length_digits, FieldSpans, NameCache};
 use crate::router::{HeadFacts, PROXY};
 
 /// What a connection's lean path works with, taken when the connection was accepted.
@@ -80,6 +80,8 @@ const READ_BUF: usize = 4096;
 /// Header lines parsed in place on the stack, as hyper's default; a head with more lines (allowed
 /// by a larger `max_headers`) goes to hyper.
 const MAX_HEADERS: usize = 100;
+// A head's field spans are kept in a `FieldSpans`, which holds the upstream client's maximum.
+const _: () = assert!(MAX_HEADERS <= crate::proxy::h1::MAX_HEADERS);
 /// A body frame up to this size is copied beside the head and sent in one `write`; a larger one is
 /// sent from where it is, in a vectored write with the head.
 const COPY_UNDER: usize = 1024;
@@ -735,7 +737,7 @@ fn parse(
     let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
     // Where each header's name and value are in the head: (name start, name end, value start,
     // value end).
-    let mut at = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let mut at = FieldSpans::new();
     let max = limits.max_headers.min(MAX_HEADERS);
     let (len, method, path, count) = {
         let mut req = httparse::Request::new(&mut []);
@@ -763,15 +765,15 @@ fn parse(
         let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
         let path = req.path.expect("a complete head has a target");
         let path = (offset(path.as_bytes()), path.len() as u32);
-        for (slot, h) in at.iter_mut().zip(req.headers.iter()) {
+        for h in req.headers.iter() {
             let name = offset(h.name.as_bytes());
             let value = offset(h.value);
-            *slot = (
+            at.push((
                 name,
                 name + h.name.len() as u32,
                 value,
                 value + h.value.len() as u32,
-            );
+            ));
         }
         (len, method, path, req.headers.len())
     };
@@ -791,7 +793,7 @@ fn parse(
     };
     let mut close = false;
     let mut trailers = false;
-    for (index, &(n0, n1, v0, v1)) in at[..count].iter().enumerate() {
+    for (index, &(n0, n1, v0, v1)) in at.as_slice().iter().enumerate() {
         let Ok(name) = names.name(index, &head[n0 as usize..n1 as usize]) else {
             return hand_back(buf, head);
         };
