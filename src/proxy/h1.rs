@@ -56,37 +56,47 @@ pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// The most fields a response head may have (hyper's default too).
 pub(crate) const MAX_HEADERS: usize = 100;
 
-/// Where a head's fields lie in its bytes, one `(u32, u32, u32, u32)` of offsets per field, for up
-/// to [`MAX_HEADERS`] fields: written as the parser's fields are read, never zeroed first (an array
-/// of a hundred zeroed spans was 1.6 KB of stores on every head, the server's and the upstream's).
-pub(crate) struct FieldSpans {
-    spans: [std::mem::MaybeUninit<(u32, u32, u32, u32)>; MAX_HEADERS],
+/// A field's place in its head: the offsets of its name and of its value.
+pub(crate) type Span = (u32, u32, u32, u32);
+
+/// Room for a head's [`Span`]s on the stack, never zeroed: an array of a hundred zeroed spans was
+/// 1.6 KB of stores on every head, the server's and the upstream's. Not in [`FieldSpans`] itself:
+/// LLVM zeroes a struct's uninitialised array when the struct is built and moved.
+pub(crate) type SpanRoom = [std::mem::MaybeUninit<Span>; MAX_HEADERS];
+
+/// An empty [`SpanRoom`].
+#[inline(always)]
+pub(crate) const fn span_room() -> SpanRoom {
+    [std::mem::MaybeUninit::uninit(); MAX_HEADERS]
+}
+
+/// Where a head's fields lie in its bytes, written as the parser's fields are read, in a
+/// [`SpanRoom`] on the caller's stack.
+pub(crate) struct FieldSpans<'a> {
+    room: &'a mut SpanRoom,
     len: usize,
 }
 
-impl FieldSpans {
+impl<'a> FieldSpans<'a> {
     /// No spans yet.
     #[inline(always)]
-    pub(crate) fn new() -> Self {
-        FieldSpans {
-            spans: [std::mem::MaybeUninit::uninit(); MAX_HEADERS],
-            len: 0,
-        }
+    pub(crate) fn new(room: &'a mut SpanRoom) -> Self {
+        FieldSpans { room, len: 0 }
     }
 
     /// Adds the next field's span; panics past [`MAX_HEADERS`] (the parsers are given no more
     /// slots than that).
     #[inline(always)]
-    pub(crate) fn push(&mut self, span: (u32, u32, u32, u32)) {
-        self.spans[self.len].write(span);
+    pub(crate) fn push(&mut self, span: Span) {
+        self.room[self.len].write(span);
         self.len += 1;
     }
 
     /// The spans pushed, in order.
     #[inline(always)]
-    pub(crate) fn as_slice(&self) -> &[(u32, u32, u32, u32)] {
+    pub(crate) fn as_slice(&self) -> &[Span] {
         // SAFETY: the first `len` spans were written by `push`; `MaybeUninit<T>` has `T`'s layout.
-        unsafe { std::slice::from_raw_parts(self.spans.as_ptr().cast(), self.len) }
+        unsafe { std::slice::from_raw_parts(self.room.as_ptr().cast(), self.len) }
     }
 }
 /// The fields a response's header map has room for at least (see [`Conn::parse`]).
@@ -390,7 +400,8 @@ impl Conn {
         let mut fields =
             [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         // Each field as (name, value) byte ranges of the head.
-        let mut ranges = FieldSpans::new();
+        let mut room = span_room();
+        let mut ranges = FieldSpans::new(&mut room);
         let mut res = httparse::Response::new(&mut []);
         let bytes: &[u8] = &self.read;
         let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(

@@ -45,7 +45,7 @@ use tokio::sync::watch;
 use super::connection::ConnectionService;
 use super::http1::{ClientStream, Clock, ConnIo, Quiet, ServedBody};
 use super::{Phase, PhaseWait};
-use crate::proxy::h1::{ends_chunked, has_token, length_digits, FieldSpans, NameCache};
+use crate::proxy::h1::{ends_chunked, has_token, length_digits, span_room, FieldSpans, NameCache};
 use crate::router::{HeadFacts, PROXY};
 
 /// What a connection's lean path works with, taken when the connection was accepted.
@@ -737,7 +737,8 @@ fn parse(
     let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
     // Where each header's name and value are in the head: (name start, name end, value start,
     // value end).
-    let mut at = FieldSpans::new();
+    let mut room = span_room();
+    let mut at = FieldSpans::new(&mut room);
     let max = limits.max_headers.min(MAX_HEADERS);
     let (len, method, path, count) = {
         let mut req = httparse::Request::new(&mut []);
