@@ -99,6 +99,7 @@ impl<'a> FieldSpans<'a> {
         unsafe { std::slice::from_raw_parts(self.room.as_ptr().cast(), self.len) }
     }
 }
+
 /// The fields a response's header map has room for at least (see [`Conn::parse`]).
 const MIN_MAP_CAPACITY: usize = 24;
 /// The most bytes of a chunk-size line (the size and its extensions), and of a body's trailers.
