@@ -9,6 +9,7 @@
 # Prints `LABEL bare requests=N Ir=... Ir_per_request=...` and the same for chain; the dumps are left
 # in $OUT (default /tmp) as cg-LABEL-SCENARIO.out.
 set -euo pipefail
+source "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 bin=$1; label=$2; N=${3:-10000}; out=${OUT:-/tmp}
 work=$(mktemp -d /tmp/cg.XXXXXX)
 read -r ORIGIN PARAPET < <(python3 - <<'PY'
@@ -57,7 +58,7 @@ CONF
 nginx -p "$work" -c "$work/origin.conf" & npid=$!
 PARAPET_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$bin" run -c "$work/parapet.toml" 2>"$work/vg.err" & ppid=$!
 trap 'kill $ppid $npid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
-for _ in $(seq 1 600); do (exec 3<>"/dev/tcp/127.0.0.1/$PARAPET") 2>/dev/null && break; sleep 0.1; done
+wait_port "$PARAPET" 60
 for scenario in bare chain; do
   url="http://127.0.0.1:$PARAPET/$scenario/5b"
   oha -n 2000 -c 4 --no-tui "$url" > /dev/null

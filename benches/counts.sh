@@ -31,6 +31,7 @@ OUT=${OUT:-/tmp/parapet-counts}
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 stat="python3 $here/nginx/stat.py"
+source "$here/lib.sh"
 need() { command -v "$1" >/dev/null 2>&1; }
 if ! need nginx || ! need valgrind || ! need perf; then
   apt-get update -qq && apt-get install -y -qq nginx valgrind linux-perf >/dev/null
@@ -122,17 +123,10 @@ response.set = { "x-frame-options" = "DENY" }
 request.set = { "x-edge" = "parapet" }
 CONF
 
-wait_port() {
-  for _ in $(seq 1 600); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on port $1" >&2; exit 1
-}
 wait_gone() { for _ in $(seq 1 600); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done; }
 
 nginx -p "$work" -c "$work/origin.conf" -g 'daemon off;' & pids+=($!)
-wait_port "$ORIGIN"
+wait_port "$ORIGIN" 60
 url="http://127.0.0.1:$PROXY$PATH_"
 load() { timeout 600 oha -n "$1" -c 64 --no-tui "${rate_args[@]}" "$url" > /dev/null; }
 rate_args=()
@@ -147,7 +141,7 @@ start() {
   fi
   proxy_pid=$!
   pids+=("$proxy_pid")
-  wait_port "$PROXY"
+  wait_port "$PROXY" 60
 }
 stop() { kill -INT "$proxy_pid" 2>/dev/null || true; wait_gone "$proxy_pid"; }
 

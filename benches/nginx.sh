@@ -53,6 +53,7 @@ ONLY=${ONLY:-"bare chain gzip stream idle tls_idle tls handshake websocket"}   #
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 stat="python3 $here/nginx/stat.py"
+source "$here/lib.sh"
 
 need() { command -v "$1" >/dev/null 2>&1; }
 if ! need nginx || ! need wrk; then
@@ -241,13 +242,6 @@ CONF
 parapet_config "$PARAPET" "$work/parapet-access.log" "$PARAPET_TLS" > "$work/parapet.toml"
 parapet_config "$BASE" "$work/base-access.log" "$BASE_TLS" > "$work/base.toml"
 
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on port $1" >&2; exit 1
-}
 
 nginx -p "$work" -c "$work/origin.conf" -g 'daemon off;' & pids+=($!)
 if [ -n "$wsbench" ]; then "$wsbench" echo "$WS_ORIGIN" & pids+=($!); fi

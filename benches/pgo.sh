@@ -17,6 +17,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
+source "$here/lib.sh"
 
 profdata=$(ls -d /usr/lib/llvm-*/bin/llvm-profdata 2>/dev/null | sort -V | tail -1 || true)
 if [ -z "$profdata" ] || [ "$(basename "$(dirname "$(dirname "$profdata")")" | tr -dc 0-9)" -lt 19 ]; then
@@ -63,7 +64,7 @@ servers = ["http://127.0.0.1:$ORIGIN"]
 CONF
 nginx -p "$data" -c "$data/origin.conf" -g 'daemon off;' & origin_pid=$!
 PARAPET_LOG=warn "$repo/target/pgo-gen/release/parapet" run -c "$data/parapet.toml" & proxy_pid=$!
-for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$PROXY") 2>/dev/null && break; sleep 0.1; done
+wait_port "$PROXY"
 oha -n 20000 -c 16 -p 8 --http2 --no-tui "http://127.0.0.1:$PROXY/h2" > /dev/null
 oha -n 20000 -c 16 -m POST -d "$(head -c 2000 /dev/zero | tr '\0' x)" --no-tui "http://127.0.0.1:$PROXY/post" > /dev/null
 kill -TERM "$proxy_pid"; wait "$proxy_pid" || true

@@ -23,6 +23,7 @@ PARAPET_PROCS=${PARAPET_PROCS:-2}
 DURATION=${DURATION:-5}
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
+source "$here/lib.sh"
 stat="python3 $here/nginx/stat.py"
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -96,13 +97,6 @@ CONF
 sed -e "s/^workers = 1/workers = 1\nreuse_port = true/" -e "s/:$PARAPET\"/:$PARAPET2\"/" \
   "$work/parapet.toml" > "$work/parapet2.toml"
 
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on port $1" >&2; exit 1
-}
 
 (cd "$work/app" && exec gunicorn -w 2 -k gthread --threads 4 --keep-alive 300 -b "127.0.0.1:$GUNICORN" \
   --log-level warning hello:app) & pids+=($!); gunicorn_master=$!

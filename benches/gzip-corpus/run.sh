@@ -33,6 +33,7 @@ MAX_RATE=${MAX_RATE:-400}
 CLASSES=${CLASSES:-"html css js svg text json-api json-data small"}
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+source "$here/../lib.sh"
 stat="python3 $repo/benches/nginx/stat.py"
 
 if ! command -v nginx >/dev/null 2>&1; then
@@ -135,13 +136,6 @@ level = 6
 min_size = 256
 CONF
 
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on port $1" >&2; exit 1
-}
 
 nginx -p "$work" -c "$work/origin.conf" -g 'daemon off;' & pids+=($!)
 nginx -p "$work" -c "$work/proxy.conf" -g 'daemon off;' & pids+=($!); nginx_master=$!
