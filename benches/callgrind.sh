@@ -56,7 +56,7 @@ response.set = { "x-frame-options" = "DENY" }
 request.set = { "x-edge" = "parapet" }
 CONF
 nginx -p "$work" -c "$work/origin.conf" & npid=$!
-PARAPET_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$bin" run -c "$work/parapet.toml" 2>"$work/vg.err" & ppid=$!
+PARAPET_LOG=warn valgrind --tool=callgrind ${VG_OPTS:-} --callgrind-out-file="$work/cg.out" "$bin" run -c "$work/parapet.toml" 2>"$work/vg.err" & ppid=$!
 trap 'kill $ppid $npid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 wait_port "$PARAPET" 60
 for scenario in bare chain; do

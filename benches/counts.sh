@@ -129,6 +129,10 @@ nginx -p "$work" -c "$work/origin.conf" -g 'daemon off;' & pids+=($!)
 wait_port "$ORIGIN" 60
 url="http://127.0.0.1:$PROXY$PATH_"
 load() { timeout 600 oha -n "$1" -c 64 --no-tui "${rate_args[@]}" "$url" > /dev/null; }
+# The load as a command of its own, for `perf ... -p PID -- CMD`: perf watches PID for exactly as
+# long as CMD runs, with no signal to stop it (a background job starts with SIGINT ignored, so a
+# SIGINT sent before perf set its handler was lost and the script waited forever).
+load_cmd() { echo timeout 600 oha -n "$1" -c 64 --no-tui "${rate_args[@]}" "$url"; }
 rate_args=()
 
 # Starts the proxy named $1, possibly under a wrapper ($2...); sets $proxy_pid.
@@ -174,29 +178,18 @@ for name in nginx parapet; do
   # RATE: the perf counts at that fixed offered rate (oha -q) rather than closed loop, as
   # benches/nginx.sh measures CPU time: at a fixed rate a worker waits, and wakes, more often.
   [ -n "${RATE:-}" ] && rate_args=(-q "$RATE")
-  perf stat -x, -e raw_syscalls:sys_enter,context-switches,cpu-migrations,page-faults -p "$proxy_pid" -o "$work/perf.txt" &
-  perf_pid=$!
-  sleep 0.5
-  load "$N"
-  kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
+  perf stat -x, -e raw_syscalls:sys_enter,context-switches,cpu-migrations,page-faults -p "$proxy_pid" -o "$work/perf.txt" \
+    -- $(load_cmd "$N") > /dev/null
   # TRACE=1: which system calls, and the time in each (perf trace -s), under the same load.
   if [ -n "${TRACE:-}" ]; then
-    perf trace -s -p "$proxy_pid" -o "$work/trace.$name.txt" &
-    perf_pid=$!
-    sleep 0.5
-    load "$N"
-    kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
+    perf trace -s -p "$proxy_pid" -o "$work/trace.$name.txt" -- $(load_cmd "$N") > /dev/null
     echo "== perf trace -s, $name, $N requests"
     grep -E "^ +[a-z_0-9]+ +[0-9]" "$work/trace.$name.txt" | sort -k2 -n -r | head -12
   fi
   # RECORD=1: where the CPU time goes, user and kernel (perf record on the cpu-clock software event,
   # which works without hardware counters), under the same load; kept as $OUT/perf.NAME.data.
   if [ -n "${RECORD:-}" ]; then
-    perf record -q -e cpu-clock -F 20000 -g -p "$proxy_pid" -o "$OUT/perf.$name.data" &
-    perf_pid=$!
-    sleep 0.5
-    load "$N"
-    kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
+    perf record -q -e cpu-clock -F 20000 -g -p "$proxy_pid" -o "$OUT/perf.$name.data" -- $(load_cmd "$N") > /dev/null
     echo "== perf record, $name, $N requests: samples by object, then the top symbols"
     perf report -i "$OUT/perf.$name.data" --no-children --sort dso --stdio 2>/dev/null | grep -E "^ +[0-9]" | head -6 || true
     perf report -i "$OUT/perf.$name.data" --no-children --sort dso,sym --stdio -g none 2>/dev/null \
