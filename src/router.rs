@@ -33,7 +33,7 @@ use pin_project_lite::pin_project;
 
 use crate::config::IpRange;
 use crate::metrics::RouteStats;
-use crate::routing::{normalize_host, normalize_path, valid_host, RouteTable};
+use crate::routing::{normalize_host, normalize_path, valid_host_memo, RouteTable};
 use crate::service::Started;
 use crate::{AppService, ClientAddr, Request, Response};
 
@@ -451,7 +451,9 @@ fn check_host(req: &Request) -> Result<(), &'static str> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => return Err("more than one Host header"),
-        (Some(host), None) if !valid_host(host.as_bytes()) => return Err("invalid Host header"),
+        (Some(host), None) if !valid_host_memo(host.as_bytes()) => {
+            return Err("invalid Host header")
+        }
         (None, _) if req.version() == Version::HTTP_11 => {
             return Err("HTTP/1.1 request without a Host header")
         }
@@ -460,7 +462,8 @@ fn check_host(req: &Request) -> Result<(), &'static str> {
     match req.uri().authority() {
         // CONNECT's authority form is refused by the router with a 405 of its own.
         Some(authority)
-            if req.method() != Method::CONNECT && !valid_host(authority.as_str().as_bytes()) =>
+            if req.method() != Method::CONNECT
+                && !valid_host_memo(authority.as_str().as_bytes()) =>
         {
             Err("invalid authority in the request target")
         }

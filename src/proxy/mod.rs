@@ -1056,6 +1056,41 @@ fn client_scheme(tls: bool) -> HeaderValue {
     HeaderValue::from_static(if tls { "https" } else { "http" })
 }
 
+/// How many peers' `X-Forwarded-For` values [`peer_value`] keeps per thread.
+const PEER_VALUES: usize = 8;
+
+thread_local! {
+    /// The last [`PEER_VALUES`] peers' `X-Forwarded-For` values on this thread, and the slot the
+    /// next new one takes.
+    static PEER_VALUE: std::cell::RefCell<([Option<(IpAddr, HeaderValue)>; PEER_VALUES], usize)> =
+        const { std::cell::RefCell::new(([const { None }; PEER_VALUES], 0)) };
+}
+
+/// `peer` as an `X-Forwarded-For` value. The requests of a keep-alive connection, and of the few
+/// clients a worker is serving at a time, come from a few addresses: each thread keeps the values
+/// of the last [`PEER_VALUES`] it formatted, and a request from one of them gets a clone of its
+/// value (a reference count) instead of an address formatted, checked and copied into a new
+/// allocation.
+fn peer_value(peer: IpAddr) -> Option<HeaderValue> {
+    let make = |peer: IpAddr| {
+        let mut buf = [0u8; 64];
+        HeaderValue::from_bytes(parapet_middlewares::ip::format(peer, &mut buf).as_bytes()).ok()
+    };
+    PEER_VALUE
+        .try_with(|memo| {
+            let mut memo = memo.borrow_mut();
+            let (values, next) = &mut *memo;
+            if let Some((_, value)) = values.iter().flatten().find(|(ip, _)| *ip == peer) {
+                return Some(value.clone());
+            }
+            let value = make(peer)?;
+            values[*next] = Some((peer, value.clone()));
+            *next = (*next + 1) % PEER_VALUES;
+            Some(value)
+        })
+        .unwrap_or_else(|_| make(peer))
+}
+
 /// Sets the forwarding headers. What a client says about earlier hops is believed only from a peer
 /// in `server.trusted_proxies` (`peer_trusted`):
 ///
@@ -1075,15 +1110,16 @@ fn set_forwarded(
     had: Forwarding,
 ) {
     if let Some(peer) = peer {
-        // The address is formatted on the stack: the header value is the only allocation.
-        let mut buf = [0u8; 64];
-        let ip = parapet_middlewares::ip::format(peer.to_canonical(), &mut buf).as_bytes();
+        let peer = peer.to_canonical();
         let value = if !peer_trusted
             || !had.may_have(Forwarding::FOR)
             || !headers.contains_key(&X_FORWARDED_FOR)
         {
-            HeaderValue::from_bytes(ip).ok()
+            peer_value(peer)
         } else {
+            // The address is formatted on the stack: the header value is the only allocation.
+            let mut buf = [0u8; 64];
+            let ip = parapet_middlewares::ip::format(peer, &mut buf).as_bytes();
             let prior = headers.get_all(&X_FORWARDED_FOR).iter();
             let mut joined = Vec::with_capacity(64);
             for v in prior {
@@ -1163,6 +1199,31 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn every_peer_gets_its_own_forwarded_for_value_however_many_a_thread_serves() {
+        std::thread::spawn(|| {
+            // More peers than the memo keeps, v4, v6 and v4-mapped, interleaved, twice over.
+            let peers: Vec<IpAddr> = (0..PEER_VALUES as u8 + 3)
+                .map(|i| IpAddr::from([10, 0, 0, i]))
+                .chain(["::1", "2001:db8::7", "::ffff:192.0.2.1"].map(|p| p.parse().unwrap()))
+                .collect();
+            for round in 0..3 {
+                for (i, peer) in peers.iter().enumerate() {
+                    // Every other one again right away: a hit after a miss.
+                    for _ in 0..1 + (i + round) % 2 {
+                        let mut h = HeaderMap::new();
+                        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+                        noted_forwarded(&mut h, Some(*peer), false, None, false);
+                        let want = peer.to_canonical().to_string();
+                        assert_eq!(h["x-forwarded-for"], want.as_str(), "round {round}");
+                    }
+                }
+            }
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
