@@ -428,10 +428,14 @@ fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
     Some((name.trim_matches('"').to_owned(), addr.parse().ok()?))
 }
 
-/// A new empty directory under the system's temp directory.
+/// A new empty directory under the system's temp directory, named after this test process. The
+/// first call in a process removes the directories that processes no longer running left (a test
+/// cannot know when the last user of its directory is done, so each run cleans up after the last).
 pub fn temp_dir() -> std::path::PathBuf {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(|| remove_stale_dirs("parapet-test-"));
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -443,6 +447,31 @@ pub fn temp_dir() -> std::path::PathBuf {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Removes the directories under the system's temp directory named `PREFIX-PID-...` whose process
+/// `PID` is gone (Linux: no `/proc/PID`); elsewhere, none.
+fn remove_stale_dirs(prefix: &str) {
+    if !std::path::Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A body fed chunk by chunk by the test through a channel; it ends when the sender is dropped.

@@ -11,6 +11,8 @@ use tower::{Layer, ServiceExt};
 /// A fresh log file and its sink, held open by the test: a sink whose last layer is gone finishes
 /// writing on its own thread, and the test must flush the very sink the layer wrote to.
 fn log_file(name: &str) -> (PathBuf, Arc<Sink>) {
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(remove_stale_dirs);
     let dir =
         std::env::temp_dir().join(format!("parapet-access-log-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -18,6 +20,31 @@ fn log_file(name: &str) -> (PathBuf, Arc<Sink>) {
     let _ = std::fs::remove_file(&path);
     let sink = Sink::open(Target::File(path.clone())).unwrap();
     (path, sink)
+}
+
+/// Removes the log directories of earlier test processes that are gone (Linux: no `/proc/PID`), so
+/// that runs do not pile them up in the temp directory.
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    if !std::path::Path::new("/proc/self").exists() {
+        return;
+    }
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("parapet-access-log-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 fn layer(format: Format, path: &std::path::Path) -> AccessLogLayer {
