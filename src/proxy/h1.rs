@@ -448,7 +448,8 @@ impl Conn {
         // Room for the fields layers add on the way out, and, as hyper's server keeps a response's
         // (cleared) map to parse the connection's next request into, for that request's fields and
         // the forwarding ones the proxy adds to it: neither grows the map then.
-        let mut headers = HeaderMap::with_capacity(count.max(MIN_MAP_CAPACITY));
+        // A map the proxy gave back (the request's just sent, see `crate::spare`), if there is one.
+        let mut headers = crate::spare::take_headers(count.max(MIN_MAP_CAPACITY));
         let mut keep_alive = version == Version::HTTP_11;
         let mut close = false;
         // The framing fields seen on the way: `Transfer-Encoding` at all, and how many

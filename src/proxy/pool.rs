@@ -432,8 +432,10 @@ impl ServerPool {
                     lease.permit,
                 )),
             };
-            // The request is done with: its extensions' map is kept for another request's.
+            // The request is done with: its extensions' map is kept for another request's, and
+            // its header map for another response's.
             crate::spare::give(std::mem::take(req.extensions_mut()));
+            crate::spare::give_headers(std::mem::take(req.headers_mut()));
             return Ok(head.response.map(|()| body));
         }
     }
