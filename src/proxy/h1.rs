@@ -118,8 +118,7 @@ pub(crate) struct Conn {
     /// The request head being written; its capacity kept from one request to the next.
     write: Vec<u8>,
     /// The timer bounding an exchange ([`Self::exchange_by`]), kept from one request to the next:
-    /// re-armed rather than made anew, and a later deadline only moves a counter in tokio's timer
-    /// where a new one is registered and removed under the timer's lock.
+    /// re-armed rather than made anew, and only when an earlier deadline fires (see there).
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The last response's field names, to know this one's again without parsing them.
     names: NameCache,
@@ -304,9 +303,18 @@ impl Conn {
         encode(&mut self.write, req);
         let head_only = req.method() == Method::HEAD;
         async move {
+            // Re-armed lazily, as the body timer is (see `ReadTimeout`): a timer still armed for an
+            // earlier exchange's deadline, which is sooner, is left as it is, and moved to this
+            // one's only if it fires first. Requests in a row on a connection come well within a
+            // timeout of each other, so the timer is re-armed about once per timeout rather than
+            // once per request (each a trip through tokio's timer wheel). The cost: one early
+            // wake-up per timeout, of this exchange or, if the connection sits idle, of the task
+            // that last polled it.
             let mut timer = match self.timer.take() {
                 Some(mut timer) => {
-                    timer.as_mut().reset(deadline);
+                    if timer.deadline() > deadline || timer.is_elapsed() {
+                        timer.as_mut().reset(deadline);
+                    }
                     timer
                 }
                 None => Box::pin(tokio::time::sleep_until(deadline)),
@@ -317,7 +325,14 @@ impl Conn {
                     if let Poll::Ready(answer) = exchange.as_mut().poll(cx) {
                         return Poll::Ready(Some(answer));
                     }
-                    timer.as_mut().poll(cx).map(|()| None)
+                    while timer.as_mut().poll(cx).is_ready() {
+                        if timer.deadline() >= deadline {
+                            return Poll::Ready(None);
+                        }
+                        // An earlier exchange's deadline: this one's is later.
+                        timer.as_mut().reset(deadline);
+                    }
+                    Poll::Pending
                 })
                 .await
             };
