@@ -1062,9 +1062,12 @@ const PEER_VALUES: usize = 8;
 thread_local! {
     /// The last [`PEER_VALUES`] peers' `X-Forwarded-For` values on this thread, and the slot the
     /// next new one takes.
-    static PEER_VALUE: std::cell::RefCell<([Option<(IpAddr, HeaderValue)>; PEER_VALUES], usize)> =
+    static PEER_VALUE: std::cell::RefCell<PeerValues> =
         const { std::cell::RefCell::new(([const { None }; PEER_VALUES], 0)) };
 }
+
+/// [`PEER_VALUE`]'s slots, and the one the next new peer takes.
+type PeerValues = ([Option<(IpAddr, HeaderValue)>; PEER_VALUES], usize);
 
 /// `peer` as an `X-Forwarded-For` value. The requests of a keep-alive connection, and of the few
 /// clients a worker is serving at a time, come from a few addresses: each thread keeps the values
