@@ -36,7 +36,10 @@
 # Metrics: CPU microseconds per request at a fixed offered rate (oha -q RATE -c 64 --latency-correction;
 # the headline; for `bare`, `chain` and `gzip` also split into user and system time), closed-loop
 # requests/s (wrk -c 64), throughput for `stream`, and RSS per idle
-# connection. The table prints medians with min and max, and the parapet/nginx ratio.
+# connection. The table prints medians with min and max, the parapet/nginx ratio of the medians (the
+# headline: a target is met if it is), and the median and range of the ratios taken round by round
+# (each round's two figures a few seconds apart, so a machine that slows down or speeds up during
+# the run moves them less). RESULTS=FILE keeps the raw figures.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -391,3 +394,6 @@ echo "rounds: $ROUNDS x ${DURATION}s, alternating $proxies; fixed rates: bare/ch
 echo "gzip output for $original bytes of JSON: nginx $(size nginx) bytes, parapet $(size parapet) bytes"
 echo
 $stat summary "$results"
+# RESULTS=FILE keeps the raw figures (one line per measurement: scenario metric proxy value, rounds
+# in order), to summarise again or compare runs.
+if [ -n "${RESULTS:-}" ]; then cp "$results" "$RESULTS"; fi

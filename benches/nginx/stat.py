@@ -62,9 +62,21 @@ def summary(path):
     def cell(values):
         return f"{statistics.median(values):,.1f} ({min(values):,.1f}–{max(values):,.1f})"
 
-    head = "| scenario | metric | nginx median (min–max) | parapet median (min–max) | parapet/nginx |"
+    def paired(a, b):
+        """a/b round by round (the rounds alternate, so a round's two figures were taken a few
+        seconds apart): the median and range of those ratios, which a machine that slows down or
+        speeds up over the run moves less than the ratio of the medians."""
+        ratios = [x / y for x, y in zip(a, b) if y]
+        if len(ratios) < 2:
+            return ""
+        return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f})"
+
+    head = (
+        "| scenario | metric | nginx median (min–max) | parapet median (min–max) | parapet/nginx"
+        " | per round: median (min–max) |"
+    )
     if with_base:
-        head += " base median (min–max) | parapet/base |"
+        head += " base median (min–max) | parapet/base | per round |"
     print(head)
     print("|" + " --- |" * (head.count("|") - 1))
     for (scenario, metric), by in data.items():
@@ -73,10 +85,10 @@ def summary(path):
             continue
         mn, mp = statistics.median(n), statistics.median(p)
         ratio = mp / mn if mn else float("nan")
-        row = f"| {scenario} | {metric} | {cell(n)} | {cell(p)} | {ratio:.2f} |"
+        row = f"| {scenario} | {metric} | {cell(n)} | {cell(p)} | {ratio:.2f} | {paired(p, n)} |"
         if with_base and b:
             mb = statistics.median(b)
-            row += f" {cell(b)} | {mp / mb if mb else float('nan'):.2f} |"
+            row += f" {cell(b)} | {mp / mb if mb else float('nan'):.2f} | {paired(p, b)} |"
         print(row)
 
 
