@@ -157,7 +157,7 @@ async fn an_upstream_that_never_answers_is_a_504_after_the_timeout() {
 
 #[tokio::test]
 async fn a_pooled_connection_that_stops_answering_is_a_504_after_the_timeout() {
-    // The second request goes on the first one's connection, whose timer is re-armed, not new.
+    // The second request goes on the first one's connection, whose timer is kept, not new.
     let up = upstream(|req: http::Request<hyper::body::Incoming>| async move {
         if req.uri().path() == "/stall" {
             std::future::pending::<()>().await;
@@ -168,6 +168,10 @@ async fn a_pooled_connection_that_stops_answering_is_a_504_after_the_timeout() {
     let server = start(&proxy_config(&[up], "timeout = \"500ms\"")).await;
     let addr = server.local_addr("main").unwrap();
     assert_eq!(get(addr, None, "/fast").await.0, 200);
+    // The timer stays armed for the first request's deadline, which now comes 300 ms into the
+    // second one's wait: it must move on to the second one's own deadline then, not time it out.
+    // (A pause in the scenario, not a wait for something to happen.)
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let started = std::time::Instant::now();
     let (status, _, _) = get(addr, None, "/stall").await;
     assert_eq!(status, 504);
@@ -178,6 +182,53 @@ async fn a_pooled_connection_that_stops_answering_is_a_504_after_the_timeout() {
     let started = std::time::Instant::now();
     assert_eq!(get(addr, None, "/fast").await.0, 200);
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn no_field_of_one_exchange_shows_up_in_the_next() {
+    // Header maps are reused from request to response to request (see `spare`): each must come
+    // to its next use empty.
+    let up = upstream(|req: http::Request<hyper::body::Incoming>| async move {
+        let path = req.uri().path().to_owned();
+        let saw_other = req.headers().keys().any(|k| {
+            let k = k.as_str();
+            (k.starts_with("x-req-") && k != format!("x-req{}", path.replace('/', "-")))
+                || k.starts_with("x-res-")
+        });
+        let mut res = text(if saw_other { 500 } else { 200 }, "ok");
+        let name = format!("x-res{}", path.replace('/', "-"));
+        res.headers_mut().insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            http::HeaderValue::from_static("1"),
+        );
+        res
+    })
+    .await;
+    let server = start(&proxy_config(&[up], "")).await;
+    let addr = server.local_addr("main").unwrap();
+    for round in 0..4 {
+        for path in ["/a", "/b", "/c"] {
+            let req = http::Request::get(format!("http://{addr}{path}"))
+                .header(format!("x-req{}", path.replace('/', "-")), "1")
+                .body(Body::empty())
+                .unwrap();
+            let (status, headers, _) = send(req).await;
+            assert_eq!(
+                status, 200,
+                "round {round} {path}: the upstream saw another's field"
+            );
+            let theirs: Vec<_> = headers
+                .keys()
+                .filter(|k| k.as_str().starts_with("x-re"))
+                .map(|k| k.as_str().to_owned())
+                .collect();
+            assert_eq!(
+                theirs,
+                [format!("x-res{}", path.replace('/', "-"))],
+                "round {round}"
+            );
+        }
+    }
 }
 
 #[tokio::test]
