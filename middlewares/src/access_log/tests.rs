@@ -10,39 +10,31 @@ use tower::{Layer, ServiceExt};
 
 /// A fresh log file and its sink, held open by the test: a sink whose last layer is gone finishes
 /// writing on its own thread, and the test must flush the very sink the layer wrote to.
-fn log_file(name: &str) -> (PathBuf, Arc<Sink>) {
-    static SWEEP: std::sync::Once = std::sync::Once::new();
-    SWEEP.call_once(remove_stale_dirs);
+fn log_file(name: &str) -> (TempLog, Arc<Sink>) {
     let dir =
         std::env::temp_dir().join(format!("parapet-access-log-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("access.log");
     let _ = std::fs::remove_file(&path);
     let sink = Sink::open(Target::File(path.clone())).unwrap();
-    (path, sink)
+    (TempLog(path), sink)
 }
 
-/// Removes the log directories of earlier test processes that are gone (Linux: no `/proc/PID`), so
-/// that runs do not pile them up in the temp directory.
-fn remove_stale_dirs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    if !std::path::Path::new("/proc/self").exists() {
-        return;
+/// A test's log file, in a directory of its own that is removed when the test is done with it.
+struct TempLog(PathBuf);
+
+impl std::ops::Deref for TempLog {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
     }
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("parapet-access-log-"))
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
+}
+
+impl Drop for TempLog {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
