@@ -13,7 +13,6 @@
 //! Emptying a map drops its values as dropping the request would have; only the room is kept.
 
 use std::cell::RefCell;
-use std::thread::LocalKey;
 
 use http::{Extensions, HeaderMap};
 
@@ -27,7 +26,11 @@ thread_local! {
 /// An empty extensions map: one given back earlier on this thread, with its room, if there is
 /// one, else a new one (which allocates nothing until something is inserted).
 pub(crate) fn take() -> Extensions {
-    pop(&SPARE).unwrap_or_default()
+    SPARE
+        .try_with(|spare| spare.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default()
 }
 
 /// Keeps `extensions`, emptied, for [`take`], unless the thread keeps enough already. A map that
@@ -37,20 +40,10 @@ pub(crate) fn give(mut extensions: Extensions) {
         return;
     }
     extensions.clear();
-    push(&SPARE, extensions);
-}
-
-/// The last value kept in `stock`, if any (none once the thread is being torn down).
-fn pop<T: 'static>(stock: &'static LocalKey<RefCell<Vec<T>>>) -> Option<T> {
-    stock.try_with(|s| s.borrow_mut().pop()).ok().flatten()
-}
-
-/// Keeps `value` in `stock` unless it holds [`MAX`] already (or the thread is being torn down).
-fn push<T: 'static>(stock: &'static LocalKey<RefCell<Vec<T>>>, value: T) {
-    let _ = stock.try_with(|s| {
-        let mut s = s.borrow_mut();
-        if s.len() < MAX {
-            s.push(value);
+    let _ = SPARE.try_with(|spare| {
+        let mut spare = spare.borrow_mut();
+        if spare.len() < MAX {
+            spare.push(extensions);
         }
     });
 }
@@ -70,7 +63,11 @@ thread_local! {
 /// upstream's response needs one just after: the proxy gives the one back and takes the other from
 /// here, so that a response's head allocates no map (two allocations per request fewer).
 pub(crate) fn take_headers(room: usize) -> HeaderMap {
-    match pop(&SPARE_HEADERS) {
+    let kept = SPARE_HEADERS
+        .try_with(|spare| spare.borrow_mut().pop())
+        .ok()
+        .flatten();
+    match kept {
         Some(mut map) => {
             map.reserve(room);
             map
@@ -87,7 +84,12 @@ pub(crate) fn give_headers(mut headers: HeaderMap) {
         return;
     }
     headers.clear();
-    push(&SPARE_HEADERS, headers);
+    let _ = SPARE_HEADERS.try_with(|spare| {
+        let mut spare = spare.borrow_mut();
+        if spare.len() < MAX {
+            spare.push(headers);
+        }
+    });
 }
 
 #[cfg(test)]
