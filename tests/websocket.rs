@@ -459,8 +459,8 @@ async fn a_thousand_concurrent_tunnels_echo_and_their_memory_is_measured() {
     let per_tunnel = (after.saturating_sub(before)) as f64 / 1000.0;
     eprintln!("RSS {before} KiB -> {after} KiB with 1000 idle tunnels: {per_tunnel:.1} KiB each");
     // Two sockets, the task, and no buffer while idle: less than two 8 KiB copy buffers (one per
-    // direction) would take on their own. (The comparison with another proxy is a benchmark's,
-    // benches/nginx.sh, not this test's.)
+    // direction) would take on their own. (The comparison with another proxy is the side-by-side
+    // benchmark's in benches/, not this test's: no test starts another proxy.)
     assert!(per_tunnel < 24.0, "{per_tunnel:.1} KiB per idle tunnel");
     // Every one still echoes.
     for ws in clients.iter_mut().step_by(50) {
