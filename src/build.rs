@@ -27,9 +27,20 @@ use crate::routing::RouteTable;
 use crate::tls::ListenerTlsConfig;
 use crate::AppService;
 
+/// The service serving a listener's requests: its router, or its middleware chain around the router.
+#[derive(Clone)]
+pub enum Entry {
+    /// A listener without middlewares: its router itself, whose future the connection drives in
+    /// its own ([`Router::route`]) rather than boxed as an [`AppService`]'s.
+    Router(Router),
+    /// The listener's chain around its router (and, with ACME's HTTP-01, the challenge answers
+    /// around that).
+    Chain(AppService),
+}
+
 /// A built config: what the server runs on.
 pub struct Gateway {
-    entries: crate::fnv::NameMap<AppService>,
+    entries: crate::fnv::NameMap<Entry>,
     upstreams: BTreeMap<String, Arc<Upstream>>,
     trusted_proxies: Vec<IpRange>,
     /// The TLS of each listener that terminates it.
@@ -246,14 +257,19 @@ impl Gateway {
         let apps_read_tags = apps.values().any(AppService::reads_tags);
         for l in &config.listeners {
             let table = tables.remove(l.name.as_str()).unwrap_or_default();
-            let router = Router::new(table, &l.name)
-                .into_service()
-                .with_tags_read(apps_read_tags);
+            let router = Router::new(table, &l.name);
             if let Some(chain) = resolve(&l.middlewares, &middlewares) {
-                let mut entry = chain::build(chain.into_iter(), router);
-                if let (Some(challenges), None) = (http01, &l.tls) {
-                    entry = crate::acme::answer_http01(Arc::clone(challenges), entry);
-                }
+                let challenges = http01.filter(|_| l.tls.is_none());
+                let entry = if chain.is_empty() && challenges.is_none() {
+                    Entry::Router(router)
+                } else {
+                    let service = router.into_service().with_tags_read(apps_read_tags);
+                    let mut entry = chain::build(chain.into_iter(), service);
+                    if let Some(challenges) = challenges {
+                        entry = crate::acme::answer_http01(Arc::clone(challenges), entry);
+                    }
+                    Entry::Chain(entry)
+                };
                 entries.insert(l.name.as_str().into(), entry);
             }
         }
@@ -286,7 +302,7 @@ impl Gateway {
     }
 
     /// The service serving the requests of `listener`: its chain around its router.
-    pub fn entry(&self, listener: &str) -> Option<&AppService> {
+    pub fn entry(&self, listener: &str) -> Option<&Entry> {
         self.entries.get(listener)
     }
 

@@ -331,7 +331,14 @@ pub fn admit_noted(req: &mut Request, peer: ClientAddr, trusted: &[IpRange], fac
     }
     let client = resolve_client(peer.0.ip(), trusted, headers);
     let extensions = req.extensions_mut();
-    extensions.insert(peer);
+    // A map kept for reuse may hold an earlier request's address, boxed: overwritten, not boxed
+    // anew (`crate::spare`).
+    match extensions.get_mut::<ClientAddr>() {
+        Some(kept) => *kept = peer,
+        None => {
+            extensions.insert(peer);
+        }
+    }
     // Only from a trusted proxy: otherwise `ClientIp::of` derives it from `peer`, and the request
     // pays no allocation for it.
     if let Some(client) = client {

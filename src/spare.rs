@@ -10,11 +10,16 @@
 //! A request's header map goes the same way, to be the map of an upstream response's head
 //! ([`give_headers`], [`take_headers`]).
 //!
-//! Emptying a map drops its values as dropping the request would have; only the room is kept.
+//! Emptying a map drops its values as dropping the request would have; only the room is kept. One
+//! value is kept with its allocation: a map that holds nothing but the request's
+//! [`ClientAddr`] keeps it, for [`crate::router::admit_noted`] to overwrite with the next request's
+//! client rather than box a new one. Every request taken from here is admitted before any layer or
+//! endpoint sees it, so the kept address is never read as the next request's.
 
 use std::cell::RefCell;
 
 use http::{Extensions, HeaderMap};
+use parapet_middlewares::ClientAddr;
 
 /// The most maps a thread keeps.
 const MAX: usize = 64;
@@ -23,8 +28,10 @@ thread_local! {
     static SPARE: RefCell<Vec<Extensions>> = const { RefCell::new(Vec::new()) };
 }
 
-/// An empty extensions map: one given back earlier on this thread, with its room, if there is
-/// one, else a new one (which allocates nothing until something is inserted).
+/// An extensions map for a request that [`crate::router::admit_noted`] admits next: one given back
+/// earlier on this thread, with its room, if there is one, else a new one (which allocates nothing
+/// until something is inserted). It is empty, or holds only an earlier request's [`ClientAddr`],
+/// which admission overwrites.
 pub(crate) fn take() -> Extensions {
     SPARE
         .try_with(|spare| spare.borrow_mut().pop())
@@ -34,12 +41,14 @@ pub(crate) fn take() -> Extensions {
 }
 
 /// Keeps `extensions`, emptied, for [`take`], unless the thread keeps enough already. A map that
-/// never held anything has no room to keep and is not kept.
+/// never held anything has no room to keep and is not kept. A map that holds only a [`ClientAddr`]
+/// keeps it, its box with it (see the module docs).
 pub(crate) fn give(mut extensions: Extensions) {
-    if extensions.is_empty() {
-        return;
+    match extensions.len() {
+        0 => return,
+        1 if extensions.get::<ClientAddr>().is_some() => {}
+        _ => extensions.clear(),
     }
-    extensions.clear();
     let _ = SPARE.try_with(|spare| {
         let mut spare = spare.borrow_mut();
         if spare.len() < MAX {
@@ -144,6 +153,20 @@ mod tests {
                 give(ext);
             }
             assert_eq!(SPARE.with(|s| s.borrow().len()), MAX);
+            SPARE.with(|s| s.borrow_mut().clear());
+            // A client's address alone is kept, for admission to overwrite; beside anything else
+            // it goes with the rest.
+            let peer = ClientAddr(([192, 0, 2, 1], 4000).into());
+            let mut ext = Extensions::new();
+            ext.insert(peer);
+            give(ext);
+            let back = take();
+            assert_eq!((back.len(), back.get::<ClientAddr>()), (1, Some(&peer)));
+            let mut ext = back;
+            ext.insert(Mark(count.clone()));
+            give(ext);
+            assert!(take().is_empty());
+            assert_eq!(std::sync::Arc::strong_count(&count), 1);
         })
         .join()
         .unwrap();

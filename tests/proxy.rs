@@ -232,6 +232,33 @@ async fn no_field_of_one_exchange_shows_up_in_the_next() {
 }
 
 #[tokio::test]
+async fn each_request_is_forwarded_for_its_own_client() {
+    // A request's extensions map is reused, its client's address slot with it (see `spare`): on one
+    // worker, clients from three addresses in turn must each be named in their own request.
+    let up = mirror().await;
+    let server = start(&proxy_config(&[up], "[server]\nworkers = 1")).await;
+    let addr = server.local_addr("main").unwrap();
+    for round in 0..3 {
+        for client in ["127.0.0.2", "127.0.0.3", "127.0.0.1"] {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(format!("{client}:0").parse().unwrap()).unwrap();
+            let mut stream = socket.connect(addr).await.unwrap();
+            let answer = exchange(
+                &mut stream,
+                b"GET /who HTTP/1.1\r\nhost: a.test\r\nconnection: close\r\n\r\n",
+            )
+            .await;
+            let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+            assert_eq!(
+                header_lines(body, "x-forwarded-for"),
+                [client],
+                "round {round}: {answer}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn an_upstreams_own_5xx_passes_through_unchanged() {
     let up = upstream(|_req| async { text(503, "upstream is busy") }).await;
     let server = start(&proxy_config(&[up], "")).await;

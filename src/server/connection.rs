@@ -37,11 +37,12 @@ use tokio::sync::watch;
 use super::accept::{sniff, ConnectionLimit, Protocol};
 use super::http1::{self, Alarm, ClientStream, Clock, ConnIo, Quiet, ServedBody};
 use super::Phase;
-use crate::build::Gateway;
+use crate::build::{Entry, Gateway};
 use crate::config::ServerConfig;
 use crate::metrics::{BodyCounters, HandshakeFailure, OpenConnection};
+use crate::router::RouterFuture;
 use crate::service::AppFuture;
-use crate::{AppService, ClientAddr, Request, Response};
+use crate::{ClientAddr, Request, Response};
 
 /// Serves an accepted connection until it ends: over TLS if its listener terminates TLS (`tls`),
 /// then in the protocol ALPN chose; in plain HTTP, in the protocol its first bytes tell. It is
@@ -470,7 +471,7 @@ where
 pub(crate) struct ConnectionService {
     pub(super) gateway: Arc<ArcSwap<Gateway>>,
     /// The listener's entry when the connection was accepted: used once the listener is retired.
-    pub(super) fallback: Option<AppService>,
+    pub(super) fallback: Option<Entry>,
     /// Set when the listener stops serving (see `RunningListener::retired`).
     pub(super) retired: Arc<AtomicBool>,
     pub(super) listener: Arc<str>,
@@ -532,7 +533,11 @@ impl ConnectionService {
             gateway.entry(&self.listener).or(self.fallback.as_ref())
         };
         match entry {
-            Some(entry) => DispatchFuture::Handling {
+            Some(Entry::Router(router)) => DispatchFuture::Routed {
+                fut: router.route(req),
+                guard: self.quiet.as_ref().map(http1::Quiet::start),
+            },
+            Some(Entry::Chain(entry)) => DispatchFuture::Handling {
                 fut: entry.handle(req),
                 guard: self.quiet.as_ref().map(http1::Quiet::start),
             },
@@ -548,7 +553,9 @@ pin_project! {
     /// A request's response, reported to the access logs it passed through as it leaves.
     #[project = DispatchProj]
     pub(crate) enum DispatchFuture {
-        /// The listener's entry is handling the request.
+        /// The listener's router is handling the request (a listener without middlewares).
+        Routed { #[pin] fut: RouterFuture, guard: Option<http1::InFlight> },
+        /// The listener's chain is handling the request.
         Handling { #[pin] fut: AppFuture, guard: Option<http1::InFlight> },
         /// Answered before the listener's entry: a target over `max_uri_length` (414), or a
         /// listener with no entry (gone in a reload, none kept; 404).
@@ -561,6 +568,7 @@ impl Future for DispatchFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let (response, guard) = match self.project() {
+            DispatchProj::Routed { fut, guard } => (ready!(fut.poll(cx)), guard.take()),
             DispatchProj::Handling { fut, guard } => (ready!(fut.poll(cx)), guard.take()),
             DispatchProj::Gone { response, guard } => match response.take() {
                 Some(r) => (Ok(r), guard.take()),

@@ -195,6 +195,11 @@ pub async fn send(req: Request<Body>) -> (u16, http::HeaderMap, String) {
 /// Writes raw request bytes on a new connection and reads until the server closes it.
 pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
+    exchange(&mut stream, request).await
+}
+
+/// Writes `request` on `stream` and reads until the server closes it, as text.
+pub async fn exchange(stream: &mut TcpStream, request: &[u8]) -> String {
     stream.write_all(request).await.unwrap();
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut out))
