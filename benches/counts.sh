@@ -16,6 +16,10 @@
 #                  the process
 #                  (software events: they work where hardware counters are "not supported")
 #   wake-ups       = context switches here: a worker that sleeps in epoll_wait and is woken
+#   code lines     the distinct 64-byte lines of machine code run at least once per request, in the
+#                  callgrind dump (benches/footprint.py): what the request's path needs in the
+#                  instruction cache (32 KiB of L1i is 512 lines), which the kernel's work between
+#                  two requests evicts
 # RATE=10000: the perf counts at that fixed offered rate rather than closed loop. TRACE=1: also the
 # system calls by kind, with their time (perf trace -s). RECORD=1: a cpu-clock profile of each proxy,
 # user and kernel (perf record), with its top symbols.
@@ -207,7 +211,7 @@ for name in nginx parapet; do
   stop
 
   # callgrind: instructions.
-  start "$name" valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.$name" --trace-children=no
+  start "$name" valgrind --tool=callgrind --dump-instr=yes --callgrind-out-file="$OUT/callgrind.$name" --trace-children=no
   load "$WARM"
   callgrind_control -z "$proxy_pid" > /dev/null
   load "$VN"
@@ -221,6 +225,8 @@ for name in nginx parapet; do
   # mimalloc's entry points for parapet, whose global allocator calls them directly, past the
   # malloc valgrind's dhat would count).
   echo "allocations $name $($stat div "$(alloc_calls "$OUT"/callgrind."$name".*)" "$VN")" >> "$results"
+  # Code footprint: the 64-byte lines of code run at least once per request, in the same dump.
+  echo "code_lines $name $(python3 "$here/footprint.py" "$OUT"/callgrind."$name".* "$VN" | awk 'NR==1 {print $(NF-2)}')" >> "$results"
   rm -f "$OUT"/callgrind."$name".*.old
 done
 
