@@ -17,6 +17,7 @@
 //! endpoint sees it, so the kept address is never read as the next request's.
 
 use std::cell::RefCell;
+use std::thread::LocalKey;
 
 use http::{Extensions, HeaderMap};
 use parapet_middlewares::ClientAddr;
@@ -33,11 +34,7 @@ thread_local! {
 /// until something is inserted). It is empty, or holds only an earlier request's [`ClientAddr`],
 /// which admission overwrites.
 pub(crate) fn take() -> Extensions {
-    SPARE
-        .try_with(|spare| spare.borrow_mut().pop())
-        .ok()
-        .flatten()
-        .unwrap_or_default()
+    pop(&SPARE).unwrap_or_default()
 }
 
 /// Keeps `extensions`, emptied, for [`take`], unless the thread keeps enough already. A map that
@@ -49,10 +46,20 @@ pub(crate) fn give(mut extensions: Extensions) {
         1 if extensions.get::<ClientAddr>().is_some() => {}
         _ => extensions.clear(),
     }
-    let _ = SPARE.try_with(|spare| {
-        let mut spare = spare.borrow_mut();
-        if spare.len() < MAX {
-            spare.push(extensions);
+    push(&SPARE, extensions);
+}
+
+/// The last of `stock`'s maps, if it has one (and the thread is not exiting).
+fn pop<T>(stock: &'static LocalKey<RefCell<Vec<T>>>) -> Option<T> {
+    stock.try_with(|s| s.borrow_mut().pop()).ok().flatten()
+}
+
+/// Keeps `map` in `stock`, unless that holds [`MAX`] already (or the thread is exiting).
+fn push<T>(stock: &'static LocalKey<RefCell<Vec<T>>>, map: T) {
+    let _ = stock.try_with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < MAX {
+            s.push(map);
         }
     });
 }
@@ -72,11 +79,7 @@ thread_local! {
 /// upstream's response needs one just after: the proxy gives the one back and takes the other from
 /// here, so that a response's head allocates no map (two allocations per request fewer).
 pub(crate) fn take_headers(room: usize) -> HeaderMap {
-    let kept = SPARE_HEADERS
-        .try_with(|spare| spare.borrow_mut().pop())
-        .ok()
-        .flatten();
-    match kept {
+    match pop(&SPARE_HEADERS) {
         Some(mut map) => {
             map.reserve(room);
             map
@@ -93,12 +96,7 @@ pub(crate) fn give_headers(mut headers: HeaderMap) {
         return;
     }
     headers.clear();
-    let _ = SPARE_HEADERS.try_with(|spare| {
-        let mut spare = spare.borrow_mut();
-        if spare.len() < MAX {
-            spare.push(headers);
-        }
-    });
+    push(&SPARE_HEADERS, headers);
 }
 
 #[cfg(test)]

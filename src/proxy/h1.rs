@@ -56,7 +56,9 @@ pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// The most fields a response head may have (hyper's default too).
 pub(crate) const MAX_HEADERS: usize = 100;
 
-/// A field's place in its head: the offsets of its name and of its value.
+/// A field's place in its head: where its name starts and ends, then where its value starts and
+/// ends (byte offsets, ends excluded), as both parsers, the server's and the upstream client's,
+/// write them.
 pub(crate) type Span = (u32, u32, u32, u32);
 
 /// Room for a head's [`Span`]s on the stack, never zeroed: an array of a hundred zeroed spans was
@@ -451,9 +453,9 @@ impl Conn {
             let value = field.value.as_ptr() as usize - base;
             ranges.push((
                 name as u32,
-                field.name.len() as u32,
+                (name + field.name.len()) as u32,
                 value as u32,
-                field.value.len() as u32,
+                (value + field.value.len()) as u32,
             ));
         }
         let head = self.read.split_to(len).freeze();
@@ -472,11 +474,11 @@ impl Conn {
         // map for the usual head (a `Content-Length` line and no `Transfer-Encoding`).
         let mut transfer_encoding = false;
         let (mut lengths, mut first_length) = (0usize, None);
-        for (index, &(name, name_len, value, value_len)) in ranges.as_slice().iter().enumerate() {
+        for (index, &(n0, n1, v0, v1)) in ranges.as_slice().iter().enumerate() {
             let name = (self.names)
-                .name(index, &head[name as usize..(name + name_len) as usize])
+                .name(index, &head[n0 as usize..n1 as usize])
                 .map_err(|_| Failed::Malformed("invalid field name in response head"))?;
-            let value = head.slice(value as usize..(value + value_len) as usize);
+            let value = head.slice(v0 as usize..v1 as usize);
             // SAFETY: httparse admits in a field value only what a `HeaderValue` may hold (tab,
             // visible ASCII, obs-text; no CR, LF, NUL or DEL): not checked twice, as hyper's
             // client does not check it twice either.
