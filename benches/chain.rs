@@ -30,7 +30,6 @@ use std::time::Instant;
 use http_body_util::BodyExt;
 use parapet::build::Gateway;
 use parapet::{Body, ClientAddr, Config, Registry};
-use tower::ServiceExt;
 
 struct Counting;
 
@@ -225,7 +224,7 @@ async fn run_n(gateway: &Gateway, n: u64) -> Sample {
             .body(Body::empty())
             .unwrap();
         req.extensions_mut().insert(client);
-        let res = entry.clone().oneshot(req).await.unwrap();
+        let res = entry.handle(req).await;
         let body = res.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"hello");
     }

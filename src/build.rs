@@ -38,6 +38,18 @@ pub enum Entry {
     Chain(AppService),
 }
 
+impl Entry {
+    /// Handles one request as the listener's connections do, but for their own part (admission,
+    /// timeouts, the response's framing): its response.
+    pub async fn handle(&self, req: crate::Request) -> crate::Response {
+        let Ok(response) = match self {
+            Entry::Router(router) => router.route(req).await,
+            Entry::Chain(app) => app.handle(req).await,
+        };
+        response
+    }
+}
+
 /// A built config: what the server runs on.
 pub struct Gateway {
     entries: crate::fnv::NameMap<Entry>,
