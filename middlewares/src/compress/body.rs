@@ -258,26 +258,44 @@ pub enum GzipBackend {
 /// The smallest JSON body gzipped by zlib-rs rather than libdeflate at level 6.
 pub const JSON_ZLIB_MIN: usize = 4 * 1024;
 
+/// Level 6 bodies (but JSON) shorter than this are gzipped by libdeflate at its level 4 (see
+/// [`gzip_backend`]).
+pub const GZIP_LD4_BELOW: usize = 4 * 1024;
+
 /// How parapet gzips a whole body of `len` bytes at nginx-equivalent `level` (1 to 9); `json` when
 /// its content type is JSON (`application/json`, `*/*+json`, `application/x-ndjson`).
 ///
 /// Chosen from measurement against nginx's own gzip (the system's zlib at the same level) on a corpus
 /// of real files, by class and size (`benches/gzip-corpus`, `middlewares/benches/gzip_corpus.rs`): at
 /// level 6, libdeflate's level 6 costs 0.35 to 0.55 of nginx's CPU with output within 1 % of nginx's
-/// on HTML, CSS, JavaScript, SVG, text and non-repetitive JSON, at every size from 1 KiB to 1 MiB.
+/// on HTML, CSS, JavaScript, SVG, text and non-repetitive JSON from 4 KiB to 1 MiB, and more below
+/// (see small bodies, below).
 /// On repetitive JSON (API answers: records of one shape) libdeflate's lazy matcher searches its
 /// chains deep for matches that zlib's `good_length`/`max_lazy` cut short: 0.6 to 0.9 of nginx's CPU
 /// (for output 5 to 15 % smaller), too close to nginx once the request's other work is added; zlib-rs
 /// at its level 5 costs 0.4 to 0.55 there, with output no larger than nginx's. Its fixed start-up
 /// cost makes it lose below 4 KiB, where libdeflate 6 stays. libdeflate's level 5, as cheap, comes out
-/// 2 to 6 % larger than nginx on that JSON and on large HTML. The other levels map to libdeflate's
-/// level of the same number, smaller than zlib's and cheaper, not measured class by class.
+/// 2 to 6 % larger than nginx on that JSON and on large HTML.
+///
+/// Small bodies are the other exception. libdeflate's matcher sets up its tables for a 32 KiB
+/// window whatever the input (nginx shrinks zlib's window and hash to the body): a fixed cost that
+/// a 200-byte input pays almost whole (level 6: 8.3 µs a call for 200 bytes, 18 µs for 2.4 KB of
+/// CSS; Debian's libdeflate called from Python), so that below 4 KiB its level 6 costs 0.76 to 0.91
+/// of nginx's CPU
+/// (`middlewares/benches/gzip_corpus.rs`, 7 trials, 2026-12-01), against 0.32 to 0.47 from 4 to
+/// 16 KiB. Its levels 2 to 4 cost the same as each other there, 4 to 9 points less than 6 (0.71 to
+/// 0.82), for output 0.5 to 1 % larger than nginx's (a few bytes, the same packets): level 4 below
+/// 4 KiB. Level 1, another matcher, costs 0.47 to 0.59 but comes out 1.7 to 2 % larger. JSON keeps
+/// level 6 below 4 KiB: repetitive JSON comes out 2 to 4 % larger at 4 and 5.
+///
+/// The other levels map to libdeflate's level of the same number, smaller than zlib's and cheaper,
+/// not measured class by class.
 pub fn gzip_backend(level: u32, len: usize, json: bool) -> GzipBackend {
     let level = level.clamp(1, 9);
-    if level == 6 && json && len >= JSON_ZLIB_MIN {
-        GzipBackend::ZlibRs(5)
-    } else {
-        GzipBackend::Libdeflate(level)
+    match (level, json) {
+        (6, true) if len >= JSON_ZLIB_MIN => GzipBackend::ZlibRs(5),
+        (6, false) if len < GZIP_LD4_BELOW => GzipBackend::Libdeflate(4),
+        _ => GzipBackend::Libdeflate(level),
     }
 }
 

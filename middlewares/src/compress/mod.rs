@@ -34,17 +34,20 @@
 //! | body | level 6 | other levels |
 //! | --- | --- | --- |
 //! | known length up to 1 MiB, JSON from 4 KiB (`application/json`, `*/*+json`, `x-ndjson`) | zlib-rs 5, whole | libdeflate, same number |
-//! | known length up to 1 MiB, anything else | libdeflate 6, whole | libdeflate, same number |
+//! | known length up to 1 MiB, anything else | libdeflate 6, whole (4 below 4 KiB) | libdeflate, same number |
 //! | a stream, or unknown length, or over 1 MiB | zlib-rs 6, streaming | zlib-rs, same number |
 //!
-//! libdeflate at 6 costs 0.3 to 0.55 of nginx's CPU for output within 1 % of nginx's (HTML, CSS, JS,
-//! SVG, text, varied JSON; 1 KiB to 1 MiB). Repetitive JSON (API answers, records of one shape) is
-//! the exception: libdeflate's lazy matcher walks its hash chains deep for the many medium-length
-//! matches such data has, where zlib's `good_length`/`max_lazy` cut the search short, and its time
-//! came to 0.6 to 0.9 of nginx's (for output 5 to 15 % smaller). zlib-rs at its level 5 (nginx's
-//! window for the body's length, a compressor reused per thread) costs 0.45 to 0.65 there with output
-//! no larger than nginx's; below 4 KiB its fixed start-up makes it lose, and libdeflate stays.
-//! libdeflate's level 5 is as cheap but 2 to 6 % larger than nginx on that JSON and on large HTML.
+//! libdeflate at 6 costs 0.3 to 0.55 of nginx's CPU for output within 1 % of nginx's (HTML, CSS,
+//! JS, SVG, text, varied JSON; 4 KiB to 1 MiB; small bodies below). Repetitive JSON (API answers,
+//! records of one shape) is the exception: libdeflate's lazy matcher walks its hash chains deep for
+//! the many medium-length matches such data has, where zlib's `good_length`/`max_lazy` cut the
+//! search short, and its time came to 0.6 to 0.9 of nginx's (for output 5 to 15 % smaller). zlib-rs
+//! at its level 5 (nginx's window for the body's length, a compressor reused per thread) costs 0.45
+//! to 0.65 there with output no larger than nginx's; below 4 KiB its fixed start-up makes it lose,
+//! and libdeflate stays. libdeflate's level 5 is as cheap but 2 to 6 % larger than nginx on that
+//! JSON and on large HTML. Below 4 KiB, where libdeflate's fixed work per call (tables for a 32 KiB
+//! window; nginx shrinks zlib's to the body) weighs most, its level 4 costs 4 to 9 points less than
+//! its 6 (0.71 to 0.82 of nginx's CPU), for output 0.5 to 1 % larger than nginx's.
 //!
 //! Whole bodies are gzipped by libdeflate (`libdeflater`, built from its C sources) or zlib-rs (flate2's
 //! `Compress`); streams are deflated by flate2's `zlib-rs`, a Rust port of zlib-ng's optimised
@@ -56,7 +59,9 @@ mod negotiate;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 
-pub use body::{encode_stream, gzip_backend, gzip_whole, GzipBackend, JSON_ZLIB_MIN};
+pub use body::{
+    encode_stream, gzip_backend, gzip_whole, GzipBackend, GZIP_LD4_BELOW, JSON_ZLIB_MIN,
+};
 pub use negotiate::{choose, Encoding};
 
 use crate::intercept::{Intercept, InterceptLayer, Interceptor};

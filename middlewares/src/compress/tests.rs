@@ -432,6 +432,8 @@ fn the_level_mapping_gives_valid_gzip_for_every_backend_and_size() {
         1_000,
         JSON_ZLIB_MIN - 1,
         JSON_ZLIB_MIN,
+        GZIP_LD4_BELOW - 1,
+        GZIP_LD4_BELOW,
         16_384,
         16_123,
         33_000,
@@ -467,10 +469,11 @@ fn the_level_mapping_gives_valid_gzip_for_every_backend_and_size() {
     }
     assert!(seen.contains(&GzipBackend::ZlibRs(5)));
     assert!(seen.contains(&GzipBackend::Libdeflate(6)));
+    assert!(seen.contains(&GzipBackend::Libdeflate(4)));
 }
 
 #[test]
-fn level_6_json_from_4_kib_goes_to_zlib_rs_and_the_rest_to_libdeflate() {
+fn level_6_maps_json_from_4_kib_to_zlib_rs_and_the_rest_to_libdeflate_4_below_4_kib() {
     assert_eq!(gzip_backend(6, 100_000, true), GzipBackend::ZlibRs(5));
     assert_eq!(gzip_backend(6, JSON_ZLIB_MIN, true), GzipBackend::ZlibRs(5));
     assert_eq!(
@@ -478,6 +481,16 @@ fn level_6_json_from_4_kib_goes_to_zlib_rs_and_the_rest_to_libdeflate() {
         GzipBackend::Libdeflate(6)
     );
     assert_eq!(gzip_backend(6, 100_000, false), GzipBackend::Libdeflate(6));
+    assert_eq!(
+        gzip_backend(6, GZIP_LD4_BELOW, false),
+        GzipBackend::Libdeflate(6)
+    );
+    assert_eq!(
+        gzip_backend(6, GZIP_LD4_BELOW - 1, false),
+        GzipBackend::Libdeflate(4)
+    );
+    assert_eq!(gzip_backend(6, 0, false), GzipBackend::Libdeflate(4));
+    assert_eq!(gzip_backend(7, 1_000, false), GzipBackend::Libdeflate(7));
     assert_eq!(gzip_backend(5, 100_000, true), GzipBackend::Libdeflate(5));
     assert_eq!(gzip_backend(0, 10, false), GzipBackend::Libdeflate(1));
     assert_eq!(gzip_backend(12, 10, false), GzipBackend::Libdeflate(9));
