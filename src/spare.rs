@@ -1,4 +1,5 @@
-//! Request extension maps and header maps kept for reuse, one small stock of each per thread.
+//! Request extension maps, header maps and connection buffers kept for reuse, one small stock of
+//! each per thread.
 //!
 //! Every request parapet serves carries its client's address in its extensions
 //! ([`parapet_middlewares::ClientAddr`]), so every request allocates the extensions' map: the box,
@@ -19,6 +20,7 @@
 use std::cell::RefCell;
 use std::thread::LocalKey;
 
+use bytes::BytesMut;
 use http::{Extensions, HeaderMap};
 use parapet_middlewares::ClientAddr;
 
@@ -56,10 +58,15 @@ fn pop<T>(stock: &'static LocalKey<RefCell<Vec<T>>>) -> Option<T> {
 
 /// Keeps `map` in `stock`, unless that holds [`MAX`] already (or the thread is exiting).
 fn push<T>(stock: &'static LocalKey<RefCell<Vec<T>>>, map: T) {
+    push_at_most(stock, map, MAX);
+}
+
+/// Keeps `value` in `stock`, unless that holds `most` already (or the thread is exiting).
+fn push_at_most<T>(stock: &'static LocalKey<RefCell<Vec<T>>>, value: T, most: usize) {
     let _ = stock.try_with(|s| {
         let mut s = s.borrow_mut();
-        if s.len() < MAX {
-            s.push(map);
+        if s.len() < most {
+            s.push(value);
         }
     });
 }
@@ -99,6 +106,56 @@ pub(crate) fn give_headers(mut headers: HeaderMap) {
     push(&SPARE_HEADERS, headers);
 }
 
+/// The most buffers a thread keeps, and the largest it keeps: a buffer a large head grew is let go.
+const MAX_BUFFERS: usize = 16;
+const MAX_BUFFER_ROOM: usize = 16 * 1024;
+
+thread_local! {
+    static SPARE_READ: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    static SPARE_OUT: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty read buffer with room for `room` bytes at least: the one given back last on this thread
+/// ([`give_read_buf`]), or a new one.
+///
+/// A connection's read buffer is the thread's between its requests, as nginx frees a keep-alive
+/// connection's header buffer and allocates another for the next request: the next request on
+/// any connection reads into the buffer the last one used, which is still in the processor's
+/// caches, where a connection's own buffer has gone cold by its next request once a thread serves
+/// many connections.
+pub(crate) fn take_read_buf(room: usize) -> BytesMut {
+    match pop(&SPARE_READ) {
+        Some(mut buf) => {
+            buf.reserve(room);
+            buf
+        }
+        None => BytesMut::with_capacity(room),
+    }
+}
+
+/// Keeps `buf` for [`take_read_buf`] if it is empty and not larger than [`MAX_BUFFER_ROOM`].
+pub(crate) fn give_read_buf(buf: BytesMut) {
+    let room = buf.capacity();
+    if buf.is_empty() && room > 0 && room <= MAX_BUFFER_ROOM {
+        push_at_most(&SPARE_READ, buf, MAX_BUFFERS);
+    }
+}
+
+/// An empty buffer to write a response head into: the one given back last on this thread, or a
+/// new one (see [`take_read_buf`] for why).
+pub(crate) fn take_out() -> Vec<u8> {
+    pop(&SPARE_OUT).unwrap_or_default()
+}
+
+/// Keeps `out`, emptied, for [`take_out`], unless it is larger than [`MAX_BUFFER_ROOM`].
+pub(crate) fn give_out(mut out: Vec<u8>) {
+    let room = out.capacity();
+    if room > 0 && room <= MAX_BUFFER_ROOM {
+        out.clear();
+        push_at_most(&SPARE_OUT, out, MAX_BUFFERS);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +179,40 @@ mod tests {
             give_headers(HeaderMap::new());
             give_headers(HeaderMap::with_capacity(MAX_HEADER_ROOM * 2));
             assert!(SPARE_HEADERS.with(|s| s.borrow().is_empty()));
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn only_an_empty_buffer_of_modest_room_is_kept_and_comes_back_empty() {
+        std::thread::spawn(|| {
+            // A buffer holding bytes (part of a head, a pipelined request) is its connection's.
+            let mut held = BytesMut::with_capacity(4096);
+            held.extend_from_slice(b"GET /a HTTP/1.1\r\nHo");
+            give_read_buf(held);
+            assert!(SPARE_READ.with(|s| s.borrow().is_empty()));
+            // Too large, or no room at all: let go.
+            give_read_buf(BytesMut::with_capacity(MAX_BUFFER_ROOM * 2));
+            give_read_buf(BytesMut::new());
+            assert!(SPARE_READ.with(|s| s.borrow().is_empty()));
+            let mut used = BytesMut::with_capacity(4096);
+            used.extend_from_slice(b"done");
+            let _ = used.split();
+            give_read_buf(used);
+            let back = take_read_buf(4096);
+            assert!(back.is_empty());
+            assert!(back.capacity() >= 4096);
+            // Response head buffers: emptied, kept unless too large.
+            give_out(b"HTTP/1.1 200 OK\r\n".to_vec());
+            give_out(Vec::with_capacity(MAX_BUFFER_ROOM * 2));
+            let out = take_out();
+            assert!(out.is_empty() && out.capacity() > 0);
+            assert_eq!(take_out().capacity(), 0);
+            for _ in 0..MAX_BUFFERS + 3 {
+                give_out(vec![0; 10]);
+            }
+            assert_eq!(SPARE_OUT.with(|s| s.borrow().len()), MAX_BUFFERS);
         })
         .join()
         .unwrap();

@@ -259,6 +259,47 @@ async fn each_request_is_forwarded_for_its_own_client() {
 }
 
 #[tokio::test]
+async fn a_half_read_head_keeps_its_bytes_while_other_connections_are_served() {
+    // Read buffers are the thread's between requests (see `spare`): one holding part of a head
+    // stays its connection's until the head is whole, while the worker serves other connections.
+    use tokio::io::AsyncWriteExt;
+    let up = mirror().await;
+    let server = start(&proxy_config(&[up], "[server]\nworkers = 1")).await;
+    let addr = server.local_addr("main").unwrap();
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /slow HTTP/1.1\r\nhost: a.test\r\nx-pa")
+        .await
+        .unwrap();
+    // Two requests on one keep-alive connection, then one on its own, each whole.
+    let mut quick = tokio::net::TcpStream::connect(addr).await.unwrap();
+    for i in 0..2 {
+        quick
+            .write_all(format!("GET /quick{i} HTTP/1.1\r\nhost: a.test\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        while !String::from_utf8_lossy(&seen).contains(&format!("GET /quick{i}\n")) {
+            let mut chunk = [0u8; 4096];
+            let n = tokio::io::AsyncReadExt::read(&mut quick, &mut chunk)
+                .await
+                .unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&chunk[..n]);
+        }
+    }
+    let answer = raw_request(
+        addr,
+        b"GET /other HTTP/1.1\r\nhost: a.test\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.contains("GET /other\n"), "{answer}");
+    let answer = exchange(&mut slow, b"rt: 1\r\nconnection: close\r\n\r\n").await;
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    assert!(body.starts_with("GET /slow\n"), "{answer}");
+    assert_eq!(header_lines(body, "x-part"), ["1"]);
+}
+
+#[tokio::test]
 async fn an_upstreams_own_5xx_passes_through_unchanged() {
     let up = upstream(|_req| async { text(503, "upstream is busy") }).await;
     let server = start(&proxy_config(&[up], "")).await;

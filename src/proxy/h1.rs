@@ -122,52 +122,83 @@ pub(crate) struct Conn {
     /// The timer bounding an exchange ([`Self::exchange_by`]), kept from one request to the next:
     /// re-armed rather than made anew, and only when an earlier deadline fires (see there).
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// The last response's field names, to know this one's again without parsing them.
-    names: NameCache,
 }
 
-/// The field names of the last head a connection read, as sent and as parsed, in order: a peer
-/// sends the same names in the same order head after head (a server's `Server`, `Date`,
-/// `Content-Type`, `Content-Length`; a client's `Host`, `User-Agent`, `Accept`), so the name at a
-/// position is first compared with the one sent there last time, bytes for bytes, and on a match
-/// its parsed [`HeaderName`] is copied (a copy or a reference count) rather than parsed again:
-/// about 55 instructions a name instead of 115 (callgrind). Case is kept as sent, so a `Host` and a `host`
-/// are told apart and each parsed once.
-#[derive(Default)]
-pub(crate) struct NameCache {
-    /// Each position's name as sent and as parsed.
-    names: Vec<(Box<[u8]>, HeaderName)>,
-}
-
-impl NameCache {
-    /// The most positions kept: names past them are parsed each time.
-    const MAX: usize = 32;
-    /// The longest name kept.
-    const MAX_LEN: usize = 64;
-
-    /// The name at `index` of this head, sent as `sent`: the cached one if it was sent there the
-    /// same way last time, else parsed (and cached at that position). Names are asked for in
-    /// order, from index 0.
-    pub(crate) fn name(
-        &mut self,
-        index: usize,
-        sent: &[u8],
-    ) -> Result<HeaderName, http::header::InvalidHeaderName> {
-        if let Some((raw, name)) = self.names.get(index) {
-            if same_bytes(raw, sent) {
-                return Ok(name.clone());
-            }
-        }
-        let name = HeaderName::from_bytes(sent)?;
-        if index < Self::MAX && sent.len() <= Self::MAX_LEN && index <= self.names.len() {
-            let entry = (Box::from(sent), name.clone());
-            match self.names.get_mut(index) {
-                Some(slot) => *slot = entry,
-                None => self.names.push(entry),
-            }
-        }
-        Ok(name)
+/// The [`HeaderName`] of a field name as sent: a thread's recent names, parsed once and kept by
+/// their bytes (case as sent), or parsed now.
+///
+/// Peers send the same few names request after request (a client's `Host`, `User-Agent`,
+/// `Accept`; a server's `Server`, `Date`, `Content-Type`), so a name is looked up by its bytes in a
+/// small table of the thread's, and on a match its parsed name is copied (a copy, or a reference
+/// count) rather than parsed again. The table is the thread's rather than each connection's: a
+/// thread's next request, whatever its connection, finds it in the processor's caches, where a
+/// connection's own table has gone cold since its last request once the thread serves many
+/// connections, and it needs no room per connection. It is direct-mapped: a name takes its slot
+/// from a hash of its length and first and last eight bytes, and replaces what was there. Names
+/// longer than [`KNOWN_LEN`] are parsed each time.
+pub(crate) fn header_name(sent: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+    let n = sent.len();
+    if n == 0 || n > KNOWN_LEN {
+        return HeaderName::from_bytes(sent);
     }
+    let slot = known_slot(sent);
+    let kept = KNOWN
+        .try_with(|known| {
+            known.borrow()[slot]
+                .as_ref()
+                .filter(|k| same_bytes(&k.bytes[..usize::from(k.len)], sent))
+                .map(|k| k.name.clone())
+        })
+        .ok()
+        .flatten();
+    if let Some(name) = kept {
+        return Ok(name);
+    }
+    let name = HeaderName::from_bytes(sent)?;
+    let mut bytes = [0; KNOWN_LEN];
+    bytes[..n].copy_from_slice(sent);
+    let _ = KNOWN.try_with(|known| {
+        known.borrow_mut()[slot] = Some(Known {
+            len: n as u8,
+            bytes,
+            name: name.clone(),
+        });
+    });
+    Ok(name)
+}
+
+/// The longest name [`header_name`] keeps.
+const KNOWN_LEN: usize = 32;
+/// Slots in a thread's table of names (a power of two).
+const KNOWN_SLOTS: usize = 64;
+
+/// A name kept: its bytes as sent and its parsed form.
+struct Known {
+    len: u8,
+    bytes: [u8; KNOWN_LEN],
+    name: HeaderName,
+}
+
+thread_local! {
+    static KNOWN: std::cell::RefCell<[Option<Known>; KNOWN_SLOTS]> =
+        const { std::cell::RefCell::new([const { None }; KNOWN_SLOTS]) };
+}
+
+/// The slot of a name of 1 to [`KNOWN_LEN`] bytes: its length and its first and last eight bytes
+/// (fewer for a shorter name), mixed by a multiplication.
+#[inline]
+fn known_slot(sent: &[u8]) -> usize {
+    let n = sent.len();
+    let word = |at: usize| u64::from_ne_bytes(sent[at..at + 8].try_into().unwrap());
+    let (first, last) = if n >= 8 {
+        (word(0), word(n - 8))
+    } else {
+        let mut small = [0u8; 8];
+        small[..n].copy_from_slice(sent);
+        (u64::from_ne_bytes(small), 0)
+    };
+    let mixed = (first ^ last.rotate_left(29) ^ n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (mixed >> (64 - KNOWN_SLOTS.trailing_zeros())) as usize
 }
 
 /// Whether `a` and `b` are the same bytes: for short strings (field names), words compared inline
@@ -263,7 +294,6 @@ impl Conn {
             read: BytesMut::new(),
             write: Vec::new(),
             timer: None,
-            names: NameCache::default(),
         }
     }
 
@@ -474,9 +504,8 @@ impl Conn {
         // map for the usual head (a `Content-Length` line and no `Transfer-Encoding`).
         let mut transfer_encoding = false;
         let (mut lengths, mut first_length) = (0usize, None);
-        for (index, &(n0, n1, v0, v1)) in ranges.as_slice().iter().enumerate() {
-            let name = (self.names)
-                .name(index, &head[n0 as usize..n1 as usize])
+        for &(n0, n1, v0, v1) in ranges.as_slice() {
+            let name = header_name(&head[n0 as usize..n1 as usize])
                 .map_err(|_| Failed::Malformed("invalid field name in response head"))?;
             let value = head.slice(v0 as usize..v1 as usize);
             // SAFETY: httparse admits in a field value only what a `HeaderValue` may hold (tab,
@@ -1067,29 +1096,46 @@ mod tests {
     }
 
     #[test]
-    fn the_name_cache_gives_the_name_sent_at_a_position_and_learns_a_changed_one() {
-        let mut cache = NameCache::default();
-        let head = [&b"Server"[..], b"Date", b"X-Custom", b"content-length"];
-        for _ in 0..2 {
-            for (i, sent) in head.iter().enumerate() {
-                let name = cache.name(i, sent).unwrap();
-                assert_eq!(name, HeaderName::from_bytes(sent).unwrap());
+    fn a_kept_name_is_the_name_sent_whatever_came_before_it() {
+        // A fresh thread: its own table. Names of every length kept, in both cases, more of them
+        // than the table has slots (so that some share one), asked for again in another order.
+        std::thread::spawn(|| {
+            let mut sent: Vec<Vec<u8>> = [
+                &b"Host"[..],
+                b"host",
+                b"HOST",
+                b"Date",
+                b"X-Custom",
+                b"content-length",
+                b"a",
+                b"x-a",
+                b"x-abcdefg",
+                b"x-abcdefgh",
+            ]
+            .iter()
+            .map(|s| s.to_vec())
+            .collect();
+            sent.extend((0..KNOWN_SLOTS * 2).map(|i| format!("x-field-{i}").into_bytes()));
+            sent.push(vec![b'x'; KNOWN_LEN]);
+            sent.push(vec![b'y'; KNOWN_LEN + 1]);
+            for round in 0..3 {
+                let order: Box<dyn Iterator<Item = &Vec<u8>>> = if round == 1 {
+                    Box::new(sent.iter().rev())
+                } else {
+                    Box::new(sent.iter())
+                };
+                for name in order {
+                    let want = HeaderName::from_bytes(name).unwrap();
+                    assert_eq!(header_name(name).unwrap(), want, "{round}");
+                }
             }
-        }
-        assert_eq!(cache.names.len(), 4);
-        // Another name at a position replaces the one kept there; case is kept as sent.
-        assert_eq!(cache.name(1, b"date").unwrap(), header::DATE);
-        assert_eq!(&*cache.names[1].0, b"date");
-        assert_eq!(cache.name(1, b"Etag").unwrap(), header::ETAG);
-        assert_eq!(cache.name(1, b"Etag").unwrap(), header::ETAG);
-        // A name that is not one is refused, and not kept.
-        assert!(cache.name(2, b"bad name").is_err());
-        assert_eq!(&*cache.names[2].0, b"X-Custom");
-        // Past the positions kept, names are parsed each time.
-        for i in 4..NameCache::MAX + 4 {
-            assert_eq!(cache.name(i, b"Vary").unwrap(), header::VARY);
-        }
-        assert_eq!(cache.names.len(), NameCache::MAX);
+            // A name that is not one is refused, and not kept.
+            assert!(header_name(b"bad name").is_err());
+            assert!(header_name(b"bad name").is_err());
+            assert!(header_name(b"").is_err());
+        })
+        .join()
+        .unwrap();
     }
 
     fn headers(fields: &[(&str, &str)]) -> HeaderMap {

@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, StatusCode, Uri, Version};
+use http::{Method, StatusCode, Uri, Version};
 use http_body::Body as _;
 use parapet_middlewares::Body;
 use tokio::sync::watch;
@@ -45,7 +45,9 @@ use tokio::sync::watch;
 use super::connection::ConnectionService;
 use super::http1::{ClientStream, Clock, ConnIo, Quiet, ServedBody};
 use super::{Phase, PhaseWait};
-use crate::proxy::h1::{ends_chunked, has_token, length_digits, span_room, FieldSpans, NameCache};
+use crate::proxy::h1::{
+    ends_chunked, has_token, header_name, length_digits, span_room, FieldSpans,
+};
 use crate::router::{HeadFacts, PROXY};
 
 /// What a connection's lean path works with, taken when the connection was accepted.
@@ -121,8 +123,11 @@ pub(super) async fn serve<S: ClientStream>(
     limits: &Limits,
     phase: &mut watch::Receiver<Phase>,
 ) -> Lean {
-    let mut buf = BytesMut::with_capacity(READ_BUF);
-    let mut out = Vec::new();
+    // The read buffer and the response head's are the thread's between requests (`crate::spare`):
+    // taken when a request starts, given back when its response is out and nothing more was read,
+    // so that a request works in memory another just used rather than in its connection's, which
+    // has gone cold since its last request when a thread serves many connections.
+    let mut buf = crate::spare::take_read_buf(READ_BUF);
     // The listener's phases, watched by one future each for the whole session rather than one per
     // wait: each ends the session when it resolves, so neither is polled again after.
     // The connection's own receiver tells them when the phase changed (see `PhaseWait`).
@@ -131,14 +136,10 @@ pub(super) async fn serve<S: ClientStream>(
     let closing = pin!(closing.wait_for(|p| *p >= Phase::Closing));
     let mut draining = PhaseWait::new(draining, phase);
     let mut closing = PhaseWait::new(closing, phase);
-    // The last response's header map, emptied, for the next request's.
-    let mut spare = None;
-    // The last request's field names, to know the next one's without parsing them again.
-    let mut names = NameCache::default();
     loop {
         // A whole head, from what is buffered or read now.
         let head = loop {
-            match parse(&mut buf, limits, &mut spare, &mut names) {
+            match parse(&mut buf, limits) {
                 Parsed::Head(head) => break head,
                 Parsed::HandOff => {
                     io.replay = buf.freeze();
@@ -146,9 +147,15 @@ pub(super) async fn serve<S: ClientStream>(
                 }
                 Parsed::Partial => {}
             }
+            if buf.capacity() == 0 {
+                buf = crate::spare::take_read_buf(READ_BUF);
+            }
             match read_more(io, &mut buf, quiet, clock, limits, Pin::new(&mut draining)).await {
                 Read::Bytes => {}
-                Read::Idle => return Lean::Idle,
+                Read::Idle => {
+                    crate::spare::give_read_buf(buf);
+                    return Lean::Idle;
+                }
                 Read::Closed => return Lean::Closed,
             }
         };
@@ -172,19 +179,15 @@ pub(super) async fn serve<S: ClientStream>(
             clock: &mut *clock,
             limits,
         };
-        let sent = send(
-            &mut client,
-            &mut out,
-            &mut spare,
-            response,
-            head_only,
-            close,
-            trailers,
-        )
-        .await;
-        out.clear();
+        let mut out = crate::spare::take_out();
+        let sent = send(&mut client, &mut out, response, head_only, close, trailers).await;
+        crate::spare::give_out(out);
         match sent {
-            Ok(true) => {}
+            Ok(true) => {
+                if buf.is_empty() {
+                    crate::spare::give_read_buf(std::mem::take(&mut buf));
+                }
+            }
             Ok(false) => {
                 // The last response is out: close the sending side as hyper does.
                 let _ = poll_fn(|cx| hyper::rt::Write::poll_shutdown(Pin::new(&mut *io), cx)).await;
@@ -311,7 +314,6 @@ struct Client<'a, S> {
 async fn send<S: ClientStream>(
     client: &mut Client<'_, S>,
     out: &mut Vec<u8>,
-    spare: &mut Option<HeaderMap>,
     response: http::Response<ServedBody>,
     head_only: bool,
     mut close: bool,
@@ -349,7 +351,7 @@ async fn send<S: ClientStream>(
                     .collect()
             });
     parts.headers.clear();
-    *spare = Some(std::mem::take(&mut parts.headers));
+    crate::spare::give_headers(std::mem::take(&mut parts.headers));
     drop(parts);
     let body = pin!(body);
     let whole = write_body(client, out, body, framing, allowed.as_deref()).await?;
@@ -725,12 +727,7 @@ impl<S: ClientStream> Client<'_, S> {
 }
 
 /// Parses a request head at the start of `buf`; a served one is split off it.
-fn parse(
-    buf: &mut BytesMut,
-    limits: &Limits,
-    spare: &mut Option<HeaderMap>,
-    names: &mut NameCache,
-) -> Parsed {
+fn parse(buf: &mut BytesMut, limits: &Limits) -> Parsed {
     if buf.is_empty() {
         return Parsed::Partial;
     }
@@ -783,10 +780,9 @@ fn parse(
     else {
         return hand_back(buf, head);
     };
-    // The last response's map, emptied: its room is what a proxied request grows to (hyper keeps
-    // it the same way).
-    let mut headers = spare.take().unwrap_or_default();
-    headers.reserve(count);
+    // A response's map, emptied (`crate::spare`): its room is what a proxied request grows to
+    // (hyper keeps the last response's the same way).
+    let mut headers = crate::spare::take_headers(count);
     // Which of the fields the router's admission looks for are here.
     let mut facts = HeadFacts {
         connection: false,
@@ -794,8 +790,8 @@ fn parse(
     };
     let mut close = false;
     let mut trailers = false;
-    for (index, &(n0, n1, v0, v1)) in at.as_slice().iter().enumerate() {
-        let Ok(name) = names.name(index, &head[n0 as usize..n1 as usize]) else {
+    for &(n0, n1, v0, v1) in at.as_slice() {
+        let Ok(name) = header_name(&head[n0 as usize..n1 as usize]) else {
             return hand_back(buf, head);
         };
         // SAFETY: httparse accepted the value: visible ASCII, obs-text, spaces and tabs, which is
@@ -876,10 +872,7 @@ mod tests {
 
     fn parsed(bytes: &[u8]) -> (Parsed, BytesMut) {
         let mut buf = BytesMut::from(bytes);
-        (
-            parse(&mut buf, &limits(), &mut None, &mut NameCache::default()),
-            buf,
-        )
+        (parse(&mut buf, &limits()), buf)
     }
 
     #[test]
@@ -902,10 +895,9 @@ mod tests {
     }
 
     #[test]
-    fn heads_on_one_connection_get_their_own_names_whatever_the_last_one_sent() {
-        // One cache across the heads, as on a connection: the same names, other cases, other
-        // names at the same positions, fewer and more lines.
-        let mut names = NameCache::default();
+    fn heads_on_one_thread_get_their_own_names_whatever_the_last_one_sent() {
+        // One thread's names across the heads: the same names, other cases, other names at the
+        // same positions, fewer and more lines.
         let heads: [&[u8]; 4] = [
             b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: a\r\nX-One: 1\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: a\r\nX-One: 1\r\n\r\n",
@@ -920,7 +912,7 @@ mod tests {
         ];
         for (head, expected) in heads.iter().zip(expected) {
             let mut buf = BytesMut::from(*head);
-            let Parsed::Head(head) = parse(&mut buf, &limits(), &mut None, &mut names) else {
+            let Parsed::Head(head) = parse(&mut buf, &limits()) else {
                 panic!("not parsed")
             };
             let got: Vec<&str> = head.request.headers().keys().map(|k| k.as_str()).collect();
@@ -976,16 +968,10 @@ mod tests {
         limits.max_header_size = 1024;
         let big = format!("GET / HTTP/1.1\r\nx: {}", "a".repeat(1100));
         let mut buf = BytesMut::from(big.as_bytes());
-        assert!(matches!(
-            parse(&mut buf, &limits, &mut None, &mut NameCache::default()),
-            Parsed::HandOff
-        ));
+        assert!(matches!(parse(&mut buf, &limits), Parsed::HandOff));
         limits.max_headers = 2;
         let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\n\r\n"[..]);
-        assert!(matches!(
-            parse(&mut buf, &limits, &mut None, &mut NameCache::default()),
-            Parsed::HandOff
-        ));
+        assert!(matches!(parse(&mut buf, &limits), Parsed::HandOff));
     }
 
     fn head(
@@ -1160,7 +1146,6 @@ mod tests {
         let keep = send(
             &mut writer,
             &mut Vec::new(),
-            &mut None,
             response,
             false,
             false,
@@ -1185,7 +1170,7 @@ mod tests {
     }
 
     fn trailers() -> http_body::Frame<bytes::Bytes> {
-        let mut t = HeaderMap::new();
+        let mut t = http::HeaderMap::new();
         t.insert("x-sum", HeaderValue::from_static("5"));
         t.insert("x-other", HeaderValue::from_static("1"));
         t.insert("content-length", HeaderValue::from_static("9"));
