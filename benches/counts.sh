@@ -16,6 +16,14 @@
 #                  the process
 #                  (software events: they work where hardware counters are "not supported")
 #   wake-ups       = context switches here: a worker that sleeps in epoll_wait and is woken
+#   l1i misses, data lines missed
+#                  callgrind's cache simulation in the same run (32 KiB L1 caches, a 256 KiB last
+#                  level): instruction-cache misses, and data reads and writes that miss the 256 KiB
+#                  level, per request. The load is closed-loop on 64 connections, so every
+#                  connection's state is cold by its next request: the second figure is about the
+#                  memory a request touches that is not already hot (its connection's state, the
+#                  upstream connection's, the copies into them), which costs time that
+#                  instructions do not show
 #   code lines     the distinct 64-byte lines of machine code run at least once per request, in the
 #                  callgrind dump (benches/footprint.py): what the request's path needs in the
 #                  instruction cache (32 KiB of L1i is 512 lines), which the kernel's work between
@@ -211,14 +219,19 @@ for name in nginx parapet; do
   stop
 
   # callgrind: instructions.
-  start "$name" valgrind --tool=callgrind --dump-instr=yes --callgrind-out-file="$OUT/callgrind.$name" --trace-children=no
+  start "$name" valgrind --tool=callgrind --dump-instr=yes --cache-sim=yes --D1=32768,8,64 \
+    --LL=262144,8,64 --callgrind-out-file="$OUT/callgrind.$name" --trace-children=no
   load "$WARM"
   callgrind_control -z "$proxy_pid" > /dev/null
   load "$VN"
   callgrind_control -d "$proxy_pid" > /dev/null
   sleep 1
-  ir=$(grep -h '^summary:\|^totals:' "$OUT"/callgrind."$name".* 2>/dev/null | tail -1 | awk '{print $2}')
+  # events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw
+  read -r ir i1 dl < <(grep -h '^summary:\|^totals:' "$OUT"/callgrind."$name".* 2>/dev/null | tail -1 |
+    awk '{print $2, $5, $9 + $10}')
   echo "instructions $name $($stat div "$ir" "$VN")" >> "$results"
+  echo "l1i_misses $name $($stat div "$i1" "$VN")" >> "$results"
+  echo "data_lines_missed_256k $name $($stat div "$dl" "$VN")" >> "$results"
   stop
 
   # Allocations: calls to the allocator in the same callgrind dump (malloc and friends for nginx,
