@@ -26,6 +26,15 @@ async fn mirror() -> SocketAddr {
     .await
 }
 
+/// A gateway with one worker in front of [`mirror`], and its listener's address: a test of what one
+/// thread keeps from request to request.
+async fn mirrored_on_one_worker() -> (parapet::Server, SocketAddr) {
+    let up = mirror().await;
+    let server = start(&proxy_config(&[up], "[server]\nworkers = 1")).await;
+    let addr = server.local_addr("main").unwrap();
+    (server, addr)
+}
+
 fn header_lines(body: &str, name: &str) -> Vec<String> {
     body.lines()
         .filter_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_owned))
@@ -235,9 +244,7 @@ async fn no_field_of_one_exchange_shows_up_in_the_next() {
 async fn each_request_is_forwarded_for_its_own_client() {
     // A request's extensions map is reused, its client's address slot with it (see `spare`): on one
     // worker, clients from three addresses in turn must each be named in their own request.
-    let up = mirror().await;
-    let server = start(&proxy_config(&[up], "[server]\nworkers = 1")).await;
-    let addr = server.local_addr("main").unwrap();
+    let (_server, addr) = mirrored_on_one_worker().await;
     for round in 0..3 {
         for client in ["127.0.0.2", "127.0.0.3", "127.0.0.1"] {
             let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -263,9 +270,7 @@ async fn a_half_read_head_keeps_its_bytes_while_other_connections_are_served() {
     // Read buffers are the thread's between requests (see `spare`): one holding part of a head
     // stays its connection's until the head is whole, while the worker serves other connections.
     use tokio::io::AsyncWriteExt;
-    let up = mirror().await;
-    let server = start(&proxy_config(&[up], "[server]\nworkers = 1")).await;
-    let addr = server.local_addr("main").unwrap();
+    let (_server, addr) = mirrored_on_one_worker().await;
     let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
     slow.write_all(b"GET /slow HTTP/1.1\r\nhost: a.test\r\nx-pa")
         .await
