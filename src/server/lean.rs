@@ -124,10 +124,11 @@ pub(super) async fn serve<S: ClientStream>(
     phase: &mut watch::Receiver<Phase>,
 ) -> Lean {
     // The read buffer and the response head's are the thread's between requests (`crate::spare`):
-    // taken when a request starts, given back when its response is out and nothing more was read,
-    // so that a request works in memory another just used rather than in its connection's, which
-    // has gone cold since its last request when a thread serves many connections.
-    let mut buf = crate::spare::take_read_buf(READ_BUF);
+    // taken when a request starts (below, before the first read), given back when its response is
+    // out and nothing more was read, so that a request works in memory another just used rather
+    // than in its connection's, which has gone cold since its last request when a thread serves
+    // many connections.
+    let mut buf = BytesMut::new();
     // The listener's phases, watched by one future each for the whole session rather than one per
     // wait: each ends the session when it resolves, so neither is polled again after.
     // The connection's own receiver tells them when the phase changed (see `PhaseWait`).
@@ -350,7 +351,7 @@ async fn send<S: ClientStream>(
                     .filter_map(|s| HeaderName::from_bytes(s.trim().as_bytes()).ok())
                     .collect()
             });
-    parts.headers.clear();
+    // Emptied there, its room kept for another request's head.
     crate::spare::give_headers(std::mem::take(&mut parts.headers));
     drop(parts);
     let body = pin!(body);
