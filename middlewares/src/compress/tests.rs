@@ -434,8 +434,8 @@ fn the_level_mapping_gives_valid_gzip_for_every_backend_and_size() {
         JSON_ZLIB_MIN,
         GZIP_LD4_BELOW - 1,
         GZIP_LD4_BELOW,
-        16_384,
-        16_123,
+        SMALL_TABLES_BELOW - 1,
+        SMALL_TABLES_BELOW,
         33_000,
         100_000,
         body::WHOLE_MAX as usize,
@@ -461,7 +461,11 @@ fn the_level_mapping_gives_valid_gzip_for_every_backend_and_size() {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     for level in 1..=9 {
-        for backend in [GzipBackend::Libdeflate(level), GzipBackend::ZlibRs(level)] {
+        for backend in [
+            GzipBackend::Libdeflate(level),
+            GzipBackend::LibdeflateSmall(level),
+            GzipBackend::ZlibRs(level),
+        ] {
             seen.insert(backend);
             let out = body::gzip_whole(backend, &noise).unwrap();
             assert_eq!(gunzip(&out), noise, "{backend:?}");
@@ -469,31 +473,56 @@ fn the_level_mapping_gives_valid_gzip_for_every_backend_and_size() {
     }
     assert!(seen.contains(&GzipBackend::ZlibRs(5)));
     assert!(seen.contains(&GzipBackend::Libdeflate(6)));
-    assert!(seen.contains(&GzipBackend::Libdeflate(4)));
+    assert!(seen.contains(&GzipBackend::LibdeflateSmall(4)));
+    assert!(seen.contains(&GzipBackend::LibdeflateSmall(6)));
 }
 
 #[test]
-fn level_6_maps_json_from_4_kib_to_zlib_rs_and_the_rest_to_libdeflate_4_below_4_kib() {
-    assert_eq!(gzip_backend(6, 100_000, true), GzipBackend::ZlibRs(5));
-    assert_eq!(gzip_backend(6, JSON_ZLIB_MIN, true), GzipBackend::ZlibRs(5));
+fn the_small_tables_build_frames_gzip_as_libdeflate_does() {
+    // The header (its XFL byte follows the level) and the trailer (CRC-32 and length) are those of
+    // libdeflate's own gzip wrapper, at every level; only the deflate stream between may differ.
+    let input = json_of(3_000);
+    for level in 0..=12 {
+        let small = body::gzip_whole(GzipBackend::LibdeflateSmall(level), &input).unwrap();
+        let stock = body::gzip_whole(GzipBackend::Libdeflate(level), &input).unwrap();
+        assert_eq!(gunzip(&small), input, "level {level}");
+        assert_eq!(small[..10], stock[..10], "level {level}");
+        assert_eq!(
+            small[small.len() - 8..],
+            stock[stock.len() - 8..],
+            "level {level}"
+        );
+    }
     assert_eq!(
-        gzip_backend(6, JSON_ZLIB_MIN - 1, true),
-        GzipBackend::Libdeflate(6)
+        gunzip(&body::gzip_whole(GzipBackend::LibdeflateSmall(6), b"").unwrap()),
+        b""
     );
-    assert_eq!(gzip_backend(6, 100_000, false), GzipBackend::Libdeflate(6));
+}
+
+#[test]
+fn level_6_maps_json_from_4_kib_to_zlib_rs_the_rest_to_libdeflate_4_below_4_kib_and_small_tables_below_16_kib(
+) {
+    use GzipBackend::{Libdeflate, LibdeflateSmall, ZlibRs};
+    assert_eq!(gzip_backend(6, 100_000, true), ZlibRs(5));
+    assert_eq!(gzip_backend(6, JSON_ZLIB_MIN, true), ZlibRs(5));
+    assert_eq!(gzip_backend(6, JSON_ZLIB_MIN - 1, true), LibdeflateSmall(6));
+    assert_eq!(gzip_backend(6, 100_000, false), Libdeflate(6));
+    assert_eq!(gzip_backend(6, SMALL_TABLES_BELOW, false), Libdeflate(6));
     assert_eq!(
-        gzip_backend(6, GZIP_LD4_BELOW, false),
-        GzipBackend::Libdeflate(6)
+        gzip_backend(6, SMALL_TABLES_BELOW - 1, false),
+        LibdeflateSmall(6)
     );
+    assert_eq!(gzip_backend(6, GZIP_LD4_BELOW, false), LibdeflateSmall(6));
     assert_eq!(
         gzip_backend(6, GZIP_LD4_BELOW - 1, false),
-        GzipBackend::Libdeflate(4)
+        LibdeflateSmall(4)
     );
-    assert_eq!(gzip_backend(6, 0, false), GzipBackend::Libdeflate(4));
-    assert_eq!(gzip_backend(7, 1_000, false), GzipBackend::Libdeflate(7));
-    assert_eq!(gzip_backend(5, 100_000, true), GzipBackend::Libdeflate(5));
-    assert_eq!(gzip_backend(0, 10, false), GzipBackend::Libdeflate(1));
-    assert_eq!(gzip_backend(12, 10, false), GzipBackend::Libdeflate(9));
+    assert_eq!(gzip_backend(6, 0, false), LibdeflateSmall(4));
+    assert_eq!(gzip_backend(7, 1_000, false), LibdeflateSmall(7));
+    assert_eq!(gzip_backend(7, SMALL_TABLES_BELOW, false), Libdeflate(7));
+    assert_eq!(gzip_backend(5, 100_000, true), Libdeflate(5));
+    assert_eq!(gzip_backend(0, 10, false), LibdeflateSmall(1));
+    assert_eq!(gzip_backend(12, 100_000, false), Libdeflate(9));
 }
 
 #[test]
