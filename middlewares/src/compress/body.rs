@@ -268,7 +268,7 @@ pub const GZIP_LD4_BELOW: usize = 4 * 1024;
 
 /// Bodies shorter than this are gzipped by libdeflate's build with small hash tables
 /// ([`GzipBackend::LibdeflateSmall`]).
-pub const SMALL_TABLES_BELOW: usize = 16 * 1024;
+pub const SMALL_TABLES_BELOW: usize = 4 * 1024;
 
 /// How parapet gzips a whole body of `len` bytes at nginx-equivalent `level` (1 to 9); `json` when
 /// its content type is JSON (`application/json`, `*/*+json`, `application/x-ndjson`).
@@ -296,10 +296,11 @@ pub const SMALL_TABLES_BELOW: usize = 16 * 1024;
 /// 4 KiB. Level 1, another matcher, costs 0.47 to 0.59 but comes out 1.7 to 2 % larger. JSON keeps
 /// level 6 below 4 KiB: repetitive JSON comes out 2 to 4 % larger at 4 and 5.
 ///
-/// Below 16 KiB, libdeflate is the build of it with small hash tables, whose reset costs 24 KiB
-/// of writes rather than 192 KiB: the same output as the stock build on every file of the corpus
-/// below 4 KiB (within 0.01 % below 16 KiB), for 0.59 of nginx's CPU rather than 0.79 from 1 to
-/// 4 KiB, and 0.46 rather than 0.50 from 4 to 16 KiB (compression alone, 2026-12-01).
+/// Below 4 KiB, libdeflate is the build of it with small hash tables, whose reset writes 24 KiB
+/// rather than 192 KiB: the same output as the stock build on every file of the corpus there, for
+/// 0.53 to 0.68 of nginx's CPU at level 6's mapping rather than 0.66 to 0.82
+/// (`middlewares/benches/gzip_corpus.rs`, 7 and 9 trials, 2026-12-01). From 4 to 16 KiB it
+/// measured no cheaper than the stock build (-1 to +5 %), so it is not used there.
 ///
 /// The other levels map to libdeflate's level of the same number, smaller than zlib's and cheaper,
 /// not measured class by class.

@@ -2,8 +2,9 @@
 //! (`middlewares/libdeflate/README.md`), and gzip framing around it.
 //!
 //! libdeflate's matchers reset their hash tables (192 KiB at levels 2 to 9) at the start of every
-//! call; this build's are 24 KiB, which suits inputs below [`SMALL_TABLES_BELOW`](super::body::SMALL_TABLES_BELOW).
-//! A larger input is compressed as well, only less thoroughly than by the stock build.
+//! call; this build's are 24 KiB, which suits inputs below
+//! [`SMALL_TABLES_BELOW`](super::body::SMALL_TABLES_BELOW). A larger input is compressed as well,
+//! only with more hash collisions than by the stock build.
 
 use std::ffi::{c_int, c_void};
 use std::ptr::NonNull;

@@ -436,6 +436,7 @@ fn the_level_mapping_gives_valid_gzip_for_every_backend_and_size() {
         GZIP_LD4_BELOW,
         SMALL_TABLES_BELOW - 1,
         SMALL_TABLES_BELOW,
+        16_384,
         33_000,
         100_000,
         body::WHOLE_MAX as usize,
@@ -500,25 +501,24 @@ fn the_small_tables_build_frames_gzip_as_libdeflate_does() {
 }
 
 #[test]
-fn level_6_maps_json_from_4_kib_to_zlib_rs_the_rest_to_libdeflate_4_below_4_kib_and_small_tables_below_16_kib(
-) {
+fn level_6_maps_json_from_4_kib_to_zlib_rs_and_the_rest_below_4_kib_to_the_small_tables_build() {
     use GzipBackend::{Libdeflate, LibdeflateSmall, ZlibRs};
     assert_eq!(gzip_backend(6, 100_000, true), ZlibRs(5));
     assert_eq!(gzip_backend(6, JSON_ZLIB_MIN, true), ZlibRs(5));
     assert_eq!(gzip_backend(6, JSON_ZLIB_MIN - 1, true), LibdeflateSmall(6));
     assert_eq!(gzip_backend(6, 100_000, false), Libdeflate(6));
+    assert_eq!(gzip_backend(6, GZIP_LD4_BELOW, false), Libdeflate(6));
     assert_eq!(gzip_backend(6, SMALL_TABLES_BELOW, false), Libdeflate(6));
-    assert_eq!(
-        gzip_backend(6, SMALL_TABLES_BELOW - 1, false),
-        LibdeflateSmall(6)
-    );
-    assert_eq!(gzip_backend(6, GZIP_LD4_BELOW, false), LibdeflateSmall(6));
     assert_eq!(
         gzip_backend(6, GZIP_LD4_BELOW - 1, false),
         LibdeflateSmall(4)
     );
     assert_eq!(gzip_backend(6, 0, false), LibdeflateSmall(4));
     assert_eq!(gzip_backend(7, 1_000, false), LibdeflateSmall(7));
+    assert_eq!(
+        gzip_backend(7, SMALL_TABLES_BELOW - 1, false),
+        LibdeflateSmall(7)
+    );
     assert_eq!(gzip_backend(7, SMALL_TABLES_BELOW, false), Libdeflate(7));
     assert_eq!(gzip_backend(5, 100_000, true), Libdeflate(5));
     assert_eq!(gzip_backend(0, 10, false), LibdeflateSmall(1));
