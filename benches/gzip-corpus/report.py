@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Tables for the gzip corpus benchmark.
 
-  report.py e2e RESULTS MANIFEST     run.sh's raw results: per class, CPU and size, parapet/nginx
+  report.py e2e RESULTS MANIFEST [COUNTS]
+                                     run.sh's raw results: per class, CPU and size, parapet/nginx;
+                                     with COUNTS=1's file, system calls and wake-ups per request
   report.py gzip TSV                 the gzip_corpus bench's TSV (GZC_MODE=gzip): per class and bucket
   report.py others TSV CLI_TSV       the bench's Brotli and Zstandard (GZC_MODE=others) beside the CLIs
 """
@@ -22,8 +24,9 @@ def ordered(keys):
     return sorted(keys, key=lambda k: CLASS_ORDER.index(k) if k in CLASS_ORDER else 99)
 
 
-def e2e(results, manifest):
+def e2e(results, manifest, counts=None):
     data = {}
+    requests = {}
     warnings = []
     with open(results) as f:
         for line in f:
@@ -31,6 +34,7 @@ def e2e(results, manifest):
             r = json.loads(js)
             if r["ok"] != r["requests"] or r["gzip"] != r["ok"]:
                 warnings.append(f"round {rnd} {cls} {proxy}: {r}")
+            requests[(rnd, cls, proxy)] = r["requests"]
             if not r["ok"]:
                 continue
             d = data.setdefault(cls, {}).setdefault(proxy, {"req": [], "mb": [], "size": [], "lag": []})
@@ -50,6 +54,26 @@ def e2e(results, manifest):
         sn, sp = statistics.median(n["size"]), statistics.median(p["size"])
         print(f"| {cls} | {cell(n['req'])} | {cell(p['req'])} | **{ratio:.2f}** ({min(ratios):.2f}–{max(ratios):.2f}) "
               f"| {cell(n['mb'])} | {cell(p['mb'])} | {sn:.2%} | {sp:.2%} | {sp / sn:.3f} |")
+    if counts:
+        per = {}
+        with open(counts) as f:
+            for line in f:
+                rnd, cls, proxy, syscalls, switches = line.split()
+                n = requests.get((rnd, cls, proxy))
+                if not n:
+                    continue
+                d = per.setdefault(cls, {}).setdefault(proxy, {"sys": [], "cs": []})
+                d["sys"].append(int(syscalls) / n)
+                d["cs"].append(int(switches) / n)
+        print()
+        print("| class | nginx syscalls/request | parapet syscalls/request | nginx context switches/request "
+              "| parapet context switches/request |")
+        print("| --- | --- | --- | --- | --- |")
+        for cls in ordered(per):
+            n, p = per[cls].get("nginx"), per[cls].get("parapet")
+            if n and p:
+                print(f"| {cls} | {cell(n['sys'], '{:.2f}')} | {cell(p['sys'], '{:.2f}')} "
+                      f"| {cell(n['cs'], '{:.2f}')} | {cell(p['cs'], '{:.2f}')} |")
     for w in warnings:
         print("warning:", w, file=sys.stderr)
 
@@ -131,7 +155,7 @@ def others(tsv, cli_tsv):
 def main():
     cmd = sys.argv[1]
     if cmd == "e2e":
-        e2e(sys.argv[2], sys.argv[3])
+        e2e(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else None)
     elif cmd == "gzip":
         gzip(sys.argv[2])
     elif cmd == "others":

@@ -24,6 +24,11 @@
 # both proxies, so the two give the same ratio up to the clock's 10 ms ticks), and the gzipped bytes
 # per pass over the class's files (output size). The table gives medians with min and max over rounds,
 # and parapet/nginx. The machine's other work moves the figures: read the ranges.
+#
+# COUNTS=1 also counts, per request, each proxy's system calls and context switches (wake-ups) with
+# `perf stat` on its processes during each run (software events: they work in a VM), in a second
+# table: figures that do not move with the machine's load, to see where a class's time goes beside
+# the compression (the CPU figures are then measured under perf, a little higher for both).
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-5}
@@ -31,6 +36,7 @@ DURATION=${DURATION:-8}
 RATE_MB=${RATE_MB:-6}
 MAX_RATE=${MAX_RATE:-400}
 CLASSES=${CLASSES:-"html css js svg text json-api json-data small"}
+COUNTS=${COUNTS:-}
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 source "$here/../lib.sh"
@@ -38,6 +44,9 @@ stat="python3 $repo/benches/nginx/stat.py"
 
 if ! command -v nginx >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq nginx >/dev/null
+fi
+if [ -n "$COUNTS" ] && ! command -v perf >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq linux-perf >/dev/null
 fi
 if [ -n "${PARAPET_BIN:-}" ]; then
   parapet=$PARAPET_BIN
@@ -151,11 +160,24 @@ rate_of() { # class: requests/s offering RATE_MB of input per second, at most MA
   awk -v mb="$RATE_MB" -v max="$MAX_RATE" '{n++; s += $2} END {r = mb * 1048576 / (s / n); if (r > max) r = max; if (r < 1) r = 1; printf "%.1f", r}' "$work/$1.list"
 }
 
+counts="$work/counts.tsv"
+: > "$counts"
+
 run() { # proxy class round
   local proxy=$1 class=$2 round=$3 before after out
-  before=$($stat cpu ${PIDS[$proxy]})
-  out=$(timeout $((DURATION * 4 + 60)) python3 "$here/load.py" "http://127.0.0.1:${PORT[$proxy]}/" \
+  local load=(timeout $((DURATION * 4 + 60)) python3 "$here/load.py" "http://127.0.0.1:${PORT[$proxy]}/"
     "$work/$class.list" "$(rate_of "$class")" "$DURATION")
+  before=$($stat cpu ${PIDS[$proxy]})
+  if [ -n "$COUNTS" ]; then
+    # perf runs the load as its workload and counts the proxy's processes meanwhile.
+    out=$(perf stat -x, -o "$work/perf.txt" -e raw_syscalls:sys_enter,context-switches \
+      -p "$(echo ${PIDS[$proxy]} | tr ' ' ',')" -- "${load[@]}")
+    awk -F, -v r="$round" -v c="$class" -v p="$proxy" \
+      '$3 == "raw_syscalls:sys_enter" {s = $1} $3 == "context-switches" {w = $1}
+       END {printf "%s\t%s\t%s\t%s\t%s\n", r, c, p, s, w}' "$work/perf.txt" >> "$counts"
+  else
+    out=$("${load[@]}")
+  fi
   after=$($stat cpu ${PIDS[$proxy]})
   echo -e "$round\t$class\t$proxy\t$((after - before))\t$out" >> "$results"
 }
@@ -180,4 +202,4 @@ echo
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load average $(cut -d' ' -f1-3 /proc/loadavg); $(nginx -v 2>&1); $("$parapet" --version)"
 echo "rounds: $ROUNDS x ~${DURATION}s per class and proxy, alternating; offered $RATE_MB MB/s of input (at most $MAX_RATE req/s)"
 echo
-python3 "$here/report.py" e2e "$results" "$corpus/manifest.tsv"
+python3 "$here/report.py" e2e "$results" "$corpus/manifest.tsv" ${COUNTS:+"$counts"}
