@@ -53,8 +53,9 @@
 //! same output for a quarter less CPU (0.53 to 0.68 of nginx's).
 //!
 //! Whole bodies are gzipped by libdeflate (`libdeflater`, built from its C sources, and its small
-//! build) or zlib-rs (flate2's `Compress`); streams are deflated by flate2's `zlib-rs`, a Rust port of zlib-ng's optimised
-//! deflate. Each thread keeps its compressors, one per backend and level used.
+//! build) or zlib-rs (flate2's `Compress`); streams are deflated by flate2's `zlib-rs`, a Rust port
+//! of zlib-ng's optimised deflate. Each thread keeps its compressors, one per backend and level
+//! used.
 
 mod body;
 mod negotiate;

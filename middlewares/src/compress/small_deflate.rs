@@ -56,7 +56,7 @@ impl SmallCompressor {
     }
 
     /// The most bytes [`Self::gzip`] may write for `len` bytes of input.
-    pub(super) fn gzip_bound(&mut self, len: usize) -> usize {
+    pub(super) fn gzip_bound(&self, len: usize) -> usize {
         // SAFETY: `raw` is a live compressor.
         GZIP_OVERHEAD + unsafe { parapet_small_deflate_compress_bound(self.raw.as_ptr(), len) }
     }
