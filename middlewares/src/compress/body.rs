@@ -362,47 +362,55 @@ pub fn gzip_whole(backend: GzipBackend, input: &[u8]) -> Result<Bytes, Error> {
 }
 
 fn libdeflate_gzip(whole: &mut Whole, level: u32, input: &[u8]) -> Result<Bytes, Error> {
-    let index = match whole.libdeflate.iter().position(|(l, _)| *l == level) {
-        Some(i) => i,
-        None => {
-            let lvl = libdeflater::CompressionLvl::new(level as i32)
-                .map_err(|e| Error::Gzip(format!("level {level}: {e:?}")))?;
-            whole
-                .libdeflate
-                .push((level, libdeflater::Compressor::new(lvl)));
-            whole.libdeflate.len() - 1
-        }
-    };
-    let compressor = &mut whole.libdeflate[index].1;
-    let bound = compressor.gzip_compress_bound(input.len());
-    if whole.scratch.len() < bound {
-        whole.scratch.resize(bound, 0);
-    }
+    let compressor = kept(&mut whole.libdeflate, level, || {
+        let lvl = libdeflater::CompressionLvl::new(level as i32)
+            .map_err(|e| Error::Gzip(format!("level {level}: {e:?}")))?;
+        Ok(libdeflater::Compressor::new(lvl))
+    })?;
+    let out = room(
+        &mut whole.scratch,
+        compressor.gzip_compress_bound(input.len()),
+    );
     let n = compressor
-        .gzip_compress(input, &mut whole.scratch[..bound])
+        .gzip_compress(input, out)
         .map_err(|e| Error::Gzip(e.to_string()))?;
-    Ok(Bytes::copy_from_slice(&whole.scratch[..n]))
+    Ok(Bytes::copy_from_slice(&out[..n]))
 }
 
 fn small_gzip(whole: &mut Whole, level: u32, input: &[u8]) -> Result<Bytes, Error> {
-    let index = match whole.small.iter().position(|(l, _)| *l == level) {
+    let compressor = kept(&mut whole.small, level, || {
+        SmallCompressor::new(level)
+            .ok_or_else(|| Error::Gzip(format!("level {level}: out of memory")))
+    })?;
+    let out = room(&mut whole.scratch, compressor.gzip_bound(input.len()));
+    let n = compressor
+        .gzip(input, out)
+        .ok_or_else(|| Error::Gzip("output larger than its bound".into()))?;
+    Ok(Bytes::copy_from_slice(&out[..n]))
+}
+
+/// The thread's compressor at `level` in `kept`, made by `make` the first time.
+fn kept<C>(
+    kept: &mut Vec<(u32, C)>,
+    level: u32,
+    make: impl FnOnce() -> Result<C, Error>,
+) -> Result<&mut C, Error> {
+    let index = match kept.iter().position(|(l, _)| *l == level) {
         Some(i) => i,
         None => {
-            let c = SmallCompressor::new(level)
-                .ok_or_else(|| Error::Gzip(format!("level {level}: out of memory")))?;
-            whole.small.push((level, c));
-            whole.small.len() - 1
+            kept.push((level, make()?));
+            kept.len() - 1
         }
     };
-    let compressor = &mut whole.small[index].1;
-    let bound = compressor.gzip_bound(input.len());
-    if whole.scratch.len() < bound {
-        whole.scratch.resize(bound, 0);
+    Ok(&mut kept[index].1)
+}
+
+/// The first `bound` bytes of the thread's output buffer, grown to them if need be.
+fn room(scratch: &mut Vec<u8>, bound: usize) -> &mut [u8] {
+    if scratch.len() < bound {
+        scratch.resize(bound, 0);
     }
-    let n = compressor
-        .gzip(input, &mut whole.scratch[..bound])
-        .ok_or_else(|| Error::Gzip("output larger than its bound".into()))?;
-    Ok(Bytes::copy_from_slice(&whole.scratch[..n]))
+    &mut scratch[..bound]
 }
 
 fn zlib_gzip(whole: &mut Whole, level: u32, input: &[u8]) -> Result<Bytes, Error> {
