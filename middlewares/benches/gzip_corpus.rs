@@ -12,10 +12,12 @@
 //! - `gzip` (default): per class and bucket, nginx's gzip at level 6 (`nginx6`: the system's zlib,
 //!   loaded with `dlopen`, driven as nginx's gzip filter drives it: raw deflate with `windowBits` and
 //!   `memLevel` shrunk to the body's length from 15 and 8, a gzip header, zlib's `crc32`, level 6),
-//!   libdeflate at levels 1 to 9 (`ld1`..`ld9`), parapet's streaming gzip (flate2 on zlib-rs) at levels
-//!   1 to 9 (`zrs1`..`zrs9`), zlib-rs on a whole body as parapet drives it (`zw1`..`zw9`: a reused
-//!   compressor, nginx's window for the length), and parapet's whole-body gzip at each nginx-equivalent level
-//!   (`parapet1`..`parapet9`: [`gzip_whole`], the mapping as shipped);
+//!   libdeflate at levels 1 to 9 (`ld1`..`ld9`), its build with small hash tables that parapet
+//!   uses under 4 KiB (`lds1`..`lds9`, through [`gzip_whole`]; meant for that size), parapet's
+//!   streaming gzip (flate2 on zlib-rs) at levels 1 to 9 (`zrs1`..`zrs9`), zlib-rs on a whole body
+//!   as parapet drives it (`zw1`..`zw9`: a reused compressor, nginx's window for the length), and
+//!   parapet's whole-body gzip at each nginx-equivalent level (`parapet1`..`parapet9`:
+//!   [`gzip_whole`], the mapping as shipped);
 //! - `others`: parapet's Brotli (`br1`..`br9`) and Zstandard (`zstd1`..`zstd9`) encoders;
 //! - `count`: one pass of `GZC_ONLY` (a config name, or `none`) over the files of `GZC_CLASS` (and
 //!   `GZC_BUCKET`, if set) and nothing else, for an instruction count under callgrind
@@ -164,6 +166,7 @@ enum Config {
     None,
     Nginx(u32),
     Libdeflate(u32),
+    LibdeflateSmall(u32),
     ZlibRs(u32),
     ZlibWhole(u32),
     Parapet(u32),
@@ -177,6 +180,7 @@ impl Config {
             Config::None => "none".into(),
             Config::Nginx(l) => format!("nginx{l}"),
             Config::Libdeflate(l) => format!("ld{l}"),
+            Config::LibdeflateSmall(l) => format!("lds{l}"),
             Config::ZlibRs(l) => format!("zrs{l}"),
             Config::ZlibWhole(l) => format!("zw{l}"),
             Config::Parapet(l) => format!("parapet{l}"),
@@ -194,6 +198,7 @@ impl Config {
         Some(match &s[..s.len() - digits.len()] {
             "nginx" => Config::Nginx(level),
             "ld" => Config::Libdeflate(level),
+            "lds" => Config::LibdeflateSmall(level),
             "zrs" => Config::ZlibRs(level),
             "zw" => Config::ZlibWhole(level),
             "parapet" => Config::Parapet(level),
@@ -240,6 +245,11 @@ impl Ctx {
             Config::ZlibRs(level) => {
                 self.keep(encode_stream(Encoding::Gzip, level, input).unwrap())
             }
+            Config::LibdeflateSmall(level) => self.keep(
+                gzip_whole(GzipBackend::LibdeflateSmall(level), input)
+                    .unwrap()
+                    .to_vec(),
+            ),
             Config::ZlibWhole(level) => self.keep(
                 gzip_whole(GzipBackend::ZlibRs(level), input)
                     .unwrap()
@@ -329,6 +339,7 @@ fn configs(mode: &str) -> Vec<Config> {
             .collect(),
         _ => std::iter::once(Config::Nginx(6))
             .chain((1..=9).map(Config::Libdeflate))
+            .chain((1..=9).map(Config::LibdeflateSmall))
             .chain((1..=9).map(Config::ZlibRs))
             .chain((1..=9).map(Config::ZlibWhole))
             .chain((1..=9).map(Config::Parapet))
