@@ -306,11 +306,19 @@ pub const SMALL_TABLES_BELOW: usize = 4 * 1024;
 /// not measured class by class.
 pub fn gzip_backend(level: u32, len: usize, json: bool) -> GzipBackend {
     let level = level.clamp(1, 9);
-    match (level, json) {
-        (6, true) if len >= JSON_ZLIB_MIN => GzipBackend::ZlibRs(5),
-        (6, false) if len < GZIP_LD4_BELOW => GzipBackend::LibdeflateSmall(4),
-        _ if len < SMALL_TABLES_BELOW => GzipBackend::LibdeflateSmall(level),
-        _ => GzipBackend::Libdeflate(level),
+    if level == 6 && json && len >= JSON_ZLIB_MIN {
+        return GzipBackend::ZlibRs(5);
+    }
+    // libdeflate: first its level, then which build.
+    let level = if level == 6 && !json && len < GZIP_LD4_BELOW {
+        4
+    } else {
+        level
+    };
+    if len < SMALL_TABLES_BELOW {
+        GzipBackend::LibdeflateSmall(level)
+    } else {
+        GzipBackend::Libdeflate(level)
     }
 }
 
@@ -434,9 +442,7 @@ fn zlib_gzip(whole: &mut Whole, level: u32, input: &[u8]) -> Result<Bytes, Error
     // zlib's deflateBound for these settings, with the gzip header and trailer, and some room.
     let mut bound = input.len() + (input.len() >> 12) + (input.len() >> 14) + 64;
     loop {
-        if whole.scratch.len() < bound {
-            whole.scratch.resize(bound, 0);
-        }
+        let out = room(&mut whole.scratch, bound);
         let (done_in, done_out) = (
             compressor.total_in() as usize,
             compressor.total_out() as usize,
@@ -444,7 +450,7 @@ fn zlib_gzip(whole: &mut Whole, level: u32, input: &[u8]) -> Result<Bytes, Error
         let status = compressor
             .compress(
                 &input[done_in..],
-                &mut whole.scratch[done_out..bound],
+                &mut out[done_out..],
                 flate2::FlushCompress::Finish,
             )
             .map_err(|e| Error::Gzip(e.to_string()))?;
