@@ -74,6 +74,17 @@ def e2e(results, manifest, counts=None):
             if n and p:
                 print(f"| {cls} | {cell(n['sys'], '{:.2f}')} | {cell(p['sys'], '{:.2f}')} "
                       f"| {cell(n['cs'], '{:.2f}')} | {cell(p['cs'], '{:.2f}')} |")
+    if any("base" in d for d in data.values()):
+        print()
+        print("| class | base CPU µs/request | parapet CPU µs/request | CPU parapet/base: median (range of per-round ratios) |")
+        print("| --- | --- | --- | --- |")
+        for cls in ordered(data):
+            b, p = data[cls].get("base"), data[cls].get("parapet")
+            if not b or not p:
+                continue
+            ratios = [y / x for x, y in zip(b["req"], p["req"])]
+            ratio = statistics.median(p["req"]) / statistics.median(b["req"])
+            print(f"| {cls} | {cell(b['req'])} | {cell(p['req'])} | **{ratio:.2f}** ({min(ratios):.2f}–{max(ratios):.2f}) |")
     for w in warnings:
         print("warning:", w, file=sys.stderr)
 

@@ -29,6 +29,10 @@
 # `perf stat` on its processes during each run (software events: they work in a VM), in a second
 # table: figures that do not move with the machine's load, to see where a class's time goes beside
 # the compression (the CPU figures are then measured under perf, a little higher for both).
+#
+# PARAPET_BASE=/path/to/an/older/parapet runs it too, as a third proxy (`base`) with the same config,
+# in the same alternation (nginx base parapet, then parapet base nginx): a change judged against the
+# build before it in the same run, the report's third table giving parapet/base per class.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-5}
@@ -79,7 +83,9 @@ for class in $CLASSES; do
   fi > "$work/$class.list"
 done
 
-read -r ORIGIN NGINX PARAPET < <($stat free-ports 3)
+read -r ORIGIN NGINX PARAPET BASE < <($stat free-ports 4)
+proxies="nginx parapet"
+[ -n "${PARAPET_BASE:-}" ] && proxies="nginx base parapet"
 mkdir -p "$work/tmp"
 common_nginx="user root; worker_processes 1; worker_rlimit_nofile 20000; error_log $work/%s-error.log warn; pid $work/%s.pid;
 events { worker_connections 4096; }"
@@ -153,6 +159,12 @@ wait_port "$ORIGIN"; wait_port "$NGINX"; wait_port "$PARAPET"
 nginx_pids="$nginx_master $(pgrep -P "$nginx_master" | tr '\n' ' ')"
 declare -A PORT=([nginx]=$NGINX [parapet]=$PARAPET)
 declare -A PIDS=([nginx]="$nginx_pids" [parapet]="$parapet_pid")
+if [ -n "${PARAPET_BASE:-}" ]; then
+  sed "s/127.0.0.1:$PARAPET/127.0.0.1:$BASE/" "$work/parapet.toml" > "$work/base.toml"
+  PARAPET_LOG=warn "$PARAPET_BASE" run -c "$work/base.toml" & pids+=($!)
+  PIDS[base]=$!; PORT[base]=$BASE
+  wait_port "$BASE"
+fi
 results="$work/results.tsv"
 : > "$results"
 
@@ -184,22 +196,22 @@ run() { # proxy class round
 
 # Warm up both (page cache, pools, parapet's per-level compressors): one pass of every class.
 for class in $CLASSES; do
-  for proxy in nginx parapet; do
+  for proxy in $proxies; do
     python3 "$here/load.py" "http://127.0.0.1:${PORT[$proxy]}/" "$work/$class.list" 200 0 4 > /dev/null
   done
 done
 
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round/$ROUNDS" >&2
-  order="nginx parapet"
-  [ $((round % 2)) -eq 0 ] && order="parapet nginx"
+  order=$proxies
+  [ $((round % 2)) -eq 0 ] && order=$(echo $proxies | tr ' ' '\n' | tac | tr '\n' ' ')
   for class in $CLASSES; do
     for proxy in $order; do run "$proxy" "$class" "$round"; done
   done
 done
 
 echo
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load average $(cut -d' ' -f1-3 /proc/loadavg); $(nginx -v 2>&1); $("$parapet" --version)"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load average $(cut -d' ' -f1-3 /proc/loadavg); $(nginx -v 2>&1); $("$parapet" --version)${PARAPET_BASE:+; base: $("$PARAPET_BASE" --version)}"
 echo "rounds: $ROUNDS x ~${DURATION}s per class and proxy, alternating; offered $RATE_MB MB/s of input (at most $MAX_RATE req/s)"
 echo
 python3 "$here/report.py" e2e "$results" "$corpus/manifest.tsv" ${COUNTS:+"$counts"}

@@ -553,8 +553,12 @@ async fn write_body<S: ClientStream>(
                     }
                     let mut chunk = [0u8; 20];
                     let mut too_long = false;
+                    // The body's last chunk takes the terminator along in its write: one write and
+                    // one segment per response, not a second for five bytes.
+                    let last = framing == Framing::Chunked && body.is_end_stream();
                     let (size_line, tail): (&[u8], &[u8]) = if framing == Framing::Chunked {
-                        (chunk_size(&mut chunk, data.len()), b"\r\n")
+                        let tail: &[u8] = if last { b"\r\n0\r\n\r\n" } else { b"\r\n" };
+                        (chunk_size(&mut chunk, data.len()), tail)
                     } else {
                         if data.len() as u64 > remaining {
                             // More than the length said: send what it promised, then close.
@@ -584,9 +588,7 @@ async fn write_body<S: ClientStream>(
                         // The whole length is out: what the body holds beyond it is not sent.
                         return Ok(!too_long);
                     }
-                    if framing == Framing::Chunked && body.is_end_stream() {
-                        out.extend_from_slice(b"0\r\n\r\n");
-                        client.write_all(&mut [IoSlice::new(out)]).await?;
+                    if last {
                         return Ok(true);
                     }
                 }
@@ -1096,7 +1098,7 @@ mod tests {
         .is_err());
     }
 
-    /// A body of these frames, each ready at once.
+    /// A body of these frames, each ready at once; it says it has ended once none is left.
     struct Frames(std::collections::VecDeque<http_body::Frame<bytes::Bytes>>);
 
     impl http_body::Body for Frames {
@@ -1109,6 +1111,81 @@ mod tests {
         ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
             Poll::Ready(self.0.pop_front().map(Ok))
         }
+
+        fn is_end_stream(&self) -> bool {
+            self.0.is_empty()
+        }
+    }
+
+    /// A client socket that counts the writes made to it (each one a system call).
+    struct Counted {
+        inner: tokio::net::TcpStream,
+        writes: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Counted {
+        fn count(&self, polled: &Poll<io::Result<usize>>) {
+            if let Poll::Ready(Ok(_)) = polled {
+                self.writes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    impl tokio::io::AsyncRead for Counted {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl tokio::io::AsyncWrite for Counted {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+            self.count(&polled);
+            polled
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+            self.count(&polled);
+            polled
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(
+            mut self: Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    impl ClientStream for Counted {
+        async fn next_bytes(&mut self) -> Option<bytes::Bytes> {
+            self.inner.next_bytes().await
+        }
     }
 
     /// Sends a response of `status` for a GET on a real socket, as the lean path does; what the
@@ -1119,12 +1196,28 @@ mod tests {
         frames: Vec<http_body::Frame<bytes::Bytes>>,
         te_trailers: bool,
     ) -> (String, bool) {
+        let (raw, keep, _) = sent_counted(status, headers, frames, te_trailers).await;
+        (raw, keep)
+    }
+
+    /// [`sent`], and how many writes it took.
+    async fn sent_counted(
+        status: u16,
+        headers: &[(&str, &str)],
+        frames: Vec<http_body::Frame<bytes::Bytes>>,
+        te_trailers: bool,
+    ) -> (String, bool, usize) {
         use tokio::io::AsyncReadExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
+        let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let server = Counted {
+            inner: server,
+            writes: Arc::clone(&writes),
+        };
         let quiet = Arc::new(Quiet::default());
         let mut io = ConnIo::new(server, bytes::Bytes::new(), Arc::clone(&quiet));
         let mut clock = Clock::new();
@@ -1163,6 +1256,7 @@ mod tests {
         (
             format!("{before}{}", &after[after.find("\r\n").unwrap() + 2..]),
             keep,
+            writes.load(std::sync::atomic::Ordering::Relaxed),
         )
     }
 
@@ -1203,6 +1297,44 @@ mod tests {
         .await;
         assert!(raw.ends_with("\r\n\r\n3\r\nabc\r\n0\r\n\r\n"), "{raw}");
         assert!(keep);
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_goes_out_with_its_terminator_in_its_last_write() {
+        // One frame that ends the body (a compressed whole body): head, chunk and terminator in
+        // one write, small or large (written from the frame's own buffer).
+        for len in [3, 2000] {
+            let body = "x".repeat(len);
+            let (raw, keep, writes) = sent_counted(200, &[], vec![data(&body)], false).await;
+            assert_eq!(
+                raw,
+                format!(
+                    "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{len:x}\r\n{body}\r\n0\r\n\r\n"
+                )
+            );
+            assert!(keep);
+            assert_eq!(writes, 1, "{len} bytes");
+        }
+        // Two frames: the head goes with the first, the terminator with the last.
+        let (raw, _, writes) = sent_counted(200, &[], vec![data("ab"), data("c")], false).await;
+        assert!(
+            raw.ends_with("\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\n\r\n"),
+            "{raw}"
+        );
+        assert_eq!(writes, 2);
+        // Trailers follow the last data frame: they and the terminator go in a write of their own.
+        let (raw, _, writes) = sent_counted(
+            200,
+            &[("trailer", "x-sum")],
+            vec![data("abc"), trailers()],
+            true,
+        )
+        .await;
+        assert!(
+            raw.ends_with("\r\n\r\n3\r\nabc\r\n0\r\nx-sum: 5\r\n\r\n"),
+            "{raw}"
+        );
+        assert_eq!(writes, 2);
     }
 
     #[tokio::test]
