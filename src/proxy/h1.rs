@@ -110,11 +110,6 @@ const MAX_TRAILERS: usize = 16 * 1024;
 /// What the read buffer grows by when it runs out of room, and the least room a read is given.
 const READ_CHUNK: usize = 8 * 1024;
 const MIN_READ_ROOM: usize = 1024;
-/// The most room a body's read is given: a body whose length is known (`Content-Length`, or a
-/// chunk's size) and not all read gets a chunk of room for the rest of it, up to this, so that one
-/// read takes what a fixed [`READ_CHUNK`] would take in several (as nginx reads a body into its
-/// 64 KiB of `proxy_buffers`).
-const MAX_BODY_READ: usize = 64 * 1024;
 
 /// One kept-alive connection to an upstream server.
 pub(crate) struct Conn {
@@ -127,9 +122,6 @@ pub(crate) struct Conn {
     /// The timer bounding an exchange ([`Self::exchange_by`]), kept from one request to the next:
     /// re-armed rather than made anew, and only when an earlier deadline fires (see there).
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// `read` is a chunk sized for a body (over [`READ_CHUNK`]): replaced by an empty buffer when
-    /// the connection goes back to its pool (see [`Self::poll_fill`]).
-    body_sized: bool,
 }
 
 /// The [`HeaderName`] of a field name as sent: a thread's recent names, parsed once and kept by
@@ -302,17 +294,7 @@ impl Conn {
             read: BytesMut::new(),
             write: Vec::new(),
             timer: None,
-            body_sized: false,
         }
-    }
-
-    /// The connection as it goes back to its pool: without a read buffer sized for a body.
-    fn pooled(mut self) -> Self {
-        if self.body_sized {
-            self.read = BytesMut::new();
-            self.body_sized = false;
-        }
-        self
     }
 
     /// Whether an idle connection can take a request: the server sent nothing since and did not
@@ -413,7 +395,7 @@ impl Conn {
                     Parsed::Partial => {}
                 }
             }
-            match std::future::poll_fn(|cx| self.poll_fill(cx, 0)).await {
+            match std::future::poll_fn(|cx| self.poll_fill(cx)).await {
                 Ok(0) if got_any => {
                     return Err(Failed::Broken(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
@@ -441,24 +423,11 @@ impl Conn {
         }
     }
 
-    /// Reads what the socket has into the read buffer (at least [`MIN_READ_ROOM`] bytes of room,
-    /// and room for `want` bytes up to [`MAX_BODY_READ`]); `Ok(0)` at the end of the stream.
-    ///
-    /// `want` is what is known to come next: the rest of a body's length. Over [`READ_CHUNK`], an
-    /// empty buffer short of room for it is replaced by a chunk of that size, allocated for this
-    /// body and not grown into the next: `BytesMut` sizes every later chunk at least as large as
-    /// the first, so that chunk is dropped when the connection goes back to its pool
-    /// ([`Self::pooled`]) rather than kept to size every later head's read.
-    fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<std::io::Result<usize>> {
-        let room = self.read.capacity() - self.read.len();
-        let want = want.min(MAX_BODY_READ);
-        if room < MIN_READ_ROOM || room < want {
-            if want > READ_CHUNK && self.read.is_empty() {
-                self.read = BytesMut::with_capacity(want);
-                self.body_sized = true;
-            } else {
-                self.read.reserve(READ_CHUNK);
-            }
+    /// Reads what the socket has into the read buffer (at least [`MIN_READ_ROOM`] bytes of room);
+    /// `Ok(0)` at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if self.read.capacity() - self.read.len() < MIN_READ_ROOM {
+            self.read.reserve(READ_CHUNK);
         }
         let spare = self.read.spare_capacity_mut();
         let mut buf = ReadBuf::uninit(spare);
@@ -1067,14 +1036,7 @@ impl<R: Release> Streamed<R> {
                 }
                 Ok(Decoded::More) => {}
             }
-            // What is known to come next: the rest of the body's length, or of its chunk.
-            let want = match *this.framing {
-                Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) => {
-                    usize::try_from(left).unwrap_or(usize::MAX)
-                }
-                _ => 0,
-            };
-            match conn.poll_fill(cx, want) {
+            match conn.poll_fill(cx) {
                 Poll::Ready(Ok(0)) => {
                     *this.conn = None;
                     if *this.framing == Framing::Eof {
@@ -1109,7 +1071,7 @@ impl<R: Release> Streamed<R> {
 fn finish<R: Release>(conn: &mut Option<Conn>, keep_alive: bool, pool: &R) {
     if let Some(conn) = conn.take() {
         if keep_alive && conn.read.is_empty() {
-            pool.release(conn.pooled());
+            pool.release(conn);
         }
     }
 }
@@ -1117,7 +1079,6 @@ fn finish<R: Release>(conn: &mut Option<Conn>, keep_alive: bool, pool: &R) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::future::poll_fn;
 
     #[test]
     fn same_bytes_agrees_with_slice_equality_at_every_length_and_position() {
@@ -1306,92 +1267,6 @@ mod tests {
         }
         assert_eq!(framing, Framing::Done);
         assert_eq!(&buf[..], b"def");
-    }
-
-    /// Keeps the connections a body gives back.
-    #[derive(Clone, Default)]
-    struct Kept(std::sync::Arc<std::sync::Mutex<Vec<Conn>>>);
-
-    impl Release for Kept {
-        fn release(&self, conn: Conn) {
-            self.0.lock().unwrap().push(conn);
-        }
-    }
-
-    /// A connection to a peer that has already written `response` whole (a blocking write on
-    /// loopback: all of it waits in our socket).
-    fn answered(response: &[u8]) -> (Conn, std::net::TcpStream) {
-        use std::io::Write;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (ours, _) = listener.accept().unwrap();
-        ours.set_nonblocking(true).unwrap();
-        peer.write_all(response).unwrap();
-        (Conn::new(TcpStream::from_std(ours).unwrap()), peer)
-    }
-
-    #[tokio::test]
-    async fn the_rest_of_a_body_of_known_length_comes_in_one_read() {
-        use http_body_util::BodyExt;
-        let body = vec![b'x'; 40_000];
-        let mut response = b"HTTP/1.1 200 OK\r\ncontent-length: 40000\r\n\r\n".to_vec();
-        let head_len = response.len();
-        response.extend_from_slice(&body);
-        let (mut conn, _peer) = answered(&response);
-        let req = http::Request::get("/").body(Body::empty()).unwrap();
-        let head = conn.exchange(&req).await.unwrap();
-        // The head's read: a read chunk's worth, the head and the body's start.
-        let Answer::Streaming(rest) = head.answer(&mut conn) else {
-            panic!("40 kB do not fit the head's read")
-        };
-        let kept = Kept::default();
-        let mut streamed = std::pin::pin!(Streamed::new(conn, rest, kept.clone(), None, None));
-        let mut frames = Vec::new();
-        while let Some(frame) = streamed.frame().await {
-            frames.push(frame.unwrap().into_data().unwrap());
-        }
-        let sizes: Vec<usize> = frames.iter().map(|f| f.len()).collect();
-        let first = READ_CHUNK - head_len;
-        // The rest in one frame, from one read sized for it (by READ_CHUNK: five).
-        assert_eq!(sizes, [first, 40_000 - first]);
-        assert!(frames.iter().flatten().all(|&b| b == b'x'));
-        // Back in the pool without the body's chunk.
-        let back = kept
-            .0
-            .lock()
-            .unwrap()
-            .pop()
-            .expect("the connection goes back");
-        assert!(!back.body_sized);
-        assert_eq!(back.read.capacity(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_read_gets_room_for_what_is_known_to_come_up_to_a_bound() {
-        let (mut conn, _peer) = answered(&[b'y'; 20_000]);
-        // Nothing known (a head): a read chunk.
-        let n = poll_fn(|cx| conn.poll_fill(cx, 0)).await.unwrap();
-        assert_eq!(n, READ_CHUNK);
-        assert!(!conn.body_sized);
-        // Less than a read chunk known but more than the room left: a read chunk more.
-        conn.read.clear();
-        let n = poll_fn(|cx| conn.poll_fill(cx, 3000)).await.unwrap();
-        assert!((3000..=READ_CHUNK).contains(&n), "{n}");
-        assert!(!conn.body_sized);
-        // More than a read chunk, into a buffer that holds bytes: they stay, a read chunk more.
-        let held = conn.read.len();
-        let n = poll_fn(|cx| conn.poll_fill(cx, 50_000)).await.unwrap();
-        assert_eq!(conn.read.len(), held + n);
-        assert!(!conn.body_sized);
-        // Into an empty buffer: a chunk the size of what comes, at most MAX_BODY_READ.
-        let (mut conn, _peer) = answered(&[b'z'; 1000]);
-        let _ = poll_fn(|cx| conn.poll_fill(cx, 1 << 30)).await.unwrap();
-        assert!(conn.body_sized);
-        assert_eq!(conn.read.capacity(), MAX_BODY_READ);
-        conn.read.clear();
-        let conn = conn.pooled();
-        assert!(!conn.body_sized);
-        assert_eq!(conn.read.capacity(), 0);
     }
 
     #[test]
