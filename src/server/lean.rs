@@ -137,14 +137,14 @@ pub(super) async fn serve<S: ClientStream>(
     let closing = pin!(closing.wait_for(|p| *p >= Phase::Closing));
     let mut draining = PhaseWait::new(draining, phase);
     let mut closing = PhaseWait::new(closing, phase);
-    loop {
+    let end = 'session: loop {
         // A whole head, from what is buffered or read now.
         let head = loop {
             match parse(&mut buf, limits) {
                 Parsed::Head(head) => break head,
                 Parsed::HandOff => {
-                    io.replay = buf.freeze();
-                    return Lean::HandOff;
+                    io.replay = std::mem::take(&mut buf).freeze();
+                    break 'session Lean::HandOff;
                 }
                 Parsed::Partial => {}
             }
@@ -153,11 +153,8 @@ pub(super) async fn serve<S: ClientStream>(
             }
             match read_more(io, &mut buf, quiet, clock, limits, Pin::new(&mut draining)).await {
                 Read::Bytes => {}
-                Read::Idle => {
-                    crate::spare::give_read_buf(buf);
-                    return Lean::Idle;
-                }
-                Read::Closed => return Lean::Closed,
+                Read::Idle => break 'session Lean::Idle,
+                Read::Closed => break 'session Lean::Closed,
             }
         };
         let head_only = head.request.method() == Method::HEAD;
@@ -170,7 +167,7 @@ pub(super) async fn serve<S: ClientStream>(
         )
         .await
         else {
-            return Lean::Closed;
+            break 'session Lean::Closed;
         };
         // Draining: this response is the connection's last, as hyper's graceful shutdown has it.
         let close = client_close || *phase.borrow() >= Phase::Draining;
@@ -192,14 +189,18 @@ pub(super) async fn serve<S: ClientStream>(
             Ok(false) => {
                 // The last response is out: close the sending side as hyper does.
                 let _ = poll_fn(|cx| hyper::rt::Write::poll_shutdown(Pin::new(&mut *io), cx)).await;
-                return Lean::Closed;
+                break 'session Lean::Closed;
             }
             Err(err) => {
                 tracing::debug!(error = %err, "response not sent whole: closing");
-                return Lean::Closed;
+                break 'session Lean::Closed;
             }
         }
-    }
+    };
+    // However the session ended, an empty buffer goes back to the thread (one that holds bytes, a
+    // request cut short, is dropped with them).
+    crate::spare::give_read_buf(buf);
+    end
 }
 
 /// What a read for more of a request head came to.
