@@ -425,7 +425,17 @@ impl Conn {
 
     /// Reads what the socket has into the read buffer (at least [`MIN_READ_ROOM`] bytes of room);
     /// `Ok(0)` at the end of the stream.
+    ///
+    /// An empty buffer whose chunk nothing else holds any more (the bodies and heads carved out of
+    /// it are gone) starts again at the chunk's start, with all its room: a response of up to
+    /// [`READ_CHUNK`] comes in one read, into memory the last one just used, rather than in two
+    /// where the chunk's tail is short (and the next chunk allocated sooner).
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        let room = self.read.capacity() - self.read.len();
+        if room < READ_CHUNK && self.read.is_empty() {
+            // Only if that costs no allocation: a chunk still shared keeps its tail's room.
+            let _ = self.read.try_reclaim(READ_CHUNK);
+        }
         if self.read.capacity() - self.read.len() < MIN_READ_ROOM {
             self.read.reserve(READ_CHUNK);
         }
@@ -1267,6 +1277,43 @@ mod tests {
         }
         assert_eq!(framing, Framing::Done);
         assert_eq!(&buf[..], b"def");
+    }
+
+    /// A connection to a peer that has already written `bytes` (a blocking write on loopback: all
+    /// of it waits in our socket).
+    fn sent_to(bytes: &[u8]) -> (Conn, std::net::TcpStream) {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        peer.write_all(bytes).unwrap();
+        (Conn::new(TcpStream::from_std(ours).unwrap()), peer)
+    }
+
+    #[tokio::test]
+    async fn an_empty_buffer_reads_from_its_chunks_start_once_nothing_holds_it() {
+        use std::future::poll_fn;
+        let (mut conn, _peer) = sent_to(&[b'x'; 3 * READ_CHUNK]);
+        let n = poll_fn(|cx| conn.poll_fill(cx)).await.unwrap();
+        assert_eq!(n, READ_CHUNK);
+        let start = conn.read.as_ptr();
+        // A response of 3,000 bytes carved out and still held (its body being written), the rest
+        // of the read consumed: the buffer is empty, with the chunk's tail as its room.
+        let held = conn.read.split_to(3000).freeze();
+        conn.read.clear();
+        let tail = READ_CHUNK - 3000;
+        assert_eq!(conn.read.capacity(), tail);
+        // Held: the tail is read into, no more (no room reclaimed, no chunk allocated).
+        let n = poll_fn(|cx| conn.poll_fill(cx)).await.unwrap();
+        assert_eq!(n, tail);
+        assert_eq!(conn.read.as_ptr(), start.wrapping_add(3000));
+        conn.read.clear();
+        // Nothing holds the chunk: the next read starts at its start, with all its room.
+        drop(held);
+        let n = poll_fn(|cx| conn.poll_fill(cx)).await.unwrap();
+        assert_eq!(n, READ_CHUNK);
+        assert_eq!(conn.read.as_ptr(), start);
     }
 
     #[test]
