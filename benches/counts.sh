@@ -28,6 +28,7 @@
 #                  callgrind dump (benches/footprint.py): what the request's path needs in the
 #                  instruction cache (32 KiB of L1i is 512 lines), which the kernel's work between
 #                  two requests evicts
+# OHA_ARGS: more options for the load, e.g. OHA_ARGS=--disable-keepalive for a connection per request.
 # RATE=10000: the perf counts at that fixed offered rate rather than closed loop. TRACE=1: also the
 # system calls by kind, with their time (perf trace -s). RECORD=1: a cpu-clock profile of each proxy,
 # user and kernel (perf record), with its top symbols.
@@ -140,11 +141,11 @@ wait_gone() { for _ in $(seq 1 600); do kill -0 "$1" 2>/dev/null || return 0; sl
 nginx -p "$work" -c "$work/origin.conf" -g 'daemon off;' & pids+=($!)
 wait_port "$ORIGIN" 60
 url="http://127.0.0.1:$PROXY$PATH_"
-load() { timeout 600 oha -n "$1" -c 64 --no-tui "${rate_args[@]}" "$url" > /dev/null; }
+load() { timeout 600 oha -n "$1" -c 64 --no-tui "${rate_args[@]}" ${OHA_ARGS:-} "$url" > /dev/null; }
 # The load as a command of its own, for `perf ... -p PID -- CMD`: perf watches PID for exactly as
 # long as CMD runs, with no signal to stop it (a background job starts with SIGINT ignored, so a
 # SIGINT sent before perf set its handler was lost and the script waited forever).
-load_cmd() { echo timeout 600 oha -n "$1" -c 64 --no-tui "${rate_args[@]}" "$url"; }
+load_cmd() { echo timeout 600 oha -n "$1" -c 64 --no-tui "${rate_args[@]}" ${OHA_ARGS:-} "$url"; }
 rate_args=()
 
 # Starts the proxy named $1, possibly under a wrapper ($2...); sets $proxy_pid.
