@@ -20,6 +20,13 @@ def cell(values, fmt="{:,.1f}"):
     return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
 
 
+def cpu_ratio(a, b):
+    """`b` against `a` per request: the ratio of medians, bold, with the range of per-round ratios."""
+    ratios = [y / x for x, y in zip(a["req"], b["req"])]
+    ratio = statistics.median(b["req"]) / statistics.median(a["req"])
+    return f"**{ratio:.2f}** ({min(ratios):.2f}–{max(ratios):.2f})"
+
+
 def ordered(keys):
     return sorted(keys, key=lambda k: CLASS_ORDER.index(k) if k in CLASS_ORDER else 99)
 
@@ -49,10 +56,8 @@ def e2e(results, manifest, counts=None):
         n, p = data[cls].get("nginx"), data[cls].get("parapet")
         if not n or not p:
             continue
-        ratios = [b / a for a, b in zip(n["req"], p["req"])]
-        ratio = statistics.median(p["req"]) / statistics.median(n["req"])
         sn, sp = statistics.median(n["size"]), statistics.median(p["size"])
-        print(f"| {cls} | {cell(n['req'])} | {cell(p['req'])} | **{ratio:.2f}** ({min(ratios):.2f}–{max(ratios):.2f}) "
+        print(f"| {cls} | {cell(n['req'])} | {cell(p['req'])} | {cpu_ratio(n, p)} "
               f"| {cell(n['mb'])} | {cell(p['mb'])} | {sn:.2%} | {sp:.2%} | {sp / sn:.3f} |")
     if counts:
         per = {}
@@ -82,9 +87,7 @@ def e2e(results, manifest, counts=None):
             b, p = data[cls].get("base"), data[cls].get("parapet")
             if not b or not p:
                 continue
-            ratios = [y / x for x, y in zip(b["req"], p["req"])]
-            ratio = statistics.median(p["req"]) / statistics.median(b["req"])
-            print(f"| {cls} | {cell(b['req'])} | {cell(p['req'])} | **{ratio:.2f}** ({min(ratios):.2f}–{max(ratios):.2f}) |")
+            print(f"| {cls} | {cell(b['req'])} | {cell(p['req'])} | {cpu_ratio(b, p)} |")
     for w in warnings:
         print("warning:", w, file=sys.stderr)
 
