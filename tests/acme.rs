@@ -47,21 +47,43 @@ fn tool(name: &str) -> PathBuf {
         })
 }
 
-/// A loopback TCP port free now (bound, then released for the process that will bind it).
+/// A loopback TCP port free now, for a server (parapet, pebble) that binds it a moment later.
+///
+/// Picked below the system's ephemeral range, not by binding port 0: a port from that range, once
+/// released, can be taken at once as the source port of any outgoing connection (the tests' own
+/// clients, pebble's), and the server's bind then fails with "address in use". Below the range no
+/// connection is given one, and each is handed out once per test process.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_below_ephemeral(|port| TcpListener::bind(("127.0.0.1", port)).is_ok())
 }
 
 /// A loopback port free for both UDP and TCP now: the DNS server binds both.
 fn free_dns_port() -> u16 {
+    free_below_ephemeral(|port| {
+        UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port)).is_ok()
+    })
+}
+
+/// A port from 20000 up to the ephemeral range's start (`ip_local_port_range`), not handed out
+/// before in this process, for which `free` holds.
+fn free_below_ephemeral(free: impl Fn(u16) -> bool) -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    const LOW: u16 = 20_000;
+    let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|&start| start > LOW + 1_000)
+        .unwrap_or(32_768);
+    let mut given = GIVEN.lock().unwrap();
     loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        // A random port: each `RandomState` hashes with keys of its own.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_usize(given.len());
+        let port = LOW + (hasher.finish() % u64::from(high - LOW)) as u16;
+        if !given.contains(&port) && free(port) {
+            given.push(port);
             return port;
         }
     }
