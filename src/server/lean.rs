@@ -125,7 +125,8 @@ pub(super) async fn serve<S: ClientStream>(
 ) -> Lean {
     // The read buffer and the response head's are the thread's between requests (`crate::spare`):
     // taken when a request starts (below, before the first read), given back when its response is
-    // out and nothing more was read, so that a request works in memory another just used rather
+    // out and nothing more was read, and when the session ends however it ends (an empty one
+    // only), so that a request works in memory another just used rather
     // than in its connection's, which has gone cold since its last request when a thread serves
     // many connections.
     let mut buf = BytesMut::new();
