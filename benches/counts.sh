@@ -28,10 +28,16 @@
 #                  callgrind dump (benches/footprint.py): what the request's path needs in the
 #                  instruction cache (32 KiB of L1i is 512 lines), which the kernel's work between
 #                  two requests evicts
+# FILES=DIR: the origin also serves DIR's files, and both proxies gzip them at level 6 under /gzip/ as
+# benches/gzip-corpus/run.sh configures them: PATH_=/gzip/css/x.css OHA_ARGS="-H accept-encoding:gzip"
+# counts one file's gzipped proxying.
 # OHA_ARGS: more options for the load, e.g. OHA_ARGS=--disable-keepalive for a connection per request.
-# RATE=10000: the perf counts at that fixed offered rate rather than closed loop. TRACE=1: also the
-# system calls by kind, with their time (perf trace -s). RECORD=1: a cpu-clock profile of each proxy,
-# user and kernel (perf record), with its top symbols.
+# RATE=10000: the perf counts at that fixed offered rate rather than closed loop. VRATE=200: the
+# callgrind load at that fixed rate (requests/s of a proxy that valgrind slows some 50 times): few
+# requests in flight at once, as at a fixed rate natively, where closed loop has all 64 in flight and
+# every connection's memory cold. TRACE=1: also the system calls by kind, with their time
+# (perf trace -s). RECORD=1: a cpu-clock profile of each proxy, user and kernel (perf record), with
+# its top symbols.
 # The load is oha with 64 connections, closed loop. Top functions by instructions: the callgrind files
 # are kept in $OUT (default /tmp/parapet-counts), read them with callgrind_annotate.
 set -euo pipefail
@@ -40,6 +46,7 @@ N=${N:-20000}
 VN=${VN:-$((N / 10))}          # requests under valgrind (about 50x slower)
 WARM=${WARM:-500}
 PATH_=${PATH_:-/bare/5b}
+FILES=${FILES:-/nonexistent}
 OUT=${OUT:-/tmp/parapet-counts}
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -76,7 +83,12 @@ events { worker_connections 4096; }
 http {
   access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
   client_body_temp_path $work/tmp/o-body; proxy_temp_path $work/tmp/o-proxy;
-  server { listen 127.0.0.1:$ORIGIN backlog=4096; location = /5b { default_type text/plain; return 200 "hello"; } }
+  types { text/html html; text/css css; application/javascript js; image/svg+xml svg; text/plain txt; application/json json; }
+  server {
+    listen 127.0.0.1:$ORIGIN backlog=4096;
+    location = /5b { default_type text/plain; return 200 "hello"; }
+    location / { root $FILES; }
+  }
 }
 CONF
 cat > "$work/nginx.conf" <<CONF
@@ -96,6 +108,11 @@ http {
   server {
     listen 127.0.0.1:$PROXY backlog=4096;
     location /bare/ { proxy_pass http://origin/; }
+    location /gzip/ {
+      gzip on; gzip_comp_level 6; gzip_proxied any; gzip_vary on; gzip_min_length 256;
+      gzip_types text/css application/javascript image/svg+xml text/plain application/json;
+      proxy_pass http://origin/;
+    }
     location /chain/ {
       access_log $work/nginx-access.log json buffer=64k flush=100ms;
       add_header X-Frame-Options DENY always;
@@ -119,11 +136,22 @@ app = "bare"
 path = "/chain"
 strip_prefix = true
 app = "chain"
+[[routes]]
+path = "/gzip"
+strip_prefix = true
+app = "gzip"
 [apps.bare]
 upstream = "origin"
 [apps.chain]
 middlewares = ["log", "secure", "compress", "errors"]
 upstream = "origin"
+[apps.gzip]
+middlewares = ["gzip6"]
+upstream = "origin"
+[middlewares.gzip6]
+kind = "compress"
+level = 6
+min_size = 256
 [upstreams.origin]
 servers = ["http://127.0.0.1:$ORIGIN"]
 [middlewares.log]
@@ -224,7 +252,10 @@ for name in nginx parapet; do
     --LL=262144,8,64 --callgrind-out-file="$OUT/callgrind.$name" --trace-children=no
   load "$WARM"
   callgrind_control -z "$proxy_pid" > /dev/null
+  # VRATE: the callgrind load at that fixed rate (requests/s of the slowed proxy), not closed loop.
+  [ -n "${VRATE:-}" ] && rate_args=(-q "$VRATE")
   load "$VN"
+  rate_args=()
   callgrind_control -d "$proxy_pid" > /dev/null
   sleep 1
   # events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw

@@ -267,8 +267,8 @@ pub const JSON_ZLIB_MIN: usize = 4 * 1024;
 pub const GZIP_LD4_BELOW: usize = 4 * 1024;
 
 /// Bodies shorter than this are gzipped by libdeflate's build with small hash tables
-/// ([`GzipBackend::LibdeflateSmall`]).
-pub const SMALL_TABLES_BELOW: usize = 4 * 1024;
+/// ([`GzipBackend::LibdeflateSmall`]; see [`gzip_backend`]).
+pub const SMALL_TABLES_BELOW: usize = 16 * 1024;
 
 /// How parapet gzips a whole body of `len` bytes at nginx-equivalent `level` (1 to 9); `json` when
 /// its content type is JSON (`application/json`, `*/*+json`, `application/x-ndjson`).
@@ -296,11 +296,18 @@ pub const SMALL_TABLES_BELOW: usize = 4 * 1024;
 /// 4 KiB. Level 1, another matcher, costs 0.47 to 0.59 but comes out 1.7 to 2 % larger. JSON keeps
 /// level 6 below 4 KiB: repetitive JSON comes out 2 to 4 % larger at 4 and 5.
 ///
-/// Below 4 KiB, libdeflate is the build of it with small hash tables, whose reset writes 24 KiB
-/// rather than 192 KiB: the same output as the stock build on every file of the corpus there, for
-/// 0.53 to 0.68 of nginx's CPU at level 6's mapping rather than 0.66 to 0.82
-/// (`middlewares/benches/gzip_corpus.rs`, 7 and 9 trials, 2026-12-01). From 4 to 16 KiB it
-/// measured no cheaper than the stock build (-1 to +5 %), so it is not used there.
+/// Below 16 KiB, libdeflate is the build of it with small hash tables, whose reset writes 24 KiB
+/// rather than 192 KiB. Below 4 KiB: the same output as the stock build on every file of the
+/// corpus, for 0.53 to 0.68 of nginx's CPU at level 6's mapping rather than 0.66 to 0.82
+/// (`middlewares/benches/gzip_corpus.rs`, 7 and 9 trials, 2026-12-01). From 4 to 16 KiB: output
+/// the same to a few bytes (0.999 to 1.000 of the stock build's per class), and offline, where a
+/// loop keeps either build's tables in the caches, the same CPU (-1 to +5 %); but served, between
+/// requests that each go through other memory, the stock build's 192 KiB reset is written to
+/// memory gone cold: 3,650 data lines per request missing a 256 KiB cache for a 6 KiB CSS file
+/// against 450 with the small build (nginx 185; `benches/counts.sh FILES=`), and the corpus's
+/// files under 16 KiB cost 0.95 (0.88 to 1.02) of the CPU they cost with the stock build above
+/// 4 KiB (`benches/gzip-corpus/run.sh`, 7 rounds, 2026-12-02). Above 16 KiB its tables are small
+/// for the input, and offline it costs 7 to 10 % more.
 ///
 /// The other levels map to libdeflate's level of the same number, smaller than zlib's and cheaper,
 /// not measured class by class.

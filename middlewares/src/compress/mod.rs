@@ -48,9 +48,11 @@
 //! JSON and on large HTML. Below 4 KiB, where libdeflate's fixed work per call (tables for a 32 KiB
 //! window; nginx shrinks zlib's to the body) weighs most, its level 4 costs 4 to 9 points less than
 //! its 6 (0.71 to 0.82 of nginx's CPU), for output 0.5 to 1 % larger than nginx's. Most of that
-//! fixed work is resetting the matcher's 192 KiB of hash tables: below 4 KiB, bodies go to a
-//! second build of libdeflate's compressor with 24 KiB of tables (`middlewares/libdeflate`), the
-//! same output for a quarter less CPU (0.53 to 0.68 of nginx's).
+//! fixed work is resetting the matcher's 192 KiB of hash tables: below 16 KiB, bodies go to a
+//! second build of libdeflate's compressor with 24 KiB of tables (`middlewares/libdeflate`): below
+//! 4 KiB the same output for a quarter less CPU (0.53 to 0.68 of nginx's); from 4 to 16 KiB the
+//! same output to a few bytes without the stock tables' 192 KiB of writes into memory gone cold
+//! between requests (see [`gzip_backend`]).
 //!
 //! Whole bodies are gzipped by libdeflate (`libdeflater`, built from its C sources, and its small
 //! build) or zlib-rs (flate2's `Compress`); streams are deflated by flate2's `zlib-rs`, a Rust port

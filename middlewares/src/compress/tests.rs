@@ -503,8 +503,8 @@ fn the_small_tables_build_frames_gzip_as_libdeflate_does() {
 
 #[test]
 fn the_small_tables_build_compresses_small_bodies_as_well_as_the_stock_build() {
-    // Its tables are an eighth of the stock build's: below 4 KiB (where it is used) that must not
-    // cost ratio (a few bytes where a collision changes a greedy match, not a per cent). Real text
+    // Its tables are an eighth of the stock build's: below 16 KiB (where it is used) that must not
+    // cost ratio (a few bytes where a collision changes a match, not a per cent). Real text
     // (this crate's Rust and vendored C sources, prose in their comments) and JSON, up to the
     // threshold.
     let texts: [&[u8]; 3] = [
@@ -514,7 +514,7 @@ fn the_small_tables_build_compresses_small_bodies_as_well_as_the_stock_build() {
     ];
     let mut inputs: Vec<Vec<u8>> = vec![json_of(SMALL_TABLES_BELOW - 1)];
     for text in texts {
-        for len in [1_000, 2_500, SMALL_TABLES_BELOW - 1] {
+        for len in [1_000, 2_500, 6_000, SMALL_TABLES_BELOW - 1] {
             inputs.push(text[..len.min(text.len())].to_vec());
         }
     }
@@ -534,13 +534,17 @@ fn the_small_tables_build_compresses_small_bodies_as_well_as_the_stock_build() {
 }
 
 #[test]
-fn level_6_maps_json_from_4_kib_to_zlib_rs_and_the_rest_below_4_kib_to_the_small_tables_build() {
+fn level_6_maps_json_from_4_kib_to_zlib_rs_and_the_rest_below_16_kib_to_the_small_tables_build() {
     use GzipBackend::{Libdeflate, LibdeflateSmall, ZlibRs};
     assert_eq!(gzip_backend(6, 100_000, true), ZlibRs(5));
     assert_eq!(gzip_backend(6, JSON_ZLIB_MIN, true), ZlibRs(5));
     assert_eq!(gzip_backend(6, JSON_ZLIB_MIN - 1, true), LibdeflateSmall(6));
     assert_eq!(gzip_backend(6, 100_000, false), Libdeflate(6));
-    assert_eq!(gzip_backend(6, GZIP_LD4_BELOW, false), Libdeflate(6));
+    assert_eq!(gzip_backend(6, GZIP_LD4_BELOW, false), LibdeflateSmall(6));
+    assert_eq!(
+        gzip_backend(6, SMALL_TABLES_BELOW - 1, false),
+        LibdeflateSmall(6)
+    );
     assert_eq!(gzip_backend(6, SMALL_TABLES_BELOW, false), Libdeflate(6));
     assert_eq!(
         gzip_backend(6, GZIP_LD4_BELOW - 1, false),
