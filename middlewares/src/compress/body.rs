@@ -304,10 +304,11 @@ pub const SMALL_TABLES_BELOW: usize = 16 * 1024;
 /// loop keeps either build's tables in the caches, the same CPU (-1 to +5 %); but served, between
 /// requests that each go through other memory, the stock build's 192 KiB reset is written to
 /// memory gone cold: 3,650 data lines per request missing a 256 KiB cache for a 6 KiB CSS file
-/// against 450 with the small build (nginx 185; `benches/counts.sh FILES=`), and the corpus's
-/// files under 16 KiB cost 0.95 (0.88 to 1.02) of the CPU they cost with the stock build above
-/// 4 KiB (`benches/gzip-corpus/run.sh`, 7 rounds, 2026-12-02). Above 16 KiB its tables are small
-/// for the input, and offline it costs 7 to 10 % more.
+/// against 450 with the small build (nginx 183 to 233; `benches/counts.sh FILES=`), with 3 %
+/// fewer instructions. End to end the corpus's files under 16 KiB cost 0.95 and 1.02 of the CPU
+/// they cost with the stock build above 4 KiB in two runs (`benches/gzip-corpus/run.sh`, 7 rounds,
+/// 2026-12-02): this machine's 1 MiB L2 holds most of the reset. Above 16 KiB the small tables
+/// are small for the input, and offline they cost 7 to 10 % more.
 ///
 /// The other levels map to libdeflate's level of the same number, smaller than zlib's and cheaper,
 /// not measured class by class.
