@@ -262,32 +262,33 @@ impl Protocol {
 
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Tells the protocol by the first bytes; `None` if the client closed first. Usually by peeking, so
-/// hyper reads every byte itself; the bytes it had to read are returned, to be read again first.
+/// Tells the protocol by the first bytes; `None` if the client closed first. The bytes read to
+/// tell it (a whole request head, usually) are returned, to be read again first.
+///
+/// One read, not a peek then a read: peeking the first bytes left every byte to be read again by
+/// the protocol's server, a system call more per connection. The read goes into the thread's read
+/// buffer ([`crate::spare`]); on HTTP/1.1 that buffer, handed on, becomes the lean path's, which
+/// parses the first head from it with no read of its own.
 pub(super) async fn sniff(stream: &mut TcpStream) -> Option<(Protocol, Bytes)> {
-    let mut buf = [0u8; 24];
-    let n = stream.peek(&mut buf).await.ok().filter(|n| *n > 0)?;
-    if buf[..n] != H2_PREFACE[..n] {
-        return Some((Protocol::Http1, Bytes::new()));
-    }
-    if n == H2_PREFACE.len() {
-        return Some((Protocol::Http2, Bytes::new()));
-    }
-    // A prefix of the preface and nothing more yet (a client writing it in pieces, or one stalling
-    // on purpose): peeking again would not wait for more, so read until the bytes tell. The caller
-    // bounds the wait by `server.header_timeout`.
-    let mut n = 0;
+    let mut buf = crate::spare::take_read_buf(4096);
     loop {
-        let read = stream.read(&mut buf[n..]).await.ok().filter(|r| *r > 0)?;
-        n += read;
+        let read = stream.read_buf(&mut buf).await.ok().filter(|r| *r > 0);
+        if read.is_none() {
+            crate::spare::give_read_buf(buf);
+            return None;
+        }
+        let n = buf.len().min(H2_PREFACE.len());
         let protocol = if buf[..n] != H2_PREFACE[..n] {
             Protocol::Http1
         } else if n == H2_PREFACE.len() {
             Protocol::Http2
         } else {
+            // A prefix of the preface and nothing more yet (a client writing it in pieces, or one
+            // stalling on purpose): read until the bytes tell. The caller bounds the wait by
+            // `server.header_timeout`.
             continue;
         };
-        return Some((protocol, Bytes::copy_from_slice(&buf[..n])));
+        return Some((protocol, buf.freeze()));
     }
 }
 
@@ -313,8 +314,8 @@ mod tests {
         client.write_all(&H2_PREFACE[5..]).await.unwrap();
         let (protocol, replay) = sniffing.await.unwrap().unwrap();
         assert!(matches!(protocol, Protocol::Http2));
-        // Whatever was read (all of it, or the first piece then the rest) is handed on.
-        assert!(H2_PREFACE.starts_with(&replay));
+        // Everything read is handed on: the whole preface, read in one piece or two.
+        assert_eq!(&replay[..], &H2_PREFACE[..]);
     }
 
     #[tokio::test]
@@ -327,6 +328,27 @@ mod tests {
         let (protocol, replay) = sniffing.await.unwrap().unwrap();
         assert!(matches!(protocol, Protocol::Http1));
         assert!(b"PUT / HTTP/1.1\r\n".starts_with(&replay));
+        assert!(replay.len() >= 2, "read until the bytes told: {replay:?}");
+    }
+
+    #[tokio::test]
+    async fn the_first_bytes_are_read_once_and_handed_on_whole() {
+        let (mut server, mut client) = pair().await;
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        client.write_all(head).await.unwrap();
+        let (protocol, replay) = sniff(&mut server).await.unwrap();
+        assert!(matches!(protocol, Protocol::Http1));
+        // Read, not peeked: the socket holds nothing more, and the whole head is handed on.
+        assert_eq!(&replay[..], &head[..]);
+        let mut more = [0u8; 1];
+        assert!(server.try_read(&mut more).is_err(), "nothing left to read");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_closes_before_a_byte_is_none() {
+        let (mut server, client) = pair().await;
+        drop(client);
+        assert!(sniff(&mut server).await.is_none());
     }
 
     #[cfg(target_os = "linux")]
