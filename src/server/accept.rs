@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
+use bytes::BytesMut;
 use socket2::{SockRef, TcpKeepalive};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -269,7 +269,7 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// the protocol's server, a system call more per connection. The read goes into the thread's read
 /// buffer ([`crate::spare`]); on HTTP/1.1 that buffer, handed on, becomes the lean path's, which
 /// parses the first head from it with no read of its own.
-pub(super) async fn sniff(stream: &mut TcpStream) -> Option<(Protocol, Bytes)> {
+pub(super) async fn sniff(stream: &mut TcpStream) -> Option<(Protocol, BytesMut)> {
     let mut buf = crate::spare::take_read_buf(4096);
     loop {
         let read = stream.read_buf(&mut buf).await.ok().filter(|r| *r > 0);
@@ -288,7 +288,7 @@ pub(super) async fn sniff(stream: &mut TcpStream) -> Option<(Protocol, Bytes)> {
             // `server.header_timeout`.
             continue;
         };
-        return Some((protocol, buf.freeze()));
+        return Some((protocol, buf));
     }
 }
 

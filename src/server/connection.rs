@@ -24,7 +24,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
+use bytes::BytesMut;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use parapet_middlewares::host::report_final_status;
@@ -68,11 +68,11 @@ pub(super) async fn serve(
         p = tokio::time::timeout(builders.header_timeout(), sniff(&mut stream)) => p.ok().flatten(),
         _ = phase.wait_for(|p| *p >= Phase::Draining) => None,
     };
-    if let Some((protocol, replay)) = protocol {
+    if let Some((protocol, first)) = protocol {
         open.speaks(protocol.speaks());
         let body = open.stats().body().clone();
         serve_protocol(
-            &builders, stream, protocol, replay, service, phase, peer, body,
+            &builders, stream, protocol, first, service, phase, peer, body,
         )
         .await;
     }
@@ -136,7 +136,7 @@ async fn serve_tls(
         &builders,
         stream,
         protocol,
-        Bytes::new(),
+        BytesMut::new(),
         service,
         phase,
         peer,
@@ -145,14 +145,14 @@ async fn serve_tls(
     .await;
 }
 
-/// Serves a connection in `protocol`, `replay` holding bytes already read from it; its request and
-/// response bodies count their bytes in `body`.
+/// Serves a connection in `protocol`, `first` holding bytes already read from it (in the thread's
+/// read buffer, see `accept::sniff`); its request and response bodies count their bytes in `body`.
 #[allow(clippy::too_many_arguments)]
 async fn serve_protocol<S: ClientStream>(
     builders: &Builders,
     stream: S,
     protocol: Protocol,
-    replay: Bytes,
+    first: BytesMut,
     mut service: ConnectionService,
     mut phase: watch::Receiver<Phase>,
     peer: SocketAddr,
@@ -161,14 +161,14 @@ async fn serve_protocol<S: ClientStream>(
     match protocol {
         Protocol::Http1 => {
             Box::pin(http1::serve(
-                builders, stream, replay, service, phase, peer, body,
+                builders, stream, first, service, phase, peer, body,
             ))
             .await
         }
         Protocol::Http2 => {
             let quiet = Arc::new(Quiet::unlimited(body));
             service.quiet = Some(Arc::clone(&quiet));
-            let io = ConnIo::new(stream, replay, Arc::clone(&quiet));
+            let io = ConnIo::new(stream, first.freeze(), Arc::clone(&quiet));
             let conn = H2Conn {
                 conn: builders.h2.load().serve_connection(io, service),
                 quiet,

@@ -49,7 +49,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -772,11 +772,12 @@ fn release<S: ClientStream>(conn: &mut Connection<S>, releasing: &mut bool) {
 }
 
 /// Serves an HTTP/1.1 connection until it closes, releasing hyper's connection (and its buffers)
-/// whenever it is idle; `replay` holds bytes already read from it.
+/// whenever it is idle; `first` holds bytes already read from it, in the thread's read buffer
+/// (`accept::sniff`), which the lean path takes as its own.
 pub(crate) async fn serve<S: ClientStream>(
     builders: &Builders,
     stream: S,
-    replay: Bytes,
+    mut first: BytesMut,
     mut service: ConnectionService,
     mut phase: watch::Receiver<Phase>,
     peer: std::net::SocketAddr,
@@ -790,7 +791,7 @@ pub(crate) async fn serve<S: ClientStream>(
     // The head limits this connection was accepted with, for every hyper connection serving it.
     let h1 = builders.h1.load_full();
     service.quiet = Some(Arc::clone(&quiet));
-    let mut io = ConnIo::new(stream, replay, Arc::clone(&quiet));
+    let mut io = ConnIo::new(stream, Bytes::new(), Arc::clone(&quiet));
     let mut clock = Clock::new();
     loop {
         // The lean path's settings, read afresh for each of its sessions as the timeouts are for
@@ -798,7 +799,13 @@ pub(crate) async fn serve<S: ClientStream>(
         if let Some(limits) = &builders.lean() {
             // Boxed: its state is not part of an idle connection's task.
             let lean = Box::pin(super::lean::serve(
-                &mut io, &service, &quiet, &mut clock, limits, &mut phase,
+                &mut io,
+                std::mem::take(&mut first),
+                &service,
+                &quiet,
+                &mut clock,
+                limits,
+                &mut phase,
             ))
             .await;
             match lean {
@@ -811,6 +818,10 @@ pub(crate) async fn serve<S: ClientStream>(
                 }
                 super::lean::Lean::HandOff => {}
             }
+        }
+        if !first.is_empty() {
+            // The lean path is off: hyper reads the first bytes again.
+            io.replay = std::mem::take(&mut first).freeze();
         }
         quiet.reset();
         let release_after = super::connection::release_ticks(builders.idle_release());

@@ -117,6 +117,7 @@ enum Parsed {
 /// leaves to hyper.
 pub(super) async fn serve<S: ClientStream>(
     io: &mut ConnIo<S>,
+    first: BytesMut,
     service: &ConnectionService,
     quiet: &Arc<Quiet>,
     clock: &mut Clock,
@@ -130,20 +131,10 @@ pub(super) async fn serve<S: ClientStream>(
     // than in its connection's, which has gone cold since its last request when a thread serves
     // many connections.
     // A connection's first bytes were read into such a buffer while its protocol was told
-    // (`accept::sniff`): that buffer becomes the session's, and the first head is parsed where it
-    // is. Other bytes read before the session (hyper's read-ahead, an idle connection's next
-    // bytes, in buffers of their size) are copied into the session's by its first read.
-    let mut buf = match std::mem::take(&mut io.replay).try_into_mut() {
-        Ok(read) if read.capacity() >= READ_BUF => read,
-        Ok(read) => {
-            io.replay = read.freeze();
-            BytesMut::new()
-        }
-        Err(replay) => {
-            io.replay = replay;
-            BytesMut::new()
-        }
-    };
+    // (`accept::sniff`): `first`, which becomes the session's, the first head parsed where it is.
+    // Other bytes read before a session (hyper's read-ahead, an idle connection's next bytes, in
+    // buffers of their size) are `io`'s replay, copied into the session's by its first read.
+    let mut buf = first;
     // The listener's phases, watched by one future each for the whole session rather than one per
     // wait: each ends the session when it resolves, so neither is polled again after.
     // The connection's own receiver tells them when the phase changed (see `PhaseWait`).
