@@ -263,14 +263,14 @@ impl Protocol {
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Tells the protocol by the first bytes; `None` if the client closed first. The bytes read to
-/// tell it (a whole request head, usually) are returned, to be read again first.
+/// tell it (a whole request head, usually) are returned, for the protocol's server to start from.
 ///
 /// One read, not a peek then a read: peeking the first bytes left every byte to be read again by
 /// the protocol's server, a system call more per connection. The read goes into the thread's read
 /// buffer ([`crate::spare`]); on HTTP/1.1 that buffer, handed on, becomes the lean path's, which
 /// parses the first head from it with no read of its own.
 pub(super) async fn sniff(stream: &mut TcpStream) -> Option<(Protocol, BytesMut)> {
-    let mut buf = crate::spare::take_read_buf(4096);
+    let mut buf = crate::spare::take_read_buf(super::lean::READ_BUF);
     loop {
         let read = stream.read_buf(&mut buf).await.ok().filter(|r| *r > 0);
         if read.is_none() {

@@ -78,7 +78,9 @@ pub(super) enum Lean {
 }
 
 /// The read buffer's first size; a head that does not fit makes it grow, up to `max_header_size`.
-const READ_BUF: usize = 4096;
+/// Also the size of the buffer a connection's first bytes are read into (`accept::sniff`), which
+/// becomes the first session's.
+pub(super) const READ_BUF: usize = 4096;
 /// Header lines parsed in place on the stack, as hyper's default; a head with more lines (allowed
 /// by a larger `max_headers`) goes to hyper.
 const MAX_HEADERS: usize = 100;
@@ -127,13 +129,14 @@ pub(super) async fn serve<S: ClientStream>(
     // The read buffer and the response head's are the thread's between requests (`crate::spare`):
     // taken when a request starts (below, before the first read), given back when its response is
     // out and nothing more was read, and when the session ends however it ends (an empty one
-    // only), so that a request works in memory another just used rather
-    // than in its connection's, which has gone cold since its last request when a thread serves
-    // many connections.
+    // only), so that a request works in memory another just used rather than in its connection's,
+    // which has gone cold since its last request when a thread serves many connections.
+    //
     // A connection's first bytes were read into such a buffer while its protocol was told
-    // (`accept::sniff`): `first`, which becomes the session's, the first head parsed where it is.
-    // Other bytes read before a session (hyper's read-ahead, an idle connection's next bytes, in
-    // buffers of their size) are `io`'s replay, copied into the session's by its first read.
+    // (`accept::sniff`): that is `first`, which becomes the session's, the first head parsed where
+    // it is. Other bytes read before a session (hyper's read-ahead, an idle connection's next
+    // bytes, in buffers of their size) are `io`'s replay, copied into the session's by its first
+    // read.
     let mut buf = first;
     // The listener's phases, watched by one future each for the whole session rather than one per
     // wait: each ends the session when it resolves, so neither is polled again after.
