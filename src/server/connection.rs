@@ -34,7 +34,7 @@ use pin_project_lite::pin_project;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::accept::{sniff, ConnectionLimit, Protocol};
+use super::accept::{sniff, ConnectionLimit, ConnectionPermit, Protocol};
 use super::http1::{self, Alarm, ClientStream, Clock, ConnIo, Quiet, ServedBody};
 use super::Phase;
 use crate::build::{Entry, Gateway};
@@ -46,7 +46,13 @@ use crate::{ClientAddr, Request, Response};
 
 /// Serves an accepted connection until it ends: over TLS if its listener terminates TLS (`tls`),
 /// then in the protocol ALPN chose; in plain HTTP, in the protocol its first bytes tell. It is
-/// counted open (`open`) until then, under the protocol it speaks once that is told.
+/// counted open (`open`) until then, under the protocol it speaks once that is told, and holds its
+/// place under `server.max_connections` (`_permit`) as long.
+///
+/// This future is the connection's task, spawned as it is, and an open connection holds it whole
+/// however long it idles: the states a connection is in for a while only (the TLS handshake, HTTP/2,
+/// a lean HTTP/1.1 session, a tunnel) are boxed, so that it stays under a kibibyte.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn serve(
     builders: Arc<Builders>,
     mut stream: TcpStream,
@@ -55,6 +61,7 @@ pub(super) async fn serve(
     peer: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
     mut open: OpenConnection,
+    _permit: ConnectionPermit,
 ) {
     if let Some(tls) = tls {
         // Boxed: a plain connection's task does not carry the TLS states in its own.
@@ -632,4 +639,33 @@ fn refuses_connection(response: &Response) -> bool {
 fn target_len(uri: &http::Uri) -> usize {
     uri.authority().map_or(0, |a| a.as_str().len())
         + uri.path_and_query().map_or(0, |p| p.as_str().len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `serve` returns, from its type alone.
+    #[allow(clippy::too_many_arguments)]
+    fn size_8<A, B, C, D, E, F, G, H, R>(_: impl FnOnce(A, B, C, D, E, F, G, H) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// The same for `http1::serve`.
+    fn size_7<A, B, C, D, E, F, G, R>(_: impl FnOnce(A, B, C, D, E, F, G) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// Every open connection holds its task's future, and a keep-alive connection between
+    /// requests HTTP/1.1's too (boxed in it). The states a connection is in for a while only are
+    /// boxed so that these stay small: 960 and 1,672 bytes when this was written. The bounds leave
+    /// room to grow, and catch a large state that lands inline (hyper's HTTP/2 connection, a lean
+    /// session, a tunnel: kibibytes each).
+    #[test]
+    fn an_open_connection_holds_small_futures() {
+        let task = size_8(serve);
+        assert!(task <= 1536, "a connection's task: {task} bytes");
+        let http1 = size_7(http1::serve::<TcpStream>);
+        assert!(http1 <= 2560, "HTTP/1.1's connection future: {http1} bytes");
+    }
 }

@@ -405,9 +405,18 @@ pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// client closed; else the bytes that had to be read to tell, to be read again first. Dropping
     /// the future loses nothing.
     fn next_bytes(&mut self) -> impl Future<Output = Option<Bytes>> + Send;
+
+    /// Whether closing the connection after its last response takes a shutdown of the sending
+    /// side first: TLS's does (it sends the `close_notify` alert, RFC 8446 §6.1). A TCP socket's
+    /// close sends its FIN after whatever is still queued, as a shutdown would: a shutdown first
+    /// is a system call for nothing (and neither spares a client whose unread bytes make the
+    /// close a reset).
+    const SHUTDOWN_BEFORE_CLOSE: bool = true;
 }
 
 impl ClientStream for TcpStream {
+    const SHUTDOWN_BEFORE_CLOSE: bool = false;
+
     async fn next_bytes(&mut self) -> Option<Bytes> {
         self.readable().await.ok()?;
         // A client that closed is done: no hyper connection (and buffers) just to read its EOF.

@@ -196,8 +196,12 @@ pub(super) async fn serve<S: ClientStream>(
                 }
             }
             Ok(false) => {
-                // The last response is out: close the sending side as hyper does.
-                let _ = poll_fn(|cx| hyper::rt::Write::poll_shutdown(Pin::new(&mut *io), cx)).await;
+                // The last response is out: over TLS, close the sending side as hyper does (a
+                // plain socket's close, which follows, does the same).
+                if S::SHUTDOWN_BEFORE_CLOSE {
+                    let _ =
+                        poll_fn(|cx| hyper::rt::Write::poll_shutdown(Pin::new(&mut *io), cx)).await;
+                }
                 break 'session Lean::Closed;
             }
             Err(err) => {
