@@ -266,6 +266,10 @@ pub const JSON_ZLIB_MIN: usize = 4 * 1024;
 /// [`gzip_backend`]).
 pub const GZIP_LD4_BELOW: usize = 4 * 1024;
 
+/// Level 6 bodies (but JSON) from [`GZIP_LD4_BELOW`] up to this are gzipped by libdeflate at its
+/// level 5 (see [`gzip_backend`]).
+pub const GZIP_LD5_BELOW: usize = 16 * 1024;
+
 /// Bodies shorter than this are gzipped by libdeflate's build with small hash tables
 /// ([`GzipBackend::LibdeflateSmall`]; see [`gzip_backend`]).
 pub const SMALL_TABLES_BELOW: usize = 16 * 1024;
@@ -310,6 +314,14 @@ pub const SMALL_TABLES_BELOW: usize = 16 * 1024;
 /// 2026-12-02): this machine's 1 MiB L2 holds most of the reset. Above 16 KiB the small tables
 /// are small for the input, and offline they cost 7 to 10 % more.
 ///
+/// From 4 to 16 KiB (JSON aside, which zlib-rs takes), libdeflate's level 5 rather than 6: offline,
+/// in one run of 9 trials (2026-12-02), 0.77 to 0.97 of level 6's CPU per class (median of
+/// trials), for output 0.2 to 0.7 % larger, still 0.984 to 1.006 of nginx's. Above 16 KiB its
+/// output comes out up to 1.3 % larger than nginx's on HTML and JavaScript, too near the 2 % that
+/// parapet allows itself, and level 6 stays. End to end, the corpus's files under 16 KiB cost 0.94
+/// and 0.99 of what they cost at level 6 in two runs of 7 rounds (`benches/gzip-corpus/run.sh`,
+/// 2026-12-02): within the noise of a request whose compression is a quarter of its CPU.
+///
 /// The other levels map to libdeflate's level of the same number, smaller than zlib's and cheaper,
 /// not measured class by class.
 pub fn gzip_backend(level: u32, len: usize, json: bool) -> GzipBackend {
@@ -318,10 +330,10 @@ pub fn gzip_backend(level: u32, len: usize, json: bool) -> GzipBackend {
         return GzipBackend::ZlibRs(5);
     }
     // libdeflate: first its level, then which build.
-    let level = if level == 6 && !json && len < GZIP_LD4_BELOW {
-        4
-    } else {
-        level
+    let level = match level {
+        6 if !json && len < GZIP_LD4_BELOW => 4,
+        6 if !json && len < GZIP_LD5_BELOW => 5,
+        _ => level,
     };
     if len < SMALL_TABLES_BELOW {
         GzipBackend::LibdeflateSmall(level)

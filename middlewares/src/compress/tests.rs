@@ -534,17 +534,20 @@ fn the_small_tables_build_compresses_small_bodies_as_well_as_the_stock_build() {
 }
 
 #[test]
-fn level_6_maps_json_from_4_kib_to_zlib_rs_and_the_rest_below_16_kib_to_the_small_tables_build() {
+fn level_6_maps_json_from_4_kib_to_zlib_rs_and_the_rest_below_16_kib_to_the_small_tables_build_at_4_then_5(
+) {
     use GzipBackend::{Libdeflate, LibdeflateSmall, ZlibRs};
     assert_eq!(gzip_backend(6, 100_000, true), ZlibRs(5));
     assert_eq!(gzip_backend(6, JSON_ZLIB_MIN, true), ZlibRs(5));
     assert_eq!(gzip_backend(6, JSON_ZLIB_MIN - 1, true), LibdeflateSmall(6));
     assert_eq!(gzip_backend(6, 100_000, false), Libdeflate(6));
-    assert_eq!(gzip_backend(6, GZIP_LD4_BELOW, false), LibdeflateSmall(6));
+    assert_eq!(gzip_backend(6, GZIP_LD4_BELOW, false), LibdeflateSmall(5));
     assert_eq!(
-        gzip_backend(6, SMALL_TABLES_BELOW - 1, false),
-        LibdeflateSmall(6)
+        gzip_backend(6, GZIP_LD5_BELOW - 1, false),
+        LibdeflateSmall(5)
     );
+    assert_eq!(GZIP_LD5_BELOW, SMALL_TABLES_BELOW);
+    assert_eq!(gzip_backend(6, GZIP_LD4_BELOW, true), ZlibRs(5));
     assert_eq!(gzip_backend(6, SMALL_TABLES_BELOW, false), Libdeflate(6));
     assert_eq!(
         gzip_backend(6, GZIP_LD4_BELOW - 1, false),
