@@ -50,8 +50,8 @@ use crate::{ClientAddr, Request, Response};
 /// place under `server.max_connections` (`_permit`) as long.
 ///
 /// This future is the connection's task, spawned as it is, and an open connection holds it whole
-/// however long it idles: the states a connection is in for a while only (the TLS handshake, HTTP/2,
-/// a lean HTTP/1.1 session, a tunnel) are boxed, so that it stays under a kibibyte.
+/// however long it idles. Each protocol's state (TLS, HTTP/1.1, HTTP/2) is boxed, so that a
+/// connection holds only the one it speaks and the task stays under a kibibyte.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn serve(
     builders: Arc<Builders>,
@@ -656,11 +656,10 @@ mod tests {
         std::mem::size_of::<R>()
     }
 
-    /// Every open connection holds its task's future, and a keep-alive connection between
-    /// requests HTTP/1.1's too (boxed in it). The states a connection is in for a while only are
-    /// boxed so that these stay small: 960 and 1,672 bytes when this was written. The bounds leave
-    /// room to grow, and catch a large state that lands inline (hyper's HTTP/2 connection, a lean
-    /// session, a tunnel: kibibytes each).
+    /// Every open connection holds its task's future, and an HTTP/1.1 one between requests
+    /// HTTP/1.1's too (boxed in the task). What is boxed in them keeps them small: 960 and 1,672
+    /// bytes when this was written. The bounds leave room to grow, and catch a large state that
+    /// lands inline (hyper's HTTP/2 connection, a lean session, a tunnel: kibibytes each).
     #[test]
     fn an_open_connection_holds_small_futures() {
         let task = size_8(serve);

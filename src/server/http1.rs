@@ -409,8 +409,8 @@ pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Whether closing the connection after its last response takes a shutdown of the sending
     /// side first: TLS's does (it sends the `close_notify` alert, RFC 8446 §6.1). A TCP socket's
     /// close sends its FIN after whatever is still queued, as a shutdown would: a shutdown first
-    /// is a system call for nothing (and neither spares a client whose unread bytes make the
-    /// close a reset).
+    /// is a system call for nothing. (Either way, bytes from the client left unread in the socket
+    /// make the close a reset.)
     const SHUTDOWN_BEFORE_CLOSE: bool = true;
 }
 

@@ -534,8 +534,7 @@ fn the_small_tables_build_compresses_small_bodies_as_well_as_the_stock_build() {
 }
 
 #[test]
-fn level_6_maps_json_from_4_kib_to_zlib_rs_and_the_rest_below_16_kib_to_the_small_tables_build_at_4_then_5(
-) {
+fn level_6_picks_its_backend_by_length_and_json() {
     use GzipBackend::{Libdeflate, LibdeflateSmall, ZlibRs};
     assert_eq!(gzip_backend(6, 100_000, true), ZlibRs(5));
     assert_eq!(gzip_backend(6, JSON_ZLIB_MIN, true), ZlibRs(5));
