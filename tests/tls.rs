@@ -677,3 +677,45 @@ async fn certificates_replaced_on_disk_are_picked_up_by_the_watch_without_a_sign
         Some(ReloadTrigger::Certificates)
     );
 }
+
+/// A response that ends its connection (`Connection: close`) ends it cleanly: over TLS with the
+/// `close_notify` alert before the TCP close (a client that reads to the end gets no
+/// "unexpected EOF", which rustls reports for a close without it), in plain HTTP with the close
+/// alone, the whole response read first either way.
+#[tokio::test]
+async fn a_last_response_closes_with_close_notify_over_tls_and_a_fin_in_plain_http() {
+    let pki = Pki::new();
+    pki.leaf("site", &["site.test"]);
+    let server = start_tls(&config(&pki, &["site"], "", "")).await;
+    let request = b"GET / HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n";
+
+    let mut tls = connect(
+        server.local_addr("secure").unwrap(),
+        pki.client(ALL, &[], true),
+        "site.test",
+    )
+    .await
+    .unwrap();
+    tls.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer))
+        .await
+        .expect("the connection is closed")
+        .expect("closed with close_notify");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("hello"), "{answer}");
+
+    let mut tcp = TcpStream::connect(server.local_addr("plain").unwrap())
+        .await
+        .unwrap();
+    tcp.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
+        .await
+        .expect("the connection is closed")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("hello"), "{answer}");
+}
