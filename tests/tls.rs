@@ -687,35 +687,35 @@ async fn a_last_response_closes_with_close_notify_over_tls_and_a_fin_in_plain_ht
     let pki = Pki::new();
     pki.leaf("site", &["site.test"]);
     let server = start_tls(&config(&pki, &["site"], "", "")).await;
-    let request = b"GET / HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n";
-
-    let mut tls = connect(
+    let tls = connect(
         server.local_addr("secure").unwrap(),
         pki.client(ALL, &[], true),
         "site.test",
     )
     .await
     .unwrap();
-    tls.write_all(request).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer))
+    let tcp = TcpStream::connect(server.local_addr("plain").unwrap())
         .await
-        .expect("the connection is closed")
-        .expect("closed with close_notify");
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(answer.ends_with("hello"), "{answer}");
+        .unwrap();
+    for answer in [last_answer(tls).await, last_answer(tcp).await] {
+        let answer = answer.expect("closed cleanly (over TLS: with close_notify)");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("hello"), "{answer}");
+    }
+}
 
-    let mut tcp = TcpStream::connect(server.local_addr("plain").unwrap())
-        .await
-        .unwrap();
-    tcp.write_all(request).await.unwrap();
+/// Sends a `Connection: close` GET on `stream` and reads to the end: the answer, or the read's
+/// error.
+async fn last_answer<S>(mut stream: S) -> std::io::Result<String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n")
+        .await?;
     let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer))
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
         .await
-        .expect("the connection is closed")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(answer.ends_with("hello"), "{answer}");
+        .expect("the connection is closed")?;
+    Ok(String::from_utf8_lossy(&answer).into_owned())
 }
