@@ -310,176 +310,187 @@ impl Upstream {
 
     /// Proxies one request: the four phases of the module docs, the first three again on another
     /// server when a retry is allowed (docs/config.md, "Retries").
-    async fn forward(self: Arc<Self>, mut req: Request) -> Response {
-        let mut tried = 0u64;
-        let mut retries = 0u32;
-        // The request, kept only when a retry may send it again: an idempotent one whose body is
-        // none or small ([`REPLAY_BODY_LIMIT`]).
-        let mut replay: Option<Replay> = None;
-        // Whether a layer outside (the access log) will read which server answered.
-        let wanted = req.extensions().get::<UpstreamResponseWanted>().is_some();
-        let mut from: Option<usize> = None;
-        self.deposit();
-        // `req` is rewritten in place and moved only into the send: a request is large, and each
-        // move of it a copy. A retry puts the request to send next back in it.
-        loop {
-            let index = self.choose_server(&req, tried);
-            tried |= 1u64 << (index % 64);
-            let chosen = self.chosen(index);
-            match from {
-                // The request was made for another server: rebased on this one's path.
-                Some(prev) => rebase(&mut req, &self.config.servers[prev], chosen.server),
-                None => {
-                    if let Err(err) =
-                        upstream_request(chosen.server, &mut req, chosen.pool.may_h2())
-                    {
-                        return err.into_response();
+    ///
+    /// Not `async fn`: one moves its arguments into slots of their own when first polled, which for
+    /// the request is a copy of some 260 bytes into the future's box. The block below uses them
+    /// where the call left them.
+    #[allow(clippy::manual_async_fn)]
+    fn forward(self: Arc<Self>, mut req: Request) -> impl Future<Output = Response> + Send {
+        async move {
+            let mut tried = 0u64;
+            let mut retries = 0u32;
+            // The request, kept only when a retry may send it again: an idempotent one whose body is
+            // none or small ([`REPLAY_BODY_LIMIT`]).
+            let mut replay: Option<Replay> = None;
+            // Whether a layer outside (the access log) will read which server answered.
+            let wanted = req.extensions().get::<UpstreamResponseWanted>().is_some();
+            let mut from: Option<usize> = None;
+            self.deposit();
+            // `req` is rewritten in place and moved only into the send: a request is large, and each
+            // move of it a copy. A retry puts the request to send next back in it.
+            loop {
+                let index = self.choose_server(&req, tried);
+                tried |= 1u64 << (index % 64);
+                let chosen = self.chosen(index);
+                match from {
+                    // The request was made for another server: rebased on this one's path.
+                    Some(prev) => rebase(&mut req, &self.config.servers[prev], chosen.server),
+                    None => {
+                        if let Err(err) =
+                            upstream_request(chosen.server, &mut req, chosen.pool.may_h2())
+                        {
+                            return err.into_response();
+                        }
                     }
                 }
-            }
-            // Kept only where a retry can go to another server: the copy is the one cost retries add
-            // to a request that needs none.
-            if replay.is_none() && self.config.retries > 0 && self.servers.len() > 1 {
-                match self.replayable(&req) {
-                    Replayable::No => {}
-                    Replayable::Bodiless => {
-                        replay = Some(Replay {
-                            head: head_of(&req),
-                            body: None,
-                            made_for: index,
-                        });
+                // Kept only where a retry can go to another server: the copy is the one cost retries add
+                // to a request that needs none.
+                if replay.is_none() && self.config.retries > 0 && self.servers.len() > 1 {
+                    match self.replayable(&req) {
+                        Replayable::No => {}
+                        Replayable::Bodiless => {
+                            replay = Some(Replay {
+                                head: head_of(&req),
+                                body: None,
+                                made_for: index,
+                            });
+                        }
+                        Replayable::Buffered => {
+                            // Read whole (at most `REPLAY_BODY_LIMIT`, its length said so), under the
+                            // client's `server.body_timeout` as when streamed.
+                            let body = std::mem::take(req.body_mut());
+                            // Boxed: rare, and large (see `ServerPool::connect`).
+                            let bytes = match Box::pin(http_body_util::BodyExt::collect(body)).await
+                            {
+                                Ok(collected) => collected.to_bytes(),
+                                Err(err) => {
+                                    let failure =
+                                        Failure::RequestBody(pool::request_body_error(err));
+                                    return self.gateway_error(&chosen, failure).into_response();
+                                }
+                            };
+                            *req.body_mut() = Body::from(bytes.clone());
+                            replay = Some(Replay {
+                                head: head_of(&req),
+                                body: Some(bytes),
+                                made_for: index,
+                            });
+                        }
                     }
-                    Replayable::Buffered => {
-                        // Read whole (at most `REPLAY_BODY_LIMIT`, its length said so), under the
-                        // client's `server.body_timeout` as when streamed.
-                        let body = std::mem::take(req.body_mut());
-                        // Boxed: rare, and large (see `ServerPool::connect`).
-                        let bytes = match Box::pin(http_body_util::BodyExt::collect(body)).await {
-                            Ok(collected) => collected.to_bytes(),
-                            Err(err) => {
-                                let failure = Failure::RequestBody(pool::request_body_error(err));
-                                return self.gateway_error(&chosen, failure).into_response();
+                }
+                // Counted until the head arrives, or the request is dropped (the client gone).
+                let in_flight = self
+                    .balancer
+                    .measures_load()
+                    .then(|| InFlight::start(chosen.state));
+                chosen.state.stats.sent();
+                let answer = self.send(&chosen, &mut req).await;
+                if let Some(in_flight) = in_flight {
+                    if answer.is_ok() {
+                        in_flight.answered();
+                    }
+                }
+                let more = retries < self.config.retries;
+                match answer {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        if status >= 500 {
+                            chosen.state.stats.failed(UpstreamFailure::Status5xx);
+                            chosen
+                                .state
+                                .failed(self.config.eject.as_ref(), "status 5xx");
+                        } else {
+                            chosen.state.succeeded();
+                        }
+                        let on = &self.config.retry_on;
+                        let retry_status = matches!(
+                            (status, on.status_502, on.status_503, on.status_504),
+                            (502, true, _, _) | (503, _, true, _) | (504, _, _, true)
+                        );
+                        if more && retry_status {
+                            if let Some(replay) = &replay {
+                                if self.withdraw() {
+                                    tracing::info!(upstream = %self.config.name, server = %chosen.name, status, "retrying on another server");
+                                    req = replay.rebuild();
+                                    from = Some(replay.made_for);
+                                    retries += 1;
+                                    chosen.state.stats.retried();
+                                    continue;
+                                }
+                            }
+                        }
+                        return match upstream_response(chosen.name, response, wanted) {
+                            Ok(response) => response,
+                            Err(failure) => {
+                                chosen.state.stats.failed(UpstreamFailure::Protocol);
+                                self.gateway_error(&chosen, failure).into_response()
                             }
                         };
-                        *req.body_mut() = Body::from(bytes.clone());
-                        replay = Some(Replay {
-                            head: head_of(&req),
-                            body: Some(bytes),
-                            made_for: index,
-                        });
                     }
-                }
-            }
-            // Counted until the head arrives, or the request is dropped (the client gone).
-            let in_flight = self
-                .balancer
-                .measures_load()
-                .then(|| InFlight::start(chosen.state));
-            chosen.state.stats.sent();
-            let answer = self.send(&chosen, req).await;
-            if let Some(in_flight) = in_flight {
-                if answer.is_ok() {
-                    in_flight.answered();
-                }
-            }
-            let more = retries < self.config.retries;
-            match answer {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    if status >= 500 {
-                        chosen.state.stats.failed(UpstreamFailure::Status5xx);
-                        chosen
-                            .state
-                            .failed(self.config.eject.as_ref(), "status 5xx");
-                    } else {
-                        chosen.state.succeeded();
-                    }
-                    let on = &self.config.retry_on;
-                    let retry_status = matches!(
-                        (status, on.status_502, on.status_503, on.status_504),
-                        (502, true, _, _) | (503, _, true, _) | (504, _, _, true)
-                    );
-                    if more && retry_status {
-                        if let Some(replay) = &replay {
-                            if self.withdraw() {
-                                tracing::info!(upstream = %self.config.name, server = %chosen.name, status, "retrying on another server");
-                                req = replay.rebuild();
-                                from = Some(replay.made_for);
-                                retries += 1;
-                                chosen.state.stats.retried();
-                                continue;
+                    Err(SendError { failure, unsent }) => {
+                        let kind = match &failure {
+                            Failure::Send(Error::UpstreamConnect { .. }) => {
+                                Some(UpstreamFailure::Connect)
+                            }
+                            Failure::Send(err) if is_reset(err) => Some(UpstreamFailure::Reset),
+                            Failure::Send(_) | Failure::Framing(_) => {
+                                Some(UpstreamFailure::Protocol)
+                            }
+                            Failure::TimedOut => Some(UpstreamFailure::Timeout),
+                            Failure::Saturated => Some(UpstreamFailure::Saturated),
+                            // The client's own fault, not the server's.
+                            Failure::RequestBody(_) => None,
+                        };
+                        if let Some(kind) = kind {
+                            chosen.state.stats.failed(kind);
+                        }
+                        let why = match &failure {
+                            Failure::Send(Error::UpstreamConnect { .. }) => Some("connect failed"),
+                            Failure::Send(_) => Some("connection broke"),
+                            Failure::TimedOut => Some("timed out"),
+                            _ => None,
+                        };
+                        if let Some(why) = why {
+                            chosen.state.failed(self.config.eject.as_ref(), why);
+                        }
+                        // Never reached a server: always safe to send elsewhere, and no server's
+                        // load, so outside the budget.
+                        if let (true, Some(unsent), Some(_)) = (more, unsent, why) {
+                            tracing::info!(upstream = %self.config.name, server = %chosen.name, why, "request never reached the server: trying another");
+                            req = *unsent;
+                            from = Some(index);
+                            retries += 1;
+                            chosen.state.stats.retried();
+                            continue;
+                        }
+                        let on = &self.config.retry_on;
+                        let retry_on = match &failure {
+                            Failure::Send(err) => on.reset && is_reset(err),
+                            Failure::TimedOut => on.timeout,
+                            _ => false,
+                        };
+                        if more && retry_on {
+                            if let Some(replay) = &replay {
+                                if self.withdraw() {
+                                    tracing::info!(upstream = %self.config.name, server = %chosen.name, why, "retrying on another server");
+                                    req = replay.rebuild();
+                                    from = Some(replay.made_for);
+                                    retries += 1;
+                                    chosen.state.stats.retried();
+                                    continue;
+                                }
                             }
                         }
-                    }
-                    return match upstream_response(chosen.name, response, wanted) {
-                        Ok(response) => response,
-                        Err(failure) => {
-                            chosen.state.stats.failed(UpstreamFailure::Protocol);
-                            self.gateway_error(&chosen, failure).into_response()
+                        let saturated = matches!(failure, Failure::Saturated);
+                        let mut response = self.gateway_error(&chosen, failure).into_response();
+                        if saturated {
+                            response.headers_mut().insert(
+                                header::RETRY_AFTER,
+                                HeaderValue::from_static(RETRY_AFTER_SECONDS),
+                            );
                         }
-                    };
-                }
-                Err(SendError { failure, unsent }) => {
-                    let kind = match &failure {
-                        Failure::Send(Error::UpstreamConnect { .. }) => {
-                            Some(UpstreamFailure::Connect)
-                        }
-                        Failure::Send(err) if is_reset(err) => Some(UpstreamFailure::Reset),
-                        Failure::Send(_) | Failure::Framing(_) => Some(UpstreamFailure::Protocol),
-                        Failure::TimedOut => Some(UpstreamFailure::Timeout),
-                        Failure::Saturated => Some(UpstreamFailure::Saturated),
-                        // The client's own fault, not the server's.
-                        Failure::RequestBody(_) => None,
-                    };
-                    if let Some(kind) = kind {
-                        chosen.state.stats.failed(kind);
+                        return response;
                     }
-                    let why = match &failure {
-                        Failure::Send(Error::UpstreamConnect { .. }) => Some("connect failed"),
-                        Failure::Send(_) => Some("connection broke"),
-                        Failure::TimedOut => Some("timed out"),
-                        _ => None,
-                    };
-                    if let Some(why) = why {
-                        chosen.state.failed(self.config.eject.as_ref(), why);
-                    }
-                    // Never reached a server: always safe to send elsewhere, and no server's
-                    // load, so outside the budget.
-                    if let (true, Some(unsent), Some(_)) = (more, unsent, why) {
-                        tracing::info!(upstream = %self.config.name, server = %chosen.name, why, "request never reached the server: trying another");
-                        req = unsent;
-                        from = Some(index);
-                        retries += 1;
-                        chosen.state.stats.retried();
-                        continue;
-                    }
-                    let on = &self.config.retry_on;
-                    let retry_on = match &failure {
-                        Failure::Send(err) => on.reset && is_reset(err),
-                        Failure::TimedOut => on.timeout,
-                        _ => false,
-                    };
-                    if more && retry_on {
-                        if let Some(replay) = &replay {
-                            if self.withdraw() {
-                                tracing::info!(upstream = %self.config.name, server = %chosen.name, why, "retrying on another server");
-                                req = replay.rebuild();
-                                from = Some(replay.made_for);
-                                retries += 1;
-                                chosen.state.stats.retried();
-                                continue;
-                            }
-                        }
-                    }
-                    let saturated = matches!(failure, Failure::Saturated);
-                    let mut response = self.gateway_error(&chosen, failure).into_response();
-                    if saturated {
-                        response.headers_mut().insert(
-                            header::RETRY_AFTER,
-                            HeaderValue::from_static(RETRY_AFTER_SECONDS),
-                        );
-                    }
-                    return response;
                 }
             }
         }
@@ -572,7 +583,11 @@ impl Upstream {
     /// Cost: a request parapet's own client sends, no timer of its own (its pooled connection's,
     /// re-armed); another without a body, one timer; with a body, that timer re-armed as the body
     /// goes (once per `timeout`, and once at its end), and [`Upload`]'s one allocation.
-    async fn send(&self, chosen: &Chosen<'_>, req: Request) -> Result<Response, SendError> {
+    ///
+    /// `req` is borrowed, not moved: parapet's own client writes it from where it is, and each move
+    /// of a request is a copy into the state of the future it moves into. Other clients take it out
+    /// of `req`, leaving an empty request.
+    async fn send(&self, chosen: &Chosen<'_>, req: &mut Request) -> Result<Response, SendError> {
         let permit = match chosen.limit {
             None => None,
             Some(limit) => match Arc::clone(limit).try_acquire_owned() {
@@ -586,11 +601,12 @@ impl Upstream {
             permit,
             read_timeout: Some(self.config.read_timeout),
         };
-        if chosen.pool.takes_lean(&req) {
+        if chosen.pool.takes_lean(req) {
             // The pool's own client times the exchange on the connection's own timer.
             let deadline = tokio::time::Instant::now() + self.config.timeout;
             return chosen.pool.send_lean(req, lease, Some(deadline)).await;
         }
+        let req = std::mem::take(req);
         if !Upload::tracks(&req) {
             return match self.send_timed(chosen, req, lease).await {
                 Ok(result) => result,

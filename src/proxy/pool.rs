@@ -29,6 +29,7 @@
 //! in ([`Upload::track`]), so a body broken from its first byte never reaches the upstream at all.
 
 use std::future::Future;
+use std::mem;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -344,7 +345,7 @@ impl ServerPool {
     /// [`h1::Conn::exchange_by`]), else [`Failure::TimedOut`]; without, the caller times it.
     pub(crate) async fn send_lean(
         self: &Arc<Self>,
-        mut req: http::Request<Body>,
+        req: &mut http::Request<Body>,
         lease: Lease,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<http::Response<Body>, SendError> {
@@ -374,13 +375,15 @@ impl ServerPool {
                     };
                     match connected {
                         Ok(conn) => conn,
-                        Err(err) => return Err(SendError::unsent(Failure::Send(err), req)),
+                        Err(err) => {
+                            return Err(SendError::unsent(Failure::Send(err), mem::take(req)))
+                        }
                     }
                 }
             };
             let answer = match deadline {
-                Some(deadline) => conn.exchange_by(&req, deadline).await,
-                None => Some(conn.exchange(&req).await),
+                Some(deadline) => conn.exchange_by(req, deadline).await,
+                None => Some(conn.exchange(req).await),
             };
             let Some(answer) = answer else {
                 return Err(SendError {
@@ -402,7 +405,7 @@ impl ServerPool {
                             unsent: None,
                         });
                     }
-                    return Err(SendError::unsent(failure, req));
+                    return Err(SendError::unsent(failure, mem::take(req)));
                 }
                 Err(h1::Failed::Broken(source)) => {
                     return Err(SendError {
@@ -555,7 +558,8 @@ impl ServerPool {
             // Boxed: requests parapet's client takes come here only after an upload that turned
             // out to have no body (most go straight to `send_lean`), so this future need not
             // carry its state.
-            return Box::pin(self.send_lean(req, lease, None)).await;
+            let mut req = req;
+            return Box::pin(self.send_lean(&mut req, lease, None)).await;
         }
         // Boxed: hyper's client path is some kilobytes of state, which every request's future would
         // otherwise carry and copy (into the box the app's future lives in) even when the request
@@ -748,17 +752,19 @@ pub(crate) struct Lease {
     pub(crate) read_timeout: Option<Duration>,
 }
 
-/// A send that failed, with the request if it never went out (safe to send elsewhere).
+/// A send that failed, with the request if it never went out (safe to send elsewhere). Boxed: a
+/// send's result is moved from future to future on every request, and a request inline would make
+/// every one of those copies some 260 bytes larger for the rare failure that carries it.
 pub(crate) struct SendError {
     pub(crate) failure: Failure,
-    pub(crate) unsent: Option<http::Request<Body>>,
+    pub(crate) unsent: Option<Box<http::Request<Body>>>,
 }
 
 impl SendError {
     fn unsent(failure: Failure, req: http::Request<Body>) -> Self {
         Self {
             failure,
-            unsent: Some(req),
+            unsent: Some(Box::new(req)),
         }
     }
 }

@@ -147,35 +147,39 @@ pub(super) async fn serve<S: ClientStream>(
     let mut draining = PhaseWait::new(draining, phase);
     let mut closing = PhaseWait::new(closing, phase);
     let end = 'session: loop {
-        // A whole head, from what is buffered or read now.
-        let head = loop {
-            match parse(&mut buf, limits) {
-                Parsed::Head(head) => break head,
-                Parsed::HandOff => {
-                    io.replay = std::mem::take(&mut buf).freeze();
-                    break 'session Lean::HandOff;
+        // A whole head, from what is buffered or read now, and at once the request's future, made
+        // where it stays (this state's slot, pinned) and dropped once its response is out of it.
+        // The head itself never lies in this state: a `let head = loop { .. }` around the reads'
+        // awaits would keep its place here (its storage is live from the `let`), and the request
+        // (some 260 bytes) would be written into memory the connection's last request left cold,
+        // then copied out of it. The future passed by value to `respond` was copied three times.
+        let (head_only, client_close, trailers);
+        let response = {
+            let dispatch = pin!(loop {
+                match parse(&mut buf, limits) {
+                    Parsed::Head(head) => {
+                        head_only = head.request.method() == Method::HEAD;
+                        (client_close, trailers) = (head.close, head.trailers);
+                        break service.dispatch_noted(head.request, head.facts);
+                    }
+                    Parsed::HandOff => {
+                        io.replay = std::mem::take(&mut buf).freeze();
+                        break 'session Lean::HandOff;
+                    }
+                    Parsed::Partial => {}
                 }
-                Parsed::Partial => {}
-            }
-            if buf.capacity() == 0 {
-                buf = crate::spare::take_read_buf(READ_BUF);
-            }
-            match read_more(io, &mut buf, quiet, clock, limits, Pin::new(&mut draining)).await {
-                Read::Bytes => {}
-                Read::Idle => break 'session Lean::Idle,
-                Read::Closed => break 'session Lean::Closed,
-            }
+                if buf.capacity() == 0 {
+                    buf = crate::spare::take_read_buf(READ_BUF);
+                }
+                match read_more(io, &mut buf, quiet, clock, limits, Pin::new(&mut draining)).await {
+                    Read::Bytes => {}
+                    Read::Idle => break 'session Lean::Idle,
+                    Read::Closed => break 'session Lean::Closed,
+                }
+            });
+            respond(io, &mut buf, dispatch, Pin::new(&mut closing)).await
         };
-        let head_only = head.request.method() == Method::HEAD;
-        let (client_close, trailers) = (head.close, head.trailers);
-        let Some(response) = respond(
-            io,
-            &mut buf,
-            service.dispatch_noted(head.request, head.facts),
-            Pin::new(&mut closing),
-        )
-        .await
-        else {
+        let Some(response) = response else {
             break 'session Lean::Closed;
         };
         // Draining: this response is the connection's last, as hyper's graceful shutdown has it.
@@ -272,10 +276,9 @@ async fn read_more<S: ClientStream, D: Future>(
 async fn respond<S: ClientStream, D: Future>(
     io: &mut ConnIo<S>,
     buf: &mut BytesMut,
-    dispatch: super::connection::DispatchFuture,
+    mut dispatch: Pin<&mut super::connection::DispatchFuture>,
     mut closing: Pin<&mut D>,
 ) -> Option<http::Response<ServedBody>> {
-    let mut dispatch = pin!(dispatch);
     let mut reading = true;
     // One poll of each per wake-up: the response first (at once, from an in-process handler).
     poll_fn(|cx| {
