@@ -1038,6 +1038,25 @@ impl http_body::Body for PooledBody {
 mod tests {
     use super::*;
 
+    /// A send's result is moved from future to future on every request: the request a failure may
+    /// hand back stays out of it (boxed), so that it is not a request's size larger for the rare
+    /// failure that carries one.
+    #[test]
+    fn a_send_result_holds_no_request_inline() {
+        let request = size_of::<http::Request<Body>>();
+        let error = size_of::<SendError>();
+        assert!(
+            error < request / 2,
+            "SendError: {error} bytes, a request {request}"
+        );
+        let result = size_of::<Result<http::Response<Body>, SendError>>();
+        let response = size_of::<http::Response<Body>>();
+        assert!(
+            result <= response + 8,
+            "a send's result: {result} bytes, a response {response}"
+        );
+    }
+
     #[test]
     fn a_request_body_error_is_blamed_on_the_client() {
         let broken = std::io::Error::new(std::io::ErrorKind::InvalidData, "invalid chunk size");
