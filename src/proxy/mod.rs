@@ -311,8 +311,8 @@ impl Upstream {
     /// Proxies one request: the four phases of the module docs, the first three again on another
     /// server when a retry is allowed (docs/config.md, "Retries").
     ///
-    /// Not `async fn`: one moves its arguments into slots of their own when first polled, which for
-    /// the request is a copy of some 260 bytes into the future's box. The block below uses them
+    /// Not an `async fn`, which moves its arguments into slots of their own when first polled: for
+    /// the request, a copy of its 264 bytes within the future's box. The block below uses them
     /// where the call left them.
     #[allow(clippy::manual_async_fn)]
     fn forward(self: Arc<Self>, mut req: Request) -> impl Future<Output = Response> + Send {
