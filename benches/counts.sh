@@ -37,7 +37,7 @@
 # requests in flight at once, as at a fixed rate natively, where closed loop has all 64 in flight and
 # every connection's memory cold. The simulation sees only the proxy's own memory accesses, not the
 # kernel's: a buffer a read has just filled counts as cold there (the request's bytes the parser reads,
-# an upstream response's), which it is not on the machine, so VRATE's data-line figure is mostly such
+# an upstream response's), which it is not on the machine: much of VRATE's data-line figure is such
 # reads (session 18); and oha reconnects against a proxy this slow, so it includes connection set-up.
 # TRACE=1: also the system calls by kind, with their time
 # (perf trace -s). RECORD=1: a cpu-clock profile of each proxy, user and kernel (perf record), with
