@@ -550,7 +550,7 @@ impl ServerPool {
     /// opened, or a fresh one broke before taking a byte) comes back in the error, to be retried.
     pub(crate) async fn send(
         self: &Arc<Self>,
-        req: http::Request<Body>,
+        mut req: http::Request<Body>,
         upload: Option<Arc<Upload>>,
         lease: Lease,
     ) -> Result<http::Response<Body>, SendError> {
@@ -558,7 +558,6 @@ impl ServerPool {
             // Boxed: requests parapet's client takes come here only after an upload that turned
             // out to have no body (most go straight to `send_lean`), so this future need not
             // carry its state.
-            let mut req = req;
             return Box::pin(self.send_lean(&mut req, lease, None)).await;
         }
         // Boxed: hyper's client path is some kilobytes of state, which every request's future would
