@@ -20,11 +20,13 @@ def cell(values, fmt="{:,.1f}"):
     return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
 
 
-def cpu_ratio(a, b):
-    """`b` against `a` per request: the ratio of medians, bold, with the range of per-round ratios."""
-    ratios = [y / x for x, y in zip(a["req"], b["req"])]
-    ratio = statistics.median(b["req"]) / statistics.median(a["req"])
-    return f"**{ratio:.2f}** ({min(ratios):.2f}–{max(ratios):.2f})"
+def cpu_ratio(a, b, key="req", bold=True):
+    """`b` against `a` per request: the ratio of medians, with the range of per-round ratios."""
+    ratios = [y / x for x, y in zip(a[key], b[key]) if x]
+    ratio = statistics.median(b[key]) / statistics.median(a[key]) if statistics.median(a[key]) else float("nan")
+    mark = "**" if bold else ""
+    span = f" ({min(ratios):.2f}–{max(ratios):.2f})" if ratios else ""
+    return f"{mark}{ratio:.2f}{mark}{span}"
 
 
 def ordered(keys):
@@ -37,28 +39,31 @@ def e2e(results, manifest, counts=None):
     warnings = []
     with open(results) as f:
         for line in f:
-            rnd, cls, proxy, cpu_us, js = line.rstrip("\n").split("\t", 4)
+            rnd, cls, proxy, cpu_us, user_us, js = line.rstrip("\n").split("\t", 5)
             r = json.loads(js)
             if r["ok"] != r["requests"] or r["gzip"] != r["ok"]:
                 warnings.append(f"round {rnd} {cls} {proxy}: {r}")
             requests[(rnd, cls, proxy)] = r["requests"]
             if not r["ok"]:
                 continue
-            d = data.setdefault(cls, {}).setdefault(proxy, {"req": [], "mb": [], "size": [], "lag": []})
+            d = data.setdefault(cls, {}).setdefault(
+                proxy, {"req": [], "user": [], "mb": [], "size": [], "lag": []})
             d["req"].append(int(cpu_us) / r["ok"])
+            d["user"].append(int(user_us) / r["ok"])
             d["mb"].append(int(cpu_us) / 1000 / (r["in_bytes"] / MIB))
             d["size"].append(r["out_bytes"] / r["in_bytes"])
             d["lag"].append(r["max_lag"])
     print("| class | nginx CPU µs/request | parapet CPU µs/request | CPU parapet/nginx: median (range of per-round ratios) "
-          "| nginx CPU ms/MB | parapet CPU ms/MB | gzipped size nginx | parapet | size parapet/nginx |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| user CPU parapet/nginx | nginx CPU ms/MB | parapet CPU ms/MB | gzipped size nginx | parapet "
+          "| size parapet/nginx |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for cls in ordered(data):
         n, p = data[cls].get("nginx"), data[cls].get("parapet")
         if not n or not p:
             continue
         sn, sp = statistics.median(n["size"]), statistics.median(p["size"])
         print(f"| {cls} | {cell(n['req'])} | {cell(p['req'])} | {cpu_ratio(n, p)} "
-              f"| {cell(n['mb'])} | {cell(p['mb'])} | {sn:.2%} | {sp:.2%} | {sp / sn:.3f} |")
+              f"| {cpu_ratio(n, p, 'user', bold=False)} | {cell(n['mb'])} | {cell(p['mb'])} | {sn:.2%} | {sp:.2%} | {sp / sn:.3f} |")
     if counts:
         per = {}
         with open(counts) as f:

@@ -23,7 +23,8 @@
 # Metrics, per class: CPU µs per request and CPU ms per MB of uncompressed input (the same requests for
 # both proxies, so the two give the same ratio up to the clock's 10 ms ticks), and the gzipped bytes
 # per pass over the class's files (output size). The table gives medians with min and max over rounds,
-# and parapet/nginx. The machine's other work moves the figures: read the ranges.
+# and parapet/nginx, and the ratio of user CPU time alone (the proxy's own code; the rest is the
+# kernel's, for the sockets). The machine's other work moves the figures: read the ranges.
 #
 # COUNTS=1 also counts, per request, each proxy's system calls and context switches (wake-ups) with
 # `perf stat` on its processes during each run (software events: they work in a VM), in a second
@@ -179,7 +180,7 @@ run() { # proxy class round
   local proxy=$1 class=$2 round=$3 before after out
   local load=(timeout $((DURATION * 4 + 60)) python3 "$here/load.py" "http://127.0.0.1:${PORT[$proxy]}/"
     "$work/$class.list" "$(rate_of "$class")" "$DURATION")
-  before=$($stat cpu ${PIDS[$proxy]})
+  before=$($stat cpu-split ${PIDS[$proxy]})
   if [ -n "$COUNTS" ]; then
     # perf runs the load as its workload and counts the proxy's processes meanwhile.
     out=$(perf stat -x, -o "$work/perf.txt" -e raw_syscalls:sys_enter,context-switches \
@@ -190,8 +191,9 @@ run() { # proxy class round
   else
     out=$("${load[@]}")
   fi
-  after=$($stat cpu ${PIDS[$proxy]})
-  echo -e "$round\t$class\t$proxy\t$((after - before))\t$out" >> "$results"
+  after=$($stat cpu-split ${PIDS[$proxy]})
+  local user=$((${after% *} - ${before% *})) system=$((${after#* } - ${before#* }))
+  echo -e "$round\t$class\t$proxy\t$((user + system))\t$user\t$out" >> "$results"
 }
 
 # Warm up both (page cache, pools, parapet's per-level compressors): one pass of every class.
