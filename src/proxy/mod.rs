@@ -391,7 +391,8 @@ impl Upstream {
                     }
                 }
                 let more = retries < self.config.retries;
-                match answer {
+                // The request to send next and the server it was made for, or the answer.
+                let (next, made_for) = match answer {
                     Ok(response) => {
                         let status = response.status().as_u16();
                         if status >= 500 {
@@ -407,25 +408,23 @@ impl Upstream {
                             (status, on.status_502, on.status_503, on.status_504),
                             (502, true, _, _) | (503, _, true, _) | (504, _, _, true)
                         );
-                        if more && retry_status {
-                            if let Some(replay) = &replay {
-                                if self.withdraw() {
-                                    tracing::info!(upstream = %self.config.name, server = %chosen.name, status, "retrying on another server");
-                                    req = replay.rebuild();
-                                    from = Some(replay.made_for);
-                                    retries += 1;
-                                    chosen.state.stats.retried();
-                                    continue;
-                                }
-                            }
-                        }
-                        return match upstream_response(chosen.name, response, wanted) {
-                            Ok(response) => response,
-                            Err(failure) => {
-                                chosen.state.stats.failed(UpstreamFailure::Protocol);
-                                self.gateway_error(&chosen, failure).into_response()
-                            }
+                        let next = if more && retry_status {
+                            self.again(&replay).inspect(|_| {
+                                tracing::info!(upstream = %self.config.name, server = %chosen.name, status, "retrying on another server");
+                            })
+                        } else {
+                            None
                         };
+                        let Some(next) = next else {
+                            return match upstream_response(chosen.name, response, wanted) {
+                                Ok(response) => response,
+                                Err(failure) => {
+                                    chosen.state.stats.failed(UpstreamFailure::Protocol);
+                                    self.gateway_error(&chosen, failure).into_response()
+                                }
+                            };
+                        };
+                        next
                     }
                     Err(SendError { failure, unsent }) => {
                         let kind = match &failure {
@@ -453,47 +452,52 @@ impl Upstream {
                         if let Some(why) = why {
                             chosen.state.failed(self.config.eject.as_ref(), why);
                         }
-                        // Never reached a server: always safe to send elsewhere, and no server's
-                        // load, so outside the budget.
-                        if let (true, Some(unsent), Some(_)) = (more, unsent, why) {
-                            tracing::info!(upstream = %self.config.name, server = %chosen.name, why, "request never reached the server: trying another");
-                            req = *unsent;
-                            from = Some(index);
-                            retries += 1;
-                            chosen.state.stats.retried();
-                            continue;
-                        }
                         let on = &self.config.retry_on;
                         let retry_on = match &failure {
                             Failure::Send(err) => on.reset && is_reset(err),
                             Failure::TimedOut => on.timeout,
                             _ => false,
                         };
-                        if more && retry_on {
-                            if let Some(replay) = &replay {
-                                if self.withdraw() {
-                                    tracing::info!(upstream = %self.config.name, server = %chosen.name, why, "retrying on another server");
-                                    req = replay.rebuild();
-                                    from = Some(replay.made_for);
-                                    retries += 1;
-                                    chosen.state.stats.retried();
-                                    continue;
-                                }
+                        let next = match (more, unsent, why) {
+                            // Never reached a server: always safe to send elsewhere, and no
+                            // server's load, so outside the budget.
+                            (true, Some(unsent), Some(_)) => {
+                                tracing::info!(upstream = %self.config.name, server = %chosen.name, why, "request never reached the server: trying another");
+                                Some((*unsent, index))
                             }
-                        }
-                        let saturated = matches!(failure, Failure::Saturated);
-                        let mut response = self.gateway_error(&chosen, failure).into_response();
-                        if saturated {
-                            response.headers_mut().insert(
-                                header::RETRY_AFTER,
-                                HeaderValue::from_static(RETRY_AFTER_SECONDS),
-                            );
-                        }
-                        return response;
+                            _ if more && retry_on => self.again(&replay).inspect(|_| {
+                                tracing::info!(upstream = %self.config.name, server = %chosen.name, why, "retrying on another server");
+                            }),
+                            _ => None,
+                        };
+                        let Some(next) = next else {
+                            let saturated = matches!(failure, Failure::Saturated);
+                            let mut response = self.gateway_error(&chosen, failure).into_response();
+                            if saturated {
+                                response.headers_mut().insert(
+                                    header::RETRY_AFTER,
+                                    HeaderValue::from_static(RETRY_AFTER_SECONDS),
+                                );
+                            }
+                            return response;
+                        };
+                        next
                     }
-                }
+                };
+                // Again, on another server: `next` was made for server `made_for`.
+                req = next;
+                from = Some(made_for);
+                retries += 1;
+                chosen.state.stats.retried();
             }
         }
+    }
+
+    /// The kept request, rebuilt for a retry, and the server it was made for, if one was kept and
+    /// the retry budget allows one more.
+    fn again(&self, replay: &Option<Replay>) -> Option<(Request, usize)> {
+        let replay = replay.as_ref()?;
+        self.withdraw().then(|| (replay.rebuild(), replay.made_for))
     }
 
     /// Whether a retry may send `req` again: an idempotent method (RFC 9110 §9.2.2: GET, HEAD,
