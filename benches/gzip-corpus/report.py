@@ -54,7 +54,7 @@ def e2e(results, manifest, counts=None):
             d["size"].append(r["out_bytes"] / r["in_bytes"])
             d["lag"].append(r["max_lag"])
     print("| class | nginx CPU µs/request | parapet CPU µs/request | CPU parapet/nginx: median (range of per-round ratios) "
-          "| user CPU parapet/nginx | nginx CPU ms/MB | parapet CPU ms/MB | gzipped size nginx | parapet "
+          "| user CPU µs/request nginx, parapet: parapet/nginx | nginx CPU ms/MB | parapet CPU ms/MB | gzipped size nginx | parapet "
           "| size parapet/nginx |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for cls in ordered(data):
@@ -63,7 +63,8 @@ def e2e(results, manifest, counts=None):
             continue
         sn, sp = statistics.median(n["size"]), statistics.median(p["size"])
         print(f"| {cls} | {cell(n['req'])} | {cell(p['req'])} | {cpu_ratio(n, p)} "
-              f"| {cpu_ratio(n, p, 'user', bold=False)} | {cell(n['mb'])} | {cell(p['mb'])} | {sn:.2%} | {sp:.2%} | {sp / sn:.3f} |")
+              f"| {statistics.median(n['user']):,.0f}, {statistics.median(p['user']):,.0f}: "
+              f"{cpu_ratio(n, p, 'user', bold=False)} | {cell(n['mb'])} | {cell(p['mb'])} | {sn:.2%} | {sp:.2%} | {sp / sn:.3f} |")
     if counts:
         per = {}
         with open(counts) as f:
