@@ -23,9 +23,9 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -216,13 +216,23 @@ fn finish(
     tunnel.end(&end);
 }
 
+/// The idle timer's checks per `tunnel_timeout`: the tunnel ends at the check that finds no byte
+/// moved either way over the last `IDLE_CHECKS` checks, between `tunnel_timeout` and
+/// `tunnel_timeout * (1 + 1 / IDLE_CHECKS)` after the last byte. Traffic costs no timer update and
+/// no clock read.
+const IDLE_CHECKS: u32 = 8;
+
 /// Bytes both ways between `a` and `b` (each side's `prefix` sent to the other first), until one
-/// direction is done or fails, none moves for `idle_timeout`, or the phase says close. Returns
-/// the bytes from `a`, the bytes from `b`, and why it ended.
+/// direction is done or fails, none moves for `idle_timeout` (see [`IDLE_CHECKS`]), or the phase
+/// says close. Returns the bytes from `a`, the bytes from `b`, and why it ended.
+///
+/// The two directions and the alarms (the idle timer, the phase) are polled apart, each with a
+/// waker of its own ([`Group`]): a message one way wakes the task for that direction alone, so
+/// it does not poll the other socket, the timer or the phase as well.
 async fn join<A, B>(
-    a: A,
+    mut a: A,
     a_prefix: Bytes,
-    b: B,
+    mut b: B,
     b_prefix: Bytes,
     idle_timeout: Duration,
     phase: &mut watch::Receiver<Phase>,
@@ -231,37 +241,117 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut pipes = Pipes {
-        a,
-        b,
-        a_to_b: Pipe::new(a_prefix),
-        b_to_a: Pipe::new(b_prefix),
-    };
-    let idle = tokio::time::sleep(idle_timeout);
+    let mut a_to_b = Pipe::new(a_prefix);
+    let mut b_to_a = Pipe::new(b_prefix);
+    let period = idle_timeout / IDLE_CHECKS;
+    let idle = tokio::time::sleep(period);
     tokio::pin!(idle);
-    let mut seen = 0u64;
-    let reason = loop {
-        tokio::select! {
-            done = &mut pipes => {
-                if let Err(err) = done {
-                    tracing::debug!(error = %err, "tunnel side failed");
-                }
-                break TunnelEndReason::Closed;
+    let closing = phase.wait_for(|p| *p >= Phase::Closing);
+    tokio::pin!(closing);
+    let task = Arc::new(Mutex::new(None));
+    let [there, back, alarms] = [(); 3].map(|()| Group::new(&task));
+    let (mut seen, mut quiet) = (0u64, 0u32);
+    let reason = std::future::poll_fn(|cx| {
+        {
+            let mut current = task.lock().unwrap_or_else(|e| e.into_inner());
+            if !current
+                .as_ref()
+                .is_some_and(|w: &Waker| w.will_wake(cx.waker()))
+            {
+                *current = Some(cx.waker().clone());
             }
-            () = &mut idle => {
-                // The timer is re-armed only when it fires: traffic costs no timer update.
-                let moved = pipes.a_to_b.total + pipes.b_to_a.total;
-                if moved == seen {
-                    break TunnelEndReason::Idle;
-                }
-                seen = moved;
-                let since = pipes.a_to_b.last.max(pipes.b_to_a.last);
-                idle.as_mut().reset(since + idle_timeout);
-            }
-            _ = phase.wait_for(|p| *p >= Phase::Closing) => break TunnelEndReason::Shutdown,
         }
-    };
-    (pipes.a_to_b.total, pipes.b_to_a.total, reason)
+        // Done when either direction is (its reader ended, what it sent was written and the
+        // other side's writing shut down), as nginx does: WebSocket peers close both ways
+        // together, and a half-closed tunnel would hold its sockets until `tunnel_timeout`.
+        let mut done = None;
+        if let Some(mut cx) = there.rang() {
+            if let Poll::Ready(end) = a_to_b.poll_pipe(&mut cx, Pin::new(&mut a), Pin::new(&mut b))
+            {
+                done = Some(end);
+            }
+        }
+        if let Some(mut cx) = back.rang() {
+            if let Poll::Ready(end) = b_to_a.poll_pipe(&mut cx, Pin::new(&mut b), Pin::new(&mut a))
+            {
+                done = done.or(Some(end));
+            }
+        }
+        if let Some(end) = done {
+            if let Err(err) = end {
+                tracing::debug!(error = %err, "tunnel side failed");
+            }
+            return Poll::Ready(TunnelEndReason::Closed);
+        }
+        if let Some(mut cx) = alarms.rang() {
+            if closing.as_mut().poll(&mut cx).is_ready() {
+                return Poll::Ready(TunnelEndReason::Shutdown);
+            }
+            while idle.as_mut().poll(&mut cx).is_ready() {
+                let moved = a_to_b.total + b_to_a.total;
+                if moved != seen {
+                    (seen, quiet) = (moved, 0);
+                } else {
+                    quiet += 1;
+                    if quiet >= IDLE_CHECKS {
+                        return Poll::Ready(TunnelEndReason::Idle);
+                    }
+                }
+                let next = idle.deadline() + period;
+                idle.as_mut().reset(next);
+            }
+        }
+        Poll::Pending
+    })
+    .await;
+    (a_to_b.total, b_to_a.total, reason)
+}
+
+/// Some of a tunnel's futures, polled only when something they wait for woke the task: their
+/// waker notes that it rang, then wakes the task.
+struct Group {
+    flag: Arc<Flag>,
+    waker: Waker,
+}
+
+impl Group {
+    fn new(task: &Arc<Mutex<Option<Waker>>>) -> Self {
+        let flag = Arc::new(Flag {
+            // Rung at first: every group is polled once, to register its waker.
+            rang: AtomicBool::new(true),
+            task: Arc::clone(task),
+        });
+        let waker = Waker::from(Arc::clone(&flag));
+        Self { flag, waker }
+    }
+
+    /// The context to poll the group's futures in, if their waker rang since they were last polled.
+    fn rang(&self) -> Option<Context<'_>> {
+        self.flag
+            .rang
+            .swap(false, Ordering::AcqRel)
+            .then(|| Context::from_waker(&self.waker))
+    }
+}
+
+/// A [`Group`]'s waker.
+struct Flag {
+    rang: AtomicBool,
+    /// The task's own waker, from its latest poll.
+    task: Arc<Mutex<Option<Waker>>>,
+}
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.rang.store(true, Ordering::Release);
+        if let Some(task) = &*self.task.lock().unwrap_or_else(|e| e.into_inner()) {
+            task.wake_by_ref();
+        }
+    }
 }
 
 /// One direction of a tunnel.
@@ -274,8 +364,6 @@ struct Pipe {
     prefix: Bytes,
     /// Bytes carried so far.
     total: u64,
-    /// When bytes last moved this way.
-    last: Instant,
     /// The reader reached its end (and the writer was shut down after it).
     read_done: bool,
     shut: bool,
@@ -290,7 +378,6 @@ impl Pipe {
             at: 0,
             total: 0,
             prefix,
-            last: Instant::now(),
             read_done: false,
             shut: false,
             unflushed: false,
@@ -390,40 +477,5 @@ impl Pipe {
     fn count(&mut self, n: usize) {
         self.total += n as u64;
         self.unflushed = true;
-        self.last = Instant::now();
-    }
-}
-
-/// Both directions of a tunnel, as one future: done when either is, as nginx does. A side that
-/// ended (its reader reached its end, what it sent was written and the other side's writing shut
-/// down) ends the tunnel: WebSocket peers close both ways together, and a half-closed tunnel would
-/// otherwise hold its sockets until `tunnel_timeout`.
-struct Pipes<A, B> {
-    a: A,
-    b: B,
-    a_to_b: Pipe,
-    b_to_a: Pipe,
-}
-
-impl<A, B> Future for Pipes<A, B>
-where
-    A: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
-{
-    type Output = std::io::Result<()>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        let there = this
-            .a_to_b
-            .poll_pipe(cx, Pin::new(&mut this.a), Pin::new(&mut this.b))?;
-        let back = this
-            .b_to_a
-            .poll_pipe(cx, Pin::new(&mut this.b), Pin::new(&mut this.a))?;
-        if there.is_ready() || back.is_ready() {
-            Poll::Ready(Ok(()))
-        } else {
-            Poll::Pending
-        }
     }
 }
