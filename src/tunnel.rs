@@ -217,8 +217,9 @@ fn finish(
 }
 
 /// The idle timer's checks per `tunnel_timeout`: the tunnel ends at the check that finds no byte
-/// moved either way over the last `IDLE_CHECKS` checks, between `tunnel_timeout` and
-/// `tunnel_timeout * (1 + 1 / IDLE_CHECKS)` after the last byte. Traffic costs no timer update and
+/// moved either way over the last `IDLE_CHECKS` checks, each a `tunnel_timeout / IDLE_CHECKS` at
+/// least after the one before: from `tunnel_timeout` to about `tunnel_timeout * (1 + 1 /
+/// IDLE_CHECKS)` after the last byte. Traffic costs no timer update and
 /// no clock read.
 const IDLE_CHECKS: u32 = 8;
 
@@ -248,16 +249,13 @@ where
     tokio::pin!(idle);
     let closing = phase.wait_for(|p| *p >= Phase::Closing);
     tokio::pin!(closing);
-    let task = Arc::new(Mutex::new(None));
+    let task = Arc::new(Mutex::new(None::<Waker>));
     let [there, back, alarms] = [(); 3].map(|()| Group::new(&task));
     let (mut seen, mut quiet) = (0u64, 0u32);
     let reason = std::future::poll_fn(|cx| {
         {
             let mut current = task.lock().unwrap_or_else(|e| e.into_inner());
-            if !current
-                .as_ref()
-                .is_some_and(|w: &Waker| w.will_wake(cx.waker()))
-            {
+            if !current.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 *current = Some(cx.waker().clone());
             }
         }
@@ -297,8 +295,9 @@ where
                         return Poll::Ready(TunnelEndReason::Idle);
                     }
                 }
-                let next = idle.deadline() + period;
-                idle.as_mut().reset(next);
+                // From now, not from the deadline: a task polled late must not catch up on
+                // checks at once and count quiet periods that did not pass.
+                idle.as_mut().reset(Instant::now() + period);
             }
         }
         Poll::Pending
